@@ -1,0 +1,193 @@
+//! The vendor-neutral chat model every dialect converts into and out of.
+
+use bytes::Bytes;
+
+use super::model::ModelId;
+
+/// One chat request, whatever dialect it arrived in.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    pub model: ModelId,
+    pub messages: Vec<Message>,
+    pub stream: bool,
+    /// Tool definitions the client declared. Accepted and documented as ignored: the Gemini
+    /// Business upstream is never given client tools.
+    pub tools: Vec<ToolSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// System or developer instructions.
+    System,
+    User,
+    Assistant,
+    /// The result of a tool call, sent back by the client.
+    Tool,
+}
+
+/// One turn of the conversation.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub role: Role,
+    pub parts: Vec<Part>,
+    /// Tool calls an assistant turn made.
+    pub tool_calls: Vec<ToolCall>,
+    /// For a [`Role::Tool`] turn: the name of the tool (or the call id when the name is unknown).
+    pub tool_name: Option<String>,
+}
+
+impl Message {
+    /// A message with the given role and parts and nothing else.
+    pub fn new(role: Role, parts: Vec<Part>) -> Self {
+        Self {
+            role,
+            parts,
+            tool_calls: Vec::new(),
+            tool_name: None,
+        }
+    }
+
+    /// The text parts joined without separator (how every dialect concatenates text parts).
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            if let Part::Text(t) = part {
+                out.push_str(t);
+            }
+        }
+        out
+    }
+
+    /// The media parts, in order.
+    pub fn media(&self) -> impl Iterator<Item = &Media> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Media(m) => Some(m),
+            Part::Text(_) => None,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Part {
+    Text(String),
+    Media(Media),
+}
+
+/// What kind of media a part carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    Image,
+    Video,
+    Audio,
+    Document,
+}
+
+impl MediaKind {
+    /// The kind a MIME type belongs to.
+    pub fn from_mime(mime: &str) -> MediaKind {
+        let top = mime
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        match top.as_str() {
+            "image" => MediaKind::Image,
+            "video" => MediaKind::Video,
+            "audio" => MediaKind::Audio,
+            _ => MediaKind::Document,
+        }
+    }
+}
+
+/// A media input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Media {
+    /// Bytes the client sent (data URL or base64 block), already decoded.
+    Inline { mime: String, data: Bytes },
+    /// An http(s) URL the upstream is asked to fetch itself.
+    Url { url: String, kind: MediaKind },
+}
+
+impl Media {
+    pub fn kind(&self) -> MediaKind {
+        match self {
+            Media::Inline { mime, .. } => MediaKind::from_mime(mime),
+            Media::Url { kind, .. } => *kind,
+        }
+    }
+}
+
+/// A tool the client declared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: Option<String>,
+    pub parameters: Option<serde_json::Value>,
+}
+
+/// A tool call, made by the model (out) or replayed by the client (in).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments as a JSON text.
+    pub arguments: String,
+}
+
+/// A generated image or video, as bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratedMedia {
+    pub mime: String,
+    pub data: Bytes,
+}
+
+/// What the upstream produces, in order, as it arrives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// A piece of the visible answer.
+    Text(String),
+    /// A piece of the model's reasoning.
+    Thought(String),
+    /// A generated image or video.
+    Media(GeneratedMedia),
+    /// A tool call the model made.
+    ToolCall(ToolCall),
+}
+
+/// Why the answer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    ToolCalls,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_kind_from_mime() {
+        assert_eq!(MediaKind::from_mime("image/png"), MediaKind::Image);
+        assert_eq!(MediaKind::from_mime("VIDEO/mp4"), MediaKind::Video);
+        assert_eq!(MediaKind::from_mime("audio/ogg"), MediaKind::Audio);
+        assert_eq!(MediaKind::from_mime("application/pdf"), MediaKind::Document);
+        assert_eq!(MediaKind::from_mime(""), MediaKind::Document);
+    }
+
+    #[test]
+    fn text_joins_text_parts_only() {
+        let m = Message::new(
+            Role::User,
+            vec![
+                Part::Text("a".into()),
+                Part::Media(Media::Url {
+                    url: "https://x/y.png".into(),
+                    kind: MediaKind::Image,
+                }),
+                Part::Text("b".into()),
+            ],
+        );
+        assert_eq!(m.text(), "ab");
+        assert_eq!(m.media().count(), 1);
+    }
+}

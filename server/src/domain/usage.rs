@@ -1,0 +1,161 @@
+//! Token usage, estimated.
+//!
+//! The Gemini Business upstream reports no usage, so the gateway estimates it (never reports
+//! zero). The estimator, documented in README:
+//!
+//! * text: every 4 ASCII bytes count as one token, every non-ASCII character as one token
+//!   (CJK text is roughly a token per character), rounded up;
+//! * media: a fixed [`IMAGE_TOKENS`] per image (Gemini's documented cost of an image) and
+//!   [`OTHER_MEDIA_TOKENS`] per video, audio or document input or output. Base64 bytes are never
+//!   counted as text (reference defect 30);
+//! * input = the flattened upstream query plus its attachments; output = answer text plus
+//!   reasoning text plus generated media. Each side is at least 1.
+
+use super::chat::{MediaKind, StreamEvent};
+use super::prompt::UpstreamQuery;
+
+/// Tokens charged for one image.
+pub const IMAGE_TOKENS: u32 = 258;
+/// Tokens charged for one video, audio clip or document.
+pub const OTHER_MEDIA_TOKENS: u32 = 1032;
+
+/// Estimated usage of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    /// The part of `output_tokens` spent on reasoning.
+    pub reasoning_tokens: u32,
+}
+
+impl Usage {
+    pub fn total_tokens(&self) -> u32 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
+}
+
+/// Estimated tokens of a text (see the module docs).
+pub fn text_tokens(text: &str) -> u32 {
+    let mut ascii: u64 = 0;
+    let mut other: u64 = 0;
+    for c in text.chars() {
+        if c.is_ascii() {
+            ascii += 1;
+        } else {
+            other += 1;
+        }
+    }
+    u32::try_from(ascii.div_ceil(4) + other).unwrap_or(u32::MAX)
+}
+
+fn media_tokens(kind: MediaKind) -> u32 {
+    match kind {
+        MediaKind::Image => IMAGE_TOKENS,
+        _ => OTHER_MEDIA_TOKENS,
+    }
+}
+
+/// Estimated input tokens of an upstream query.
+pub fn input_tokens(query: &UpstreamQuery) -> u32 {
+    let media: u32 = query
+        .attachments
+        .iter()
+        .map(|m| media_tokens(m.kind()))
+        .sum();
+    text_tokens(&query.text).saturating_add(media).max(1)
+}
+
+/// Accumulates output usage as stream events pass by, without keeping their text.
+#[derive(Debug, Clone, Default)]
+pub struct OutputMeter {
+    answer: u32,
+    reasoning: u32,
+}
+
+impl OutputMeter {
+    pub fn observe(&mut self, event: &StreamEvent) {
+        match event {
+            StreamEvent::Text(t) => self.answer = self.answer.saturating_add(text_tokens(t)),
+            StreamEvent::Thought(t) => {
+                self.reasoning = self.reasoning.saturating_add(text_tokens(t))
+            }
+            StreamEvent::Media(m) => {
+                self.answer = self
+                    .answer
+                    .saturating_add(media_tokens(MediaKind::from_mime(&m.mime)))
+            }
+            StreamEvent::ToolCall(c) => {
+                self.answer = self
+                    .answer
+                    .saturating_add(text_tokens(&c.name))
+                    .saturating_add(text_tokens(&c.arguments))
+            }
+        }
+    }
+
+    /// The usage of the whole request.
+    pub fn usage(&self, input_tokens: u32) -> Usage {
+        Usage {
+            input_tokens: input_tokens.max(1),
+            output_tokens: self.answer.saturating_add(self.reasoning).max(1),
+            reasoning_tokens: self.reasoning,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::chat::{GeneratedMedia, Media};
+    use bytes::Bytes;
+
+    #[test]
+    fn text_estimate() {
+        assert_eq!(text_tokens(""), 0);
+        assert_eq!(text_tokens("abcd"), 1);
+        assert_eq!(text_tokens("abcde"), 2);
+        assert_eq!(text_tokens("你好"), 2);
+        assert_eq!(text_tokens("hi 你好"), 3);
+    }
+
+    #[test]
+    fn input_counts_media_by_kind_not_bytes() {
+        let big = Bytes::from(vec![0u8; 1_000_000]);
+        let q = UpstreamQuery {
+            text: "describe".into(),
+            attachments: vec![Media::Inline {
+                mime: "image/png".into(),
+                data: big,
+            }],
+        };
+        assert_eq!(input_tokens(&q), 2 + IMAGE_TOKENS);
+        let empty = UpstreamQuery {
+            text: String::new(),
+            attachments: vec![],
+        };
+        assert_eq!(input_tokens(&empty), 1);
+    }
+
+    #[test]
+    fn output_is_never_zero_and_separates_reasoning() {
+        let mut meter = OutputMeter::default();
+        assert_eq!(
+            meter.usage(0),
+            Usage {
+                input_tokens: 1,
+                output_tokens: 1,
+                reasoning_tokens: 0
+            }
+        );
+        meter.observe(&StreamEvent::Thought("thinking".into()));
+        meter.observe(&StreamEvent::Text("answer text".into()));
+        meter.observe(&StreamEvent::Media(GeneratedMedia {
+            mime: "image/png".into(),
+            data: Bytes::from(vec![0u8; 100_000]),
+        }));
+        let u = meter.usage(10);
+        assert_eq!(u.reasoning_tokens, 2);
+        assert_eq!(u.output_tokens, 2 + 3 + IMAGE_TOKENS);
+        assert_eq!(u.total_tokens(), 10 + u.output_tokens);
+    }
+}
