@@ -1,0 +1,692 @@
+//! The HTTP side of the adapter: one call per upstream endpoint (U1–U6), each with its own
+//! timeout, and [`GeminiBusinessClient::converse`], which runs a whole chat turn as a stream.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use business2api_shared::Secret;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::classify::{classify_element, classify_response, is_html};
+use super::convert::{AssistItem, element_items, tools_spec};
+use super::credentials::Credentials;
+use super::json_stream::JsonElementSplitter;
+use super::jwt::{XsrfKey, parse_xsrf_body, sign_jwt};
+use super::wire::{
+    AddContextFileMember, AddContextFileRequest, AddContextFileResponse, AssistGenerationConfig,
+    CreateSessionMember, CreateSessionRequest, CreateSessionResponse, Envelope, FileMetadata,
+    ListFilesMember, ListFilesRequest, ListFilesResponse, NewSession, Query, StreamAssistElement,
+    StreamAssistMember, StreamAssistRequest, TextPart, UserMetadata,
+};
+use crate::config::{GeminiBusinessSettings, ProxyUrl};
+use crate::domain::{GeneratedMedia, Media, ModelId, StreamEvent, UpstreamQuery};
+use crate::upstream::{Endpoint, ErrorKind, UpstreamError};
+
+/// The answer of one chat turn, as it arrives.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, UpstreamError>> + Send>>;
+
+/// How long a minted JWT is used: it claims 300 s; we stop using it 30 s earlier so a request
+/// that starts just before expiry does not carry a token that dies mid-call.
+pub const TOKEN_USE_WINDOW: Duration = Duration::from_secs(270);
+
+/// Error bodies are read up to this many bytes for classification.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// The user agent of U1 (spec §1.3).
+const U1_USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36";
+/// The user agent of U2–U6 (spec §1.5).
+const API_USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+     (KHTML, like Gecko) Chrome/140.0.0.0 Safari/537.36";
+const WEB_ORIGIN: &str = "https://business.gemini.google";
+const WEB_REFERER: &str = "https://business.gemini.google/";
+const AI_GENERATED_FILTER: &str = "file_origin_type = AI_GENERATED";
+
+/// A freshly minted short-lived JWT.
+#[derive(Debug, Clone)]
+pub struct MintedToken {
+    pub jwt: Secret,
+    /// After this instant the token must not be used any more (see [`TOKEN_USE_WINDOW`]).
+    pub use_until: Instant,
+}
+
+impl MintedToken {
+    /// Whether the token may still be sent at `now`.
+    pub fn usable_at(&self, now: Instant) -> bool {
+        now < self.use_until
+    }
+}
+
+/// Credentials for one U2–U6 call.
+#[derive(Debug, Clone)]
+pub struct CallAuth {
+    pub jwt: Secret,
+    pub config_id: String,
+    /// Forwarded as `x-original-authorization` when non-empty.
+    pub original_authorization: Secret,
+}
+
+/// The Gemini Business HTTP client. One per process (per egress proxy later); cheap to share.
+#[derive(Debug)]
+pub struct GeminiBusinessClient {
+    http: reqwest::Client,
+    getoxsrf_url: String,
+    api_base: String,
+    settings: GeminiBusinessSettings,
+    accept_language: String,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The whole cause chain of an error, for logs (never shown to clients).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+fn transport(endpoint: Endpoint, e: reqwest::Error) -> UpstreamError {
+    let e = e.without_url();
+    tracing::debug!(endpoint = endpoint.as_str(), error = %chain(&e), "upstream transport error");
+    if e.is_timeout() {
+        UpstreamError::new(
+            ErrorKind::Timeout,
+            endpoint,
+            "the upstream did not answer in time",
+        )
+    } else {
+        UpstreamError::new(
+            ErrorKind::Transport,
+            endpoint,
+            "could not talk to the upstream",
+        )
+    }
+}
+
+fn timeout(endpoint: Endpoint, what: &str) -> UpstreamError {
+    UpstreamError::new(ErrorKind::Timeout, endpoint, format!("the upstream {what}"))
+}
+
+fn protocol(endpoint: Endpoint, message: impl Into<String>) -> UpstreamError {
+    UpstreamError::new(ErrorKind::Protocol, endpoint, message)
+}
+
+/// Reads at most `limit` bytes of a body (the rest is dropped with the connection).
+async fn read_prefix(mut response: Response, limit: usize, idle: Duration) -> Vec<u8> {
+    let mut buf = Vec::new();
+    while buf.len() < limit {
+        match tokio::time::timeout(idle, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => {
+                let take = chunk.len().min(limit - buf.len());
+                buf.extend_from_slice(&chunk[..take]);
+            }
+            _ => break,
+        }
+    }
+    buf
+}
+
+fn header_str(response: &Response, name: header::HeaderName) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// File extension for an uploaded file's name (reference defect 39: not the raw MIME subtype).
+fn extension_for(mime: &str) -> &'static str {
+    match mime.to_ascii_lowercase().as_str() {
+        "image/jpeg" | "image/jpg" | "image/pjpeg" => "jpg",
+        "image/png" => "png",
+        "image/webp" => "webp",
+        "image/gif" => "gif",
+        "image/heic" => "heic",
+        "image/heif" => "heif",
+        "video/mp4" => "mp4",
+        "video/webm" => "webm",
+        "video/quicktime" => "mov",
+        "video/3gpp" => "3gp",
+        "video/x-matroska" => "mkv",
+        "audio/mpeg" | "audio/mp3" => "mp3",
+        "audio/wav" | "audio/x-wav" => "wav",
+        "audio/ogg" => "ogg",
+        "audio/flac" => "flac",
+        "application/pdf" => "pdf",
+        "text/plain" => "txt",
+        "text/csv" => "csv",
+        "text/html" => "html",
+        "application/json" => "json",
+        _ => "bin",
+    }
+}
+
+impl GeminiBusinessClient {
+    /// Builds the client. TLS is verified (rustls with the platform's roots); redirects are not
+    /// followed (a redirect from Google means "sign in again", which we classify); only the
+    /// content encodings reqwest decodes are advertised.
+    pub fn new(
+        settings: &GeminiBusinessSettings,
+        proxy: Option<&ProxyUrl>,
+    ) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true);
+        if let Some(proxy) = proxy {
+            builder = builder.proxy(reqwest::Proxy::all(proxy.expose())?);
+        }
+        let http = builder.build()?;
+        let trim = |u: &url::Url| u.as_str().trim_end_matches('/').to_owned();
+        let primary = settings.language_code.split('-').next().unwrap_or("en");
+        Ok(Self {
+            http,
+            getoxsrf_url: format!("{}/auth/getoxsrf", trim(&settings.auth_base_url)),
+            api_base: trim(&settings.api_base_url),
+            settings: settings.clone(),
+            accept_language: format!("{},{};q=0.9", settings.language_code, primary),
+        })
+    }
+
+    fn method_url(&self, method: &str) -> String {
+        format!("{}/v1alpha/locations/global/{method}", self.api_base)
+    }
+
+    /// Headers of every U2–U6 call (spec §1.5, without the browser fingerprint headers and
+    /// without a hand-set `accept-encoding`).
+    fn api_headers(&self, auth: &CallAuth) -> Result<HeaderMap, UpstreamError> {
+        let bad = |_| {
+            protocol(
+                Endpoint::CreateSession,
+                "a credential is not a valid header value",
+            )
+        };
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        if let Ok(v) = HeaderValue::from_str(&self.accept_language) {
+            h.insert(header::ACCEPT_LANGUAGE, v);
+        }
+        let mut bearer =
+            HeaderValue::from_str(&format!("Bearer {}", auth.jwt.expose())).map_err(bad)?;
+        bearer.set_sensitive(true);
+        h.insert(header::AUTHORIZATION, bearer);
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::ORIGIN, HeaderValue::from_static(WEB_ORIGIN));
+        h.insert(header::REFERER, HeaderValue::from_static(WEB_REFERER));
+        h.insert(header::USER_AGENT, HeaderValue::from_static(API_USER_AGENT));
+        h.insert("x-server-timeout", HeaderValue::from_static("1800"));
+        if !auth.original_authorization.is_empty() {
+            let mut v = HeaderValue::from_str(auth.original_authorization.expose()).map_err(bad)?;
+            v.set_sensitive(true);
+            h.insert("x-original-authorization", v);
+        }
+        Ok(h)
+    }
+
+    /// Sends a request and returns the response if it is a 2xx JSON answer; every failure is
+    /// classified. `limit` bounds the time to the response headers.
+    async fn send(
+        &self,
+        endpoint: Endpoint,
+        request: RequestBuilder,
+        limit: Duration,
+    ) -> Result<Response, UpstreamError> {
+        let response = match tokio::time::timeout(limit, request.send()).await {
+            Err(_) => return Err(timeout(endpoint, "did not answer in time")),
+            Ok(Err(e)) => return Err(transport(endpoint, e)),
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status();
+        if status.is_redirection() {
+            // Google redirects to its sign-in page when a session is no longer valid.
+            let kind = if endpoint == Endpoint::GetXsrfKey {
+                ErrorKind::CookiesInvalid
+            } else {
+                ErrorKind::Challenge
+            };
+            return Err(
+                UpstreamError::new(kind, endpoint, "the upstream redirected to sign-in")
+                    .with_status(status.as_u16()),
+            );
+        }
+        let content_type = header_str(&response, header::CONTENT_TYPE);
+        if !status.is_success()
+            || content_type
+                .as_deref()
+                .is_some_and(|ct| is_html(Some(ct), b""))
+        {
+            let retry_after = header_str(&response, header::RETRY_AFTER);
+            let body = read_prefix(response, ERROR_BODY_LIMIT, self.settings.request_timeout).await;
+            return Err(classify_response(
+                endpoint,
+                status.as_u16(),
+                content_type.as_deref(),
+                retry_after.as_deref(),
+                &body,
+            ));
+        }
+        Ok(response)
+    }
+
+    /// Reads a whole (small) JSON answer within the call's timeout and parses it; HTML and error
+    /// elements are classified.
+    async fn json<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        response: Response,
+    ) -> Result<T, UpstreamError> {
+        let content_type = header_str(&response, header::CONTENT_TYPE);
+        let body = response.bytes().await.map_err(|e| transport(endpoint, e))?;
+        if is_html(content_type.as_deref(), &body) {
+            return Err(classify_response(
+                endpoint,
+                200,
+                content_type.as_deref(),
+                None,
+                &body,
+            ));
+        }
+        let value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|_| protocol(endpoint, "the upstream answer is not JSON"))?;
+        if let Some(e) = classify_element(endpoint, &value) {
+            return Err(e);
+        }
+        serde_json::from_value(value)
+            .map_err(|_| protocol(endpoint, "the upstream answer has an unexpected shape"))
+    }
+
+    async fn post_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        auth: &CallAuth,
+        method: &str,
+        body: &B,
+    ) -> Result<T, UpstreamError> {
+        let request = self
+            .http
+            .post(self.method_url(method))
+            .headers(self.api_headers(auth)?)
+            .timeout(self.settings.request_timeout)
+            .json(body);
+        let response = self
+            .send(endpoint, request, self.settings.request_timeout)
+            .await?;
+        self.json(endpoint, response).await
+    }
+
+    /// U1 + signing: a short-lived JWT for the account (spec §1.3–1.4).
+    #[tracing::instrument(skip_all)]
+    pub async fn mint_token(&self, creds: &Credentials) -> Result<MintedToken, UpstreamError> {
+        let endpoint = Endpoint::GetXsrfKey;
+        let Some(cookie) = creds.cookie_header() else {
+            return Err(UpstreamError::new(
+                ErrorKind::CookiesInvalid,
+                endpoint,
+                "the account has no __Secure-C_SES cookie",
+            ));
+        };
+        let mut cookie = HeaderValue::from_str(cookie.expose())
+            .map_err(|_| protocol(endpoint, "a cookie is not a valid header value"))?;
+        cookie.set_sensitive(true);
+        let request = self
+            .http
+            .get(&self.getoxsrf_url)
+            .query(&[("csesidx", creds.csesidx.as_str())])
+            .header(header::COOKIE, cookie)
+            .header(header::USER_AGENT, U1_USER_AGENT)
+            .header(header::REFERER, WEB_REFERER)
+            .timeout(self.settings.request_timeout);
+        let started = Instant::now();
+        let response = self
+            .send(endpoint, request, self.settings.request_timeout)
+            .await?;
+        let content_type = header_str(&response, header::CONTENT_TYPE);
+        let body = response.bytes().await.map_err(|e| transport(endpoint, e))?;
+        if is_html(content_type.as_deref(), &body) {
+            return Err(classify_response(
+                endpoint,
+                200,
+                content_type.as_deref(),
+                None,
+                &body,
+            ));
+        }
+        let key: XsrfKey = parse_xsrf_body(&body)?;
+        Ok(MintedToken {
+            jwt: sign_jwt(&key, &creds.csesidx, now_unix()),
+            use_until: started + TOKEN_USE_WINDOW,
+        })
+    }
+
+    /// U2: a new chat session; returns its name.
+    pub async fn create_session(&self, auth: &CallAuth) -> Result<String, UpstreamError> {
+        let endpoint = Endpoint::CreateSession;
+        let body = Envelope::new(
+            &auth.config_id,
+            CreateSessionMember {
+                create_session_request: CreateSessionRequest {
+                    session: NewSession {
+                        name: "",
+                        display_name: "",
+                    },
+                },
+            },
+        );
+        let answer: CreateSessionResponse = self
+            .post_json(endpoint, auth, "widgetCreateSession", &body)
+            .await?;
+        answer
+            .session
+            .map(|s| s.name)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| protocol(endpoint, "the upstream returned no session name"))
+    }
+
+    /// U3: attaches one input file to the session; returns its file id.
+    pub async fn upload(
+        &self,
+        auth: &CallAuth,
+        session: &str,
+        media: &Media,
+    ) -> Result<String, UpstreamError> {
+        let endpoint = Endpoint::AddContextFile;
+        let request = match media {
+            Media::Inline { mime, data } => {
+                let suffix = uuid::Uuid::new_v4().simple().to_string();
+                AddContextFileRequest::Inline {
+                    name: session,
+                    file_name: format!(
+                        "upload_{}_{}.{}",
+                        now_unix(),
+                        &suffix[..6],
+                        extension_for(mime)
+                    ),
+                    mime_type: mime,
+                    file_contents: STANDARD.encode(data),
+                }
+            }
+            Media::Url { url, .. } => AddContextFileRequest::Uri {
+                name: session,
+                file_uri: url,
+            },
+        };
+        let body = Envelope::new(
+            &auth.config_id,
+            AddContextFileMember {
+                add_context_file_request: request,
+            },
+        );
+        let answer: AddContextFileResponse = self
+            .post_json(endpoint, auth, "widgetAddContextFile", &body)
+            .await?;
+        answer
+            .add_context_file_response
+            .map(|r| r.file_id)
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| protocol(endpoint, "the upstream returned no file id"))
+    }
+
+    /// U4: sends the query and returns the answer items as they arrive. The returned stream
+    /// holds the connection; dropping it cancels the upstream call.
+    pub async fn stream_assist(
+        &self,
+        auth: &CallAuth,
+        session: &str,
+        text: &str,
+        file_ids: &[String],
+        model: &ModelId,
+    ) -> Result<impl Stream<Item = Result<AssistItem, UpstreamError>> + Send + 'static, UpstreamError>
+    {
+        let endpoint = Endpoint::StreamAssist;
+        let text = if text.is_empty() { " " } else { text };
+        let body = Envelope::new(
+            &auth.config_id,
+            StreamAssistMember {
+                stream_assist_request: StreamAssistRequest {
+                    session,
+                    query: Query {
+                        parts: [TextPart { text }],
+                    },
+                    filter: "",
+                    file_ids: (!file_ids.is_empty()).then_some(file_ids),
+                    answer_generation_mode: "NORMAL",
+                    tools_spec: tools_spec(model.features()),
+                    language_code: &self.settings.language_code,
+                    user_metadata: UserMetadata {
+                        time_zone: &self.settings.time_zone,
+                    },
+                    assist_skipping_mode: "REQUEST_ASSIST",
+                    assist_generation_config: Some(AssistGenerationConfig {
+                        model_id: model.base().upstream_id(),
+                    }),
+                },
+            },
+        );
+        let request = self
+            .http
+            .post(self.method_url("widgetStreamAssist"))
+            .headers(self.api_headers(auth)?)
+            .json(&body);
+        let response = self
+            .send(endpoint, request, self.settings.stream_first_byte_timeout)
+            .await?;
+        Ok(assist_items(response, self.settings.stream_idle_timeout))
+    }
+
+    /// U5: the AI-generated files of a session.
+    pub async fn list_generated_files(
+        &self,
+        auth: &CallAuth,
+        session: &str,
+    ) -> Result<Vec<FileMetadata>, UpstreamError> {
+        let body = Envelope::new(
+            &auth.config_id,
+            ListFilesMember {
+                list_session_file_metadata_request: ListFilesRequest {
+                    name: session,
+                    filter: AI_GENERATED_FILTER,
+                },
+            },
+        );
+        let answer: ListFilesResponse = self
+            .post_json(
+                Endpoint::ListSessionFiles,
+                auth,
+                "widgetListSessionFileMetadata",
+                &body,
+            )
+            .await?;
+        Ok(answer
+            .list_session_file_metadata_response
+            .unwrap_or_default()
+            .file_metadata)
+    }
+
+    /// U6: downloads one generated file, refusing files larger than `max_download_mb`.
+    pub async fn download(
+        &self,
+        auth: &CallAuth,
+        full_session: &str,
+        file_id: &str,
+    ) -> Result<Bytes, UpstreamError> {
+        let endpoint = Endpoint::DownloadFile;
+        let url = format!(
+            "{}/download/v1alpha/{full_session}:downloadFile",
+            self.api_base
+        );
+        let request = self
+            .http
+            .get(url)
+            .query(&[("fileId", file_id), ("alt", "media")])
+            .headers(self.api_headers(auth)?)
+            .timeout(self.settings.download_timeout);
+        let mut response = self
+            .send(endpoint, request, self.settings.download_timeout)
+            .await?;
+        let limit = self.settings.max_download_bytes;
+        let too_big = || {
+            protocol(
+                endpoint,
+                "the generated file exceeds gemini_business.max_download_mb",
+            )
+        };
+        if response.content_length().is_some_and(|n| n > limit) {
+            return Err(too_big());
+        }
+        let mut buf = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| transport(endpoint, e))? {
+            if (buf.len() + chunk.len()) as u64 > limit {
+                return Err(too_big());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(buf))
+    }
+
+    /// One chat turn: U2, U3 for each attachment, U4 streamed, then U5/U6 for generated files.
+    /// Events are yielded as soon as they are parsed; dropping the stream cancels whatever call
+    /// is in flight.
+    pub fn converse(
+        self: &Arc<Self>,
+        auth: CallAuth,
+        model: ModelId,
+        query: UpstreamQuery,
+    ) -> EventStream {
+        let client = Arc::clone(self);
+        Box::pin(async_stream::try_stream! {
+            let session = client.create_session(&auth).await?;
+            let mut file_ids = Vec::with_capacity(query.attachments.len());
+            for media in &query.attachments {
+                file_ids.push(client.upload(&auth, &session, media).await?);
+            }
+            let items = client.stream_assist(&auth, &session, &query.text, &file_ids, &model).await?;
+            futures_util::pin_mut!(items);
+            let mut full_session: Option<String> = None;
+            let mut files = Vec::new();
+            while let Some(item) = items.next().await {
+                match item? {
+                    AssistItem::SessionInfo(s) => {
+                        full_session.get_or_insert(s);
+                    }
+                    AssistItem::Event(event) => yield event,
+                    AssistItem::File(file) => files.push(file),
+                }
+            }
+            if !files.is_empty() {
+                let listed = client
+                    .list_generated_files(&auth, full_session.as_deref().unwrap_or(&session))
+                    .await?;
+                for file in files {
+                    let meta = listed.iter().find(|m| m.file_id == file.file_id).ok_or_else(|| {
+                        protocol(Endpoint::ListSessionFiles, "a generated file is missing from the session")
+                    })?;
+                    let owner = if meta.session.is_empty() {
+                        full_session.clone().unwrap_or_else(|| session.clone())
+                    } else {
+                        meta.session.clone()
+                    };
+                    let data = client.download(&auth, &owner, &file.file_id).await?;
+                    let mime = if file.mime_type.is_empty() { meta.mime_type.clone() } else { file.mime_type };
+                    yield StreamEvent::Media(GeneratedMedia { mime, data });
+                }
+            }
+        })
+    }
+}
+
+/// Turns a 200 U4 response into answer items, element by element, as the bytes arrive.
+fn assist_items(
+    response: Response,
+    idle: Duration,
+) -> impl Stream<Item = Result<AssistItem, UpstreamError>> + Send + 'static {
+    let endpoint = Endpoint::StreamAssist;
+    async_stream::try_stream! {
+        let status = response.status();
+        debug_assert_eq!(status, StatusCode::OK);
+        let mut body = response.bytes_stream();
+        let mut splitter = JsonElementSplitter::new();
+        let mut call_seq = 0u32;
+        loop {
+            let chunk = match tokio::time::timeout(idle, body.next()).await {
+                Err(_) => Err(timeout(endpoint, "went silent in the middle of the answer"))?,
+                Ok(None) => break,
+                Ok(Some(Err(e))) => Err(transport(endpoint, e))?,
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            let elements = splitter
+                .push(&chunk)
+                .map_err(|e| protocol(endpoint, format!("malformed answer: {e}")))?;
+            for element in elements {
+                for item in parse_element(&element, &mut call_seq)? {
+                    yield item;
+                }
+            }
+        }
+        let (rest, _completion) = splitter
+            .finish()
+            .map_err(|e| protocol(endpoint, format!("malformed answer: {e}")))?;
+        for element in rest {
+            for item in parse_element(&element, &mut call_seq)? {
+                yield item;
+            }
+        }
+    }
+}
+
+fn parse_element(bytes: &[u8], call_seq: &mut u32) -> Result<Vec<AssistItem>, UpstreamError> {
+    let endpoint = Endpoint::StreamAssist;
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|_| protocol(endpoint, "an answer element is not valid JSON"))?;
+    if let Some(e) = classify_element(endpoint, &value) {
+        return Err(e);
+    }
+    let element: StreamAssistElement = serde_json::from_value(value)
+        .map_err(|_| protocol(endpoint, "an answer element has an unexpected shape"))?;
+    element_items(element, call_seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_names_use_real_extensions() {
+        assert_eq!(extension_for("image/jpeg"), "jpg");
+        assert_eq!(extension_for("IMAGE/PNG"), "png");
+        assert_eq!(extension_for("video/x-matroska"), "mkv");
+        assert_eq!(extension_for("application/x-unknown"), "bin");
+    }
+
+    #[test]
+    fn token_use_window_is_checked_at_use_time() {
+        let now = Instant::now();
+        let t = MintedToken {
+            jwt: Secret::new("x"),
+            use_until: now + Duration::from_secs(1),
+        };
+        assert!(t.usable_at(now));
+        assert!(!t.usable_at(now + Duration::from_secs(1)));
+    }
+}
