@@ -1,0 +1,236 @@
+//! A strict, scriptable simulator of the Gemini Business upstream (endpoints U1–U6 of
+//! `shared/spec/gemini-business-upstream.md`).
+//!
+//! It is a real HTTP server (actix-web) on `127.0.0.1`, used by the integration tests (each
+//! starts its own on port 0), by the gateway's in-process `demo` command, and as the standalone
+//! `upstream-sim` binary for benchmarks and SDK smoke tests.
+//!
+//! * **Strict**: U1 checks the `__Secure-C_SES` cookie; U2–U6 verify the self-signed HS256 JWT
+//!   against the key issued by U1 (kid, signature, `sub`, `aud`, `iss`, `nbf`/`exp`); U2–U5
+//!   bodies are validated field by field (envelope, request member, enum values, sessions and
+//!   fileIds owned by the caller, known model ids). Violations get Google-shaped errors
+//!   (`{"error":{"code","message","status"}}`) naming the offending field.
+//! * **Scriptable**: per-test answers ([`Answer`]), faults ([`FaultRule`], [`Fault`]),
+//!   pacing between streamed elements, holding the last element of a stream ([`Gate`]), and
+//!   inspection of what arrived ([`Simulator::requests`], [`Simulator::stats`]).
+//!
+//! Fault rules apply after authentication passed: a request with a bad JWT is always a 401
+//! (counted in [`SimStats::jwts_rejected`]); the first matching rule (insertion order) then
+//! decides, before the body is validated.
+//!
+//! # Layout
+//! * `lib.rs` — [`Simulator`] (start/stop, scripting and inspection API) and [`SimOptions`].
+//! * `model.rs` — public data types: [`SimAccount`], [`Endpoint`], [`FaultRule`], [`Fault`],
+//!   [`Answer`], [`SimStats`], [`RecordedRequest`], [`Upload`].
+//! * `gate.rs` — [`Gate`], the latch that releases a held stream.
+//! * `state.rs` — the shared, bounded state behind one mutex (keys, sessions, files, scripts,
+//!   records).
+//! * `jwt.rs` — JWT verification.
+//! * `validate.rs` — U2–U5 body validation.
+//! * `stream.rs` — the U4 element-by-element chunked JSON array and its default echo answer.
+//! * `handlers.rs` — the actix-web routes for U1–U6.
+//! * `error.rs` — Google-shaped errors and the fault responses.
+//! * `main.rs` — the `upstream-sim` binary.
+
+mod error;
+mod gate;
+mod handlers;
+mod jwt;
+mod model;
+mod state;
+mod stream;
+mod validate;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpServer, web};
+
+pub use gate::Gate;
+pub use model::{
+    Answer, AnswerPart, Endpoint, Fault, FaultRule, RecordedRequest, SimAccount, SimStats, Upload,
+};
+pub use validate::KNOWN_MODELS;
+
+use state::State;
+
+/// How a simulator runs.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Delay between U4 array elements (default 0).
+    pub pacing: Duration,
+    /// actix worker threads (default 1).
+    pub workers: usize,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            pacing: Duration::ZERO,
+            workers: 1,
+        }
+    }
+}
+
+struct Shared {
+    state: Arc<State>,
+    handle: ServerHandle,
+    addr: SocketAddr,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Sends the stop command; the server future finishes on its runtime.
+        drop(self.handle.stop(false));
+    }
+}
+
+/// A running simulator. Cheap to clone (all clones share one server); the server stops when
+/// [`Simulator::stop`] is called or the last clone is dropped.
+#[derive(Clone)]
+pub struct Simulator {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator")
+            .field("addr", &self.shared.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Simulator {
+    /// Starts a simulator on `127.0.0.1:0` with default options. Must be called inside a
+    /// tokio runtime (a `#[tokio::test]`, `#[tokio::main]` or actix-rt runtime).
+    pub async fn start() -> std::io::Result<Simulator> {
+        Simulator::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), SimOptions::default()).await
+    }
+
+    /// Starts a simulator on `addr` (port 0 = any free port) with `options`.
+    pub async fn start_with(addr: SocketAddr, options: SimOptions) -> std::io::Result<Simulator> {
+        let listener = TcpListener::bind(addr)?;
+        let local = listener.local_addr()?;
+        let base_url = format!("http://{local}");
+        let state = Arc::new(State::new(base_url, options.pacing));
+        let data = web::Data::from(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .configure(handlers::configure)
+        })
+        .workers(options.workers.max(1))
+        .disable_signals()
+        .shutdown_timeout(1)
+        // Notice a client that went away even while a held stream is idle.
+        .h1_allow_half_closed(false)
+        .listen(listener)?
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Ok(Simulator {
+            shared: Arc::new(Shared {
+                state,
+                handle,
+                addr: local,
+            }),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT` (no trailing slash).
+    pub fn base_url(&self) -> String {
+        self.shared.state.base_url.clone()
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.shared.addr.port()
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// Registers (or replaces, by `csesidx`) an account.
+    pub fn add_account(&self, account: SimAccount) {
+        self.shared.state.add_account(account);
+    }
+
+    /// Sets the delay between U4 array elements for later streams.
+    pub fn set_pacing(&self, pacing: Duration) {
+        self.shared.state.lock().pacing = pacing;
+    }
+
+    /// The answer of every later U4 call (replaces the default echo answer).
+    pub fn set_answer(&self, answer: Answer) {
+        self.shared.state.lock().answer = Some(answer);
+    }
+
+    /// Goes back to the default echo answer for later U4 calls.
+    pub fn clear_answer(&self) {
+        self.shared.state.lock().answer = None;
+    }
+
+    /// A one-shot answer; one-shot answers are consumed FIFO before the set/default answer.
+    pub fn push_answer(&self, answer: Answer) {
+        self.shared.state.lock().queued.push_back(answer);
+    }
+
+    /// Adds a fault rule (after the existing ones).
+    pub fn add_fault(&self, rule: FaultRule) {
+        self.shared.state.add_fault(rule);
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        self.shared.state.lock().faults.clear();
+    }
+
+    /// Makes the next U4 stream send every element but the last, then wait until the returned
+    /// gate is opened (or 30 s passed) before sending the last element and `]`.
+    pub fn hold_last_element(&self) -> Gate {
+        let gate = Gate::new();
+        self.shared.state.lock().hold = Some(gate.clone());
+        gate
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> SimStats {
+        self.shared.state.lock().stats.clone()
+    }
+
+    /// Every request that reached `endpoint`, in order (including rejected ones; the newest
+    /// 10 000 are kept).
+    pub fn requests(&self, endpoint: Endpoint) -> Vec<RecordedRequest> {
+        self.shared
+            .state
+            .lock()
+            .records
+            .get(&endpoint)
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The JSON body of the latest U4 request (whether accepted or not).
+    pub fn last_stream_assist_body(&self) -> Option<serde_json::Value> {
+        self.shared.state.lock().last_stream_assist_body.clone()
+    }
+
+    /// Accepted U3 uploads, in order (the newest 1 000 are kept).
+    pub fn uploads(&self) -> Vec<Upload> {
+        self.shared.state.lock().uploads.iter().cloned().collect()
+    }
+
+    /// Stops the server (not gracefully: open connections are dropped). Returns at once.
+    pub fn stop(&self) {
+        drop(self.shared.handle.stop(false));
+    }
+
+    /// Stops the server and waits until it has shut down.
+    pub async fn shutdown(&self) {
+        self.shared.handle.stop(false).await;
+    }
+}
