@@ -1,0 +1,215 @@
+//! API keys: which keys the gateway accepts, where a request may carry one, and the key
+//! generated on first start when none is configured.
+//!
+//! No configured key never means an open gateway: on first start without keys a key is
+//! generated, written to `<data_dir>/api_key` (mode 0600) and printed once. Only
+//! `"allow_unauthenticated": true` serves the API without keys.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use actix_web::HttpRequest;
+use actix_web::http::header;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use business2api_shared::Secret;
+use business2api_shared::secret::matches_any;
+use rand::RngCore as _;
+
+use crate::error::GatewayError;
+
+/// The file the generated key is stored in, inside the data dir.
+pub const GENERATED_KEY_FILE: &str = "api_key";
+
+/// Which requests may use the API.
+#[derive(Debug, Clone)]
+pub enum ApiKeys {
+    /// Only requests carrying one of these keys.
+    Required(Vec<Secret>),
+    /// Everyone (`allow_unauthenticated: true` and no keys configured).
+    Open,
+}
+
+/// How the key set was decided at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Configured,
+    /// A key generated on an earlier start, read from this file.
+    StoredGenerated(PathBuf),
+    /// A key generated now; it must be shown to the operator once.
+    NewlyGenerated(PathBuf, Secret),
+    Unauthenticated,
+}
+
+/// Decides the key set: configured keys win; else `allow_unauthenticated`; else the generated
+/// key (created on first start).
+pub fn resolve(
+    configured: &[Secret],
+    allow_unauthenticated: bool,
+    data_dir: &Path,
+) -> std::io::Result<(ApiKeys, KeySource)> {
+    if !configured.is_empty() {
+        return Ok((
+            ApiKeys::Required(configured.to_vec()),
+            KeySource::Configured,
+        ));
+    }
+    if allow_unauthenticated {
+        return Ok((ApiKeys::Open, KeySource::Unauthenticated));
+    }
+    let path = data_dir.join(GENERATED_KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => {
+            let key = Secret::new(text.trim());
+            return Ok((
+                ApiKeys::Required(vec![key]),
+                KeySource::StoredGenerated(path),
+            ));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let key = generate_key();
+    write_secret_file(&path, key.expose())?;
+    Ok((
+        ApiKeys::Required(vec![key.clone()]),
+        KeySource::NewlyGenerated(path, key),
+    ))
+}
+
+/// A new random key: `sk-b2a-` and 32 random bytes, base64url.
+pub fn generate_key() -> Secret {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    Secret::new(format!("sk-b2a-{}", URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+/// Writes a file readable by its owner only, atomically (temp file + rename).
+fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&tmp)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// The key a request carries, from (in this order) `Authorization: Bearer`, `x-api-key`,
+/// `x-goog-api-key` or the `key` query parameter.
+pub fn presented_key(req: &HttpRequest) -> Option<String> {
+    let headers = req.headers();
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let v = v.trim();
+        if let Some((scheme, token)) = v.split_once(' ')
+            && scheme.eq_ignore_ascii_case("bearer")
+            && !token.trim().is_empty()
+        {
+            return Some(token.trim().to_owned());
+        }
+    }
+    for name in ["x-api-key", "x-goog-api-key"] {
+        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok())
+            && !v.trim().is_empty()
+        {
+            return Some(v.trim().to_owned());
+        }
+    }
+    url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, v)| k == "key" && !v.is_empty())
+        .map(|(_, v)| v.into_owned())
+}
+
+impl ApiKeys {
+    /// Whether the request may use the API. Keys are compared in constant time.
+    pub fn check(&self, req: &HttpRequest) -> Result<(), GatewayError> {
+        match self {
+            ApiKeys::Open => Ok(()),
+            ApiKeys::Required(keys) => {
+                let presented = presented_key(req).ok_or(GatewayError::MissingApiKey)?;
+                if matches_any(keys, presented.as_bytes()) {
+                    Ok(())
+                } else {
+                    Err(GatewayError::InvalidApiKey)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn keys_are_found_in_every_documented_place() {
+        let keys = ApiKeys::Required(vec![Secret::new("k1")]);
+        for req in [
+            TestRequest::default().insert_header(("authorization", "Bearer k1")),
+            TestRequest::default().insert_header(("authorization", "bearer  k1 ")),
+            TestRequest::default().insert_header(("x-api-key", "k1")),
+            TestRequest::default().insert_header(("x-goog-api-key", "k1")),
+            TestRequest::with_uri("/v1beta/models?alt=sse&key=k1"),
+        ] {
+            assert_eq!(keys.check(&req.to_http_request()), Ok(()));
+        }
+        let wrong = TestRequest::default()
+            .insert_header(("x-api-key", "k2"))
+            .to_http_request();
+        assert_eq!(keys.check(&wrong), Err(GatewayError::InvalidApiKey));
+        let none = TestRequest::default()
+            .insert_header(("authorization", "Basic k1"))
+            .to_http_request();
+        assert_eq!(keys.check(&none), Err(GatewayError::MissingApiKey));
+        assert_eq!(ApiKeys::Open.check(&none), Ok(()));
+    }
+
+    #[test]
+    fn first_start_generates_a_private_key_and_later_starts_reuse_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, source) = resolve(&[], false, dir.path()).unwrap();
+        let KeySource::NewlyGenerated(path, key) = source else {
+            panic!("{source:?}")
+        };
+        assert!(key.expose().starts_with("sk-b2a-") && key.expose().len() > 40);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        let ApiKeys::Required(k) = keys else { panic!() };
+        assert_eq!(k, vec![key.clone()]);
+        let (again, source) = resolve(&[], false, dir.path()).unwrap();
+        assert_eq!(source, KeySource::StoredGenerated(path));
+        let ApiKeys::Required(k) = again else {
+            panic!()
+        };
+        assert_eq!(k, vec![key]);
+    }
+
+    #[test]
+    fn configured_keys_win_and_open_needs_the_explicit_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, s) = resolve(&[Secret::new("x")], true, dir.path()).unwrap();
+        assert_eq!(s, KeySource::Configured);
+        let (k, s) = resolve(&[], true, dir.path()).unwrap();
+        assert!(matches!(k, ApiKeys::Open));
+        assert_eq!(s, KeySource::Unauthenticated);
+        assert!(!dir.path().join(GENERATED_KEY_FILE).exists());
+    }
+}

@@ -1,0 +1,148 @@
+//! The client-facing wire formats. Each dialect converts its requests into the domain and the
+//! domain's answers and errors back into its own exact shapes.
+//!
+//! # Layout
+//! - [`openai`]: `/v1/chat/completions`, `/v1/models`.
+//! - this module: what every dialect shares — reading a bounded body, data URLs, which dialect
+//!   a request speaks (for errors raised before a handler runs, like a missing key).
+
+pub mod openai;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+
+use crate::auth::ApiKeys;
+use crate::error::GatewayError;
+
+/// The wire format a request speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    OpenAi,
+}
+
+impl Dialect {
+    /// The dialect of a request, from its path (and later its headers).
+    pub fn of(_req: &HttpRequest) -> Dialect {
+        Dialect::OpenAi
+    }
+
+    /// Renders an error in this dialect's shape with the right status and `retry-after`.
+    pub fn error_response(self, error: &GatewayError) -> HttpResponse {
+        match self {
+            Dialect::OpenAi => openai::error::response(error),
+        }
+    }
+}
+
+/// Middleware: refuses requests without a valid API key, in the caller's dialect.
+pub async fn require_api_key(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let verdict = match req.app_data::<web::Data<ApiKeys>>() {
+        Some(keys) => keys.check(req.request()),
+        None => Err(GatewayError::Internal),
+    };
+    match verdict {
+        Ok(()) => next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body),
+        Err(e) => {
+            let response = Dialect::of(req.request()).error_response(&e);
+            Ok(req.into_response(response).map_into_right_body())
+        }
+    }
+}
+
+/// Reads a request body of at most `limit` bytes.
+pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, GatewayError> {
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| match e {
+            actix_web::error::PayloadError::Overflow => GatewayError::PayloadTooLarge { limit },
+            other => {
+                GatewayError::invalid(format!("the request body could not be read: {other}"), None)
+            }
+        })?;
+        if buf.len() + chunk.len() > limit {
+            return Err(GatewayError::PayloadTooLarge { limit });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// A decoded `data:` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataUrl {
+    pub mime: String,
+    pub data: Bytes,
+}
+
+/// Parses `data:<mime>;base64,<data>`. Only base64 data URLs are accepted (media is binary).
+pub fn parse_data_url(url: &str) -> Result<DataUrl, String> {
+    let rest = url
+        .strip_prefix("data:")
+        .ok_or_else(|| "not a data URL".to_owned())?;
+    let (header, data) = rest
+        .split_once(',')
+        .ok_or_else(|| "the data URL has no comma".to_owned())?;
+    let mut params = header.split(';');
+    let mime = params
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if !params.any(|p| p.trim().eq_ignore_ascii_case("base64")) {
+        return Err("only base64 data URLs are supported".to_owned());
+    }
+    let cleaned: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let bytes = STANDARD
+        .decode(cleaned.as_bytes())
+        .map_err(|_| "the data URL is not valid base64".to_owned())?;
+    if bytes.is_empty() {
+        return Err("the data URL is empty".to_owned());
+    }
+    let mime = if mime.is_empty() {
+        "application/octet-stream".to_owned()
+    } else {
+        mime
+    };
+    Ok(DataUrl {
+        mime,
+        data: Bytes::from(bytes),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_urls() {
+        let d = parse_data_url("data:image/PNG;base64,AAEC").unwrap();
+        assert_eq!(d.mime, "image/png");
+        assert_eq!(&d.data[..], &[0, 1, 2]);
+        let d = parse_data_url("data:;base64,AA\nEC").unwrap();
+        assert_eq!(d.mime, "application/octet-stream");
+        assert!(
+            parse_data_url("data:image/png,abc")
+                .unwrap_err()
+                .contains("base64")
+        );
+        assert!(
+            parse_data_url("data:image/png;base64,!!")
+                .unwrap_err()
+                .contains("valid base64")
+        );
+        assert!(parse_data_url("https://x").is_err());
+        assert!(parse_data_url("data:image/png;base64,").is_err());
+    }
+}

@@ -1,0 +1,577 @@
+//! OpenAI Chat Completions ⇄ domain.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+
+use super::wire::{
+    AssistantMessage, ChatCompletion, ChatCompletionRequest, ChatMessage, Choice,
+    CompletionTokensDetails, ContentPart, FunctionOut, MessageContent, ToolCallOut, UsageOut,
+};
+use crate::dialects::parse_data_url;
+use crate::domain::{
+    ChatRequest, FinishReason, Media, MediaKind, Message, ModelId, Part, Role, StreamEvent,
+    ToolCall, ToolSpec, Usage,
+};
+use crate::error::GatewayError;
+
+/// A parsed Chat Completions request.
+#[derive(Debug)]
+pub struct Parsed {
+    pub request: ChatRequest,
+    pub include_usage: bool,
+}
+
+const VIDEO_EXTENSIONS: [&str; 6] = [".mp4", ".webm", ".mov", ".avi", ".mkv", ".m4v"];
+
+fn invalid(message: impl Into<String>, param: impl Into<String>) -> GatewayError {
+    GatewayError::invalid(message, Some(param.into()))
+}
+
+/// The kind of media an http(s) URL points at, from its path's extension.
+pub fn url_media_kind(url: &str) -> MediaKind {
+    let path = url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(url)
+        .to_ascii_lowercase();
+    if VIDEO_EXTENSIONS.iter().any(|ext| path.ends_with(ext)) {
+        MediaKind::Video
+    } else {
+        MediaKind::Image
+    }
+}
+
+/// A media reference: a base64 data URL (decoded) or an http(s) URL (the upstream fetches it).
+fn media_from_url(url: &str, default_kind: MediaKind, param: &str) -> Result<Media, GatewayError> {
+    let trimmed = url.trim();
+    if trimmed.starts_with("data:") {
+        let d = parse_data_url(trimmed).map_err(|e| invalid(e, param))?;
+        return Ok(Media::Inline {
+            mime: d.mime,
+            data: d.data,
+        });
+    }
+    let lower = trimmed.to_ascii_lowercase();
+    if lower.starts_with("https://") || lower.starts_with("http://") {
+        let kind = match url_media_kind(trimmed) {
+            MediaKind::Video => MediaKind::Video,
+            _ => default_kind,
+        };
+        return Ok(Media::Url {
+            url: trimmed.to_owned(),
+            kind,
+        });
+    }
+    Err(invalid(
+        "media URLs must be data: URLs or http(s) URLs",
+        param,
+    ))
+}
+
+fn parts_of(content: &MessageContent, index: usize) -> Result<Vec<Part>, GatewayError> {
+    let items = match content {
+        MessageContent::Text(t) => return Ok(vec![Part::Text(t.clone())]),
+        MessageContent::Parts(items) => items,
+    };
+    let mut parts = Vec::with_capacity(items.len());
+    for (j, raw) in items.iter().enumerate() {
+        let param = format!("messages[{index}].content[{j}]");
+        let part: ContentPart = serde_json::from_value(raw.clone()).map_err(|e| {
+            let kind = raw
+                .get("type")
+                .and_then(|t| t.as_str())
+                .unwrap_or("(missing)");
+            invalid(
+                format!("unsupported or malformed content part of type `{kind}`: {e}"),
+                param.clone(),
+            )
+        })?;
+        match part {
+            ContentPart::Text { text } => parts.push(Part::Text(text)),
+            ContentPart::Refusal { .. } => {}
+            ContentPart::ImageUrl { image_url } => parts.push(Part::Media(media_from_url(
+                image_url.url(),
+                MediaKind::Image,
+                &param,
+            )?)),
+            ContentPart::VideoUrl { video_url } => parts.push(Part::Media(media_from_url(
+                video_url.url(),
+                MediaKind::Video,
+                &param,
+            )?)),
+            ContentPart::InputAudio { input_audio } => {
+                let data = STANDARD
+                    .decode(input_audio.data.trim().as_bytes())
+                    .map_err(|_| invalid("input_audio.data is not valid base64", param.clone()))?;
+                let mime = match input_audio.format.as_deref().unwrap_or("wav") {
+                    "mp3" => "audio/mpeg".to_owned(),
+                    other => format!("audio/{other}"),
+                };
+                parts.push(Part::Media(Media::Inline {
+                    mime,
+                    data: Bytes::from(data),
+                }));
+            }
+            ContentPart::File { file } => {
+                if let Some(data) = file.file_data.as_deref() {
+                    let media = if data.trim_start().starts_with("data:") {
+                        media_from_url(data, MediaKind::Document, &param)?
+                    } else {
+                        let bytes = STANDARD.decode(data.trim().as_bytes()).map_err(|_| {
+                            invalid("file.file_data is not valid base64", param.clone())
+                        })?;
+                        let mime = file.mime_type.clone().unwrap_or_else(|| {
+                            mime_from_filename(file.filename.as_deref().unwrap_or_default())
+                                .to_owned()
+                        });
+                        Media::Inline {
+                            mime,
+                            data: Bytes::from(bytes),
+                        }
+                    };
+                    parts.push(Part::Media(media));
+                } else if let Some(url) = file.url.as_deref() {
+                    let kind = file
+                        .mime_type
+                        .as_deref()
+                        .map(MediaKind::from_mime)
+                        .unwrap_or(MediaKind::Image);
+                    parts.push(Part::Media(media_from_url(url, kind, &param)?));
+                } else if file.file_id.is_some() {
+                    return Err(invalid(
+                        "file_id references the OpenAI Files API, which this gateway does not host; send file_data instead",
+                        param,
+                    ));
+                } else {
+                    return Err(invalid("a file part needs file_data", param));
+                }
+            }
+        }
+    }
+    Ok(parts)
+}
+
+fn mime_from_filename(name: &str) -> &'static str {
+    let lower = name.to_ascii_lowercase();
+    match lower.rsplit('.').next().unwrap_or_default() {
+        "pdf" => "application/pdf",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "webp" => "image/webp",
+        "gif" => "image/gif",
+        "txt" => "text/plain",
+        "csv" => "text/csv",
+        "mp4" => "video/mp4",
+        "mp3" => "audio/mpeg",
+        "wav" => "audio/wav",
+        _ => "application/octet-stream",
+    }
+}
+
+fn arguments_text(value: Option<&serde_json::Value>) -> String {
+    match value {
+        None | Some(serde_json::Value::Null) => "{}".to_owned(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn convert_message(
+    m: &ChatMessage,
+    index: usize,
+    calls_so_far: &[ToolCall],
+) -> Result<Message, GatewayError> {
+    let role = match m.role.as_str() {
+        "system" | "developer" => Role::System,
+        "user" => Role::User,
+        "assistant" => Role::Assistant,
+        "tool" | "function" => Role::Tool,
+        other => {
+            return Err(invalid(
+                format!(
+                    "unknown role `{other}` (expected system, developer, user, assistant or tool)"
+                ),
+                format!("messages[{index}].role"),
+            ));
+        }
+    };
+    let parts = match &m.content {
+        None => Vec::new(),
+        Some(c) => parts_of(c, index)?,
+    };
+    let mut message = Message::new(role, parts);
+    if role == Role::Assistant {
+        for (j, call) in m.tool_calls.iter().flatten().enumerate() {
+            let function = call.function.as_ref().ok_or_else(|| {
+                invalid(
+                    "a tool call needs a function",
+                    format!("messages[{index}].tool_calls[{j}]"),
+                )
+            })?;
+            message.tool_calls.push(ToolCall {
+                id: call.id.clone().unwrap_or_default(),
+                name: function.name.clone(),
+                arguments: arguments_text(function.arguments.as_ref()),
+            });
+        }
+        if let Some(f) = &m.function_call {
+            message.tool_calls.push(ToolCall {
+                id: String::new(),
+                name: f.name.clone(),
+                arguments: arguments_text(f.arguments.as_ref()),
+            });
+        }
+    }
+    if role == Role::Tool {
+        let by_id = m
+            .tool_call_id
+            .as_deref()
+            .and_then(|id| calls_so_far.iter().rev().find(|c| c.id == id))
+            .map(|c| c.name.clone());
+        message.tool_name = by_id
+            .or_else(|| m.name.clone())
+            .or_else(|| m.tool_call_id.clone());
+    }
+    Ok(message)
+}
+
+/// Whether `tool_choice` (or legacy `function_call`) forces a tool call, which the gateway
+/// cannot honour: the upstream is never given client tools.
+fn forces_tool(choice: Option<&serde_json::Value>) -> bool {
+    match choice {
+        Some(serde_json::Value::String(s)) => s == "required",
+        Some(serde_json::Value::Object(o)) => {
+            o.get("type").and_then(|t| t.as_str()) != Some("auto") && o.get("type").is_some()
+                || o.contains_key("name")
+        }
+        _ => false,
+    }
+}
+
+/// Parses a request body.
+pub fn parse(body: &[u8]) -> Result<Parsed, GatewayError> {
+    let wire: ChatCompletionRequest = serde_json::from_slice(body).map_err(|e| {
+        GatewayError::invalid(
+            format!("the request body is not valid JSON for this endpoint: {e}"),
+            None,
+        )
+    })?;
+    let model = ModelId::parse(wire.model.as_deref().unwrap_or_default())?;
+    let raw_messages = wire.messages.unwrap_or_default();
+    if raw_messages.is_empty() {
+        return Err(invalid(
+            "messages must contain at least one message",
+            "messages",
+        ));
+    }
+    if wire.n.is_some_and(|n| n > 1) {
+        return Err(invalid("only n = 1 is supported", "n"));
+    }
+    if forces_tool(wire.tool_choice.as_ref()) || forces_tool(wire.function_call.as_ref()) {
+        return Err(invalid(
+            "this gateway cannot force a tool call: tools are accepted but not passed to the upstream model; use tool_choice \"auto\" or \"none\"",
+            "tool_choice",
+        ));
+    }
+    let mut messages = Vec::with_capacity(raw_messages.len());
+    let mut calls: Vec<ToolCall> = Vec::new();
+    for (i, m) in raw_messages.iter().enumerate() {
+        let message = convert_message(m, i, &calls)?;
+        calls.extend(message.tool_calls.iter().cloned());
+        messages.push(message);
+    }
+    let mut tools: Vec<ToolSpec> = wire
+        .tools
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|t| t.function)
+        .map(|f| ToolSpec {
+            name: f.name,
+            description: f.description,
+            parameters: f.parameters,
+        })
+        .collect();
+    tools.extend(
+        wire.functions
+            .unwrap_or_default()
+            .into_iter()
+            .map(|f| ToolSpec {
+                name: f.name,
+                description: f.description,
+                parameters: f.parameters,
+            }),
+    );
+    let stream = wire.stream.unwrap_or(false);
+    Ok(Parsed {
+        include_usage: stream
+            && wire
+                .stream_options
+                .and_then(|o| o.include_usage)
+                .unwrap_or(false),
+        request: ChatRequest {
+            model,
+            messages,
+            stream,
+            tools,
+        },
+    })
+}
+
+/// How generated media appears in chat text: a markdown image (or link, for other media) with
+/// an inline data URI.
+pub fn media_markdown(mime: &str, data: &[u8]) -> String {
+    let label = match MediaKind::from_mime(mime) {
+        MediaKind::Image => "!image",
+        MediaKind::Video => "video",
+        MediaKind::Audio => "audio",
+        MediaKind::Document => "file",
+    };
+    let label = label
+        .strip_prefix('!')
+        .map_or_else(|| label.to_owned(), |l| format!("!{l}"));
+    format!("[{}](data:{mime};base64,{})", label, STANDARD.encode(data)).replacen("[!", "![", 1)
+}
+
+pub fn usage_out(u: Usage) -> UsageOut {
+    UsageOut {
+        prompt_tokens: u.input_tokens,
+        completion_tokens: u.output_tokens,
+        total_tokens: u.total_tokens(),
+        completion_tokens_details: CompletionTokensDetails {
+            reasoning_tokens: u.reasoning_tokens,
+        },
+    }
+}
+
+pub fn finish_reason_str(r: FinishReason) -> &'static str {
+    match r {
+        FinishReason::Stop => "stop",
+        FinishReason::ToolCalls => "tool_calls",
+    }
+}
+
+/// A non-streamed answer.
+pub fn completion(
+    id: &str,
+    created: u64,
+    model: &str,
+    events: &[StreamEvent],
+    usage: Usage,
+) -> Vec<u8> {
+    let mut content = String::new();
+    let mut reasoning = String::new();
+    let mut tool_calls = Vec::new();
+    for event in events {
+        match event {
+            StreamEvent::Text(t) => content.push_str(t),
+            StreamEvent::Thought(t) => reasoning.push_str(t),
+            StreamEvent::Media(m) => content.push_str(&media_markdown(&m.mime, &m.data)),
+            StreamEvent::ToolCall(c) => tool_calls.push(ToolCallOut {
+                id: c.id.clone(),
+                kind: "function",
+                function: FunctionOut {
+                    name: c.name.clone(),
+                    arguments: c.arguments.clone(),
+                },
+            }),
+        }
+    }
+    let finish = if tool_calls.is_empty() {
+        FinishReason::Stop
+    } else {
+        FinishReason::ToolCalls
+    };
+    let body = ChatCompletion {
+        id,
+        object: "chat.completion",
+        created,
+        model,
+        choices: [Choice {
+            index: 0,
+            message: AssistantMessage {
+                role: "assistant",
+                content: if content.is_empty() && !tool_calls.is_empty() {
+                    None
+                } else {
+                    Some(content)
+                },
+                refusal: None,
+                reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
+                tool_calls,
+            },
+            logprobs: None,
+            finish_reason: finish_reason_str(finish),
+        }],
+        usage: usage_out(usage),
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::GeneratedMedia;
+    use serde_json::json;
+
+    fn parse_json(v: serde_json::Value) -> Result<Parsed, GatewayError> {
+        parse(&serde_json::to_vec(&v).unwrap())
+    }
+
+    #[test]
+    fn a_typical_request() {
+        let p = parse_json(json!({
+            "model": "gemini-2.5-flash", "stream": true, "stream_options": {"include_usage": true},
+            "temperature": 0.2, "max_tokens": 10, "unknown_field": {"x": 1},
+            "messages": [
+                {"role": "developer", "content": "be brief"},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "what is "},
+                    {"type": "text", "text": "this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAEC", "detail": "low"}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/clip.MP4?x=1"}}
+                ]}
+            ]
+        }))
+        .unwrap();
+        assert!(p.include_usage && p.request.stream);
+        assert_eq!(p.request.messages.len(), 2);
+        assert_eq!(p.request.messages[0].role, Role::System);
+        let user = &p.request.messages[1];
+        assert_eq!(user.text(), "what is this?");
+        let media: Vec<_> = user.media().collect();
+        assert_eq!(
+            media[0],
+            &Media::Inline {
+                mime: "image/png".into(),
+                data: Bytes::from_static(&[0, 1, 2])
+            }
+        );
+        assert_eq!(media[1].kind(), MediaKind::Video);
+    }
+
+    #[test]
+    fn tool_turns_keep_names() {
+        let p = parse_json(json!({"model": "gemini-2.5-pro", "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
+        ], "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+           "tool_choice": "auto"}))
+        .unwrap();
+        assert_eq!(p.request.messages[1].tool_calls[0].name, "get_weather");
+        assert_eq!(
+            p.request.messages[2].tool_name.as_deref(),
+            Some("get_weather")
+        );
+        assert_eq!(p.request.tools.len(), 1);
+        assert!(!p.include_usage);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = parse(b"{not json").unwrap_err();
+        assert_eq!(e.status(), 400);
+        let e = parse_json(json!({"model": "gemini-2.5-flash", "messages": []})).unwrap_err();
+        assert!(
+            matches!(e, GatewayError::InvalidRequest { param: Some(ref p), .. } if p == "messages")
+        );
+        let e =
+            parse_json(json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}))
+                .unwrap_err();
+        assert_eq!(e.status(), 404);
+        let e = parse_json(json!({"messages": [{"role": "user", "content": "x"}]})).unwrap_err();
+        assert_eq!(e.status(), 400);
+        let e = parse_json(
+            json!({"model": "gemini-2.5-flash", "messages": [{"role": "wizard", "content": "x"}]}),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, GatewayError::InvalidRequest { param: Some(ref p), .. } if p == "messages[0].role")
+        );
+        let e = parse_json(
+            json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": [
+            {"type": "hologram", "x": 1}]}]}),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, GatewayError::InvalidRequest { param: Some(ref p), .. } if p == "messages[0].content[0]")
+        );
+        let e = parse_json(
+            json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}]}),
+        )
+        .unwrap_err();
+        assert_eq!(e.status(), 400);
+    }
+
+    #[test]
+    fn forcing_a_tool_is_refused() {
+        for choice in [
+            json!("required"),
+            json!({"type": "function", "function": {"name": "f"}}),
+        ] {
+            let e = parse_json(json!({"model": "gemini-2.5-flash", "tool_choice": choice,
+                "messages": [{"role": "user", "content": "x"}]}))
+            .unwrap_err();
+            assert!(
+                matches!(e, GatewayError::InvalidRequest { param: Some(ref p), .. } if p == "tool_choice")
+            );
+        }
+        for choice in [json!("auto"), json!("none")] {
+            assert!(
+                parse_json(json!({"model": "gemini-2.5-flash", "tool_choice": choice,
+                "messages": [{"role": "user", "content": "x"}]}))
+                .is_ok()
+            );
+        }
+    }
+
+    #[test]
+    fn completion_shape() {
+        let events = vec![
+            StreamEvent::Thought("hmm".into()),
+            StreamEvent::Text("Hello".into()),
+            StreamEvent::Media(GeneratedMedia {
+                mime: "image/png".into(),
+                data: Bytes::from_static(&[1, 2]),
+            }),
+        ];
+        let usage = Usage {
+            input_tokens: 3,
+            output_tokens: 5,
+            reasoning_tokens: 1,
+        };
+        let v: serde_json::Value = serde_json::from_slice(&completion(
+            "chatcmpl-1",
+            7,
+            "gemini-2.5-flash",
+            &events,
+            usage,
+        ))
+        .unwrap();
+        assert_eq!(v["object"], "chat.completion");
+        let msg = &v["choices"][0]["message"];
+        assert_eq!(msg["content"], "Hello![image](data:image/png;base64,AQI=)");
+        assert_eq!(msg["reasoning_content"], "hmm");
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+        assert_eq!(v["usage"]["total_tokens"], 8);
+        assert_eq!(
+            v["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            1
+        );
+    }
+
+    #[test]
+    fn media_markdown_forms() {
+        assert_eq!(
+            media_markdown("image/png", &[1]),
+            "![image](data:image/png;base64,AQ==)"
+        );
+        assert_eq!(
+            media_markdown("video/mp4", &[1]),
+            "[video](data:video/mp4;base64,AQ==)"
+        );
+    }
+}

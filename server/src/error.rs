@@ -1,0 +1,224 @@
+//! The gateway's one error type for everything a client can be told, and the one place that
+//! decides its HTTP status. Each dialect renders it in its own shape (`dialects::*::error`).
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+
+use crate::domain::ModelError;
+use crate::upstream::{ErrorKind, UpstreamError};
+
+/// A failure to answer a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    #[error("no API key was provided")]
+    MissingApiKey,
+    #[error("the API key is not valid")]
+    InvalidApiKey,
+    /// The request is malformed or asks for something the gateway cannot do. `param` names the
+    /// offending field (e.g. `messages[2].content`).
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+    },
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    Model(ModelError),
+    #[error("no upstream account is available right now")]
+    NoAccountAvailable { retry_after: Duration },
+    /// The upstream failed on every account tried (the last failure).
+    #[error("{0}")]
+    Upstream(UpstreamError),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A bug or an environment failure; details are logged, never sent.
+    #[error("internal error")]
+    Internal,
+}
+
+/// The broad class of an error, which each dialect maps to its own error type names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Category {
+    Authentication,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    QuotaExhausted,
+    /// The gateway cannot serve now (no account, accounts need attention).
+    Unavailable,
+    /// The upstream failed.
+    Upstream,
+    Timeout,
+    Internal,
+}
+
+/// Retry-after suggested when the upstream rate-limits without saying for how long.
+const DEFAULT_RATE_LIMIT_RETRY: Duration = Duration::from_secs(15);
+
+impl GatewayError {
+    pub fn invalid(message: impl Into<String>, param: impl Into<Option<String>>) -> Self {
+        GatewayError::InvalidRequest {
+            message: message.into(),
+            param: param.into(),
+        }
+    }
+
+    pub fn category(&self) -> Category {
+        match self {
+            GatewayError::MissingApiKey | GatewayError::InvalidApiKey => Category::Authentication,
+            GatewayError::InvalidRequest { .. }
+            | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::MethodNotAllowed => Category::InvalidRequest,
+            GatewayError::Model(ModelError::Missing) => Category::InvalidRequest,
+            GatewayError::Model(ModelError::Unknown(_)) | GatewayError::NotFound => {
+                Category::NotFound
+            }
+            GatewayError::NoAccountAvailable { .. } => Category::Unavailable,
+            GatewayError::Internal => Category::Internal,
+            GatewayError::Upstream(e) => match e.kind {
+                ErrorKind::BadRequest => Category::InvalidRequest,
+                ErrorKind::RateLimited { .. } => Category::RateLimited,
+                ErrorKind::QuotaExhausted { .. } => Category::QuotaExhausted,
+                ErrorKind::AuthExpired | ErrorKind::CookiesInvalid | ErrorKind::Challenge => {
+                    Category::Unavailable
+                }
+                ErrorKind::Timeout => Category::Timeout,
+                ErrorKind::NotFound
+                | ErrorKind::Server { .. }
+                | ErrorKind::Transport
+                | ErrorKind::Protocol => Category::Upstream,
+            },
+        }
+    }
+
+    /// The HTTP status (see README "Errors").
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            _ => match self.category() {
+                Category::Authentication => StatusCode::UNAUTHORIZED,
+                Category::InvalidRequest => StatusCode::BAD_REQUEST,
+                Category::NotFound => StatusCode::NOT_FOUND,
+                Category::RateLimited | Category::QuotaExhausted => StatusCode::TOO_MANY_REQUESTS,
+                Category::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                Category::Upstream => StatusCode::BAD_GATEWAY,
+                Category::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                Category::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        }
+    }
+
+    /// The `retry-after` to send, for 429 and 503 answers.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            GatewayError::NoAccountAvailable { retry_after } => Some(*retry_after),
+            GatewayError::Upstream(e) => match self.category() {
+                Category::RateLimited | Category::QuotaExhausted => {
+                    Some(e.retry_after().unwrap_or(DEFAULT_RATE_LIMIT_RETRY))
+                }
+                Category::Unavailable => Some(crate::pool::NO_ACCOUNT_RETRY_AFTER),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The message a client sees. Upstream failures say what failed without internals.
+    pub fn client_message(&self) -> String {
+        match self {
+            GatewayError::Upstream(e) => match e.kind {
+                ErrorKind::BadRequest => {
+                    format!("the upstream rejected the request: {}", e.message)
+                }
+                ErrorKind::RateLimited { .. } => {
+                    "the upstream is rate limiting every available account; retry later".to_owned()
+                }
+                ErrorKind::QuotaExhausted { .. } => {
+                    "the upstream quota of every available account is used up; retry later"
+                        .to_owned()
+                }
+                ErrorKind::AuthExpired | ErrorKind::CookiesInvalid | ErrorKind::Challenge => {
+                    "no upstream account could be authenticated; retry later".to_owned()
+                }
+                ErrorKind::Timeout => "the upstream did not answer in time".to_owned(),
+                ErrorKind::NotFound
+                | ErrorKind::Server { .. }
+                | ErrorKind::Transport
+                | ErrorKind::Protocol => format!("the upstream failed: {}", e.message),
+            },
+            GatewayError::NoAccountAvailable { .. } => {
+                "no upstream account is available right now; retry later".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<ModelError> for GatewayError {
+    fn from(e: ModelError) -> Self {
+        GatewayError::Model(e)
+    }
+}
+
+impl From<UpstreamError> for GatewayError {
+    fn from(e: UpstreamError) -> Self {
+        GatewayError::Upstream(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::Endpoint;
+
+    fn up(kind: ErrorKind) -> GatewayError {
+        GatewayError::Upstream(UpstreamError::new(kind, Endpoint::StreamAssist, "boom"))
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(GatewayError::MissingApiKey.status(), 401);
+        assert_eq!(
+            GatewayError::Model(ModelError::Unknown("x".into())).status(),
+            404
+        );
+        assert_eq!(GatewayError::Model(ModelError::Missing).status(), 400);
+        assert_eq!(up(ErrorKind::BadRequest).status(), 400);
+        assert_eq!(
+            up(ErrorKind::RateLimited { retry_after: None }).status(),
+            429
+        );
+        assert_eq!(
+            up(ErrorKind::QuotaExhausted { retry_after: None }).status(),
+            429
+        );
+        assert_eq!(up(ErrorKind::Challenge).status(), 503);
+        assert_eq!(up(ErrorKind::Server { status: 500 }).status(), 502);
+        assert_eq!(up(ErrorKind::Transport).status(), 502);
+        assert_eq!(up(ErrorKind::Timeout).status(), 504);
+        let none = GatewayError::NoAccountAvailable {
+            retry_after: Duration::from_secs(9),
+        };
+        assert_eq!(none.status(), 503);
+        assert_eq!(none.retry_after(), Some(Duration::from_secs(9)));
+    }
+
+    #[test]
+    fn retry_after_prefers_the_upstream_value() {
+        let d = Some(Duration::from_secs(33));
+        assert_eq!(
+            up(ErrorKind::RateLimited { retry_after: d }).retry_after(),
+            d
+        );
+        assert_eq!(
+            up(ErrorKind::RateLimited { retry_after: None }).retry_after(),
+            Some(DEFAULT_RATE_LIMIT_RETRY)
+        );
+        assert_eq!(up(ErrorKind::Server { status: 500 }).retry_after(), None);
+    }
+}

@@ -1,0 +1,29 @@
+//! business2api: a gateway that lets OpenAI, Anthropic and Gemini clients use Gemini Business
+//! through a pool of accounts the operator owns.
+//!
+//! # Layout
+//! - [`config`]: raw JSON + environment → validated [`config::Settings`].
+//! - [`startup`]: [`startup::Application`], the wiring shared by `main` and the tests.
+//! - [`domain`]: the vendor-neutral chat model, model ids, prompt flattening, usage estimates.
+//! - [`dialects`]: the client-facing wire formats (OpenAI so far), each converting to and from
+//!   the domain.
+//! - [`upstream`]: the upstream adapters (Gemini Business), with typed, classified errors.
+//! - [`pool`]: the accounts and how a request gets one.
+//! - [`service`]: one chat request end to end: lease an account, call the upstream, fail over
+//!   before the first byte.
+//! - [`store`]: persistence in redb.
+//! - [`auth`]: API keys (generated on first start when none is configured).
+//! - [`telemetry`]: tracing setup and the request root span.
+
+pub mod auth;
+pub mod config;
+pub mod dialects;
+pub mod domain;
+pub mod error;
+pub mod health;
+pub mod pool;
+pub mod service;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod upstream;

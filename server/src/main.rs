@@ -1,0 +1,207 @@
+//! The `business2api` binary: command line, configuration, start-up messages. Everything else
+//! lives in the library (see `lib.rs`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use business2api::auth::KeySource;
+use business2api::config::Settings;
+use business2api::startup::{Application, StartupError};
+use business2api::telemetry;
+use clap::{Parser, Subcommand};
+
+/// A gateway that lets OpenAI, Anthropic and Gemini clients use Gemini Business through a pool
+/// of accounts you own.
+#[derive(Debug, Parser)]
+#[command(name = "business2api", version, propagate_version = true)]
+struct Cli {
+    /// Configuration file (JSON). A missing file means "all defaults"; see config/README.md.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        default_value = "config/config.json",
+        env = "BUSINESS2API_CONFIG"
+    )]
+    config: PathBuf,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (the default when no subcommand is given). Environment overrides:
+    /// LISTEN_ADDR, DATA_DIR, PROXY, CONFIG_ID, API_KEYS (comma-separated, replaces),
+    /// API_KEY (appends).
+    Serve,
+    /// Try the gateway without a Google account: starts it with a simulated Gemini Business
+    /// upstream in-process and one demo account, in a temporary data dir, and prints a curl
+    /// line that streams an answer. Nothing leaves this machine.
+    #[cfg(feature = "demo")]
+    Demo {
+        /// Address the gateway listens on.
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: SocketAddr,
+        /// Delay between the simulated upstream's answer pieces, in milliseconds.
+        #[arg(long, default_value_t = 60)]
+        pace_ms: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let system = actix_web::rt::System::new();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => system.block_on(serve(cli.config)),
+        #[cfg(feature = "demo")]
+        Command::Demo { listen, pace_ms } => system.block_on(demo(listen, pace_ms)),
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+async fn serve(path: PathBuf) -> ExitCode {
+    let loaded = match Settings::load(&path, &env) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            eprintln!(
+                "business2api: {} has {} configuration error(s):\n{errors}",
+                path.display(),
+                errors.0.len()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(loaded.settings.debug);
+    match &loaded.source {
+        Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
+        None => tracing::info!(config = %path.display(), "no configuration file; using defaults"),
+    }
+    for warning in &loaded.warnings {
+        tracing::warn!("config: {warning}");
+    }
+    run(loaded.settings, None).await
+}
+
+/// Builds and runs the application, printing what the operator needs on stdout.
+async fn run(settings: Settings, banner: Option<String>) -> ExitCode {
+    let app = match Application::build(settings).await {
+        Ok(app) => app,
+        Err(e) => {
+            report_startup_error(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = app.report();
+    for r in report.import.rejected.iter().chain(&report.unusable) {
+        println!("business2api: account {} not used: {}", r.name, r.reason);
+    }
+    let addr = app.address();
+    let shown = if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    println!(
+        "business2api listening on http://{addr} ({} account(s) in rotation)",
+        report.accounts
+    );
+    if let Some(banner) = banner {
+        println!("{banner}");
+    }
+    match &report.keys {
+        KeySource::NewlyGenerated(path, key) => {
+            println!(
+                "\nNo API key was configured, so one was generated and stored in {} (mode 0600).\n\
+                 It is shown only this once:\n\n    {}\n\nTry it:\n\n    curl -N http://{shown}/v1/chat/completions \\\n      \
+                 -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' \\\n      \
+                 -d '{{\"model\":\"gemini-2.5-flash\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'\n",
+                path.display(),
+                key.expose(),
+                key.expose()
+            );
+        }
+        KeySource::StoredGenerated(path) => {
+            println!(
+                "business2api: using the generated API key stored in {}",
+                path.display()
+            );
+        }
+        KeySource::Configured | KeySource::Unauthenticated => {}
+    }
+    match app.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("business2api: the server stopped with an error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn report_startup_error(e: &StartupError) {
+    eprintln!("business2api: cannot start: {e}");
+}
+
+#[cfg(feature = "demo")]
+async fn demo(listen: SocketAddr, pace_ms: u64) -> ExitCode {
+    use upstream_sim::{SimAccount, SimOptions, Simulator};
+
+    telemetry::init(false);
+    let options = SimOptions {
+        pacing: std::time::Duration::from_millis(pace_ms),
+        ..SimOptions::default()
+    };
+    let sim = match Simulator::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), options).await {
+        Ok(sim) => sim,
+        Err(e) => {
+            eprintln!("business2api demo: cannot start the simulated upstream: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let account = SimAccount::demo(0);
+    sim.add_account(account.clone());
+    let dir = match tempfile::Builder::new()
+        .prefix("business2api-demo-")
+        .tempdir()
+    {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("business2api demo: cannot create a temporary data dir: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let file = dir.path().join(format!("{}.json", account.email));
+    let written = serde_json::to_vec_pretty(&account.account_file_json())
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&file, bytes));
+    if let Err(e) = written {
+        eprintln!("business2api demo: cannot write the demo account: {e}");
+        return ExitCode::FAILURE;
+    }
+    let config = serde_json::json!({
+        "listen_addr": listen.to_string(),
+        "data_dir": dir.path(),
+        "gemini_business": { "auth_base_url": sim.base_url(), "api_base_url": sim.base_url() },
+    });
+    let settings = match Settings::from_json_str(&config.to_string(), &|_| None) {
+        Ok(loaded) => loaded.settings,
+        Err(errors) => {
+            eprintln!("business2api demo: internal configuration error:\n{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let banner = format!(
+        "Demo mode: the Gemini Business upstream is simulated at {} with one demo account; \
+         data lives in {} and is removed on exit.",
+        sim.base_url(),
+        dir.path().display()
+    );
+    let code = run(settings, Some(banner)).await;
+    sim.stop();
+    drop(dir);
+    code
+}

@@ -1,0 +1,317 @@
+//! Import of account files in the reference format (spec §2.1): `<data_dir>/*.json`, one account
+//! per file. Import is idempotent (accounts are keyed by e-mail). A file that cannot be read, or
+//! an account that cannot be used, is reported by file name with the reason, never skipped
+//! silently.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use business2api_shared::Secret;
+use serde_json::{Map, Value};
+
+use crate::store::{
+    ACCOUNT_SCHEMA_VERSION, AccountRecord, Store, StoreError, StoredCookie, Upsert,
+};
+use crate::upstream::gemini_business::credentials::SESSION_COOKIE;
+use crate::upstream::gemini_business::jwt::csesidx_from_authorization;
+use crate::upstream::gemini_business::{Cookie, Credentials};
+
+/// A file or account that was not taken, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// The file name (or the account e-mail when the account came from the store).
+    pub name: String,
+    pub reason: String,
+}
+
+/// What a start-up import did.
+#[derive(Debug, Clone, Default)]
+pub struct ImportReport {
+    /// File names that were imported, with what the store did with them.
+    pub imported: Vec<(String, Upsert)>,
+    /// Files that could not be imported.
+    pub rejected: Vec<Rejected>,
+}
+
+const KNOWN_KEYS: [&str; 9] = [
+    "email",
+    "fullName",
+    "authorization",
+    "cookies",
+    "cookie_string",
+    "response_headers",
+    "timestamp",
+    "configId",
+    "csesidx",
+];
+
+fn string_field(obj: &Map<String, Value>, key: &str) -> Result<String, String> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(format!("`{key}` must be a string")),
+    }
+}
+
+/// Parses one reference-format account file. `file_name` is recorded as the source.
+pub fn parse_account_file(file_name: &str, bytes: &[u8]) -> Result<AccountRecord, String> {
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON ({e})"))?;
+    let Value::Object(obj) = value else {
+        return Err("not a JSON object".to_owned());
+    };
+    let email = string_field(&obj, "email")?;
+    if email.trim().is_empty() {
+        return Err("no `email`".to_owned());
+    }
+    let mut cookies = Vec::new();
+    match obj.get("cookies") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let Value::Object(c) = item else {
+                    return Err(format!("`cookies[{i}]` must be an object"));
+                };
+                let field =
+                    |k: &str| string_field(c, k).map_err(|e| format!("`cookies[{i}]`: {e}"));
+                cookies.push(StoredCookie {
+                    name: field("name")?,
+                    value: Secret::new(field("value")?),
+                    domain: field("domain")?,
+                });
+            }
+        }
+        Some(_) => return Err("`cookies` must be an array".to_owned()),
+    }
+    let mut response_headers = BTreeMap::new();
+    match obj.get("response_headers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(h)) => {
+            for (k, v) in h {
+                let Value::String(v) = v else {
+                    return Err(format!("`response_headers.{k}` must be a string"));
+                };
+                response_headers.insert(k.clone(), Secret::new(v.clone()));
+            }
+        }
+        Some(_) => return Err("`response_headers` must be an object".to_owned()),
+    }
+    let cookie_string = match obj.get("cookie_string") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(Secret::new(s.clone())),
+        Some(_) => return Err("`cookie_string` must be a string".to_owned()),
+    };
+    let extra: Map<String, Value> = obj
+        .iter()
+        .filter(|(k, _)| !KNOWN_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(AccountRecord {
+        schema_version: ACCOUNT_SCHEMA_VERSION,
+        email,
+        full_name: string_field(&obj, "fullName")?,
+        authorization: Secret::new(string_field(&obj, "authorization")?),
+        cookies,
+        cookie_string,
+        response_headers,
+        timestamp: string_field(&obj, "timestamp")?,
+        config_id: string_field(&obj, "configId")?,
+        csesidx: string_field(&obj, "csesidx")?,
+        extra,
+        source_file: Some(file_name.to_owned()),
+    })
+}
+
+/// The upstream credentials of a stored account, or why it cannot be used.
+pub fn credentials_of(record: &AccountRecord, default_config: &str) -> Result<Credentials, String> {
+    let has_session = record
+        .cookies
+        .iter()
+        .any(|c| c.name == SESSION_COOKIE && !c.value.is_empty());
+    if !has_session {
+        return Err(
+            if record.cookies.is_empty() && record.cookie_string.is_some() {
+                "no `__Secure-C_SES` in `cookies` (only `cookie_string` is present; re-export the \
+             account with its cookies array)"
+                    .to_owned()
+            } else {
+                "no `__Secure-C_SES` cookie".to_owned()
+            },
+        );
+    }
+    let csesidx = if record.csesidx.is_empty() {
+        csesidx_from_authorization(record.authorization.expose()).ok_or_else(|| {
+            "no `csesidx`, and none can be derived from `authorization`".to_owned()
+        })?
+    } else {
+        record.csesidx.clone()
+    };
+    let config_id = if record.config_id.is_empty() {
+        default_config.to_owned()
+    } else {
+        record.config_id.clone()
+    };
+    if config_id.is_empty() {
+        return Err("no `configId`, and `default_config` is not set".to_owned());
+    }
+    Ok(Credentials {
+        cookies: record
+            .cookies
+            .iter()
+            .map(|c| Cookie {
+                name: c.name.clone(),
+                value: c.value.clone(),
+                domain: c.domain.clone(),
+            })
+            .collect(),
+        csesidx,
+        config_id,
+        authorization: record.authorization.clone(),
+    })
+}
+
+/// Imports every `*.json` directly in `dir` (not recursive) into the store.
+pub fn import_dir(dir: &Path, store: &Store) -> Result<ImportReport, StoreError> {
+    let mut report = ImportReport::default();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
+        Err(e) => {
+            report.rejected.push(Rejected {
+                name: dir.display().to_string(),
+                reason: format!("cannot list the directory: {e}"),
+            });
+            return Ok(report);
+        }
+    };
+    let mut paths: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parsed = std::fs::read(&path)
+            .map_err(|e| format!("cannot be read ({e})"))
+            .and_then(|bytes| parse_account_file(&name, &bytes));
+        match parsed {
+            Ok(record) => {
+                let outcome = store.upsert_account(&record)?;
+                report.imported.push((name, outcome));
+            }
+            Err(reason) => report.rejected.push(Rejected { name, reason }),
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn file(v: Value) -> Vec<u8> {
+        serde_json::to_vec_pretty(&v).unwrap()
+    }
+
+    fn good() -> Value {
+        json!({
+            "email": "a@example.com", "fullName": "A", "authorization": "",
+            "cookies": [{"name":"__Secure-C_SES","value":"s","domain":".gemini.google"}],
+            "timestamp": "2026-01-01T00:00:00Z", "configId": "cfg", "csesidx": "42",
+            "somethingNew": [1,2]
+        })
+    }
+
+    #[test]
+    fn parses_and_keeps_unknown_keys() {
+        let r = parse_account_file("a.json", &file(good())).unwrap();
+        assert_eq!(r.email, "a@example.com");
+        assert_eq!(r.extra["somethingNew"], json!([1, 2]));
+        let c = credentials_of(&r, "").unwrap();
+        assert_eq!((c.csesidx.as_str(), c.config_id.as_str()), ("42", "cfg"));
+    }
+
+    #[test]
+    fn unusable_accounts_say_why() {
+        let mut v = good();
+        v["cookies"] = json!([]);
+        v["cookie_string"] = json!("__Secure-C_SES=s");
+        let r = parse_account_file("a.json", &file(v)).unwrap();
+        assert!(
+            credentials_of(&r, "")
+                .unwrap_err()
+                .contains("only `cookie_string`")
+        );
+
+        let mut v = good();
+        v["csesidx"] = json!("");
+        let r = parse_account_file("a.json", &file(v)).unwrap();
+        assert!(credentials_of(&r, "").unwrap_err().contains("csesidx"));
+
+        let mut v = good();
+        v["configId"] = json!("");
+        let r = parse_account_file("a.json", &file(v)).unwrap();
+        assert!(
+            credentials_of(&r, "")
+                .unwrap_err()
+                .contains("default_config")
+        );
+        assert_eq!(
+            credentials_of(&r, "fallback").unwrap().config_id,
+            "fallback"
+        );
+    }
+
+    #[test]
+    fn malformed_files_are_rejected_with_a_reason() {
+        assert!(
+            parse_account_file("x", b"{")
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
+        assert!(
+            parse_account_file("x", b"[]")
+                .unwrap_err()
+                .contains("object")
+        );
+        assert!(
+            parse_account_file("x", &file(json!({"email": ""})))
+                .unwrap_err()
+                .contains("email")
+        );
+        assert!(
+            parse_account_file("x", &file(json!({"email": "a@b", "cookies": {}})))
+                .unwrap_err()
+                .contains("array")
+        );
+    }
+
+    #[test]
+    fn import_dir_reports_every_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a@example.com.json"), file(good())).unwrap();
+        std::fs::write(dir.path().join("broken.json"), b"nope").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"ignored").unwrap();
+        std::fs::create_dir(dir.path().join("at")).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let report = import_dir(dir.path(), &store).unwrap();
+        assert_eq!(
+            report.imported,
+            vec![("a@example.com.json".to_owned(), Upsert::Inserted)]
+        );
+        assert_eq!(report.rejected.len(), 1);
+        assert_eq!(report.rejected[0].name, "broken.json");
+        // Idempotent.
+        let again = import_dir(dir.path(), &store).unwrap();
+        assert_eq!(
+            again.imported,
+            vec![("a@example.com.json".to_owned(), Upsert::Unchanged)]
+        );
+        assert_eq!(store.accounts().unwrap().len(), 1);
+    }
+}

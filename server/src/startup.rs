@@ -1,0 +1,279 @@
+//! [`Application`]: the wiring shared by `main` and the tests. `build` does everything that can
+//! fail (data dir, store, account import, API keys, upstream client, binding the port) and
+//! returns an application whose `run_until_stopped` only serves.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use tracing_actix_web::TracingLogger;
+
+use crate::auth::{self, KeySource};
+use crate::config::{Mode, Settings};
+use crate::dialects::{self, Dialect, openai};
+use crate::error::GatewayError;
+use crate::health;
+use crate::pool::import::{ImportReport, Rejected, credentials_of, import_dir};
+use crate::pool::{Account, AccountPool, PoolPolicy};
+use crate::service::ChatService;
+use crate::store::{Store, StoreError};
+use crate::telemetry::RequestSpan;
+use crate::upstream::gemini_business::GeminiBusinessClient;
+
+/// What the HTTP handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    pub chat: ChatService,
+    pub mode: Mode,
+    pub note: Vec<String>,
+    /// Interval of keep-alives while the upstream is silent.
+    pub keepalive: Duration,
+    pub max_body_bytes: usize,
+    /// Unix time the process started (the `created` of listed models).
+    pub started_unix: u64,
+}
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(
+        "pool_server.mode \"client\" runs a worker, which this build does not include yet; \
+         use mode \"local\" or \"server\""
+    )]
+    ClientModeUnavailable,
+    #[error("cannot prepare the data dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot build the upstream HTTP client: {0}")]
+    HttpClient(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What start-up found, for the operator.
+#[derive(Debug, Clone)]
+pub struct StartupReport {
+    pub keys: KeySource,
+    pub import: ImportReport,
+    /// Stored accounts that cannot be used, by name, with the reason.
+    pub unusable: Vec<Rejected>,
+    /// Accounts in rotation.
+    pub accounts: usize,
+}
+
+/// A built, bound, not yet running gateway.
+pub struct Application {
+    address: SocketAddr,
+    server: Server,
+    report: StartupReport,
+}
+
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder.create(path)
+}
+
+/// Installs rustls' ring provider as the process default (reqwest is built without one).
+pub fn install_crypto_provider() {
+    // An error only means a provider is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    Dialect::of(&req).error_response(&GatewayError::NotFound)
+}
+
+impl Application {
+    /// Prepares everything and binds the listening socket (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        install_crypto_provider();
+        let mode = settings.mode();
+        if mode == Mode::Client {
+            return Err(StartupError::ClientModeUnavailable);
+        }
+        let data_dir = settings.data_dir.clone();
+        let accounts_dir = settings.accounts_dir().to_path_buf();
+        for dir in [&data_dir, &accounts_dir] {
+            create_private_dir(dir).map_err(|source| StartupError::DataDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+
+        // Start-up I/O is blocking and runs once, before serving; keep it off the runtime.
+        let (store, import) = {
+            let data_dir = data_dir.clone();
+            let accounts_dir = accounts_dir.clone();
+            tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+                let store = Store::open(&data_dir)?;
+                let import = import_dir(&accounts_dir, &store)?;
+                Ok((store, import))
+            })
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("start-up task failed: {e}")))??
+        };
+        for rejected in &import.rejected {
+            tracing::warn!(file = %rejected.name, reason = %rejected.reason, "account file not imported");
+        }
+
+        let mut accounts = Vec::new();
+        let mut unusable = Vec::new();
+        for (key, record) in store.accounts()? {
+            let record = match record {
+                Ok(r) => r,
+                Err(e) => {
+                    unusable.push(Rejected {
+                        name: key,
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let name = record
+                .source_file
+                .clone()
+                .unwrap_or_else(|| record.email.clone());
+            match credentials_of(&record, &settings.default_config) {
+                Ok(credentials) => accounts.push(Account::new(record.email.clone(), credentials)),
+                Err(reason) => unusable.push(Rejected { name, reason }),
+            }
+        }
+        for u in &unusable {
+            tracing::warn!(account = %u.name, reason = %u.reason, "account cannot be used");
+        }
+        drop(store);
+
+        let (keys, key_source) = auth::resolve(
+            &settings.api_keys,
+            settings.allow_unauthenticated,
+            &data_dir,
+        )
+        .map_err(|source| StartupError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        if matches!(key_source, KeySource::Unauthenticated) {
+            tracing::warn!(
+                "allow_unauthenticated is set and no API key is configured: the API is open to anyone who can reach it"
+            );
+        }
+
+        let upstream =
+            GeminiBusinessClient::new(&settings.gemini_business, settings.proxy.as_ref())
+                .map_err(|e| StartupError::HttpClient(e.to_string()))?;
+        let policy = PoolPolicy {
+            base_cooldown: settings.pool.use_cooldown.max(Duration::from_secs(1)),
+            ..PoolPolicy::default()
+        };
+        let pool = Arc::new(AccountPool::new(accounts, policy));
+        let account_count = pool.len();
+        let chat = ChatService::new(
+            pool,
+            Arc::new(upstream),
+            settings.gemini_business.max_attempts,
+        );
+        let state = web::Data::new(AppState {
+            chat,
+            mode,
+            note: settings.note.clone(),
+            keepalive: settings.http.stream_keepalive,
+            max_body_bytes: settings.http.max_request_body_bytes,
+            started_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        });
+        let keys = web::Data::new(keys);
+
+        let listener =
+            TcpListener::bind(settings.listen_addr).map_err(|source| StartupError::Bind {
+                addr: settings.listen_addr,
+                source,
+            })?;
+        let address = listener.local_addr().map_err(|source| StartupError::Bind {
+            addr: settings.listen_addr,
+            source,
+        })?;
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(keys.clone())
+                .wrap(TracingLogger::<RequestSpan>::new())
+                .route("/", web::get().to(health::root))
+                .route("/health", web::get().to(health::health))
+                .service(
+                    web::scope("/v1")
+                        .wrap(from_fn(dialects::require_api_key))
+                        .configure(openai::routes),
+                )
+                .default_service(web::to(not_found))
+        })
+        .shutdown_timeout(settings.http.shutdown_timeout.as_secs())
+        // A client that closes its side has gone away: drop its response (and so cancel the
+        // upstream call) instead of waiting for the next write to fail.
+        .h1_allow_half_closed(false)
+        .listen(listener)
+        .map_err(|source| StartupError::Bind {
+            addr: settings.listen_addr,
+            source,
+        })?;
+        if let Some(workers) = settings.http.workers {
+            server = server.workers(workers);
+        }
+        let server = server.run();
+
+        let report = StartupReport {
+            keys: key_source,
+            import,
+            unusable,
+            accounts: account_count,
+        };
+        Ok(Application {
+            address,
+            server,
+            report,
+        })
+    }
+
+    /// The bound address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    pub fn report(&self) -> &StartupReport {
+        &self.report
+    }
+
+    /// A handle to stop the server (gracefully or not).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped (SIGINT/SIGTERM drain in-flight requests up to
+    /// `http.shutdown_timeout_sec`).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
