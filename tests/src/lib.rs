@@ -1,0 +1,434 @@
+//! Black-box test helpers: [`spawn_app`] starts the real [`Application`] on port 0 with its own
+//! data dir and its own upstream simulator (a real HTTP server), and returns a [`TestApp`] to
+//! talk to it. Also: an incremental SSE reader and the SDK schema validators.
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use business2api::config::Settings;
+use business2api::startup::{Application, StartupReport};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+pub use upstream_sim::{Answer, Endpoint, Fault, FaultRule, SimAccount, Simulator};
+
+/// The API key every test app accepts unless a test configures others.
+pub const TEST_KEY: &str = "test-key-0123456789";
+
+/// How a test wants its app.
+#[derive(Debug, Clone)]
+pub struct TestOptions {
+    /// Demo accounts registered with the simulator and written as account files.
+    pub accounts: u32,
+    /// Merged (deeply) over the default test configuration.
+    pub config: Value,
+    /// Whether to write the default `api_keys` (false: the test decides via `config`).
+    pub default_key: bool,
+}
+
+impl Default for TestOptions {
+    fn default() -> Self {
+        Self {
+            accounts: 1,
+            config: json!({}),
+            default_key: true,
+        }
+    }
+}
+
+impl TestOptions {
+    pub fn accounts(mut self, n: u32) -> Self {
+        self.accounts = n;
+        self
+    }
+
+    pub fn config(mut self, config: Value) -> Self {
+        merge(&mut self.config, config);
+        self
+    }
+
+    pub fn without_default_key(mut self) -> Self {
+        self.default_key = false;
+        self
+    }
+}
+
+/// A running gateway plus its simulator.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`
+    pub address: String,
+    pub port: u16,
+    pub sim: Simulator,
+    pub accounts: Vec<SimAccount>,
+    pub data_dir: TempDir,
+    pub client: reqwest::Client,
+    pub report: StartupReport,
+    handle: ServerHandle,
+}
+
+/// Deep-merges `patch` into `base` (objects merge key by key; anything else replaces).
+pub fn merge(base: &mut Value, patch: Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, p) => *b = p,
+    }
+}
+
+/// Installs the crypto provider and a test log subscriber once per test binary.
+pub fn init() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        business2api::startup::install_crypto_provider();
+        if std::env::var("TEST_LOG").is_ok() {
+            business2api::telemetry::init(true);
+        }
+    });
+}
+
+/// Writes an account file in the reference format.
+pub fn write_account_file(dir: &Path, account: &SimAccount) {
+    let path = dir.join(format!("{}.json", account.email));
+    std::fs::write(
+        path,
+        serde_json::to_vec_pretty(&account.account_file_json()).unwrap(),
+    )
+    .unwrap();
+}
+
+/// The default test configuration for a data dir and a simulator.
+pub fn base_config(data_dir: &Path, sim: &Simulator) -> Value {
+    json!({
+        "listen_addr": "127.0.0.1:0",
+        "data_dir": data_dir,
+        "gemini_business": {
+            "auth_base_url": sim.base_url(),
+            "api_base_url": sim.base_url(),
+            "connect_timeout_sec": 2,
+            "request_timeout_sec": 5,
+            "stream_first_byte_timeout_sec": 5,
+            "stream_idle_timeout_sec": 5,
+            "download_timeout_sec": 5,
+        },
+        "http": { "workers": 2, "stream_keepalive_ms": 1000, "shutdown_timeout_sec": 1 },
+        "pool": { "use_cooldown_sec": 1 },
+    })
+}
+
+/// Starts an app with one account and default settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(TestOptions::default()).await
+}
+
+/// Starts a simulator and an app configured against it.
+pub async fn spawn_app_with(options: TestOptions) -> TestApp {
+    init();
+    let sim = Simulator::start().await.expect("simulator starts");
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let accounts: Vec<SimAccount> = (0..options.accounts).map(SimAccount::demo).collect();
+    for account in &accounts {
+        sim.add_account(account.clone());
+        write_account_file(data_dir.path(), account);
+    }
+    let mut config = base_config(data_dir.path(), &sim);
+    if options.default_key {
+        merge(&mut config, json!({ "api_keys": [TEST_KEY] }));
+    }
+    merge(&mut config, options.config);
+    start_app(sim, accounts, data_dir, config).await
+}
+
+/// Starts an app over an existing simulator and data dir with an exact configuration.
+pub async fn start_app(
+    sim: Simulator,
+    accounts: Vec<SimAccount>,
+    data_dir: TempDir,
+    config: Value,
+) -> TestApp {
+    init();
+    let settings = Settings::from_json_str(&config.to_string(), &|_| None)
+        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"))
+        .settings;
+    let app = Application::build(settings)
+        .await
+        .expect("application builds");
+    let port = app.port();
+    let handle = app.handle();
+    let report = app.report().clone();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        sim,
+        accounts,
+        data_dir,
+        client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        report,
+        handle,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// `POST /v1/chat/completions` with the test key.
+    pub async fn chat(&self, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(TEST_KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("request reaches the gateway")
+    }
+
+    /// Stops the gateway (not gracefully) and the simulator.
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+        self.sim.stop();
+    }
+}
+
+/// A chat body with one user message.
+pub fn chat_body(model: &str, text: &str, stream: bool) -> Value {
+    json!({ "model": model, "stream": stream, "messages": [{ "role": "user", "content": text }] })
+}
+
+/// One server-sent event, or a comment line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sse {
+    Event { event: Option<String>, data: String },
+    Comment(String),
+}
+
+/// Reads SSE from a response as it arrives.
+pub struct SseReader {
+    stream: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buf: Vec<u8>,
+    /// Every raw byte read, for assertions on framing.
+    pub raw: Vec<u8>,
+}
+
+impl SseReader {
+    pub fn new(response: reqwest::Response) -> Self {
+        Self {
+            stream: response.bytes_stream().boxed(),
+            buf: Vec::new(),
+            raw: Vec::new(),
+        }
+    }
+
+    /// The next event or comment; `None` at the end of the body. Panics if nothing arrives
+    /// within 10 s (no test may hang).
+    pub async fn next(&mut self) -> Option<Sse> {
+        loop {
+            if let Some(pos) = find_blank_line(&self.buf) {
+                let block: Vec<u8> = self.buf.drain(..pos + 2).collect();
+                let text = String::from_utf8(block).expect("SSE is UTF-8");
+                if let Some(item) = parse_block(text.trim_end_matches('\n')) {
+                    return Some(item);
+                }
+                continue;
+            }
+            match tokio::time::timeout(Duration::from_secs(10), self.stream.next()).await {
+                Err(_) => panic!("no SSE data for 10 s"),
+                Ok(None) => return None,
+                Ok(Some(Err(e))) => panic!("SSE body failed: {e}"),
+                Ok(Some(Ok(chunk))) => {
+                    self.raw.extend_from_slice(&chunk);
+                    self.buf.extend_from_slice(&chunk);
+                }
+            }
+        }
+    }
+
+    /// The next `data:` payload, skipping comments.
+    pub async fn next_data(&mut self) -> Option<String> {
+        loop {
+            match self.next().await? {
+                Sse::Event { data, .. } => return Some(data),
+                Sse::Comment(_) => continue,
+            }
+        }
+    }
+
+    /// Every remaining data payload.
+    pub async fn rest(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(d) = self.next_data().await {
+            out.push(d);
+        }
+        out
+    }
+}
+
+fn find_blank_line(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\n\n")
+}
+
+fn parse_block(block: &str) -> Option<Sse> {
+    let mut event = None;
+    let mut data: Vec<&str> = Vec::new();
+    let mut comment = None;
+    for line in block.lines() {
+        if let Some(c) = line.strip_prefix(':') {
+            comment = Some(c.trim().to_owned());
+        } else if let Some(d) = line.strip_prefix("data:") {
+            data.push(d.strip_prefix(' ').unwrap_or(d));
+        } else if let Some(e) = line.strip_prefix("event:") {
+            event = Some(e.trim().to_owned());
+        }
+    }
+    if data.is_empty() {
+        return comment.map(Sse::Comment);
+    }
+    Some(Sse::Event {
+        event,
+        data: data.join("\n"),
+    })
+}
+
+/// Validators built from the official SDKs' response types (`tests/schemas`).
+pub mod schemas {
+    use std::sync::OnceLock;
+
+    use serde_json::Value;
+
+    fn all() -> &'static Value {
+        static ALL: OnceLock<Value> = OnceLock::new();
+        ALL.get_or_init(|| {
+            serde_json::from_str(include_str!("../schemas/sdk-type-schemas.json"))
+                .expect("schemas parse")
+        })
+    }
+
+    fn validator(name: &str) -> jsonschema::Validator {
+        let schema = all()
+            .get(name)
+            .unwrap_or_else(|| panic!("no schema {name}"));
+        jsonschema::validator_for(schema).unwrap_or_else(|e| panic!("schema {name} compiles: {e}"))
+    }
+
+    /// Panics with every violation if `instance` does not validate against the SDK type `name`
+    /// (e.g. `openai.ChatCompletion`).
+    pub fn assert_valid(name: &str, instance: &Value) {
+        static CACHE: OnceLock<
+            std::sync::Mutex<
+                std::collections::HashMap<String, std::sync::Arc<jsonschema::Validator>>,
+            >,
+        > = OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
+        let v = {
+            let mut guard = cache.lock().unwrap();
+            guard
+                .entry(name.to_owned())
+                .or_insert_with(|| std::sync::Arc::new(validator(name)))
+                .clone()
+        };
+        let errors: Vec<String> = v
+            .iter_errors(instance)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{name} schema violations: {errors:#?}\ninstance: {instance}"
+        );
+    }
+}
+
+/// Checks the OpenAI Chat Completions stream invariants (client-compat.md) over the `data:`
+/// payloads of one stream, and validates every chunk against the SDK's chunk type. Returns the
+/// parsed chunks (without `[DONE]`).
+pub fn check_openai_stream(payloads: &[String], include_usage: bool) -> Vec<Value> {
+    assert_eq!(
+        payloads.last().map(String::as_str),
+        Some("[DONE]"),
+        "stream must end with [DONE]"
+    );
+    let chunks: Vec<Value> = payloads[..payloads.len() - 1]
+        .iter()
+        .map(|p| serde_json::from_str(p).unwrap_or_else(|e| panic!("chunk is not JSON ({e}): {p}")))
+        .collect();
+    assert!(!chunks.is_empty(), "no chunks before [DONE]");
+    let errored = chunks.iter().any(|c| c.get("error").is_some());
+    for (i, c) in chunks.iter().enumerate() {
+        if c.get("error").is_some() {
+            assert_eq!(i, chunks.len() - 1, "an error chunk must be the last chunk");
+            continue;
+        }
+        schemas::assert_valid("openai.ChatCompletionChunk", c);
+        assert_eq!(c["object"], "chat.completion.chunk");
+        assert_eq!(
+            c.get("usage").is_some(),
+            include_usage,
+            "usage key presence in chunk {i}: {c}"
+        );
+        assert!(
+            c["choices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|ch| ch.get("message").is_none())
+        );
+    }
+    let first = &chunks[0];
+    assert_eq!(
+        first["choices"][0]["delta"]["role"], "assistant",
+        "first delta carries the role"
+    );
+    let ids: std::collections::HashSet<&str> = chunks
+        .iter()
+        .filter_map(|c| c.get("id").and_then(|v| v.as_str()))
+        .collect();
+    assert!(ids.len() <= 1, "one id per stream");
+    if errored {
+        return chunks;
+    }
+    let body_end = if include_usage {
+        chunks.len() - 1
+    } else {
+        chunks.len()
+    };
+    if include_usage {
+        let last = &chunks[chunks.len() - 1];
+        assert_eq!(last["choices"], json!([]), "usage chunk has empty choices");
+        assert!(
+            last["usage"]["total_tokens"].as_u64().unwrap() > 0,
+            "usage is never zero"
+        );
+        assert!(chunks[..body_end].iter().all(|c| c["usage"].is_null()));
+    }
+    let finish = &chunks[body_end - 1];
+    assert!(
+        finish["choices"][0]["finish_reason"].is_string(),
+        "finish chunk: {finish}"
+    );
+    assert_eq!(
+        finish["choices"][0]["delta"],
+        json!({}),
+        "finish_reason in a chunk of its own"
+    );
+    for c in &chunks[..body_end - 1] {
+        assert!(c["choices"][0]["finish_reason"].is_null());
+    }
+    chunks
+}
+
+/// Concatenates `delta.<field>` over chunks.
+pub fn collect_delta(chunks: &[Value], field: &str) -> String {
+    chunks
+        .iter()
+        .filter_map(|c| {
+            c["choices"]
+                .get(0)
+                .and_then(|ch| ch["delta"][field].as_str())
+        })
+        .collect()
+}
