@@ -299,3 +299,69 @@ async fn tool_calls_stream_with_index_and_finish_reason() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn http_media_urls_are_handed_to_the_upstream_by_uri() {
+    let app = spawn_app().await;
+    let body = json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "describe"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]});
+    let r = app.chat(body).await;
+    assert_eq!(r.status(), 200);
+    let uploads = app.sim.uploads();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(
+        uploads[0].file_uri.as_deref(),
+        Some("https://example.com/cat.png")
+    );
+    let sent = app.sim.last_stream_assist_body().unwrap();
+    assert_eq!(
+        sent["streamAssistRequest"]["fileIds"],
+        json!([uploads[0].file_id])
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn inline_uploads_carry_the_bytes_and_a_proper_file_name() {
+    let app = spawn_app().await;
+    let body = json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "describe"},
+        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQSkZJRg=="}}]}]});
+    assert_eq!(app.chat(body).await.status(), 200);
+    let uploads = app.sim.uploads();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].mime_type.as_deref(), Some("image/jpeg"));
+    let name = uploads[0].file_name.clone().unwrap();
+    assert!(
+        name.starts_with("upload_") && name.ends_with(".jpg"),
+        "{name}"
+    );
+    assert_eq!(
+        uploads[0].bytes.as_deref(),
+        Some(&[0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10, 0x4a, 0x46, 0x49, 0x46][..])
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn generated_videos_stream_as_links_after_the_text() {
+    let app = spawn_app().await;
+    let mp4 = vec![0, 0, 0, 0x18, b'f', b't', b'y', b'p'];
+    app.sim.set_answer(
+        Answer::new()
+            .text("Your clip: ")
+            .video("video/mp4", mp4.clone()),
+    );
+    let response = app
+        .chat(chat_body("gemini-2.5-flash-video", "film", true))
+        .await;
+    let chunks = check_openai_stream(&SseReader::new(response).rest().await, false);
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&mp4);
+    assert_eq!(
+        collect_delta(&chunks, "content"),
+        format!("Your clip: [video](data:video/mp4;base64,{b64})")
+    );
+    app.stop().await;
+}
