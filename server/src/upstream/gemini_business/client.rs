@@ -196,12 +196,11 @@ impl GeminiBusinessClient {
             builder = builder.proxy(reqwest::Proxy::all(proxy.expose())?);
         }
         let http = builder.build()?;
-        let trim = |u: &url::Url| u.as_str().trim_end_matches('/').to_owned();
         let primary = settings.language_code.split('-').next().unwrap_or("en");
         Ok(Self {
             http,
-            getoxsrf_url: format!("{}/auth/getoxsrf", trim(&settings.auth_base_url)),
-            api_base: trim(&settings.api_base_url),
+            getoxsrf_url: settings.auth_url("auth/getoxsrf"),
+            api_base: settings.api_base_url.trim_end_matches('/').to_owned(),
             settings: settings.clone(),
             accept_language: format!("{},{};q=0.9", settings.language_code, primary),
         })
