@@ -119,3 +119,75 @@ fn client_mode_is_refused_clearly_rather_than_pretending() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("client"), "{err}");
 }
+
+/// README's first command: `business2api demo` prints a key and a curl line, and that request
+/// streams an answer from the in-process simulator.
+#[test]
+fn the_demo_prints_a_working_curl_line() {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+
+    let mut child = bin()
+        .args(["demo", "--listen", "127.0.0.1:0", "--pace-ms", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            // SIGTERM lets the demo remove its temporary data dir; SIGKILL only if it lingers.
+            let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+            for _ in 0..100 {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().unwrap();
+    let _guard = Kill(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut addr = None;
+    let mut key = None;
+    while addr.is_none() || key.is_none() {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("demo output");
+        if let Some(rest) = line.strip_prefix("business2api listening on http://") {
+            addr = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if let Some(pos) = line.find("Bearer sk-b2a-") {
+            key = line[pos + 7..].split('\'').next().map(str::to_owned);
+        }
+    }
+    let (addr, key) = (addr.unwrap(), key.unwrap());
+    assert!(!addr.ends_with(":0"), "the real port is shown: {addr}");
+    let body = r#"{"model":"gemini-2.5-flash","stream":true,"messages":[{"role":"user","content":"Hello!"}]}"#;
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("text/event-stream"), "{response}");
+    assert!(response.contains("You asked: «Hello!»"), "{response}");
+    assert!(response.contains("data: [DONE]"), "{response}");
+}

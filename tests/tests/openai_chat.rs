@@ -365,3 +365,38 @@ async fn generated_videos_stream_as_links_after_the_text() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_stored_web_authorization_is_forwarded_as_x_original_authorization() {
+    use business2api_tests::{
+        SimAccount, Simulator, base_config, merge, start_app, write_account_file,
+    };
+    let sim = Simulator::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut account = SimAccount::demo(3);
+    account.authorization = Some("Bearer web.app.token".to_owned());
+    sim.add_account(account.clone());
+    write_account_file(dir.path(), &account);
+    let mut config = base_config(dir.path(), &sim);
+    merge(&mut config, json!({"api_keys": [TEST_KEY]}));
+    let app = start_app(sim, vec![account], dir, config).await;
+    assert_eq!(
+        app.chat(chat_body("gemini-2.5-flash", "x", false))
+            .await
+            .status(),
+        200
+    );
+    for endpoint in [Endpoint::CreateSession, Endpoint::StreamAssist] {
+        let recorded = app.sim.requests(endpoint);
+        assert!(
+            recorded[0].header("x-original-authorization").is_some(),
+            "{endpoint:?}"
+        );
+    }
+    // U1 gets cookies, not the web authorization.
+    assert_eq!(
+        app.sim.requests(Endpoint::GetOxsrf)[0].header("x-original-authorization"),
+        None
+    );
+    app.stop().await;
+}
