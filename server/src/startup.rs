@@ -229,6 +229,9 @@ impl Application {
         // A client that closes its side has gone away: drop its response (and so cancel the
         // upstream call) instead of waiting for the next write to fail.
         .h1_allow_half_closed(false)
+        // SSE frames are small and must leave at once; Nagle would hold a frame written while
+        // the previous one is unacknowledged for up to a delayed-ACK period (~40 ms on Linux).
+        .tcp_nodelay(true)
         .listen(listener)
         .map_err(|source| StartupError::Bind {
             addr: settings.listen_addr,

@@ -126,6 +126,7 @@ impl Simulator {
         .shutdown_timeout(1)
         // Notice a client that went away even while a held stream is idle.
         .h1_allow_half_closed(false)
+        .tcp_nodelay(true)
         .listen(listener)?
         .run();
         let handle = server.handle();
