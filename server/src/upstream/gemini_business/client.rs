@@ -80,7 +80,9 @@ pub struct GeminiBusinessClient {
     getoxsrf_url: String,
     api_base: String,
     settings: GeminiBusinessSettings,
-    accept_language: String,
+    /// The fixed headers of U2–U6 (spec §1.5, without the browser fingerprint headers and
+    /// without a hand-set `accept-encoding`).
+    base_headers: HeaderMap,
 }
 
 fn now_unix() -> u64 {
@@ -178,6 +180,23 @@ fn extension_for(mime: &str) -> &'static str {
     }
 }
 
+fn base_headers(accept_language: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+    if let Ok(v) = HeaderValue::from_str(accept_language) {
+        h.insert(header::ACCEPT_LANGUAGE, v);
+    }
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::ORIGIN, HeaderValue::from_static(WEB_ORIGIN));
+    h.insert(header::REFERER, HeaderValue::from_static(WEB_REFERER));
+    h.insert(header::USER_AGENT, HeaderValue::from_static(API_USER_AGENT));
+    h.insert("x-server-timeout", HeaderValue::from_static("1800"));
+    h
+}
+
 impl GeminiBusinessClient {
     /// Builds the client. TLS is verified (rustls with the platform's roots); redirects are not
     /// followed (a redirect from Google means "sign in again", which we classify); only the
@@ -202,7 +221,7 @@ impl GeminiBusinessClient {
             getoxsrf_url: settings.auth_url("auth/getoxsrf"),
             api_base: settings.api_base_url.trim_end_matches('/').to_owned(),
             settings: settings.clone(),
-            accept_language: format!("{},{};q=0.9", settings.language_code, primary),
+            base_headers: base_headers(&format!("{},{};q=0.9", settings.language_code, primary)),
         })
     }
 
@@ -210,8 +229,7 @@ impl GeminiBusinessClient {
         format!("{}/v1alpha/locations/global/{method}", self.api_base)
     }
 
-    /// Headers of every U2–U6 call (spec §1.5, without the browser fingerprint headers and
-    /// without a hand-set `accept-encoding`).
+    /// Headers of every U2–U6 call: the fixed ones prepared once, plus this call's credentials.
     fn api_headers(&self, auth: &CallAuth) -> Result<HeaderMap, UpstreamError> {
         let bad = |_| {
             protocol(
@@ -219,23 +237,11 @@ impl GeminiBusinessClient {
                 "a credential is not a valid header value",
             )
         };
-        let mut h = HeaderMap::new();
-        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
-        if let Ok(v) = HeaderValue::from_str(&self.accept_language) {
-            h.insert(header::ACCEPT_LANGUAGE, v);
-        }
+        let mut h = self.base_headers.clone();
         let mut bearer =
             HeaderValue::from_str(&format!("Bearer {}", auth.jwt.expose())).map_err(bad)?;
         bearer.set_sensitive(true);
         h.insert(header::AUTHORIZATION, bearer);
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        h.insert(header::ORIGIN, HeaderValue::from_static(WEB_ORIGIN));
-        h.insert(header::REFERER, HeaderValue::from_static(WEB_REFERER));
-        h.insert(header::USER_AGENT, HeaderValue::from_static(API_USER_AGENT));
-        h.insert("x-server-timeout", HeaderValue::from_static("1800"));
         if !auth.original_authorization.is_empty() {
             let mut v = HeaderValue::from_str(auth.original_authorization.expose()).map_err(bad)?;
             v.set_sensitive(true);
@@ -654,16 +660,52 @@ fn assist_items(
     }
 }
 
+/// One U4 element, parsed once: the answer part, plus the members that mark an error element
+/// or a challenge instead of an answer.
+#[derive(serde::Deserialize)]
+struct RawElement {
+    #[serde(rename = "streamAssistResponse")]
+    answer: Option<super::wire::StreamAssistResponse>,
+    error: Option<serde_json::Value>,
+    #[serde(rename = "uToken")]
+    u_token: Option<serde_json::Value>,
+    #[serde(rename = "errorMessage")]
+    error_message: Option<serde_json::Value>,
+}
+
 fn parse_element(bytes: &[u8], call_seq: &mut u32) -> Result<Vec<AssistItem>, UpstreamError> {
     let endpoint = Endpoint::StreamAssist;
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|_| protocol(endpoint, "an answer element is not valid JSON"))?;
-    if let Some(e) = classify_element(endpoint, &value) {
-        return Err(e);
+    let raw: RawElement = serde_json::from_slice(bytes).map_err(|_| {
+        protocol(
+            endpoint,
+            "an answer element is not valid JSON of the expected shape",
+        )
+    })?;
+    if raw.error.is_some() || raw.u_token.is_some() || raw.error_message.is_some() {
+        // Rare: rebuild just the members the classifier looks at.
+        let mut marker = serde_json::Map::new();
+        for (key, value) in [
+            ("error", raw.error),
+            ("uToken", raw.u_token),
+            ("errorMessage", raw.error_message),
+        ] {
+            if let Some(v) = value {
+                marker.insert(key.to_owned(), v);
+            }
+        }
+        if raw.answer.is_some() {
+            marker.insert("streamAssistResponse".to_owned(), serde_json::json!({}));
+        }
+        if let Some(e) = classify_element(endpoint, &serde_json::Value::Object(marker)) {
+            return Err(e);
+        }
     }
-    let element: StreamAssistElement = serde_json::from_value(value)
-        .map_err(|_| protocol(endpoint, "an answer element has an unexpected shape"))?;
-    element_items(element, call_seq)
+    element_items(
+        StreamAssistElement {
+            stream_assist_response: raw.answer,
+        },
+        call_seq,
+    )
 }
 
 #[cfg(test)]
@@ -676,6 +718,34 @@ mod tests {
         assert_eq!(extension_for("IMAGE/PNG"), "png");
         assert_eq!(extension_for("video/x-matroska"), "mkv");
         assert_eq!(extension_for("application/x-unknown"), "bin");
+    }
+
+    #[test]
+    fn elements_are_parsed_once_and_errors_still_classified() {
+        let mut seq = 0;
+        let answer = br#"{"streamAssistResponse":{"answer":{"replies":[{"groundedContent":
+            {"content":{"text":"an error about quota and uToken"}}}]}}}"#;
+        assert_eq!(
+            parse_element(answer, &mut seq).unwrap(),
+            vec![AssistItem::Event(StreamEvent::Text(
+                "an error about quota and uToken".into()
+            ))]
+        );
+        let quota = br#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","message":"q",
+            "details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure"}]}}"#;
+        assert!(matches!(
+            parse_element(quota, &mut seq).unwrap_err().kind,
+            ErrorKind::QuotaExhausted { .. }
+        ));
+        let challenge = br#"{"uToken":"x","redirectUrl":"https://accounts.google.com/"}"#;
+        assert_eq!(
+            parse_element(challenge, &mut seq).unwrap_err().kind,
+            ErrorKind::Challenge
+        );
+        assert_eq!(
+            parse_element(b"[1,2]", &mut seq).unwrap_err().kind,
+            ErrorKind::Protocol
+        );
     }
 
     #[test]
