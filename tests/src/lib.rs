@@ -189,6 +189,17 @@ impl TestApp {
             .expect("request reaches the gateway")
     }
 
+    /// `GET path` without a key, as JSON (for the public routes).
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request reaches the gateway");
+        response.json().await.expect("a JSON body")
+    }
+
     /// Stops the gateway (not gracefully) and the simulator.
     pub async fn stop(self) {
         self.handle.stop(false).await;

@@ -151,15 +151,7 @@ async fn health_and_root_are_public_and_reveal_no_identities() {
     assert_eq!(v["mode"], "local");
     assert_eq!(v["ready"], 2);
     assert!(v["ready"].is_u64());
-    let root: Value = app
-        .client
-        .get(app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let root: Value = app.get_json("/").await;
     assert_eq!(root["service"], "business2api");
     assert_eq!(root["note"], json!(["hello operators"]));
     for body in [v.to_string(), root.to_string()] {
@@ -178,15 +170,7 @@ async fn server_mode_is_reported_as_such() {
         "pool_server": {"enable": true, "mode": "server", "secret": "a-long-enough-worker-secret"}
     })))
     .await;
-    let v: Value = app
-        .client
-        .get(app.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = app.get_json("/health").await;
     assert_eq!(v["mode"], "server");
     app.stop().await;
 }

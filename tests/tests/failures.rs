@@ -69,15 +69,7 @@ async fn dead_cookies_on_u1_mean_no_usable_account() {
     let (s, _, _) = chat_bounded(&app, chat_body("gemini-2.5-flash", "x", false)).await;
     assert_eq!(s, 503);
     // The account is out of rotation (needs a re-login), not deleted.
-    let health: Value = app
-        .client
-        .get(app.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = app.get_json("/health").await;
     assert_eq!(health["ready"], 0);
     assert_eq!(health["accounts"], 1);
     assert!(
