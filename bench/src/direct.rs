@@ -14,13 +14,10 @@ use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
-/// The JWT claims 300 s; like the gateway, stop using it after 270 s.
-const TOKEN_USE_WINDOW: Duration = Duration::from_secs(270);
-const U1_USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36";
-const API_USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
-     (KHTML, like Gecko) Chrome/140.0.0.0 Safari/537.36";
-const WEB_ORIGIN: &str = "https://business.gemini.google";
-const WEB_REFERER: &str = "https://business.gemini.google/";
+// The gateway's own header values and token window, so both paths send the same requests.
+use business2api::upstream::gemini_business::client::{
+    API_USER_AGENT, TOKEN_USE_WINDOW, U1_USER_AGENT, WEB_ORIGIN, WEB_REFERER,
+};
 
 /// The parts of an account file (spec §2.1) a direct caller needs, read with the gateway's own
 /// importer so both sides use the same credentials.

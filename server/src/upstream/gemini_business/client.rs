@@ -41,12 +41,14 @@ pub const TOKEN_USE_WINDOW: Duration = Duration::from_secs(270);
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
 /// The user agent of U1 (spec §1.3).
-const U1_USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36";
+pub const U1_USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36";
 /// The user agent of U2–U6 (spec §1.5).
-const API_USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+pub const API_USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
      (KHTML, like Gecko) Chrome/140.0.0.0 Safari/537.36";
-const WEB_ORIGIN: &str = "https://business.gemini.google";
-const WEB_REFERER: &str = "https://business.gemini.google/";
+/// `origin` of U2–U6.
+pub const WEB_ORIGIN: &str = "https://business.gemini.google";
+/// `referer` of U1–U6.
+pub const WEB_REFERER: &str = "https://business.gemini.google/";
 const AI_GENERATED_FILTER: &str = "file_origin_type = AI_GENERATED";
 
 /// A freshly minted short-lived JWT.
