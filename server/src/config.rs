@@ -98,6 +98,9 @@ pub struct Settings {
     pub note: Vec<String>,
     /// `api_keys` + env `API_KEYS` / `API_KEY`: trimmed, no empties, no duplicates, file order.
     pub api_keys: Vec<Secret>,
+    /// Keys accepted on the admin routes (`/admin/*`) only. An API key grants no admin route;
+    /// with no admin key configured the admin routes answer 403.
+    pub admin_keys: Vec<Secret>,
     /// With no API key configured: serve the API without authentication instead of generating a
     /// key on first start.
     pub allow_unauthenticated: bool,
@@ -137,6 +140,57 @@ pub struct PoolSettings {
     pub browser_refresh_max_retry: u32,
     /// Delete an account's file when Google rejects its cookies (401/403).
     pub auto_delete_401: bool,
+    /// How a request's account is chosen.
+    pub selection: Selection,
+    /// Requests one account serves at once (`0` = no limit).
+    pub max_concurrent_per_account: u32,
+    /// Successful requests per account per UTC day, by capability (`0` = no cap).
+    pub daily_limits: DailyLimits,
+    /// Ceiling of every backoff and of upstream-supplied retry-after values.
+    pub max_backoff: Duration,
+    /// Token refreshes (U1 calls) running at once across the pool (≥ 1).
+    pub refresh_concurrency: u32,
+    /// Hour (UTC) at which a daily quota is assumed to reset when the upstream names no time.
+    pub quota_reset_utc_hour: u32,
+    /// `expired_action: "refresh"`: time between two rounds of re-login attempts.
+    pub relogin_retry_interval: Duration,
+    /// Longest time a request may spend finding an account that starts its answer.
+    pub failover_deadline: Duration,
+}
+
+/// How the pool picks an account for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    RoundRobin,
+    LeastRecentlyUsed,
+    FillFirst,
+}
+
+impl Selection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Selection::RoundRobin => "round_robin",
+            Selection::LeastRecentlyUsed => "least_recently_used",
+            Selection::FillFirst => "fill_first",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Selection> {
+        match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "round_robin" => Some(Selection::RoundRobin),
+            "least_recently_used" | "lru" => Some(Selection::LeastRecentlyUsed),
+            "fill_first" => Some(Selection::FillFirst),
+            _ => None,
+        }
+    }
+}
+
+/// Daily caps per capability, counted on success (`0` = no cap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DailyLimits {
+    pub text: u32,
+    pub image: u32,
+    pub video: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -826,6 +880,7 @@ fn build(
     }
     let note = top.string_list(r, "note", false);
     let api_keys = top.string_list(r, "api_keys", true);
+    let admin_keys = top.string_list(r, "admin_keys", true);
     let allow_unauthenticated = top.bool(r, "allow_unauthenticated", false);
 
     let pool = read_pool(&mut top, r);
@@ -845,6 +900,7 @@ fn build(
         proxy_subscribe,
         note,
         api_keys: dedup_secrets(api_keys),
+        admin_keys: dedup_secrets(admin_keys),
         allow_unauthenticated,
         pool,
         pool_server,
@@ -890,6 +946,31 @@ fn read_pool(top: &mut Section<'_>, r: &mut Reader) -> PoolSettings {
         browser_refresh_headless: s.bool(r, "browser_refresh_headless", false),
         browser_refresh_max_retry: s.u32(r, "browser_refresh_max_retry", 1, ANY),
         auto_delete_401: s.bool(r, "auto_delete_401", false),
+        selection: match s.nonblank(r, "selection", false) {
+            None => Selection::RoundRobin,
+            Some(v) => Selection::parse(&v).unwrap_or_else(|| {
+                r.error(
+                    "pool.selection",
+                    format!(
+                        "expected \"round_robin\", \"least_recently_used\" or \"fill_first\", \
+                         found {}",
+                        quote(&v)
+                    ),
+                );
+                Selection::RoundRobin
+            }),
+        },
+        max_concurrent_per_account: s.u32(r, "max_concurrent_per_account", 0, ANY),
+        daily_limits: DailyLimits {
+            text: s.u32(r, "daily_limit_text", 3000, ANY),
+            image: s.u32(r, "daily_limit_image", 0, ANY),
+            video: s.u32(r, "daily_limit_video", 0, ANY),
+        },
+        max_backoff: s.secs(r, "max_backoff_sec", 300, AT_LEAST_1),
+        refresh_concurrency: s.u32(r, "refresh_concurrency", 4, Range { min: 1, max: 64 }),
+        quota_reset_utc_hour: s.u32(r, "quota_reset_utc_hour", 8, Range { min: 0, max: 23 }),
+        relogin_retry_interval: s.secs(r, "relogin_retry_interval_sec", 3600, AT_LEAST_1),
+        failover_deadline: s.secs(r, "failover_deadline_sec", 180, AT_LEAST_1),
     };
     s.finish(r);
     pool
@@ -1100,6 +1181,18 @@ fn apply_env(settings: &mut Settings, env: &dyn Fn(&str) -> Option<String>, r: &
     if let Some(v) = var("API_KEYS") {
         settings.api_keys = dedup_secrets(v.split(',').map(str::to_owned));
     }
+    if let Some(v) = var("ADMIN_KEYS") {
+        settings.admin_keys = dedup_secrets(v.split(',').map(str::to_owned));
+    }
+    if let Some(v) = var("ADMIN_KEY") {
+        let mut keys: Vec<String> = settings
+            .admin_keys
+            .iter()
+            .map(|k| k.expose().to_owned())
+            .collect();
+        keys.push(v);
+        settings.admin_keys = dedup_secrets(keys);
+    }
     if let Some(v) = var("API_KEY") {
         let mut keys: Vec<String> = settings
             .api_keys
@@ -1181,6 +1274,18 @@ fn cross_checks(settings: &mut Settings, r: &mut Reader) {
             "api_keys contains the placeholder \"{EXAMPLE_API_KEY}\" from config.example.json: \
              anyone who has read the example can use it; replace it"
         ));
+    }
+
+    if settings.admin_keys.iter().any(|a| {
+        settings.api_keys.iter().any(|k| {
+            business2api_shared::secret::constant_time_eq(k.expose().as_bytes(), a.expose().as_bytes())
+        })
+    }) {
+        r.error(
+            "admin_keys",
+            "an admin key is also listed as an API key; admin and API keys must differ (an API \
+             key must never grant the admin routes)",
+        );
     }
 
     let mode = settings.mode();
