@@ -121,7 +121,7 @@ impl GatewayError {
                 Category::RateLimited | Category::QuotaExhausted => {
                     Some(e.retry_after().unwrap_or(DEFAULT_RATE_LIMIT_RETRY))
                 }
-                Category::Unavailable => Some(crate::pool::NO_ACCOUNT_RETRY_AFTER),
+                Category::Unavailable => Some(crate::pool::selection::NO_ACCOUNT_RETRY),
                 _ => None,
             },
             _ => None,

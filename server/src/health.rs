@@ -10,15 +10,15 @@ use crate::startup::AppState;
 
 /// `GET /health`: 200 while serving; `ready` is the number of accounts that can take a request.
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let pool = state.chat.pool();
+    let summary = state.chat.pool().summary().await;
     let now = OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .unwrap_or_default();
     HttpResponse::Ok().json(json!({
         "status": "ok",
         "mode": state.mode.as_str(),
-        "ready": pool.ready_count(),
-        "accounts": pool.len(),
+        "ready": summary.ready + summary.refreshing_token,
+        "accounts": summary.total,
         "time": now,
     }))
 }

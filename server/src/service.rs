@@ -12,37 +12,39 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 
 use crate::domain::{ModelId, StreamEvent, UpstreamQuery};
 use crate::error::GatewayError;
-use crate::pool::{Account, AccountPool};
+use crate::pool::{Capability, Lease, Pool};
 use crate::upstream::gemini_business::{EventStream, GeminiBusinessClient};
 use crate::upstream::{Endpoint, ErrorKind, UpstreamError};
 
 /// Runs chat turns against the pool.
 #[derive(Debug, Clone)]
 pub struct ChatService {
-    pool: Arc<AccountPool>,
+    pool: Pool,
     upstream: Arc<GeminiBusinessClient>,
     max_attempts: u32,
+    /// Longest time spent finding an account that starts the answer.
+    deadline: Duration,
 }
 
 /// An answer that has started: its first event plus the rest, bound to the account serving it.
-/// Outcomes are recorded on the account as the stream ends (success) or fails.
+/// The outcome is reported to the pool as the stream ends (success) or fails; a stream dropped
+/// before its end (the client went away) reports "abandoned".
 pub struct ChatStream {
     first: Option<StreamEvent>,
     rest: EventStream,
-    account: Arc<Account>,
-    pool: Arc<AccountPool>,
-    finished: bool,
+    lease: Option<Lease>,
 }
 
 impl std::fmt::Debug for ChatStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChatStream")
-            .field("account", &self.account)
+            .field("lease", &self.lease)
             .finish_non_exhaustive()
     }
 }
@@ -54,19 +56,21 @@ impl Stream for ChatStream {
         if let Some(first) = self.first.take() {
             return Poll::Ready(Some(Ok(first)));
         }
-        if self.finished {
+        if self.lease.is_none() {
             return Poll::Ready(None);
         }
         let polled = self.rest.poll_next_unpin(cx);
         match &polled {
             Poll::Ready(None) => {
-                self.finished = true;
-                self.account.record_success();
+                if let Some(lease) = self.lease.take() {
+                    lease.succeed();
+                }
             }
             Poll::Ready(Some(Err(e))) => {
-                self.finished = true;
-                tracing::warn!(account = %self.account.label(), error = %e, "upstream failed mid-answer");
-                self.account.record_failure(e, self.pool.policy());
+                if let Some(lease) = self.lease.take() {
+                    tracing::warn!(account = %lease.label(), error = %e, "upstream failed mid-answer");
+                    lease.fail(e);
+                }
             }
             _ => {}
         }
@@ -82,35 +86,51 @@ fn empty_answer() -> UpstreamError {
     )
 }
 
+fn deadline_passed(deadline: Duration) -> GatewayError {
+    GatewayError::Upstream(UpstreamError::new(
+        ErrorKind::Timeout,
+        Endpoint::StreamAssist,
+        format!(
+            "no account started an answer within {} s (pool.failover_deadline_sec)",
+            deadline.as_secs()
+        ),
+    ))
+}
+
 impl ChatService {
     pub fn new(
-        pool: Arc<AccountPool>,
+        pool: Pool,
         upstream: Arc<GeminiBusinessClient>,
         max_attempts: u32,
+        deadline: Duration,
     ) -> Self {
         Self {
             pool,
             upstream,
             max_attempts: max_attempts.max(1),
+            deadline,
         }
     }
 
-    pub fn pool(&self) -> &Arc<AccountPool> {
+    pub fn pool(&self) -> &Pool {
         &self.pool
     }
 
     /// Starts a streamed answer: resolves once the first event exists, or with the error to
-    /// send when no account could start it.
+    /// send when no account could start it (within the attempt budget and the deadline).
     pub async fn stream(
         &self,
         model: &ModelId,
         query: &UpstreamQuery,
     ) -> Result<ChatStream, GatewayError> {
         let mut tried = Vec::new();
-        self.start(model, query, &mut tried, None).await
+        tokio::time::timeout(self.deadline, self.start(model, query, &mut tried, None))
+            .await
+            .unwrap_or_else(|_| Err(deadline_passed(self.deadline)))
     }
 
-    /// A whole answer, for non-streaming requests.
+    /// A whole answer, for non-streaming requests. Nothing has reached the client until it is
+    /// complete, so a failure mid-answer may still move to another account.
     pub async fn complete(
         &self,
         model: &ModelId,
@@ -119,7 +139,12 @@ impl ChatService {
         let mut tried = Vec::new();
         let mut last = None;
         while tried.len() < self.max_attempts as usize {
-            let mut stream = self.start(model, query, &mut tried, last.take()).await?;
+            let mut stream = tokio::time::timeout(
+                self.deadline,
+                self.start(model, query, &mut tried, last.take()),
+            )
+            .await
+            .unwrap_or_else(|_| Err(deadline_passed(self.deadline)))?;
             let mut events = Vec::new();
             let mut failed = None;
             while let Some(item) = stream.next().await {
@@ -146,14 +171,13 @@ impl ChatService {
         &self,
         model: &ModelId,
         query: &UpstreamQuery,
-        tried: &mut Vec<String>,
+        tried: &mut Vec<Arc<str>>,
         mut last: Option<UpstreamError>,
     ) -> Result<ChatStream, GatewayError> {
-        let policy = *self.pool.policy();
+        let cap = Capability::of(model);
         while tried.len() < self.max_attempts as usize {
-            let exclude: Vec<&str> = tried.iter().map(String::as_str).collect();
-            let account = match self.pool.pick(&exclude) {
-                Ok(account) => account,
+            let mut lease = match self.pool.lease(cap, tried).await {
+                Ok(lease) => lease,
                 Err(unavailable) => {
                     return Err(last.map_or(
                         GatewayError::NoAccountAvailable {
@@ -163,34 +187,34 @@ impl ChatService {
                     ));
                 }
             };
-            tried.push(account.email().to_owned());
-            let outcome: Result<(), UpstreamError> = match account.auth(&self.upstream).await {
-                Err(e) => Err(e),
-                Ok(auth) => {
-                    let mut events = self.upstream.converse(auth, model.clone(), query.clone());
-                    match events.next().await {
-                        Some(Ok(first)) => {
-                            return Ok(ChatStream {
-                                first: Some(first),
-                                rest: events,
-                                account,
-                                pool: Arc::clone(&self.pool),
-                                finished: false,
-                            });
-                        }
-                        Some(Err(e)) => Err(e),
-                        None => Err(empty_answer()),
-                    }
+            tried.push(Arc::clone(lease.key()));
+            let auth = match lease.auth().await {
+                Ok(auth) => auth,
+                Err(e) => {
+                    tracing::warn!(account = %lease.label(), error = %e, "no session token");
+                    lease.fail_auth(&e);
+                    last = Some(e);
+                    continue;
                 }
             };
-            if let Err(e) = outcome {
-                tracing::warn!(account = %account.label(), error = %e, "attempt failed before the first byte");
-                account.record_failure(&e, &policy);
-                if !e.retry_elsewhere() {
-                    return Err(e.into());
+            let mut events = self.upstream.converse(auth, model.clone(), query.clone());
+            let error = match events.next().await {
+                Some(Ok(first)) => {
+                    return Ok(ChatStream {
+                        first: Some(first),
+                        rest: events,
+                        lease: Some(lease),
+                    });
                 }
-                last = Some(e);
+                Some(Err(e)) => e,
+                None => empty_answer(),
+            };
+            tracing::warn!(account = %lease.label(), error = %error, "attempt failed before the first byte");
+            lease.fail(&error);
+            if !error.retry_elsewhere() {
+                return Err(error.into());
             }
+            last = Some(error);
         }
         Err(last.map_or(GatewayError::Internal, GatewayError::Upstream))
     }

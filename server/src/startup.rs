@@ -18,7 +18,7 @@ use crate::dialects::{self, Dialect, openai};
 use crate::error::GatewayError;
 use crate::health;
 use crate::pool::import::{ImportReport, Rejected, credentials_of, import_dir};
-use crate::pool::{Account, AccountPool, PoolPolicy};
+use crate::pool::{NewAccount, Persistence, Pool, PoolConfig};
 use crate::service::ChatService;
 use crate::store::{Store, StoreError};
 use crate::telemetry::RequestSpan;
@@ -28,6 +28,12 @@ use crate::upstream::gemini_business::GeminiBusinessClient;
 #[derive(Debug)]
 pub struct AppState {
     pub chat: ChatService,
+    /// The persistence facade (admin import/export). Blocking: use from `spawn_blocking`.
+    pub store: Arc<Store>,
+    /// Where account files live.
+    pub accounts_dir: std::path::PathBuf,
+    /// `default_config`, for credentials of imported accounts.
+    pub default_config: String,
     pub mode: Mode,
     pub note: Vec<String>,
     /// Interval of keep-alives while the upstream is silent.
@@ -77,6 +83,7 @@ pub struct Application {
     address: SocketAddr,
     server: Server,
     report: StartupReport,
+    pool: Pool,
 }
 
 fn create_private_dir(path: &Path) -> std::io::Result<()> {
@@ -135,6 +142,17 @@ impl Application {
 
         let mut accounts = Vec::new();
         let mut unusable = Vec::new();
+        let mut states: std::collections::HashMap<String, _> = store
+            .states()?
+            .into_iter()
+            .filter_map(|(k, s)| match s {
+                Ok(s) => Some((k, s)),
+                Err(e) => {
+                    tracing::warn!(account = %crate::pool::supervisor::label_of(&k), error = %e, "stored pool state unreadable; starting that account afresh");
+                    None
+                }
+            })
+            .collect();
         for (key, record) in store.accounts()? {
             let record = match record {
                 Ok(r) => r,
@@ -150,15 +168,36 @@ impl Application {
                 .source_file
                 .clone()
                 .unwrap_or_else(|| record.email.clone());
-            match credentials_of(&record, &settings.default_config) {
-                Ok(credentials) => accounts.push(Account::new(record.email.clone(), credentials)),
-                Err(reason) => unusable.push(Rejected { name, reason }),
+            let credentials = credentials_of(&record, &settings.default_config);
+            if let Err(reason) = &credentials {
+                unusable.push(Rejected {
+                    name,
+                    reason: reason.clone(),
+                });
             }
+            let status = states.remove(&key);
+            // Credentials replaced (file import) after the account was found dead: serve again.
+            let changed = match (&status, record.updated_at) {
+                (Some(s), Some(updated)) => match &s.state {
+                    crate::pool::account_state::AccountState::NeedsRelogin { since, .. } => {
+                        updated > *since
+                    }
+                    _ => false,
+                },
+                _ => false,
+            };
+            accounts.push(NewAccount {
+                email: record.email.clone(),
+                source_file: record.source_file.clone(),
+                credentials,
+                status,
+                changed,
+            });
         }
         for u in &unusable {
             tracing::warn!(account = %u.name, reason = %u.reason, "account cannot be used");
         }
-        drop(store);
+        let store = Arc::new(store);
 
         let (keys, key_source) = auth::resolve(
             &settings.api_keys,
@@ -178,19 +217,28 @@ impl Application {
         let upstream =
             GeminiBusinessClient::new(&settings.gemini_business, settings.proxy.as_ref())
                 .map_err(|e| StartupError::HttpClient(e.to_string()))?;
-        let policy = PoolPolicy {
-            base_cooldown: settings.pool.use_cooldown.max(Duration::from_secs(1)),
-            ..PoolPolicy::default()
-        };
-        let pool = Arc::new(AccountPool::new(accounts, policy));
-        let account_count = pool.len();
+        let upstream = Arc::new(upstream);
+        let account_count = accounts.iter().filter(|a| a.credentials.is_ok()).count();
+        let pool = Pool::start(
+            PoolConfig::from_settings(&settings),
+            accounts,
+            Arc::clone(&upstream),
+            Some(Persistence {
+                store: Arc::clone(&store),
+                accounts_dir: accounts_dir.clone(),
+            }),
+        );
         let chat = ChatService::new(
-            pool,
-            Arc::new(upstream),
+            pool.clone(),
+            upstream,
             settings.gemini_business.max_attempts,
+            settings.pool.failover_deadline,
         );
         let state = web::Data::new(AppState {
             chat,
+            store,
+            accounts_dir: accounts_dir.clone(),
+            default_config: settings.default_config.clone(),
             mode,
             note: settings.note.clone(),
             keepalive: settings.http.stream_keepalive,
@@ -252,6 +300,7 @@ impl Application {
             address,
             server,
             report,
+            pool,
         })
     }
 
@@ -277,6 +326,10 @@ impl Application {
     /// Serves until stopped (SIGINT/SIGTERM drain in-flight requests up to
     /// `http.shutdown_timeout_sec`).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        // Every request has finished (or the drain timeout passed): write the pool state.
+        self.pool.shutdown().await;
+        tracing::info!("pool state written; stopped");
+        served
     }
 }

@@ -66,6 +66,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub report: StartupReport,
     handle: ServerHandle,
+    running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 /// Deep-merges `patch` into `base` (objects merge key by key; anything else replaces).
@@ -116,7 +117,9 @@ pub fn base_config(data_dir: &Path, sim: &Simulator) -> Value {
             "download_timeout_sec": 5,
         },
         "http": { "workers": 2, "stream_keepalive_ms": 1000, "shutdown_timeout_sec": 1 },
-        "pool": { "use_cooldown_sec": 1 },
+        // Tokens are minted on first use, so that each test decides when U1 is called; tests
+        // of the start-up refresh turn it back on.
+        "pool": { "use_cooldown_sec": 1, "refresh_on_startup": false },
     })
 }
 
@@ -160,7 +163,7 @@ pub async fn start_app(
     let port = app.port();
     let handle = app.handle();
     let report = app.report().clone();
-    tokio::spawn(app.run_until_stopped());
+    let running = Some(tokio::spawn(app.run_until_stopped()));
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
@@ -170,6 +173,7 @@ pub async fn start_app(
         client: reqwest::Client::builder().no_proxy().build().unwrap(),
         report,
         handle,
+        running,
     }
 }
 
@@ -200,10 +204,30 @@ impl TestApp {
         response.json().await.expect("a JSON body")
     }
 
-    /// Stops the gateway (not gracefully) and the simulator.
-    pub async fn stop(self) {
+    /// Stops the gateway (not gracefully) and the simulator, and waits until the gateway has
+    /// written its state and released its data dir.
+    pub async fn stop(mut self) {
         self.handle.stop(false).await;
+        if let Some(running) = self.running.take() {
+            running
+                .await
+                .expect("the gateway task")
+                .expect("the gateway stopped cleanly");
+        }
         self.sim.stop();
+    }
+
+    /// Stops the gateway gracefully (in-flight requests finish, up to the drain timeout), waits
+    /// for it to write its state, and hands back the data dir and simulator for a restart.
+    pub async fn shutdown_gracefully(mut self) -> (TempDir, Simulator, Vec<SimAccount>) {
+        self.handle.stop(true).await;
+        if let Some(running) = self.running.take() {
+            running
+                .await
+                .expect("the gateway task")
+                .expect("the gateway stopped cleanly");
+        }
+        (self.data_dir, self.sim, self.accounts)
     }
 }
 

@@ -89,12 +89,7 @@ async fn without_configured_keys_a_key_is_generated_once_and_required() {
     );
 
     // A restart on the same data dir reuses the key and does not announce a new one.
-    let business2api_tests::TestApp {
-        sim,
-        accounts,
-        data_dir,
-        ..
-    } = app;
+    let (data_dir, sim, accounts) = app.shutdown_gracefully().await;
     let config = base_config(data_dir.path(), &sim);
     let again = start_app(sim, accounts, data_dir, config).await;
     assert!(matches!(
@@ -229,12 +224,7 @@ async fn unusable_account_files_are_reported_by_name_with_the_reason() {
 #[tokio::test]
 async fn accounts_survive_a_restart_and_import_is_idempotent() {
     let app = spawn_app_with(TestOptions::default().accounts(2)).await;
-    let business2api_tests::TestApp {
-        sim,
-        accounts,
-        data_dir,
-        ..
-    } = app;
+    let (data_dir, sim, accounts) = app.shutdown_gracefully().await;
     let mut config = base_config(data_dir.path(), &sim);
     merge(&mut config, json!({"api_keys": [TEST_KEY]}));
     let again = start_app(sim, accounts, data_dir, config).await;

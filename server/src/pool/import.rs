@@ -119,6 +119,8 @@ pub fn parse_account_file(file_name: &str, bytes: &[u8]) -> Result<AccountRecord
         csesidx: string_field(&obj, "csesidx")?,
         extra,
         source_file: Some(file_name.to_owned()),
+        added_at: None,
+        updated_at: None,
     })
 }
 

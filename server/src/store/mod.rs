@@ -8,15 +8,21 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::pool::account_state::AccountStatus;
 use business2api_shared::Secret;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 /// Accounts, keyed by lower-cased e-mail address; values are JSON [`AccountRecord`]s.
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
+/// Pool state of each account (same keys); values are JSON [`StateRecord`]s.
+const ACCOUNT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("account_state");
 
-/// The current version of [`AccountRecord`].
-pub const ACCOUNT_SCHEMA_VERSION: u32 = 1;
+/// The current version of [`AccountRecord`]. Version 1 (issue 2) had no `added_at` /
+/// `updated_at`; it is still read.
+pub const ACCOUNT_SCHEMA_VERSION: u32 = 2;
+/// The current version of [`StateRecord`].
+pub const STATE_SCHEMA_VERSION: u32 = 1;
 
 /// The database file name inside the data dir.
 pub const DB_FILE: &str = "business2api.redb";
@@ -86,6 +92,26 @@ pub struct AccountRecord {
     /// The file the account was imported from, if any.
     #[serde(default)]
     pub source_file: Option<String>,
+    /// When the account was first stored (Unix ms; `None` for records from schema 1).
+    #[serde(default)]
+    pub added_at: Option<u64>,
+    /// When its credentials last changed (Unix ms; `None` for records from schema 1).
+    #[serde(default)]
+    pub updated_at: Option<u64>,
+}
+
+/// The persisted pool state of one account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateRecord {
+    pub schema_version: u32,
+    pub status: AccountStatus,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 impl AccountRecord {
@@ -104,12 +130,42 @@ fn decode_account(bytes: &[u8]) -> Result<AccountRecord, StoreError> {
         .and_then(|v| v.as_u64())
         .unwrap_or(0);
     match version {
-        1 => serde_json::from_value(value).map_err(|e| StoreError::Corrupt(e.to_string())),
+        // Version 1 lacks `added_at` / `updated_at`, which default to `None`.
+        1 | 2 => {
+            let mut record: AccountRecord =
+                serde_json::from_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            record.schema_version = ACCOUNT_SCHEMA_VERSION;
+            Ok(record)
+        }
         v => Err(StoreError::Corrupt(format!(
             "account record schema version {v} is not supported by this build"
         ))),
     }
 }
+
+fn decode_state(bytes: &[u8]) -> Result<AccountStatus, StoreError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    match value.get("schema_version").and_then(|v| v.as_u64()) {
+        Some(1) => serde_json::from_value::<StateRecord>(value)
+            .map(|r| r.status)
+            .map_err(|e| StoreError::Corrupt(e.to_string())),
+        v => Err(StoreError::Corrupt(format!(
+            "account state schema version {} is not supported by this build",
+            v.map_or_else(|| "(none)".to_owned(), |v| v.to_string())
+        ))),
+    }
+}
+
+/// What a writer of pool state sends: new states, and accounts to forget.
+#[derive(Debug, Clone, Default)]
+pub struct StateBatch {
+    pub states: Vec<(String, AccountStatus)>,
+    pub deleted: Vec<String>,
+}
+
+/// A stored pool state, or why it cannot be read, keyed by lower-cased e-mail.
+pub type StoredState = (String, Result<AccountStatus, StoreError>);
 
 /// A stored account, or why its record cannot be read, keyed by lower-cased e-mail.
 pub type StoredAccount = (String, Result<AccountRecord, StoreError>);
@@ -135,29 +191,48 @@ impl Store {
         let db = Database::create(&path).map_err(|source| StoreError::Open { path, source })?;
         let tx = db.begin_write()?;
         tx.open_table(ACCOUNTS)?;
+        tx.open_table(ACCOUNT_STATE)?;
         tx.commit()?;
         Ok(Store { db })
     }
 
-    /// Inserts or replaces an account; writing nothing when the stored record is identical.
+    /// Inserts or replaces an account; writing nothing when the stored record is identical
+    /// (apart from its `added_at` / `updated_at` bookkeeping, which the store maintains).
     pub fn upsert_account(&self, record: &AccountRecord) -> Result<Upsert, StoreError> {
         let key = record.key();
-        let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let tx = self.db.begin_write()?;
         let outcome = {
             let mut table = tx.open_table(ACCOUNTS)?;
-            let existing = table.get(key.as_str())?.map(|v| v.value().to_vec());
-            match existing {
-                Some(old) if old == bytes => Upsert::Unchanged,
-                old => {
-                    table.insert(key.as_str(), bytes.as_slice())?;
-                    if old.is_some() {
-                        Upsert::Updated
+            let existing = match table.get(key.as_str())? {
+                Some(v) => Some(decode_account(v.value())?),
+                None => None,
+            };
+            let mut new = record.clone();
+            new.schema_version = ACCOUNT_SCHEMA_VERSION;
+            let now = now_ms();
+            let outcome = match &existing {
+                Some(old) => {
+                    new.added_at = old.added_at;
+                    new.updated_at = old.updated_at;
+                    if *old == new {
+                        Upsert::Unchanged
                     } else {
-                        Upsert::Inserted
+                        new.updated_at = Some(now);
+                        Upsert::Updated
                     }
                 }
+                None => {
+                    new.added_at = Some(now);
+                    new.updated_at = Some(now);
+                    Upsert::Inserted
+                }
+            };
+            if outcome != Upsert::Unchanged {
+                let bytes =
+                    serde_json::to_vec(&new).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                table.insert(key.as_str(), bytes.as_slice())?;
             }
+            outcome
         };
         if outcome == Upsert::Unchanged {
             tx.abort()?;
@@ -165,6 +240,43 @@ impl Store {
             tx.commit()?;
         }
         Ok(outcome)
+    }
+
+    /// Writes a batch of pool states and deletions in one transaction (all or nothing).
+    pub fn write_states(&self, batch: &StateBatch) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut states = tx.open_table(ACCOUNT_STATE)?;
+            let mut accounts = tx.open_table(ACCOUNTS)?;
+            for (key, status) in &batch.states {
+                let record = StateRecord {
+                    schema_version: STATE_SCHEMA_VERSION,
+                    status: status.clone(),
+                };
+                let bytes =
+                    serde_json::to_vec(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                states.insert(key.as_str(), bytes.as_slice())?;
+            }
+            for key in &batch.deleted {
+                states.remove(key.as_str())?;
+                accounts.remove(key.as_str())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The stored pool state of every account that has one, by key. An unreadable state is
+    /// returned as an error next to its key.
+    pub fn states(&self) -> Result<Vec<StoredState>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(ACCOUNT_STATE)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            out.push((k.value().to_owned(), decode_state(v.value())));
+        }
+        Ok(out)
     }
 
     /// Every stored account, in key order. A record that cannot be read is returned as an error
@@ -203,6 +315,8 @@ mod tests {
             csesidx: "123".into(),
             extra: serde_json::Map::new(),
             source_file: Some("a.json".into()),
+            added_at: None,
+            updated_at: None,
         }
     }
 
@@ -229,6 +343,72 @@ mod tests {
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].0, "a@x.com");
         assert_eq!(all[0].1.as_ref().unwrap().cookies[0].value.expose(), "v");
+    }
+
+    #[test]
+    fn schema_1_records_are_read_and_keep_their_fields() {
+        // A record exactly as issue 2's build wrote it.
+        let v1 = br#"{"schema_version":1,"email":"old@x.com","full_name":"Old","authorization":"Bearer t","cookies":[{"name":"__Secure-C_SES","value":"s","domain":".gemini.google"}],"cookie_string":null,"response_headers":{},"timestamp":"2026-01-01T00:00:00Z","config_id":"cfg","csesidx":"7","extra":{"k":1},"source_file":"old@x.com.json"}"#;
+        let r = decode_account(v1).unwrap();
+        assert_eq!(r.schema_version, ACCOUNT_SCHEMA_VERSION);
+        assert_eq!(r.email, "old@x.com");
+        assert_eq!(r.cookies[0].value.expose(), "s");
+        assert_eq!(r.extra["k"], 1);
+        assert_eq!((r.added_at, r.updated_at), (None, None));
+        // Stored in a real database and upserted unchanged: reported unchanged.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        {
+            let tx = store.db.begin_write().unwrap();
+            tx.open_table(ACCOUNTS)
+                .unwrap()
+                .insert("old@x.com", v1.as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let mut same = r.clone();
+        same.schema_version = 1;
+        assert_eq!(store.upsert_account(&same).unwrap(), Upsert::Unchanged);
+        same.full_name = "New".into();
+        assert_eq!(store.upsert_account(&same).unwrap(), Upsert::Updated);
+        let stored = store.accounts().unwrap().remove(0).1.unwrap();
+        assert!(stored.updated_at.is_some());
+    }
+
+    #[test]
+    fn states_are_written_in_batches_and_deletions_remove_both_records() {
+        use crate::pool::account_state::AccountState;
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.upsert_account(&record("a@x.com")).unwrap();
+            store.upsert_account(&record("b@x.com")).unwrap();
+            let mut st = AccountStatus::default();
+            st.counters.success = 5;
+            st.state = AccountState::Disabled { reason: "r".into() };
+            store
+                .write_states(&StateBatch {
+                    states: vec![("a@x.com".into(), st.clone()), ("b@x.com".into(), st)],
+                    deleted: vec![],
+                })
+                .unwrap();
+            store
+                .write_states(&StateBatch {
+                    states: vec![],
+                    deleted: vec!["b@x.com".into()],
+                })
+                .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let states = store.states().unwrap();
+        assert_eq!(states.len(), 1);
+        let (key, status) = &states[0];
+        assert_eq!(key, "a@x.com");
+        let status = status.as_ref().unwrap();
+        assert_eq!(status.counters.success, 5);
+        assert_eq!(status.state.name(), "disabled");
+        assert_eq!(store.accounts().unwrap().len(), 1);
+        assert!(decode_state(br#"{"schema_version":9}"#).is_err());
     }
 
     #[test]
