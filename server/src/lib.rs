@@ -15,6 +15,7 @@
 //! - [`auth`]: API keys (generated on first start when none is configured).
 //! - [`telemetry`]: tracing setup and the request root span.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod dialects;

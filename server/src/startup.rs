@@ -34,6 +34,8 @@ pub struct AppState {
     pub accounts_dir: std::path::PathBuf,
     /// `default_config`, for credentials of imported accounts.
     pub default_config: String,
+    /// `pool.daily_limit_text` (admin status).
+    pub daily_limit_text: u32,
     pub mode: Mode,
     pub note: Vec<String>,
     /// Interval of keep-alives while the upstream is silent.
@@ -239,6 +241,7 @@ impl Application {
             store,
             accounts_dir: accounts_dir.clone(),
             default_config: settings.default_config.clone(),
+            daily_limit_text: settings.pool.daily_limits.text,
             mode,
             note: settings.note.clone(),
             keepalive: settings.http.stream_keepalive,
@@ -249,6 +252,7 @@ impl Application {
                 .unwrap_or(0),
         });
         let keys = web::Data::new(keys);
+        let admin_keys = web::Data::new(crate::admin::AdminKeys(settings.admin_keys.clone()));
 
         let listener =
             TcpListener::bind(settings.listen_addr).map_err(|source| StartupError::Bind {
@@ -263,6 +267,7 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .app_data(keys.clone())
+                .app_data(admin_keys.clone())
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .route("/", web::get().to(health::root))
                 .route("/health", web::get().to(health::health))
@@ -270,6 +275,11 @@ impl Application {
                     web::scope("/v1")
                         .wrap(from_fn(dialects::require_api_key))
                         .configure(openai::routes),
+                )
+                .service(
+                    web::scope("/admin")
+                        .wrap(from_fn(crate::admin::require_admin_key))
+                        .configure(crate::admin::routes),
                 )
                 .default_service(web::to(not_found))
         })
