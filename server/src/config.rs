@@ -1278,7 +1278,10 @@ fn cross_checks(settings: &mut Settings, r: &mut Reader) {
 
     if settings.admin_keys.iter().any(|a| {
         settings.api_keys.iter().any(|k| {
-            business2api_shared::secret::constant_time_eq(k.expose().as_bytes(), a.expose().as_bytes())
+            business2api_shared::secret::constant_time_eq(
+                k.expose().as_bytes(),
+                a.expose().as_bytes(),
+            )
         })
     }) {
         r.error(
