@@ -12,6 +12,8 @@ use business2api_shared::Secret;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+mod accounts;
+
 /// Accounts, keyed by lower-cased e-mail address; values are JSON [`AccountRecord`]s.
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 
