@@ -6,6 +6,7 @@
 //! (see the pool issue); the public surface here — `pick`, `Account::auth`, `record_*` — is what
 //! the request path uses and will keep using.
 
+pub mod files;
 pub mod import;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
