@@ -13,10 +13,12 @@
 //!   before the first byte.
 //! - [`store`]: persistence in redb.
 //! - [`auth`]: API keys (generated on first start when none is configured).
+//! - [`cli_accounts`]: the `accounts` subcommands (import, export, list the stored accounts).
 //! - [`telemetry`]: tracing setup and the request root span.
 
 pub mod admin;
 pub mod auth;
+pub mod cli_accounts;
 pub mod config;
 pub mod dialects;
 pub mod domain;

@@ -2,11 +2,12 @@
 //! lives in the library (see `lib.rs`).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use business2api::auth::KeySource;
-use business2api::config::Settings;
+use business2api::cli_accounts::{self, AccountsCommand};
+use business2api::config::{LoadedConfig, Settings};
 use business2api::startup::{Application, StartupError};
 use business2api::telemetry;
 use clap::{Parser, Subcommand};
@@ -48,15 +49,24 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         pace_ms: u64,
     },
+    /// Import, export or list the stored accounts without starting the gateway. Reads the
+    /// same configuration and environment as `serve` and opens the same database
+    /// (`<data_dir>/business2api.redb`), so the gateway must not be running.
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let system = actix_web::rt::System::new();
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => system.block_on(serve(cli.config)),
+        Command::Serve => actix_web::rt::System::new().block_on(serve(cli.config)),
         #[cfg(feature = "demo")]
-        Command::Demo { listen, pace_ms } => system.block_on(demo(listen, pace_ms)),
+        Command::Demo { listen, pace_ms } => {
+            actix_web::rt::System::new().block_on(demo(listen, pace_ms))
+        }
+        Command::Accounts { command } => accounts(&cli.config, &command),
     }
 }
 
@@ -64,17 +74,22 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// The configuration file plus the environment, or exit code 2 after printing every error.
+fn load_config(path: &Path) -> Result<LoadedConfig, ExitCode> {
+    Settings::load(path, &env).map_err(|errors| {
+        eprintln!(
+            "business2api: {} has {} configuration error(s):\n{errors}",
+            path.display(),
+            errors.0.len()
+        );
+        ExitCode::from(2)
+    })
+}
+
 async fn serve(path: PathBuf) -> ExitCode {
-    let loaded = match Settings::load(&path, &env) {
+    let loaded = match load_config(&path) {
         Ok(loaded) => loaded,
-        Err(errors) => {
-            eprintln!(
-                "business2api: {} has {} configuration error(s):\n{errors}",
-                path.display(),
-                errors.0.len()
-            );
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     telemetry::init(loaded.settings.debug);
     match &loaded.source {
@@ -85,6 +100,23 @@ async fn serve(path: PathBuf) -> ExitCode {
         tracing::warn!("config: {warning}");
     }
     run(loaded.settings, None).await
+}
+
+fn accounts(path: &Path, command: &AccountsCommand) -> ExitCode {
+    let loaded = match load_config(path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    for warning in &loaded.warnings {
+        eprintln!("business2api: config: {warning}");
+    }
+    let code = cli_accounts::run(
+        &loaded.settings,
+        command,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    );
+    ExitCode::from(code)
 }
 
 /// Builds and runs the application, printing what the operator needs on stdout.

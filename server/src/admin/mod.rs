@@ -331,7 +331,11 @@ async fn import(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"));
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        });
     let mut documents: Vec<(String, Vec<u8>)> = Vec::new();
     if is_multipart {
         let mut multipart = actix_multipart::Multipart::new(req.headers(), payload);
@@ -470,15 +474,14 @@ async fn delete_invalid_execute(state: web::Data<AppState>, body: web::Bytes) ->
         match serde_json::from_slice::<Value>(&body) {
             Ok(v) => match v.get("emails") {
                 None | Some(Value::Null) => None,
-                Some(Value::Array(items)) => Some(
-                    items
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .map(key_of)
-                        .collect(),
-                ),
+                Some(Value::Array(items)) => {
+                    Some(items.iter().filter_map(Value::as_str).map(key_of).collect())
+                }
                 Some(_) => {
-                    return error(StatusCode::BAD_REQUEST, "emails must be an array of strings");
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "emails must be an array of strings",
+                    );
                 }
             },
             Err(_) => return error(StatusCode::BAD_REQUEST, "expected a JSON object"),

@@ -4,7 +4,7 @@
 //! silently.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use business2api_shared::Secret;
 use serde_json::{Map, Value};
@@ -33,7 +33,8 @@ pub struct ImportReport {
     pub rejected: Vec<Rejected>,
 }
 
-const KNOWN_KEYS: [&str; 9] = [
+/// The keys of the reference account file, in the order the reference writes them.
+pub(crate) const KNOWN_KEYS: [&str; 9] = [
     "email",
     "fullName",
     "authorization",
@@ -60,7 +61,16 @@ pub fn parse_account_file(file_name: &str, bytes: &[u8]) -> Result<AccountRecord
     let Value::Object(obj) = value else {
         return Err("not a JSON object".to_owned());
     };
-    let email = string_field(&obj, "email")?;
+    parse_account_object(file_name, &obj)
+}
+
+/// Parses one account object of the reference format that is already JSON (an account file's
+/// top-level object, or one element of an array of them). `file_name` is recorded as the source.
+pub fn parse_account_object(
+    file_name: &str,
+    obj: &Map<String, Value>,
+) -> Result<AccountRecord, String> {
+    let email = string_field(obj, "email")?;
     if email.trim().is_empty() {
         return Err("no `email`".to_owned());
     }
@@ -109,14 +119,14 @@ pub fn parse_account_file(file_name: &str, bytes: &[u8]) -> Result<AccountRecord
     Ok(AccountRecord {
         schema_version: ACCOUNT_SCHEMA_VERSION,
         email,
-        full_name: string_field(&obj, "fullName")?,
-        authorization: Secret::new(string_field(&obj, "authorization")?),
+        full_name: string_field(obj, "fullName")?,
+        authorization: Secret::new(string_field(obj, "authorization")?),
         cookies,
         cookie_string,
         response_headers,
-        timestamp: string_field(&obj, "timestamp")?,
-        config_id: string_field(&obj, "configId")?,
-        csesidx: string_field(&obj, "csesidx")?,
+        timestamp: string_field(obj, "timestamp")?,
+        config_id: string_field(obj, "configId")?,
+        csesidx: string_field(obj, "csesidx")?,
         extra,
         source_file: Some(file_name.to_owned()),
         added_at: None,
@@ -172,11 +182,22 @@ pub fn credentials_of(record: &AccountRecord, default_config: &str) -> Result<Cr
     })
 }
 
+/// The `*.json` files directly in `dir` (not recursive), sorted.
+pub(crate) fn json_files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
 /// Imports every `*.json` directly in `dir` (not recursive) into the store.
 pub fn import_dir(dir: &Path, store: &Store) -> Result<ImportReport, StoreError> {
     let mut report = ImportReport::default();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
+    let paths = match json_files_in(dir) {
+        Ok(paths) => paths,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
         Err(e) => {
             report.rejected.push(Rejected {
@@ -186,12 +207,6 @@ pub fn import_dir(dir: &Path, store: &Store) -> Result<ImportReport, StoreError>
             return Ok(report);
         }
     };
-    let mut paths: Vec<_> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    paths.sort();
     for path in paths {
         let name = path
             .file_name()

@@ -13,6 +13,8 @@ use business2api_shared::Secret;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+mod accounts;
+
 /// Accounts, keyed by lower-cased e-mail address; values are JSON [`AccountRecord`]s.
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 /// Pool state of each account (same keys); values are JSON [`StateRecord`]s.
