@@ -204,6 +204,11 @@ impl TestApp {
         response.json().await.expect("a JSON body")
     }
 
+    /// The server's handle (to stop it from a test).
+    pub fn server_handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
     /// Stops the gateway (not gracefully) and the simulator, and waits until the gateway has
     /// written its state and released its data dir.
     pub async fn stop(mut self) {

@@ -72,18 +72,31 @@ pub struct Grant {
     pub handle: AccountHandle,
 }
 
-/// One account as the admin API shows it. No credentials.
+/// One account as the admin API shows it. No credentials. Times are Unix milliseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct AccountView {
     pub email: String,
     pub label: String,
     pub source_file: Option<String>,
     pub usable_credentials: bool,
-    #[serde(flatten)]
-    pub status: AccountStatus,
+    /// `ready`, `cooling_down`, `refreshing_token`, `needs_relogin` or `disabled`.
+    pub state: &'static str,
+    /// Cooling down: when it ends.
+    pub state_until: Option<UnixMs>,
+    /// Needs re-login: since when.
+    pub state_since: Option<UnixMs>,
+    pub state_reason: Option<String>,
+    pub cooldowns: PerCapability<Option<super::account_state::Cooldown>>,
+    pub counters: super::account_state::Counters,
+    pub last_error: Option<LastError>,
+    pub last_used: Option<UnixMs>,
+    pub relogin_attempts: u32,
     pub in_flight: PerCapability<u32>,
     pub relogin_pending: bool,
     pub next_refresh: Option<UnixMs>,
+    /// The whole status (for internal use; the fields above show it).
+    #[serde(skip)]
+    pub status: AccountStatus,
 }
 
 /// An account joining (or updated in) the pool.
@@ -596,6 +609,30 @@ impl Supervisor {
                         label: e.label.clone(),
                         source_file: e.source_file.clone(),
                         usable_credentials: e.handle.is_some(),
+                        state: e.status.state.name(),
+                        state_until: match &e.status.state {
+                            AccountState::CoolingDown { until, .. } => Some(*until),
+                            _ => None,
+                        },
+                        state_since: match &e.status.state {
+                            AccountState::NeedsRelogin { since, .. } => Some(*since),
+                            _ => None,
+                        },
+                        state_reason: match &e.status.state {
+                            AccountState::CoolingDown { reason, .. } => {
+                                serde_json::to_value(reason)
+                                    .ok()
+                                    .and_then(|v| v.as_str().map(str::to_owned))
+                            }
+                            AccountState::NeedsRelogin { reason, .. }
+                            | AccountState::Disabled { reason } => Some(reason.clone()),
+                            _ => None,
+                        },
+                        cooldowns: e.status.cooldowns,
+                        counters: e.status.counters,
+                        last_error: e.status.last_error.clone(),
+                        last_used: e.status.last_used,
+                        relogin_attempts: e.status.relogin_attempts,
                         status: e.status.clone(),
                         in_flight: e.in_flight,
                         relogin_pending: e.relogin_pending,

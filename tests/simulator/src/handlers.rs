@@ -97,6 +97,7 @@ impl Rec {
                 headers,
                 method: req.method().as_str().to_string(),
                 path,
+                at: std::time::Instant::now(),
             },
         }
     }
@@ -174,6 +175,14 @@ async fn getoxsrf(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
     if !cookie_matches(&req, &account.c_ses) {
         return rec.finish(&state, unauthenticated());
     }
+    state.mint_started(&csesidx);
+    struct Done<'a>(&'a State, &'a str);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.mint_finished(self.1);
+        }
+    }
+    let _done = Done(&state, &csesidx);
     match apply_fault(&state, Endpoint::GetOxsrf, &csesidx).await {
         FaultOutcome::Respond(resp) => return rec.finish(&state, resp),
         FaultOutcome::Proceed | FaultOutcome::Cut(_) => {}

@@ -363,6 +363,8 @@ pub struct SimStats {
     pub streams_cut: u64,
     /// U2–U6 requests rejected because the bearer JWT was missing or invalid.
     pub jwts_rejected: u64,
+    /// The most U1 calls that were in progress at once for one account.
+    pub max_concurrent_mints_per_account: u64,
 }
 
 /// One request as the simulator saw it.
@@ -383,6 +385,8 @@ pub struct RecordedRequest {
     pub method: String,
     /// Path and query of the request.
     pub path: String,
+    /// When the request arrived.
+    pub at: std::time::Instant,
 }
 
 impl RecordedRequest {

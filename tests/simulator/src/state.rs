@@ -123,6 +123,8 @@ pub(crate) struct Inner {
     pub(crate) records: HashMap<Endpoint, VecDeque<RecordedRequest>>,
     pub(crate) last_stream_assist_body: Option<Value>,
     pub(crate) uploads: VecDeque<Upload>,
+    /// U1 calls in progress per account.
+    pub(crate) mints_in_flight: HashMap<String, u64>,
 }
 
 /// Shared state of one simulator.
@@ -156,6 +158,7 @@ impl State {
                 records: HashMap::new(),
                 last_stream_assist_body: None,
                 uploads: VecDeque::new(),
+                mints_in_flight: HashMap::new(),
             }),
             base_url,
         }
@@ -339,6 +342,22 @@ impl State {
         list.push_back(rec);
         while list.len() > MAX_RECORDS {
             list.pop_front();
+        }
+    }
+
+    /// A U1 call for `csesidx` began; tracks the most seen at once for one account.
+    pub(crate) fn mint_started(&self, csesidx: &str) {
+        let mut inner = self.lock();
+        let n = inner.mints_in_flight.entry(csesidx.to_owned()).or_insert(0);
+        *n += 1;
+        let n = *n;
+        let max = &mut inner.stats.max_concurrent_mints_per_account;
+        *max = (*max).max(n);
+    }
+
+    pub(crate) fn mint_finished(&self, csesidx: &str) {
+        if let Some(n) = self.lock().mints_in_flight.get_mut(csesidx) {
+            *n = n.saturating_sub(1);
         }
     }
 
