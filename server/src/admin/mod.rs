@@ -263,26 +263,25 @@ async fn set_cooldown(state: web::Data<AppState>, body: web::Bytes) -> HttpRespo
             );
         }
     };
-    let read = |key: &str| -> Result<Option<Duration>, HttpResponse> {
+    // `Err(key)`: that key is not an integer.
+    let read = |key: &'static str| -> Result<Option<Duration>, &'static str> {
         match v.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(n) => match n.as_i64() {
                 Some(n) if n > 0 => Ok(Some(Duration::from_secs(n.unsigned_abs()))),
                 Some(_) => Ok(None),
-                None => Err(error(
-                    StatusCode::BAD_REQUEST,
-                    format!("{key} must be an integer number of seconds"),
-                )),
+                None => Err(key),
             },
         }
     };
-    let refresh = match read("refresh_cooldown_sec") {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
-    let use_ = match read("use_cooldown_sec") {
-        Ok(v) => v,
-        Err(resp) => return resp,
+    let (refresh, use_) = match (read("refresh_cooldown_sec"), read("use_cooldown_sec")) {
+        (Ok(r), Ok(u)) => (r, u),
+        (Err(key), _) | (_, Err(key)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{key} must be an integer number of seconds"),
+            );
+        }
     };
     match state.chat.pool().set_cooldowns(refresh, use_).await {
         Some((r, u)) => HttpResponse::Ok().json(json!({
