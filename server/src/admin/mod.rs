@@ -145,7 +145,7 @@ fn rate(ok: u64, total: u64) -> String {
 async fn status(state: web::Data<AppState>) -> HttpResponse {
     let pool = state.chat.pool();
     let views = pool.snapshot().await;
-    let summary = pool.summary().await;
+    let summary = crate::pool::PoolSummary::of(&views);
     let (refresh, use_) = pool
         .set_cooldowns(None, None)
         .await

@@ -41,7 +41,8 @@ pub const MAX_QUOTA_COOLDOWN: Duration = Duration::from_secs(24 * 3600);
 /// Longest stored error message.
 const MAX_ERROR_MESSAGE: usize = 300;
 
-fn ms(d: Duration) -> u64 {
+/// A duration in whole milliseconds (saturating).
+pub fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 

@@ -97,6 +97,25 @@ pub struct PoolSummary {
     pub in_flight: u64,
 }
 
+impl PoolSummary {
+    /// Counts the accounts of a snapshot.
+    pub fn of(views: &[AccountView]) -> PoolSummary {
+        let mut s = PoolSummary::default();
+        for v in views {
+            s.total += 1;
+            s.in_flight += u64::from(v.in_flight.text + v.in_flight.image + v.in_flight.video);
+            match v.status.state {
+                account_state::AccountState::Ready => s.ready += 1,
+                account_state::AccountState::CoolingDown { .. } => s.cooling_down += 1,
+                account_state::AccountState::RefreshingToken => s.refreshing_token += 1,
+                account_state::AccountState::NeedsRelogin { .. } => s.needs_relogin += 1,
+                account_state::AccountState::Disabled { .. } => s.disabled += 1,
+            }
+        }
+        s
+    }
+}
+
 /// The handle the rest of the gateway uses. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Pool {
@@ -151,19 +170,7 @@ impl Pool {
     }
 
     pub async fn summary(&self) -> PoolSummary {
-        let mut s = PoolSummary::default();
-        for v in self.snapshot().await {
-            s.total += 1;
-            s.in_flight += u64::from(v.in_flight.text + v.in_flight.image + v.in_flight.video);
-            match v.status.state {
-                account_state::AccountState::Ready => s.ready += 1,
-                account_state::AccountState::CoolingDown { .. } => s.cooling_down += 1,
-                account_state::AccountState::RefreshingToken => s.refreshing_token += 1,
-                account_state::AccountState::NeedsRelogin { .. } => s.needs_relogin += 1,
-                account_state::AccountState::Disabled { .. } => s.disabled += 1,
-            }
-        }
-        s
+        PoolSummary::of(&self.snapshot().await)
     }
 
     /// Adds or updates accounts.

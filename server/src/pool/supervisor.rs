@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::account_state::{
     AccountState, AccountStatus, Capability, Effects, Event, Failure, FailurePolicy, LastError,
-    PerCapability, UnixMs,
+    PerCapability, UnixMs, ms,
 };
 use super::actor::{self, AccountHandle, AccountMsg, ActorContext};
 use super::selection::{self, Candidate, Choice, SelectionPolicy};
@@ -42,10 +42,6 @@ pub fn now_ms() -> UnixMs {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// How a leased attempt ended.
@@ -436,7 +432,6 @@ impl Supervisor {
 
     /// Carries out what a transition asks for.
     fn effects(&mut self, key: &Arc<str>, fx: Effects, refused_generation: Option<u64>) {
-        let now = now_ms();
         if fx.changed {
             self.dirty.insert(Arc::clone(key));
         }
@@ -458,7 +453,6 @@ impl Supervisor {
             let key = Arc::clone(key);
             self.remove(&key);
         }
-        let _ = now;
     }
 
     fn remove(&mut self, key: &str) -> bool {
@@ -686,6 +680,7 @@ impl Supervisor {
                     self.config.selection.use_cooldown,
                 ));
             }
+            // `run` handles Shutdown before dispatching here (it needs to await the writes).
             Command::Shutdown { reply } => {
                 let _ = reply.send(());
             }

@@ -109,12 +109,7 @@ pub struct StateRecord {
     pub status: AccountStatus,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+use crate::pool::supervisor::now_ms;
 
 impl AccountRecord {
     /// The key of the record: the lower-cased e-mail address.
