@@ -5,8 +5,11 @@
 #   2. Rust tests                    cargo nextest run --workspace --profile ci
 #                                    (cargo test --workspace --all-targets without cargo-nextest)
 #   3. doc tests                     cargo test --workspace --doc
-#   4. Python venv for tests/sdk     .venv/, rebuilt when tests/sdk/requirements.txt changes
-#   5. OpenAI Python SDK smoke test  pytest tests/sdk against the binaries built in step 1
+#   4. Python venvs for tests/sdk    .venv/ (requirements.txt) and .venv-legacy/
+#                                    (requirements-legacy.txt), rebuilt when those change
+#   5. Official SDKs                 pytest tests/sdk (openai, anthropic 2.x, google-genai 3.x)
+#                                    against the binaries built in step 1, then
+#                                    tests/sdk/test_anthropic.py again with anthropic 0.69
 #
 # Needs: a Rust toolchain, python3 with the venv module (Debian: python3-venv), and PyPI access
 # the first time (and whenever the requirements change). Exits non-zero on the first failure.
@@ -17,8 +20,9 @@ ROOT=$(pwd)
 
 SDK_DIR=tests/sdk
 REQUIREMENTS=$SDK_DIR/requirements.txt
+LEGACY_REQUIREMENTS=$SDK_DIR/requirements-legacy.txt
 VENV=.venv
-VENV_STAMP=$VENV/.requirements.sha256
+LEGACY_VENV=.venv-legacy
 # The whole SDK run (start-up, tests, shutdown) takes seconds; this only stops a hang.
 PYTEST_TIMEOUT_S=${PYTEST_TIMEOUT_S:-600}
 
@@ -77,42 +81,65 @@ step "Doc tests: cargo test --workspace --doc"
 cargo test --workspace --doc
 step_done
 
-# --- 4. Python venv ---------------------------------------------------------------------------
-step "Python venv for $SDK_DIR ($VENV)"
+# --- 4. Python venvs --------------------------------------------------------------------------
+# Two environments: .venv (current openai, anthropic 2.x, google-genai 3.x) and .venv-legacy
+# (anthropic 0.69, which authenticates with x-api-key). Each is rebuilt when its requirements
+# file or the interpreter changes.
 command -v python3 >/dev/null 2>&1 \
     || die "python3 is not installed (Debian: sudo apt-get install python3 python3-venv)"
-# The stamp covers the requirements and the interpreter: either changing rebuilds the venv.
-want=$( { cat "$REQUIREMENTS"; python3 -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)
-have=$(cat "$VENV_STAMP" 2>/dev/null || true)
-if [[ $want == "$have" ]] && "$VENV/bin/python" -c 'import openai, pytest' >/dev/null 2>&1; then
-    echo "    $VENV is up to date with $REQUIREMENTS"
-else
+
+ensure_venv() { # <venv dir> <requirements file> <python imports that must work>
+    local venv=$1 requirements=$2 imports=$3
+    local stamp=$venv/.requirements.sha256 want have
+    want=$( { cat "$requirements"; python3 -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)
+    have=$(cat "$stamp" 2>/dev/null || true)
+    if [[ $want == "$have" ]] && "$venv/bin/python" -c "import $imports" >/dev/null 2>&1; then
+        echo "    $venv is up to date with $requirements"
+        return
+    fi
     if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
         die "python3 cannot create virtual environments: the venv/ensurepip module is missing.
        On Debian/Ubuntu install it with:  sudo apt-get install python3-venv"
     fi
-    echo "    (re)creating $VENV from $REQUIREMENTS"
-    rm -rf "$VENV"
-    python3 -m venv "$VENV"
+    echo "    (re)creating $venv from $requirements"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
     # Pins are exact and complete (dependencies included); --no-deps would hide a missing one,
     # so let pip check the set instead.
-    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input --quiet \
-            -r "$REQUIREMENTS"; then
-        rm -rf "$VENV"
-        die "pip could not install $REQUIREMENTS (is PyPI reachable?)"
+    if ! "$venv/bin/python" -m pip install --disable-pip-version-check --no-input --quiet \
+            -r "$requirements"; then
+        rm -rf "$venv"
+        die "pip could not install $requirements (is PyPI reachable?)"
     fi
-    "$VENV/bin/python" -m pip check --disable-pip-version-check
-    echo "$want" >"$VENV_STAMP"
-fi
-"$VENV/bin/python" -m pip freeze --disable-pip-version-check | grep -E '^(openai|pytest|httpx2)==' \
-    | sed 's/^/    /'
+    "$venv/bin/python" -m pip check --disable-pip-version-check
+    echo "$want" >"$stamp"
+}
+
+step "Python venvs for $SDK_DIR ($VENV, $LEGACY_VENV)"
+ensure_venv "$VENV" "$REQUIREMENTS" "openai, anthropic, google.genai, pytest"
+ensure_venv "$LEGACY_VENV" "$LEGACY_REQUIREMENTS" "anthropic, pytest"
+for v in "$VENV" "$LEGACY_VENV"; do
+    "$v/bin/python" -m pip freeze --disable-pip-version-check \
+        | grep -E '^(openai|anthropic|google-genai|pytest)==' | sed "s|^|    $v: |"
+done
 step_done
 
-# --- 5. SDK smoke test ------------------------------------------------------------------------
-step "OpenAI Python SDK against the running binary: pytest $SDK_DIR"
-BUSINESS2API_BIN=$BUSINESS2API_BIN UPSTREAM_SIM_BIN=$UPSTREAM_SIM_BIN PYTHONDONTWRITEBYTECODE=1 \
-    timeout --foreground --kill-after=30 "$PYTEST_TIMEOUT_S" \
-    "$VENV/bin/python" -m pytest "$ROOT/$SDK_DIR" -v
+# --- 5. SDK tests -----------------------------------------------------------------------------
+run_pytest() { # <venv> <sdk variant> <pytest args...>
+    local venv=$1 variant=$2
+    shift 2
+    BUSINESS2API_BIN=$BUSINESS2API_BIN UPSTREAM_SIM_BIN=$UPSTREAM_SIM_BIN PYTHONDONTWRITEBYTECODE=1 \
+        SDK_VARIANT=$variant \
+        timeout --foreground --kill-after=30 "$PYTEST_TIMEOUT_S" \
+        "$venv/bin/python" -m pytest "$@" -v
+}
+
+step "Official SDKs against the running binary: pytest $SDK_DIR ($VENV)"
+run_pytest "$VENV" current "$ROOT/$SDK_DIR"
+step_done
+
+step "Legacy anthropic SDK (x-api-key) against the running binary: pytest $SDK_DIR/test_anthropic.py ($LEGACY_VENV)"
+run_pytest "$LEGACY_VENV" legacy "$ROOT/$SDK_DIR/test_anthropic.py"
 step_done
 
 current_step=""

@@ -110,6 +110,7 @@ pub struct Settings {
     pub flow: FlowSettings,
     pub gemini_business: GeminiBusinessSettings,
     pub http: HttpSettings,
+    pub media: MediaSettings,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -268,6 +269,29 @@ pub struct HttpSettings {
     pub max_request_body_bytes: usize,
     /// How long in-flight requests get to finish on shutdown (0 = stop at once).
     pub shutdown_timeout: Duration,
+    /// Non-streamed image/video answers: after this long without an answer the response
+    /// commits to 200 and sends whitespace keep-alives (0 = never commit early).
+    pub nonstream_keepalive_after: Duration,
+}
+
+/// Media in (client URLs the gateway fetches) and out (generated files it serves).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaSettings {
+    /// Base of the links to generated media (`https://gw.example.com/`); `None` = taken from
+    /// each request's `Host`.
+    pub public_base_url: Option<url::Url>,
+    /// OpenAI chat: generated media as inline `data:` URIs instead of links.
+    pub inline_in_chat: bool,
+    /// Total size of stored generated media; the oldest files go first.
+    pub store_max_bytes: u64,
+    /// How long a generated file (and its link) lives.
+    pub store_ttl: Duration,
+    /// Hosts the media fetcher may reach although they are loopback/private/link-local:
+    /// host names, IP addresses or CIDR blocks, optionally with `:port`.
+    pub fetch_allow: Vec<String>,
+    pub fetch_max_bytes: u64,
+    pub fetch_timeout: Duration,
+    pub fetch_max_redirects: u32,
 }
 
 impl GeminiBusinessSettings {
@@ -889,6 +913,7 @@ fn build(
     let flow = read_flow(&mut top, r);
     let gemini_business = read_gemini_business(&mut top, r);
     let http = read_http(&mut top, r);
+    let media = read_media(&mut top, r);
     top.finish(r);
 
     let mut settings = Settings {
@@ -908,6 +933,7 @@ fn build(
         flow,
         gemini_business,
         http,
+        media,
     };
     apply_env(&mut settings, env, r);
     cross_checks(&mut settings, r);
@@ -1146,12 +1172,48 @@ fn read_http(top: &mut Section<'_>, r: &mut Reader) -> HttpSettings {
         }
     };
     let shutdown_timeout = s.secs(r, "shutdown_timeout_sec", 30, ANY);
+    let nonstream_keepalive_after = s.secs(r, "nonstream_keepalive_after_sec", 20, ANY);
     s.finish(r);
     HttpSettings {
         workers,
         stream_keepalive,
         max_request_body_bytes,
         shutdown_timeout,
+        nonstream_keepalive_after,
+    }
+}
+
+fn read_media(top: &mut Section<'_>, r: &mut Reader) -> MediaSettings {
+    let mut s = top.section(r, "media");
+    let public_base_url = s.base_url(r, "public_base_url", None);
+    let inline_in_chat = s.bool(r, "inline_in_chat", false);
+    let store_max_bytes = u64::from(s.u32(r, "store_max_mb", 1024, AT_LEAST_1)) * MIB;
+    let store_ttl = Duration::from_secs(
+        u64::from(s.u32(
+            r,
+            "store_ttl_hours",
+            24,
+            Range {
+                min: 1,
+                max: 24 * 365,
+            },
+        )) * 3600,
+    );
+    let fetch_allow = s.string_list(r, "fetch_allow", false);
+    let fetch_max_bytes =
+        u64::from(s.u32(r, "fetch_max_mb", 20, Range { min: 1, max: 1024 })) * MIB;
+    let fetch_timeout = s.secs(r, "fetch_timeout_sec", 20, AT_LEAST_1);
+    let fetch_max_redirects = s.u32(r, "fetch_max_redirects", 5, Range { min: 0, max: 20 });
+    s.finish(r);
+    MediaSettings {
+        public_base_url,
+        inline_in_chat,
+        store_max_bytes,
+        store_ttl,
+        fetch_allow,
+        fetch_max_bytes,
+        fetch_timeout,
+        fetch_max_redirects,
     }
 }
 

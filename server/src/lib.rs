@@ -24,6 +24,7 @@ pub mod dialects;
 pub mod domain;
 pub mod error;
 pub mod health;
+pub mod media;
 pub mod pool;
 pub mod service;
 pub mod startup;

@@ -17,6 +17,7 @@ use crate::config::{Mode, Settings};
 use crate::dialects::{self, Dialect, openai};
 use crate::error::GatewayError;
 use crate::health;
+use crate::media::MediaStore;
 use crate::pool::import::{ImportReport, Rejected, credentials_of, import_dir};
 use crate::pool::{NewAccount, Persistence, Pool, PoolConfig};
 use crate::service::ChatService;
@@ -43,6 +44,12 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Unix time the process started (the `created` of listed models).
     pub started_unix: u64,
+    /// Generated media on disk, served under `/media/`.
+    pub media: Arc<MediaStore>,
+    /// `media.inline_in_chat`.
+    pub inline_media_in_chat: bool,
+    /// `http.nonstream_keepalive_after_sec`.
+    pub nonstream_keepalive_after: Duration,
 }
 
 /// Why the application could not start.
@@ -236,6 +243,15 @@ impl Application {
             settings.gemini_business.max_attempts,
             settings.pool.failover_deadline,
         );
+        let media = Arc::new(
+            MediaStore::open(&data_dir, &settings.media).map_err(|source| {
+                StartupError::DataDir {
+                    path: data_dir.join("media").display().to_string(),
+                    source,
+                }
+            })?,
+        );
+        let media_data = web::Data::from(Arc::clone(&media));
         let state = web::Data::new(AppState {
             chat,
             store,
@@ -250,6 +266,9 @@ impl Application {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            media,
+            inline_media_in_chat: settings.media.inline_in_chat,
+            nonstream_keepalive_after: settings.http.nonstream_keepalive_after,
         });
         let keys = web::Data::new(keys);
         let admin_keys = web::Data::new(crate::admin::AdminKeys(settings.admin_keys.clone()));
@@ -268,13 +287,27 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(keys.clone())
                 .app_data(admin_keys.clone())
+                .app_data(media_data.clone())
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .route("/", web::get().to(health::root))
                 .route("/health", web::get().to(health::health))
+                .route("/media/{name}", web::get().to(crate::media::store::serve))
                 .service(
                     web::scope("/v1")
                         .wrap(from_fn(dialects::require_api_key))
-                        .configure(openai::routes),
+                        .configure(openai::routes)
+                        .configure(dialects::anthropic::routes)
+                        .route("/models", web::get().to(dialects::list_models))
+                        .route("/models/{model}", web::get().to(dialects::get_model))
+                        .route(
+                            "/models/{action:.*}",
+                            web::post().to(dialects::gemini::action),
+                        ),
+                )
+                .service(
+                    web::scope("/v1beta")
+                        .wrap(from_fn(dialects::require_api_key))
+                        .configure(dialects::gemini::routes_v1beta),
                 )
                 .service(
                     web::scope("/admin")

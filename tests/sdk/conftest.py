@@ -25,7 +25,9 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import httpx2
+import urllib.error
+import urllib.request
+
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +52,16 @@ _SDK_VARS = (
     "OPENAI_CUSTOM_HEADERS",
     "OPENAI_WEBHOOK_SECRET",
     "OPENAI_LOG",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "ANTHROPIC_BASE_URL",
+    "ANTHROPIC_LOG",
+    "GOOGLE_API_KEY",
+    "GEMINI_API_KEY",
+    "GOOGLE_GEMINI_BASE_URL",
+    "GOOGLE_GENAI_USE_VERTEXAI",
+    "GOOGLE_CLOUD_PROJECT",
+    "GOOGLE_CLOUD_LOCATION",
 )
 _GATEWAY_VARS = (
     "BUSINESS2API_CONFIG",
@@ -162,26 +174,29 @@ def _wait_for_line(proc: Proc, pattern: re.Pattern[str], deadline: float, procs:
 
 def _wait_for_health(base_url: str, deadline: float, procs: list[Proc]) -> dict:
     last = "no answer yet"
-    with httpx2.Client(trust_env=False, timeout=2.0) as http:
-        while True:
-            try:
-                response = http.get(f"{base_url}/health")
-                last = f"HTTP {response.status_code}: {response.text[:300]}"
-                if response.status_code == 200:
-                    body = response.json()
-                    if body.get("status") == "ok" and isinstance(body.get("ready"), int) and body["ready"] >= 1:
-                        return body
-            except (httpx2.HTTPError, ValueError) as e:
-                last = f"{type(e).__name__}: {e}"
-            if procs[-1].popen.poll() is not None:
-                _fail_start("business2api exited while waiting for /health", procs)
-            if time.monotonic() > deadline:
-                _fail_start(
-                    f"GET {base_url}/health did not answer 200 with status ok and ready >= 1 within "
-                    f"{START_TIMEOUT_S:.0f} s; last: {last}",
-                    procs,
-                )
-            time.sleep(0.1)
+    # Plain urllib without proxies: this file runs in every SDK venv (httpx2 or httpx).
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    while True:
+        try:
+            with opener.open(f"{base_url}/health", timeout=2.0) as response:
+                text = response.read().decode("utf-8", "replace")
+                last = f"HTTP {response.status}: {text[:300]}"
+                body = json.loads(text)
+                if body.get("status") == "ok" and isinstance(body.get("ready"), int) and body["ready"] >= 1:
+                    return body
+        except urllib.error.HTTPError as e:
+            last = f"HTTP {e.code}"
+        except (OSError, ValueError) as e:
+            last = f"{type(e).__name__}: {e}"
+        if procs[-1].popen.poll() is not None:
+            _fail_start("business2api exited while waiting for /health", procs)
+        if time.monotonic() > deadline:
+            _fail_start(
+                f"GET {base_url}/health did not answer 200 with status ok and ready >= 1 within "
+                f"{START_TIMEOUT_S:.0f} s; last: {last}",
+                procs,
+            )
+        time.sleep(0.1)
 
 
 def _fail_start(message: str, procs: list[Proc]) -> None:

@@ -12,6 +12,9 @@ use business2api::startup::{Application, StartupReport};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tempfile::TempDir;
+pub mod check;
+
+pub use check::{StreamSummary, Wire};
 pub use upstream_sim::{Answer, Endpoint, Fault, FaultRule, SimAccount, Simulator};
 
 /// The API key every test app accepts unless a test configures others.
@@ -241,6 +244,36 @@ pub fn chat_body(model: &str, text: &str, stream: bool) -> Value {
     json!({ "model": model, "stream": stream, "messages": [{ "role": "user", "content": text }] })
 }
 
+/// Reads a whole streamed body through the checker of `wire` (panicking on a violation, or if
+/// the body stalls for 10 s) and returns what the stream said.
+pub async fn read_stream(response: reqwest::Response, wire: Wire) -> StreamSummary {
+    let mut reader = SseReader::checked(response, wire);
+    if wire == Wire::GeminiArray {
+        // Not SSE: read bytes, then check.
+        let mut body = Vec::new();
+        let mut stream = reader.stream;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+                Err(_) => panic!("no stream data for 10 s"),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => panic!("stream body failed: {e}"),
+                Ok(Some(Ok(chunk))) => body.extend_from_slice(&chunk),
+            }
+        }
+        return check::check(wire, &body).unwrap_or_else(|e| {
+            panic!(
+                "{wire:?} stream invariant violated: {e}\nstream: {}",
+                String::from_utf8_lossy(&body)
+            )
+        });
+    }
+    while reader.next().await.is_some() {}
+    reader
+        .summary
+        .take()
+        .expect("the checker ran at the end of the body")
+}
+
 /// One server-sent event, or a comment line.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Sse {
@@ -254,6 +287,10 @@ pub struct SseReader {
     buf: Vec<u8>,
     /// Every raw byte read, for assertions on framing.
     pub raw: Vec<u8>,
+    /// The wire format to check once the body ends.
+    wire: Option<Wire>,
+    /// The checker's verdict, once the body ended.
+    pub summary: Option<StreamSummary>,
 }
 
 impl SseReader {
@@ -262,7 +299,17 @@ impl SseReader {
             stream: response.bytes_stream().boxed(),
             buf: Vec::new(),
             raw: Vec::new(),
+            wire: None,
+            summary: None,
         }
+    }
+
+    /// A reader that runs the stream-invariant checker of `wire` over the whole body when it
+    /// ends, panicking on a violation (the summary is then in [`SseReader::summary`]).
+    pub fn checked(response: reqwest::Response, wire: Wire) -> Self {
+        let mut reader = Self::new(response);
+        reader.wire = Some(wire);
+        reader
     }
 
     /// The next event or comment; `None` at the end of the body. Panics if nothing arrives
@@ -279,7 +326,18 @@ impl SseReader {
             }
             match tokio::time::timeout(Duration::from_secs(10), self.stream.next()).await {
                 Err(_) => panic!("no SSE data for 10 s"),
-                Ok(None) => return None,
+                Ok(None) => {
+                    if let Some(wire) = self.wire.take() {
+                        let summary = check::check(wire, &self.raw).unwrap_or_else(|e| {
+                            panic!(
+                                "{wire:?} stream invariant violated: {e}\nstream: {}",
+                                String::from_utf8_lossy(&self.raw)
+                            )
+                        });
+                        self.summary = Some(summary);
+                    }
+                    return None;
+                }
                 Ok(Some(Err(e))) => panic!("SSE body failed: {e}"),
                 Ok(Some(Ok(chunk))) => {
                     self.raw.extend_from_slice(&chunk);
@@ -359,6 +417,15 @@ pub mod schemas {
     /// Panics with every violation if `instance` does not validate against the SDK type `name`
     /// (e.g. `openai.ChatCompletion`).
     pub fn assert_valid(name: &str, instance: &Value) {
+        let errors = violations(name, instance);
+        assert!(
+            errors.is_empty(),
+            "{name} schema violations: {errors:#?}\ninstance: {instance}"
+        );
+    }
+
+    /// Every way `instance` fails to validate against the SDK type `name`.
+    pub fn violations(name: &str, instance: &Value) -> Vec<String> {
         static CACHE: OnceLock<
             std::sync::Mutex<
                 std::collections::HashMap<String, std::sync::Arc<jsonschema::Validator>>,
@@ -372,93 +439,18 @@ pub mod schemas {
                 .or_insert_with(|| std::sync::Arc::new(validator(name)))
                 .clone()
         };
-        let errors: Vec<String> = v
-            .iter_errors(instance)
+        v.iter_errors(instance)
             .map(|e| format!("{} at {}", e, e.instance_path()))
-            .collect();
-        assert!(
-            errors.is_empty(),
-            "{name} schema violations: {errors:#?}\ninstance: {instance}"
-        );
+            .collect()
     }
 }
 
-/// Checks the OpenAI Chat Completions stream invariants (client-compat.md) over the `data:`
-/// payloads of one stream, and validates every chunk against the SDK's chunk type. Returns the
-/// parsed chunks (without `[DONE]`).
+/// Checks the OpenAI Chat Completions stream invariants over the `data:` payloads of one
+/// stream (see [`check::chat`]); panics on a violation. Returns the parsed chunks (without
+/// `[DONE]`).
 pub fn check_openai_stream(payloads: &[String], include_usage: bool) -> Vec<Value> {
-    assert_eq!(
-        payloads.last().map(String::as_str),
-        Some("[DONE]"),
-        "stream must end with [DONE]"
-    );
-    let chunks: Vec<Value> = payloads[..payloads.len() - 1]
-        .iter()
-        .map(|p| serde_json::from_str(p).unwrap_or_else(|e| panic!("chunk is not JSON ({e}): {p}")))
-        .collect();
-    assert!(!chunks.is_empty(), "no chunks before [DONE]");
-    let errored = chunks.iter().any(|c| c.get("error").is_some());
-    for (i, c) in chunks.iter().enumerate() {
-        if c.get("error").is_some() {
-            assert_eq!(i, chunks.len() - 1, "an error chunk must be the last chunk");
-            continue;
-        }
-        schemas::assert_valid("openai.ChatCompletionChunk", c);
-        assert_eq!(c["object"], "chat.completion.chunk");
-        assert_eq!(
-            c.get("usage").is_some(),
-            include_usage,
-            "usage key presence in chunk {i}: {c}"
-        );
-        assert!(
-            c["choices"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|ch| ch.get("message").is_none())
-        );
-    }
-    let first = &chunks[0];
-    assert_eq!(
-        first["choices"][0]["delta"]["role"], "assistant",
-        "first delta carries the role"
-    );
-    let ids: std::collections::HashSet<&str> = chunks
-        .iter()
-        .filter_map(|c| c.get("id").and_then(|v| v.as_str()))
-        .collect();
-    assert!(ids.len() <= 1, "one id per stream");
-    if errored {
-        return chunks;
-    }
-    let body_end = if include_usage {
-        chunks.len() - 1
-    } else {
-        chunks.len()
-    };
-    if include_usage {
-        let last = &chunks[chunks.len() - 1];
-        assert_eq!(last["choices"], json!([]), "usage chunk has empty choices");
-        assert!(
-            last["usage"]["total_tokens"].as_u64().unwrap() > 0,
-            "usage is never zero"
-        );
-        assert!(chunks[..body_end].iter().all(|c| c["usage"].is_null()));
-    }
-    let finish = &chunks[body_end - 1];
-    assert!(
-        finish["choices"][0]["finish_reason"].is_string(),
-        "finish chunk: {finish}"
-    );
-    assert_eq!(
-        finish["choices"][0]["delta"],
-        json!({}),
-        "finish_reason in a chunk of its own"
-    );
-    for c in &chunks[..body_end - 1] {
-        assert!(c["choices"][0]["finish_reason"].is_null());
-    }
-    chunks
+    check::chat::check_payloads(payloads, include_usage)
+        .unwrap_or_else(|e| panic!("chat stream invariant violated: {e}"))
 }
 
 /// Concatenates `delta.<field>` over chunks.

@@ -247,8 +247,10 @@ async fn every_listed_model_is_mapped_to_an_upstream_model_id() {
 }
 
 #[tokio::test]
-async fn generated_images_are_downloaded_and_returned_inline() {
-    let app = spawn_app().await;
+async fn generated_images_are_downloaded_and_returned_inline_when_configured() {
+    let app =
+        spawn_app_with(TestOptions::default().config(json!({"media": {"inline_in_chat": true}})))
+            .await;
     let png = vec![0x89, b'P', b'N', b'G', 1, 2, 3];
     app.sim.set_answer(
         Answer::new()
@@ -270,6 +272,51 @@ async fn generated_images_are_downloaded_and_returned_inline() {
     );
     assert_eq!(app.sim.requests(Endpoint::ListFiles).len(), 1);
     assert_eq!(app.sim.requests(Endpoint::Download).len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn generated_images_are_linked_and_served_by_the_gateway() {
+    let app = spawn_app().await;
+    let png = vec![0x89, b'P', b'N', b'G', 9, 8, 7];
+    app.sim
+        .set_answer(Answer::new().text("Here: ").image("image/png", png.clone()));
+    let v: Value = app
+        .chat(chat_body("gemini-2.5-flash-image", "draw", false))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+    let link = content
+        .strip_prefix("Here: ![image](")
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("a markdown image link: {content}"));
+    assert!(
+        link.starts_with(&format!("{}/media/", app.address)),
+        "{link}"
+    );
+    // The link needs no key, serves the bytes with their type, and cannot be guessed.
+    let got = app.client.get(link).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.headers()["content-type"], "image/png");
+    assert_eq!(got.bytes().await.unwrap().to_vec(), png);
+    let token_len = link
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap()
+        .len();
+    assert!(token_len >= 43, "{link}");
+    let guessed = app
+        .client
+        .get(format!("{}/media/{}.png", app.address, "A".repeat(43)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(guessed.status(), 404);
     app.stop().await;
 }
 
@@ -357,12 +404,14 @@ async fn generated_videos_stream_as_links_after_the_text() {
         .chat(chat_body("gemini-2.5-flash-video", "film", true))
         .await;
     let chunks = check_openai_stream(&SseReader::new(response).rest().await, false);
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(&mp4);
-    assert_eq!(
-        collect_delta(&chunks, "content"),
-        format!("Your clip: [video](data:video/mp4;base64,{b64})")
-    );
+    let content = collect_delta(&chunks, "content");
+    let link = content
+        .strip_prefix("Your clip: [video](")
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("a markdown link: {content}"));
+    let got = app.client.get(link).send().await.unwrap();
+    assert_eq!(got.headers()["content-type"], "video/mp4");
+    assert_eq!(got.bytes().await.unwrap().to_vec(), mp4);
     app.stop().await;
 }
 

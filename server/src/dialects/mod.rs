@@ -2,11 +2,18 @@
 //! domain's answers and errors back into its own exact shapes.
 //!
 //! # Layout
-//! - [`openai`]: `/v1/chat/completions`, `/v1/models`.
+//! - [`openai`]: `/v1/chat/completions`, `/v1/responses`, `/v1/images/generations`, `/v1/models`.
+//! - [`anthropic`]: `/v1/messages`, `/v1/messages/count_tokens`, `/v1/models` (Anthropic shape).
+//! - [`gemini`]: `/v1beta/models...` and `/v1/models/{m}:action`.
+//! - [`stream`]: the answer driver every dialect plugs its encoder into.
 //! - this module: what every dialect shares — reading a bounded body, data URLs, which dialect
-//!   a request speaks (for errors raised before a handler runs, like a missing key).
+//!   a request speaks (for errors raised before a handler runs, like a missing key), and the
+//!   `/v1/models` routes whose dialect depends on the request's headers.
 
+pub mod anthropic;
+pub mod gemini;
 pub mod openai;
+pub mod stream;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -19,24 +26,92 @@ use futures_util::StreamExt;
 
 use crate::auth::ApiKeys;
 use crate::error::GatewayError;
+use crate::startup::AppState;
 
 /// The wire format a request speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     OpenAi,
+    Anthropic,
+    Gemini,
 }
 
 impl Dialect {
-    /// The dialect of a request, from its path (and later its headers).
-    pub fn of(_req: &HttpRequest) -> Dialect {
+    /// The dialect of a request, from its path and headers (client-compat.md):
+    /// - `/v1beta/...` and `/v1/models/{m}:action` (with a colon) are Gemini;
+    /// - `/v1/messages...` is Anthropic;
+    /// - `/v1/models` and `/v1/models/{m}` are Gemini when the key came as `x-goog-api-key` or
+    ///   `?key=`, Anthropic when `anthropic-version` is present, otherwise OpenAI;
+    /// - everything else is OpenAI.
+    pub fn of(req: &HttpRequest) -> Dialect {
+        let path = req.path();
+        if path.starts_with("/v1beta/") || path == "/v1beta" {
+            return Dialect::Gemini;
+        }
+        if path.starts_with("/v1/messages") {
+            return Dialect::Anthropic;
+        }
+        if let Some(rest) = path.strip_prefix("/v1/models") {
+            if rest.contains(':') {
+                return Dialect::Gemini;
+            }
+            return Self::of_models_listing(req);
+        }
         Dialect::OpenAi
+    }
+
+    /// The dialect of `GET /v1/models[/{m}]`, from the headers.
+    fn of_models_listing(req: &HttpRequest) -> Dialect {
+        let headers = req.headers();
+        let query_key =
+            url::form_urlencoded::parse(req.query_string().as_bytes()).any(|(k, _)| k == "key");
+        if headers.contains_key("x-goog-api-key") || query_key {
+            Dialect::Gemini
+        } else if headers.contains_key("anthropic-version") {
+            Dialect::Anthropic
+        } else {
+            Dialect::OpenAi
+        }
     }
 
     /// Renders an error in this dialect's shape with the right status and `retry-after`.
     pub fn error_response(self, error: &GatewayError) -> HttpResponse {
         match self {
             Dialect::OpenAi => openai::error::response(error),
+            Dialect::Anthropic => anthropic::error::response(error),
+            Dialect::Gemini => gemini::error::response(error),
         }
+    }
+
+    /// The JSON body of an error in this dialect's shape.
+    pub fn error_body(self, error: &GatewayError) -> Bytes {
+        match self {
+            Dialect::OpenAi => openai::error::body(error),
+            Dialect::Anthropic => anthropic::error::body(error),
+            Dialect::Gemini => gemini::error::body(error),
+        }
+    }
+}
+
+/// `GET /v1/models`, in the dialect the headers indicate.
+pub async fn list_models(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    match Dialect::of_models_listing(&req) {
+        Dialect::OpenAi => openai::list_models(state).await,
+        Dialect::Anthropic => anthropic::list_models(state, req).await,
+        Dialect::Gemini => gemini::list_models(state, req).await,
+    }
+}
+
+/// `GET /v1/models/{m}`, in the dialect the headers indicate.
+pub async fn get_model(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    match Dialect::of_models_listing(&req) {
+        Dialect::OpenAi => openai::get_model(state, path).await,
+        Dialect::Anthropic => anthropic::get_model(state, req, path).await,
+        Dialect::Gemini => gemini::get_model(state, req, path).await,
     }
 }
 

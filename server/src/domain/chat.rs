@@ -139,6 +139,19 @@ pub struct ToolCall {
 pub struct GeneratedMedia {
     pub mime: String,
     pub data: Bytes,
+    /// The gateway's link to the stored copy, once published (`media::MediaOut`); `None`
+    /// means "not stored": dialects then send the bytes inline.
+    pub url: Option<String>,
+}
+
+impl GeneratedMedia {
+    pub fn new(mime: impl Into<String>, data: Bytes) -> Self {
+        Self {
+            mime: mime.into(),
+            data,
+            url: None,
+        }
+    }
 }
 
 /// What the upstream produces, in order, as it arrives.

@@ -152,6 +152,7 @@ mod tests {
         meter.observe(&StreamEvent::Media(GeneratedMedia {
             mime: "image/png".into(),
             data: Bytes::from(vec![0u8; 100_000]),
+            url: None,
         }));
         let u = meter.usage(10);
         assert_eq!(u.reasoning_tokens, 2);

@@ -10,8 +10,8 @@ use super::wire::{
 };
 use crate::dialects::parse_data_url;
 use crate::domain::{
-    ChatRequest, FinishReason, Media, MediaKind, Message, ModelId, Part, Role, StreamEvent,
-    ToolCall, ToolSpec, Usage,
+    ChatRequest, FinishReason, GeneratedMedia, Media, MediaKind, Message, ModelId, Part, Role,
+    StreamEvent, ToolCall, ToolSpec, Usage,
 };
 use crate::error::GatewayError;
 
@@ -318,10 +318,19 @@ pub fn parse(body: &[u8]) -> Result<Parsed, GatewayError> {
     })
 }
 
-/// How generated media appears in chat text: a markdown image (or link, for other media) with
-/// an inline data URI.
-pub fn media_markdown(mime: &str, data: &[u8]) -> String {
-    let label = match MediaKind::from_mime(mime) {
+/// How generated media appears in chat text: a markdown image (or link, for other media)
+/// pointing at the gateway's stored copy, or with an inline data URI when `inline` is set (or
+/// the media could not be stored).
+pub fn media_markdown(media: &GeneratedMedia, inline: bool) -> String {
+    let target = match (&media.url, inline) {
+        (Some(url), false) => url.clone(),
+        _ => format!(
+            "data:{};base64,{}",
+            media.mime,
+            STANDARD.encode(&media.data)
+        ),
+    };
+    let label = match MediaKind::from_mime(&media.mime) {
         MediaKind::Image => "!image",
         MediaKind::Video => "video",
         MediaKind::Audio => "audio",
@@ -330,7 +339,7 @@ pub fn media_markdown(mime: &str, data: &[u8]) -> String {
     let label = label
         .strip_prefix('!')
         .map_or_else(|| label.to_owned(), |l| format!("!{l}"));
-    format!("[{}](data:{mime};base64,{})", label, STANDARD.encode(data)).replacen("[!", "![", 1)
+    format!("[{label}]({target})").replacen("[!", "![", 1)
 }
 
 pub fn usage_out(u: Usage) -> UsageOut {
@@ -358,6 +367,7 @@ pub fn completion(
     model: &str,
     events: &[StreamEvent],
     usage: Usage,
+    inline_media: bool,
 ) -> Vec<u8> {
     let mut content = String::new();
     let mut reasoning = String::new();
@@ -366,7 +376,7 @@ pub fn completion(
         match event {
             StreamEvent::Text(t) => content.push_str(t),
             StreamEvent::Thought(t) => reasoning.push_str(t),
-            StreamEvent::Media(m) => content.push_str(&media_markdown(&m.mime, &m.data)),
+            StreamEvent::Media(m) => content.push_str(&media_markdown(m, inline_media)),
             StreamEvent::ToolCall(c) => tool_calls.push(ToolCallOut {
                 id: c.id.clone(),
                 kind: "function",
@@ -411,7 +421,6 @@ pub fn completion(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::GeneratedMedia;
     use serde_json::json;
 
     fn parse_json(v: serde_json::Value) -> Result<Parsed, GatewayError> {
@@ -536,6 +545,7 @@ mod tests {
             StreamEvent::Media(GeneratedMedia {
                 mime: "image/png".into(),
                 data: Bytes::from_static(&[1, 2]),
+                url: None,
             }),
         ];
         let usage = Usage {
@@ -549,6 +559,7 @@ mod tests {
             "gemini-2.5-flash",
             &events,
             usage,
+            false,
         ))
         .unwrap();
         assert_eq!(v["object"], "chat.completion");
@@ -565,12 +576,23 @@ mod tests {
 
     #[test]
     fn media_markdown_forms() {
+        let mut png = GeneratedMedia::new("image/png", Bytes::from_static(&[1]));
         assert_eq!(
-            media_markdown("image/png", &[1]),
+            media_markdown(&png, false),
             "![image](data:image/png;base64,AQ==)"
         );
+        png.url = Some("http://gw/media/t.png".into());
         assert_eq!(
-            media_markdown("video/mp4", &[1]),
+            media_markdown(&png, false),
+            "![image](http://gw/media/t.png)"
+        );
+        assert_eq!(
+            media_markdown(&png, true),
+            "![image](data:image/png;base64,AQ==)"
+        );
+        let mp4 = GeneratedMedia::new("video/mp4", Bytes::from_static(&[1]));
+        assert_eq!(
+            media_markdown(&mp4, false),
             "[video](data:video/mp4;base64,AQ==)"
         );
     }

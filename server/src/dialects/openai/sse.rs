@@ -4,6 +4,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::convert::{finish_reason_str, media_markdown, usage_out};
 use super::wire::{ChatCompletionChunk, ChunkChoice, Delta, FunctionDelta, ToolCallDelta};
+use crate::dialects::stream::StreamEncoder;
 use crate::domain::{FinishReason, StreamEvent, Usage};
 use crate::error::GatewayError;
 
@@ -19,6 +20,8 @@ pub struct ChunkEncoder {
     created: u64,
     model: String,
     include_usage: bool,
+    /// Generated media as inline data URIs rather than links (`media.inline_in_chat`).
+    inline_media: bool,
     next_tool_index: u32,
 }
 
@@ -33,12 +36,19 @@ fn frame(json: &impl serde::Serialize) -> Bytes {
 }
 
 impl ChunkEncoder {
-    pub fn new(id: String, created: u64, model: String, include_usage: bool) -> Self {
+    pub fn new(
+        id: String,
+        created: u64,
+        model: String,
+        include_usage: bool,
+        inline_media: bool,
+    ) -> Self {
         Self {
             id,
             created,
             model,
             include_usage,
+            inline_media,
             next_tool_index: 0,
         }
     }
@@ -89,7 +99,7 @@ impl ChunkEncoder {
                 None,
             ),
             StreamEvent::Media(m) => {
-                let md = media_markdown(&m.mime, &m.data);
+                let md = media_markdown(m, self.inline_media);
                 self.chunk(
                     Delta {
                         content: Some(&md),
@@ -148,6 +158,33 @@ impl ChunkEncoder {
     }
 }
 
+impl StreamEncoder for ChunkEncoder {
+    fn open(&mut self, out: &mut BytesMut) {
+        out.extend_from_slice(&self.role());
+    }
+
+    fn event(&mut self, event: &StreamEvent, out: &mut BytesMut) {
+        out.extend_from_slice(&ChunkEncoder::event(self, event));
+    }
+
+    fn keepalive(&mut self, out: &mut BytesMut) {
+        out.extend_from_slice(&KEEPALIVE);
+    }
+
+    fn finish(&mut self, reason: FinishReason, usage: Usage, out: &mut BytesMut) {
+        out.extend_from_slice(&ChunkEncoder::finish(self, reason));
+        if let Some(u) = ChunkEncoder::usage(self, usage) {
+            out.extend_from_slice(&u);
+        }
+        out.extend_from_slice(&DONE);
+    }
+
+    fn fail(&mut self, error: &GatewayError, _usage: Usage, out: &mut BytesMut) {
+        out.extend_from_slice(&self.error(error));
+        out.extend_from_slice(&DONE);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,7 +202,13 @@ mod tests {
 
     #[test]
     fn chunks_follow_the_checklist() {
-        let mut enc = ChunkEncoder::new("chatcmpl-x".into(), 5, "gemini-2.5-flash".into(), true);
+        let mut enc = ChunkEncoder::new(
+            "chatcmpl-x".into(),
+            5,
+            "gemini-2.5-flash".into(),
+            true,
+            false,
+        );
         let role = json(&enc.role());
         assert_eq!(role["choices"][0]["delta"]["role"], "assistant");
         assert!(role["usage"].is_null() && role.as_object().unwrap().contains_key("usage"));
@@ -198,7 +241,7 @@ mod tests {
 
     #[test]
     fn without_include_usage_there_is_no_usage_key() {
-        let enc = ChunkEncoder::new("id".into(), 1, "m".into(), false);
+        let enc = ChunkEncoder::new("id".into(), 1, "m".into(), false, false);
         assert!(json(&enc.role()).get("usage").is_none());
         assert!(enc.usage(Usage::default()).is_none());
     }

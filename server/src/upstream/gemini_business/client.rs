@@ -616,7 +616,7 @@ impl GeminiBusinessClient {
                     };
                     let data = client.download(&auth, &owner, &file.file_id).await?;
                     let mime = if file.mime_type.is_empty() { meta.mime_type.clone() } else { file.mime_type };
-                    yield StreamEvent::Media(GeneratedMedia { mime, data });
+                    yield StreamEvent::Media(GeneratedMedia::new(mime, data));
                 }
             }
         })

@@ -81,6 +81,7 @@ pub fn element_items(
                     inline.mime_type
                 },
                 data: Bytes::from(data),
+                url: None,
             })));
         }
         if let Some(file) = content.file.filter(|f| !f.file_id.is_empty()) {
@@ -165,6 +166,7 @@ mod tests {
             AssistItem::Event(StreamEvent::Media(GeneratedMedia {
                 mime: "image/png".into(),
                 data: Bytes::from_static(&[0, 1, 2]),
+                url: None,
             }))
         );
         match &got[1] {
