@@ -165,3 +165,119 @@ pub fn check_payloads(payloads: &[String], include_usage: bool) -> Result<Vec<Va
     }
     Ok(chunks)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(delta: Value, finish: Option<&str>) -> String {
+        json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+               "model": "m", "choices": [{"index": 0, "delta": delta, "logprobs": null,
+               "finish_reason": finish}], "usage": null})
+        .to_string()
+    }
+
+    fn usage() -> String {
+        json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+               "model": "m", "choices": [], "usage": {"prompt_tokens": 1,
+               "completion_tokens": 2, "total_tokens": 3}})
+        .to_string()
+    }
+
+    fn body(payloads: &[String]) -> Vec<u8> {
+        payloads
+            .iter()
+            .map(|p| format!("data: {p}\n\n"))
+            .collect::<String>()
+            .into_bytes()
+    }
+
+    fn valid() -> Vec<String> {
+        vec![
+            chunk(json!({"role": "assistant", "content": ""}), None),
+            chunk(json!({"reasoning_content": "hm"}), None),
+            chunk(
+                json!({"content": "Hi ![image](http://gw/media/x.png)"}),
+                None,
+            ),
+            chunk(json!({}), Some("stop")),
+            usage(),
+            "[DONE]".into(),
+        ]
+    }
+
+    #[test]
+    fn a_valid_stream_passes() {
+        let mut raw = b": keep-alive\n\n".to_vec();
+        raw.extend(body(&valid()));
+        let s = check(&raw, true).unwrap();
+        assert_eq!(s.text, "Hi ![image](http://gw/media/x.png)");
+        assert_eq!(s.thinking, "hm");
+        assert_eq!(s.media, vec!["http://gw/media/x.png"]);
+        assert_eq!(s.keepalives, 1);
+        assert!(s.error.is_none());
+    }
+
+    #[test]
+    fn a_stream_ending_in_an_error_chunk_passes_and_reports_it() {
+        let p = vec![
+            chunk(json!({"role": "assistant", "content": ""}), None),
+            chunk(json!({"content": "one"}), None),
+            json!({"error": {"message": "cut", "type": "server_error"}}).to_string(),
+            "[DONE]".into(),
+        ];
+        // usage: null keys are present although include_usage is false: a violation.
+        let e = check(&body(&p), false).unwrap_err();
+        assert!(e.contains("usage"), "{e}");
+        let s = check(&body(&p), true).unwrap();
+        assert_eq!(s.text, "one");
+        assert_eq!(s.error.unwrap()["message"], "cut");
+    }
+
+    #[test]
+    fn broken_streams_fail() {
+        let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+        let mut no_done = valid();
+        no_done.pop();
+        cases.push(("no [DONE]", body(&no_done)));
+        let mut no_role = valid();
+        no_role[0] = chunk(json!({"content": ""}), None);
+        cases.push(("no role first", body(&no_role)));
+        let mut finish_with_content = valid();
+        finish_with_content[3] = chunk(json!({"content": "x"}), Some("stop"));
+        cases.push(("finish not alone", body(&finish_with_content)));
+        let mut message = valid();
+        message[2] = message[2].replace("\"delta\"", "\"message\"");
+        cases.push(("message instead of delta", body(&message)));
+        let mut no_usage = valid();
+        no_usage.remove(4);
+        cases.push(("usage chunk missing", body(&no_usage)));
+        let mut bad_json = valid();
+        bad_json[1] = "{not json".into();
+        cases.push(("not JSON", body(&bad_json)));
+        let mut two_ids = valid();
+        two_ids[2] = two_ids[2].replace("chatcmpl-1", "chatcmpl-2");
+        cases.push(("two ids", body(&two_ids)));
+        let mut tool_no_index = valid();
+        tool_no_index[2] = chunk(
+            json!({"tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}),
+            None,
+        );
+        cases.push(("tool call without index", body(&tool_no_index)));
+        let mut error_not_last = valid();
+        error_not_last.insert(
+            2,
+            json!({"error": {"message": "x", "type": "server_error"}}).to_string(),
+        );
+        cases.push(("error chunk not last", body(&error_not_last)));
+        let mut cut = body(&valid());
+        cut.truncate(cut.len() - 1);
+        cases.push(("cut mid-frame", cut));
+        let mut event_line = b"event: chunk\n".to_vec();
+        event_line.extend(body(&valid()));
+        cases.push(("event: line", event_line));
+        for (name, raw) in cases {
+            assert!(check(&raw, true).is_err(), "{name} must fail");
+        }
+    }
+}

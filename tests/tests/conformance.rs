@@ -1,0 +1,546 @@
+//! One conformance suite that every dialect passes: the same scenarios (plain, streaming,
+//! multimodal in and out, upstream 4xx/5xx, timeout, mid-stream cut, rate limit → failover,
+//! forced tool) run against OpenAI Chat Completions, OpenAI Responses, Anthropic Messages and
+//! Gemini under `/v1beta` (SSE) and `/v1` (streamed JSON array). Every stream goes through the
+//! stream-invariant checker of its wire format, failure cases included.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use business2api_tests::{
+    Answer, Endpoint, Fault, FaultRule, StreamSummary, TEST_KEY, TestApp, TestOptions, Wire,
+    read_stream, spawn_app_with,
+};
+use serde_json::{Value, json};
+
+/// No scenario may take longer than this per request.
+const BOUND: Duration = Duration::from_secs(20);
+
+const PNG: &[u8] = &[0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 1, 2, 3];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum D {
+    Chat,
+    Responses,
+    Anthropic,
+    GeminiV1beta,
+    GeminiV1,
+}
+
+const ALL: [D; 5] = [
+    D::Chat,
+    D::Responses,
+    D::Anthropic,
+    D::GeminiV1beta,
+    D::GeminiV1,
+];
+
+/// What a request asks for.
+struct Ask<'a> {
+    model: &'a str,
+    text: &'a str,
+    stream: bool,
+    image: Option<&'a [u8]>,
+    force_tool: bool,
+}
+
+impl<'a> Ask<'a> {
+    fn text(text: &'a str, stream: bool) -> Self {
+        Ask {
+            model: "gemini-2.5-flash",
+            text,
+            stream,
+            image: None,
+            force_tool: false,
+        }
+    }
+}
+
+impl D {
+    fn wire(self) -> Wire {
+        match self {
+            D::Chat => Wire::ChatCompletions {
+                include_usage: true,
+            },
+            D::Responses => Wire::Responses,
+            D::Anthropic => Wire::Anthropic,
+            D::GeminiV1beta => Wire::GeminiSse,
+            D::GeminiV1 => Wire::GeminiArray,
+        }
+    }
+
+    fn request(self, app: &TestApp, ask: &Ask<'_>) -> reqwest::RequestBuilder {
+        let b64 = ask.image.map(|i| STANDARD.encode(i));
+        let tool = json!({"name": "get_weather", "description": "weather", "parameters": {"type": "object", "properties": {}}});
+        match self {
+            D::Chat => {
+                let mut content = vec![json!({"type": "text", "text": ask.text})];
+                if let Some(b) = &b64 {
+                    content.push(json!({"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{b}")}}));
+                }
+                let mut body = json!({"model": ask.model, "stream": ask.stream,
+                    "messages": [{"role": "user", "content": content}]});
+                if ask.stream {
+                    body["stream_options"] = json!({"include_usage": true});
+                }
+                if ask.force_tool {
+                    body["tools"] = json!([{"type": "function", "function": tool}]);
+                    body["tool_choice"] = json!("required");
+                }
+                app.client
+                    .post(app.url("/v1/chat/completions"))
+                    .bearer_auth(TEST_KEY)
+                    .json(&body)
+            }
+            D::Responses => {
+                let mut content = vec![json!({"type": "input_text", "text": ask.text})];
+                if let Some(b) = &b64 {
+                    content.push(json!({"type": "input_image", "image_url": format!("data:image/png;base64,{b}")}));
+                }
+                let mut body = json!({"model": ask.model, "stream": ask.stream,
+                    "input": [{"role": "user", "content": content}]});
+                if ask.force_tool {
+                    let mut t = tool.clone();
+                    t["type"] = json!("function");
+                    body["tools"] = json!([t]);
+                    body["tool_choice"] = json!("required");
+                }
+                app.client
+                    .post(app.url("/v1/responses"))
+                    .bearer_auth(TEST_KEY)
+                    .json(&body)
+            }
+            D::Anthropic => {
+                let mut content = vec![json!({"type": "text", "text": ask.text})];
+                if let Some(b) = &b64 {
+                    content.push(json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": b}}));
+                }
+                let mut body = json!({"model": ask.model, "max_tokens": 1024, "stream": ask.stream,
+                    "messages": [{"role": "user", "content": content}]});
+                if ask.force_tool {
+                    let mut t = tool.clone();
+                    t["input_schema"] = t["parameters"].take();
+                    body["tools"] = json!([t]);
+                    body["tool_choice"] = json!({"type": "any"});
+                }
+                app.client
+                    .post(app.url("/v1/messages"))
+                    .header("x-api-key", TEST_KEY)
+                    .header("anthropic-version", "2023-06-01")
+                    .json(&body)
+            }
+            D::GeminiV1beta | D::GeminiV1 => {
+                let mut parts = vec![json!({"text": ask.text})];
+                if let Some(b) = &b64 {
+                    parts.push(json!({"inlineData": {"mimeType": "image/png", "data": b}}));
+                }
+                let mut body = json!({"contents": [{"role": "user", "parts": parts}]});
+                if ask.force_tool {
+                    body["tools"] = json!([{"functionDeclarations": [tool]}]);
+                    body["toolConfig"] = json!({"functionCallingConfig": {"mode": "ANY"}});
+                }
+                let action = if ask.stream {
+                    "streamGenerateContent"
+                } else {
+                    "generateContent"
+                };
+                let (version, query) = match (self, ask.stream) {
+                    (D::GeminiV1beta, true) => ("v1beta", "?alt=sse"),
+                    (D::GeminiV1beta, false) => ("v1beta", ""),
+                    _ => ("v1", ""),
+                };
+                let url = app.url(&format!("/{version}/models/{}:{action}{query}", ask.model));
+                let builder = app.client.post(url).json(&body);
+                // Both ways Google clients send the key.
+                if self == D::GeminiV1beta {
+                    builder.header("x-goog-api-key", TEST_KEY)
+                } else {
+                    builder.query(&[("key", TEST_KEY)])
+                }
+            }
+        }
+    }
+
+    /// The visible text of a non-streamed answer.
+    fn answer_text(self, v: &Value) -> String {
+        let texts: Vec<String> = match self {
+            D::Chat => vec![
+                v["choices"][0]["message"]["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ],
+            D::Responses => v["output"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|i| i["type"] == "message")
+                .flat_map(|i| i["content"].as_array().cloned().unwrap_or_default())
+                .filter(|c| c["type"] == "output_text")
+                .filter_map(|c| c["text"].as_str().map(str::to_owned))
+                .collect(),
+            D::Anthropic => v["content"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| c["type"] == "text")
+                .filter_map(|c| c["text"].as_str().map(str::to_owned))
+                .collect(),
+            D::GeminiV1beta | D::GeminiV1 => v["candidates"][0]["content"]["parts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["thought"] != true)
+                .filter_map(|p| p["text"].as_str().map(str::to_owned))
+                .collect(),
+        };
+        texts.concat()
+    }
+
+    /// The media of a non-streamed answer: links, data URIs or base64 payloads.
+    fn answer_media(self, v: &Value) -> Vec<String> {
+        match self {
+            D::Chat => business2api_tests::check::chat::markdown_links(&self.answer_text(v)),
+            D::Anthropic => business2api_tests::check::chat::markdown_links(&self.answer_text(v)),
+            D::Responses => {
+                let mut out: Vec<String> = v["output"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|i| i["type"] == "image_generation_call")
+                    .filter_map(|i| i["result"].as_str().map(|r| format!("b64:{r}")))
+                    .collect();
+                out.extend(business2api_tests::check::chat::markdown_links(
+                    &self.answer_text(v),
+                ));
+                out
+            }
+            D::GeminiV1beta | D::GeminiV1 => v["candidates"][0]["content"]["parts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| {
+                    let d = &p["inlineData"];
+                    Some(format!(
+                        "data:{};base64,{}",
+                        d["mimeType"].as_str()?,
+                        d["data"].as_str()?
+                    ))
+                })
+                .collect(),
+        }
+    }
+
+    /// Asserts `body` is this dialect's error shape for `status`.
+    fn assert_error(self, status: u16, body: &Value) {
+        match self {
+            D::Chat | D::Responses => {
+                assert!(
+                    body["error"]["message"].is_string() && body["error"]["type"].is_string(),
+                    "{self:?}: OpenAI error shape: {body}"
+                );
+            }
+            D::Anthropic => {
+                assert_eq!(body["type"], "error", "{self:?}: {body}");
+                assert!(
+                    body["error"]["type"].is_string() && body["error"]["message"].is_string(),
+                    "{self:?}: Anthropic error shape: {body}"
+                );
+            }
+            D::GeminiV1beta | D::GeminiV1 => {
+                assert_eq!(body["error"]["code"], status, "{self:?}: {body}");
+                assert!(
+                    body["error"]["status"].is_string() && body["error"]["message"].is_string(),
+                    "{self:?}: Google error shape: {body}"
+                );
+            }
+        }
+    }
+}
+
+async fn app(accounts: u32, config: Value) -> TestApp {
+    spawn_app_with(TestOptions::default().accounts(accounts).config(config)).await
+}
+
+async fn send(d: D, app: &TestApp, ask: &Ask<'_>) -> reqwest::Response {
+    tokio::time::timeout(BOUND, d.request(app, ask).send())
+        .await
+        .unwrap_or_else(|_| panic!("{d:?}: no answer within {BOUND:?}"))
+        .expect("request reaches the gateway")
+}
+
+/// A non-streamed request: status and JSON body.
+async fn call(d: D, app: &TestApp, ask: &Ask<'_>) -> (u16, reqwest::header::HeaderMap, Value) {
+    let response = send(d, app, ask).await;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = tokio::time::timeout(BOUND, response.text())
+        .await
+        .unwrap_or_else(|_| panic!("{d:?}: body stalled"))
+        .unwrap();
+    let v = serde_json::from_str(text.trim_start())
+        .unwrap_or_else(|e| panic!("{d:?}: body is not JSON ({e}): {text}"));
+    (status, headers, v)
+}
+
+/// A streamed request that must start (200): read through the checker.
+async fn stream(d: D, app: &TestApp, ask: &Ask<'_>) -> StreamSummary {
+    let response = send(d, app, ask).await;
+    assert_eq!(response.status(), 200, "{d:?}: stream status");
+    let ct = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let expected = if d == D::GeminiV1 {
+        "application/json"
+    } else {
+        "text/event-stream"
+    };
+    assert!(ct.starts_with(expected), "{d:?}: content-type {ct}");
+    tokio::time::timeout(BOUND, read_stream(response, d.wire()))
+        .await
+        .unwrap_or_else(|_| panic!("{d:?}: stream stalled"))
+}
+
+/// Bytes behind a media reference: a gateway link, a data URI or `b64:` + base64.
+async fn media_bytes(app: &TestApp, reference: &str) -> (Option<String>, Vec<u8>) {
+    if let Some(b) = reference.strip_prefix("b64:") {
+        return (None, STANDARD.decode(b).unwrap());
+    }
+    if let Some(rest) = reference.strip_prefix("data:") {
+        let (mime, b) = rest.split_once(";base64,").unwrap();
+        return (Some(mime.to_owned()), STANDARD.decode(b).unwrap());
+    }
+    let got = app.client.get(reference).send().await.unwrap();
+    assert_eq!(got.status(), 200, "{reference}");
+    let mime = got.headers()["content-type"].to_str().unwrap().to_owned();
+    (Some(mime), got.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test]
+async fn plain_answers() {
+    for d in ALL {
+        let app = app(1, json!({})).await;
+        let (status, _, v) = call(d, &app, &Ask::text("hello conformance", false)).await;
+        assert_eq!(status, 200, "{d:?}: {v}");
+        assert!(
+            d.answer_text(&v).contains("You asked: «hello conformance»"),
+            "{d:?}: {v}"
+        );
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn streamed_answers_with_reasoning() {
+    for d in ALL {
+        let app = app(1, json!({})).await;
+        app.sim.set_answer(
+            Answer::new()
+                .thought("Weighing it.")
+                .text("Stream")
+                .text("ed ")
+                .text("answer."),
+        );
+        let s = stream(d, &app, &Ask::text("x", true)).await;
+        assert_eq!(s.text, "Streamed answer.", "{d:?}");
+        assert_eq!(s.thinking, "Weighing it.", "{d:?}");
+        assert!(s.error.is_none(), "{d:?}: {:?}", s.error);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn images_in_reach_the_upstream() {
+    for d in ALL {
+        for streamed in [false, true] {
+            let app = app(1, json!({})).await;
+            let ask = Ask {
+                image: Some(PNG),
+                ..Ask::text("what is this", streamed)
+            };
+            if streamed {
+                stream(d, &app, &ask).await;
+            } else {
+                let (status, _, v) = call(d, &app, &ask).await;
+                assert_eq!(status, 200, "{d:?}: {v}");
+            }
+            let uploads = app.sim.uploads();
+            assert_eq!(uploads.len(), 1, "{d:?} stream={streamed}");
+            assert_eq!(uploads[0].mime_type.as_deref(), Some("image/png"), "{d:?}");
+            assert_eq!(uploads[0].bytes.as_deref(), Some(PNG), "{d:?}");
+            app.stop().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn generated_images_come_back_in_each_dialects_form() {
+    for d in ALL {
+        for streamed in [false, true] {
+            let app = app(1, json!({})).await;
+            app.sim.set_answer(
+                Answer::new()
+                    .text("Here: ")
+                    .image("image/png", PNG.to_vec()),
+            );
+            let ask = Ask {
+                model: "gemini-2.5-flash-image",
+                ..Ask::text("draw", streamed)
+            };
+            let media = if streamed {
+                stream(d, &app, &ask).await.media
+            } else {
+                let (status, _, v) = call(d, &app, &ask).await;
+                assert_eq!(status, 200, "{d:?}: {v}");
+                d.answer_media(&v)
+            };
+            assert_eq!(media.len(), 1, "{d:?} stream={streamed}: {media:?}");
+            let (mime, bytes) = media_bytes(&app, &media[0]).await;
+            assert_eq!(bytes, PNG, "{d:?} stream={streamed}");
+            if let Some(mime) = mime {
+                assert_eq!(mime, "image/png", "{d:?}");
+            }
+            app.stop().await;
+        }
+    }
+}
+
+/// A failure before anything reached the client: the real status, in the dialect's shape,
+/// streamed or not.
+async fn failure_before_the_answer(fault: Fault, config: Value, status: u16) {
+    for d in ALL {
+        for streamed in [false, true] {
+            let app = app(1, config.clone()).await;
+            app.sim
+                .add_fault(FaultRule::always(Endpoint::StreamAssist, fault.clone()));
+            let (got, _, v) = call(d, &app, &Ask::text("x", streamed)).await;
+            assert_eq!(got, status, "{d:?} stream={streamed}: {v}");
+            d.assert_error(status, &v);
+            app.stop().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_4xx_is_a_400_in_every_dialect() {
+    failure_before_the_answer(
+        Fault::BadRequest("the request is malformed".into()),
+        json!({}),
+        400,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_upstream_5xx_is_a_502_in_every_dialect() {
+    failure_before_the_answer(Fault::ServerError(500), json!({}), 502).await;
+}
+
+#[tokio::test]
+async fn an_upstream_timeout_is_a_504_in_every_dialect() {
+    failure_before_the_answer(
+        Fault::SlowFirstByte(Duration::from_secs(3)),
+        json!({"gemini_business": {"stream_first_byte_timeout_sec": 1, "max_attempts": 1},
+               "http": {"stream_keepalive_ms": 5000}}),
+        504,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_cut_mid_stream_ends_with_the_dialects_error_grammar() {
+    for d in ALL {
+        let app = app(1, json!({})).await;
+        app.sim
+            .set_answer(Answer::new().text("one ").text("two ").text("three"));
+        app.sim.add_fault(FaultRule::always(
+            Endpoint::StreamAssist,
+            Fault::CutAfter(2),
+        ));
+        let s = stream(d, &app, &Ask::text("x", true)).await;
+        assert_eq!(s.text, "one two ", "{d:?}");
+        assert!(
+            s.error.is_some(),
+            "{d:?}: the stream must end with an error"
+        );
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_rate_limited_account_fails_over_in_every_dialect() {
+    for d in ALL {
+        for streamed in [false, true] {
+            let app = app(2, json!({})).await;
+            app.sim.add_fault(FaultRule::once(
+                Endpoint::StreamAssist,
+                Fault::RateLimited {
+                    retry_after_secs: Some(30),
+                },
+            ));
+            let ask = Ask::text("fail over", streamed);
+            let text = if streamed {
+                stream(d, &app, &ask).await.text
+            } else {
+                let (status, _, v) = call(d, &app, &ask).await;
+                assert_eq!(status, 200, "{d:?}: {v}");
+                d.answer_text(&v)
+            };
+            assert!(text.contains("You asked: «fail over»"), "{d:?}: {text}");
+            let calls = app.sim.requests(Endpoint::StreamAssist);
+            assert_eq!(calls.len(), 2, "{d:?}: one 429, then another account");
+            assert_ne!(calls[0].csesidx, calls[1].csesidx, "{d:?}");
+            app.stop().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn with_every_account_rate_limited_the_answer_is_429_with_retry_after() {
+    for d in ALL {
+        let app = app(1, json!({})).await;
+        app.sim.add_fault(FaultRule::always(
+            Endpoint::StreamAssist,
+            Fault::RateLimited {
+                retry_after_secs: Some(30),
+            },
+        ));
+        let (status, headers, v) = call(d, &app, &Ask::text("x", false)).await;
+        assert_eq!(status, 429, "{d:?}: {v}");
+        d.assert_error(429, &v);
+        assert!(headers.contains_key("retry-after"), "{d:?}");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn forcing_a_tool_is_a_clear_400_and_never_reaches_the_upstream() {
+    for d in ALL {
+        let app = app(1, json!({})).await;
+        let ask = Ask {
+            force_tool: true,
+            ..Ask::text("x", false)
+        };
+        let (status, _, v) = call(d, &app, &ask).await;
+        assert_eq!(status, 400, "{d:?}: {v}");
+        d.assert_error(400, &v);
+        assert!(app.sim.requests(Endpoint::StreamAssist).is_empty(), "{d:?}");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn keep_alives_flow_while_the_upstream_is_silent() {
+    for d in ALL {
+        let app = app(1, json!({"http": {"stream_keepalive_ms": 100}})).await;
+        app.sim
+            .set_answer(Answer::new().text("slow ").text("answer"));
+        app.sim.set_pacing(Duration::from_millis(450));
+        let s = stream(d, &app, &Ask::text("x", true)).await;
+        assert_eq!(s.text, "slow answer", "{d:?}");
+        assert!(s.keepalives >= 2, "{d:?}: {} keep-alives", s.keepalives);
+        app.stop().await;
+    }
+}
