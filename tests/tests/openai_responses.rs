@@ -408,3 +408,24 @@ async fn a_cut_mid_stream_ends_with_response_failed() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn keep_alive_comments_flow_while_the_upstream_is_silent() {
+    let app = business2api_tests::spawn_app_with(
+        business2api_tests::TestOptions::default()
+            .config(json!({"http": {"stream_keepalive_ms": 100}})),
+    )
+    .await;
+    app.sim
+        .set_answer(Answer::new().text("slow ").text("answer"));
+    app.sim.set_pacing(Duration::from_millis(450));
+    let r = post(
+        &app,
+        json!({"model": "gemini-2.5-flash", "input": "x", "stream": true}),
+    )
+    .await;
+    let s = read_stream(r, Wire::Responses).await;
+    assert!(s.keepalives >= 3, "keep-alives: {}", s.keepalives);
+    assert_eq!(s.text, "slow answer");
+    app.stop().await;
+}
