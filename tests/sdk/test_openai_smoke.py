@@ -8,6 +8,7 @@ request (no hidden retries, no extra round trips).
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from typing import Iterator
 
@@ -185,3 +186,118 @@ def test_wrong_api_key_is_authentication_error(gateway: Gateway) -> None:
         sdk.client.chat.completions.create(model=MODEL, messages=user("hi"))
     assert caught.value.status_code == 401, caught.value
     sdk.assert_one_request("POST", "/v1/chat/completions")
+
+
+def test_models_retrieve(sdk: Sdk) -> None:
+    model = sdk.client.models.retrieve(MODEL)
+    assert model.id == MODEL and model.object == "model" and model.owned_by, model
+    sdk.assert_one_request("GET", f"/v1/models/{MODEL}")
+
+
+# ---- Responses API -------------------------------------------------------------------------
+
+
+def test_responses_non_stream(sdk: Sdk) -> None:
+    prompt = "Responses smoke: grüß dich"
+    response = sdk.client.responses.create(model=MODEL, input=prompt, instructions="Be brief.")
+
+    assert response.object == "response", response
+    assert response.id.startswith("resp_"), response.id
+    assert response.status == "completed", response
+    assert response.model == MODEL, response
+    # With instructions the upstream gets a transcript: a <system> block, then the user's turn.
+    assert "Be brief." in response.output_text and f"Human: {prompt}" in response.output_text, (
+        f"instructions or prompt missing from {response.output_text!r}"
+    )
+    kinds = [item.type for item in response.output]
+    assert kinds == ["reasoning", "message"], kinds
+    reasoning = response.output[0]
+    assert reasoning.summary and reasoning.summary[0].text == THOUGHT, reasoning
+    usage = response.usage
+    assert usage is not None and usage.input_tokens > 0 and usage.output_tokens > 0, usage
+    assert usage.total_tokens == usage.input_tokens + usage.output_tokens, usage
+    assert usage.output_tokens_details.reasoning_tokens > 0, usage
+    sdk.assert_one_request("POST", "/v1/responses")
+
+
+def test_responses_stream_helper_final_response(sdk: Sdk) -> None:
+    prompt = "Responses helper smoke: hello"
+    with sdk.client.responses.stream(model=MODEL, input=[{"role": "user", "content": prompt}]) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+
+    types = [e.type for e in events]
+    assert types[:2] == ["response.created", "response.in_progress"], types
+    assert types[-1] == "response.completed", types
+    assert "response.reasoning_summary_text.delta" in types, types
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    done = [e.text for e in events if e.type == "response.output_text.done"]
+    assert echo(prompt) in deltas, f"echo missing from the deltas {deltas!r}"
+    assert done == [deltas], f"output_text.done {done!r} != deltas {deltas!r}"
+    assert final.output_text == deltas, f"final {final.output_text!r} != deltas {deltas!r}"
+    seqs = [e.sequence_number for e in events]
+    assert seqs == sorted(set(seqs)), f"sequence numbers not strictly increasing: {seqs}"
+    assert final.usage is not None and final.usage.total_tokens > 0, final.usage
+    content_type = sdk.responses[0].headers.get("content-type", "")
+    assert content_type.startswith("text/event-stream"), f"content-type {content_type!r}"
+    sdk.assert_one_request("POST", "/v1/responses")
+
+
+def test_responses_create_stream_iteration(sdk: Sdk) -> None:
+    prompt = "Responses raw stream smoke"
+    stream = sdk.client.responses.create(model=MODEL, input=prompt, stream=True)
+    with stream:
+        events = list(stream)
+
+    types = [e.type for e in events]
+    assert types[0] == "response.created" and types[-1] == "response.completed", types
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    thinking = "".join(e.delta for e in events if e.type == "response.reasoning_summary_text.delta")
+    assert echo(prompt) in text, text
+    assert thinking == THOUGHT, thinking
+    completed = events[-1].response
+    assert completed.status == "completed" and completed.output_text == text, completed
+    sdk.assert_one_request("POST", "/v1/responses")
+
+
+def test_responses_forced_tool_is_bad_request(sdk: Sdk) -> None:
+    tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.client.responses.create(model=MODEL, input="weather?", tools=tools, tool_choice="required")
+    assert caught.value.status_code == 400, caught.value
+    assert (caught.value.body or {}).get("param") == "tool_choice", caught.value.body
+    sdk.assert_one_request("POST", "/v1/responses")
+
+
+# ---- Images API ----------------------------------------------------------------------------
+
+IMAGE_MODEL = "gemini-2.5-flash-image"
+
+
+def test_images_generate_b64_json(sdk: Sdk) -> None:
+    result = sdk.client.images.generate(model=IMAGE_MODEL, prompt="a tiny dot", response_format="b64_json")
+    assert result.created > 0, result
+    assert result.data and len(result.data) == 1, result
+    png = base64.b64decode(result.data[0].b64_json or "")
+    assert png.startswith(b"\x89PNG\r\n\x1a\n"), png[:16]
+    sdk.assert_one_request("POST", "/v1/images/generations")
+
+
+def test_images_generate_url(sdk: Sdk, gateway: Gateway) -> None:
+    result = sdk.client.images.generate(model=IMAGE_MODEL, prompt="a tiny dot", response_format="url")
+    assert result.data and len(result.data) == 1, result
+    url = result.data[0].url or ""
+    assert url.startswith(f"{gateway.base_url}/media/"), url
+    sdk.assert_one_request("POST", "/v1/images/generations")
+    with httpx2.Client(trust_env=False) as http:
+        got = http.get(url)
+    assert got.status_code == 200, got
+    assert got.headers["content-type"] == "image/png", got.headers
+    assert got.content.startswith(b"\x89PNG"), got.content[:16]
+
+
+def test_images_generate_with_a_text_model_is_bad_request(sdk: Sdk) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.client.images.generate(model=MODEL, prompt="a dot")
+    assert (caught.value.body or {}).get("param") == "model", caught.value.body
+    sdk.assert_one_request("POST", "/v1/images/generations")

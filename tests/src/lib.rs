@@ -15,7 +15,9 @@ use tempfile::TempDir;
 pub mod check;
 
 pub use check::{StreamSummary, Wire};
-pub use upstream_sim::{Answer, Endpoint, Fault, FaultRule, SimAccount, Simulator};
+pub use upstream_sim::{
+    Answer, DEFAULT_IMAGE_PNG, Endpoint, Fault, FaultRule, SimAccount, Simulator,
+};
 
 /// The API key every test app accepts unless a test configures others.
 pub const TEST_KEY: &str = "test-key-0123456789";

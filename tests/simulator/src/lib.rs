@@ -52,6 +52,7 @@ pub use gate::Gate;
 pub use model::{
     Answer, AnswerPart, Endpoint, Fault, FaultRule, RecordedRequest, SimAccount, SimStats, Upload,
 };
+pub use stream::DEFAULT_IMAGE_PNG;
 pub use validate::KNOWN_MODELS;
 
 use state::State;

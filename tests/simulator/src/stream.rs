@@ -27,8 +27,18 @@ fn content_element(content: Value) -> Value {
     ]}}})
 }
 
-/// The default echo answer for a query.
-pub(crate) fn default_answer(query: &str) -> Answer {
+/// The image the default answer of an image-only request carries: a 1×1 PNG.
+pub const DEFAULT_IMAGE_PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4,
+    0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0xf0,
+    0x1f, 0x00, 0x05, 0x00, 0x01, 0xff, 0x89, 0x99, 0x3d, 0x1d, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45,
+    0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
+/// The default echo answer for a query; with `image` (an image-only request) it ends with
+/// [`DEFAULT_IMAGE_PNG`] as a generated image.
+pub(crate) fn default_answer(query: &str, image: bool) -> Answer {
     let chars: Vec<char> = query.chars().collect();
     let tail: String = chars[chars.len().saturating_sub(200)..].iter().collect();
     let text = format!("Hello from the Gemini Business simulator. You asked: «{tail}»");
@@ -45,6 +55,9 @@ pub(crate) fn default_answer(query: &str) -> Answer {
     }
     if !chunk.is_empty() {
         answer = answer.text(chunk);
+    }
+    if image {
+        answer = answer.image("image/png", Bytes::from_static(DEFAULT_IMAGE_PNG));
     }
     answer
 }

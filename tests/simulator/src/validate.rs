@@ -291,6 +291,9 @@ pub(crate) struct StreamRequest {
     pub(crate) session: String,
     /// `query.parts[0].text`.
     pub(crate) query_text: String,
+    /// `toolsSpec` asks for image generation only (an `-image` model): the default answer
+    /// then includes a generated image.
+    pub(crate) image_only: bool,
 }
 
 /// U4: `streamAssistRequest`.
@@ -422,9 +425,11 @@ pub(crate) fn stream_assist(
         }
     }
 
+    let image_only = tools.contains_key("imageGenerationSpec") && tools.len() == 1;
     Ok(StreamRequest {
         session,
         query_text,
+        image_only,
     })
 }
 

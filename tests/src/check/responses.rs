@@ -1,7 +1,563 @@
-//! The responses stream checker (to be written with the responses dialect).
+//! OpenAI Responses API stream invariants (client-compat.md, and what the SDK's
+//! `responses.stream` helper asserts):
+//! - every event is `event: <type>` + `data: <json>` with `data.type` equal to the event name,
+//!   a strictly increasing `sequence_number`, and validates against the SDK's
+//!   `ResponseStreamEvent`;
+//! - `response.created` then `response.in_progress` first, one response id throughout;
+//! - output items are announced (`response.output_item.added`, contiguous `output_index` from
+//!   0, one open at a time) before any of their events, and closed by
+//!   `response.output_item.done` with the same id and type and the accumulated content;
+//! - a content part / summary part is announced before its deltas, and each `.done` carries
+//!   exactly the concatenated deltas; text parts are done before their part is done;
+//! - exactly one terminal event, last: `response.completed` (status `completed`, every item
+//!   done, the response's output equal to the items, usage with a consistent total),
+//!   `response.failed` (status `failed`, an `error`, every item done) or `error`.
 
-use super::StreamSummary;
+use serde_json::Value;
 
-pub fn check(_raw: &[u8]) -> Result<StreamSummary, String> {
-    Err("the responses checker is not written yet".into())
+use super::chat::markdown_links;
+use super::{Block, StreamSummary, ensure, json, sse_blocks};
+use crate::schemas;
+
+#[derive(Debug)]
+struct Part {
+    text: String,
+    text_done: bool,
+    done: bool,
+}
+
+#[derive(Debug)]
+struct Item {
+    id: String,
+    kind: String,
+    parts: Vec<Part>,
+    arguments: String,
+    arguments_done: bool,
+    done: bool,
+}
+
+const TERMINAL: [&str; 3] = ["response.completed", "response.failed", "error"];
+
+/// Checks a whole Responses API stream body.
+pub fn check(raw: &[u8]) -> Result<StreamSummary, String> {
+    let mut events = Vec::new();
+    let mut keepalives = 0;
+    for block in sse_blocks(raw)? {
+        match block {
+            Block::Comment(_) => keepalives += 1,
+            Block::Event { event, data, .. } => {
+                let v = json(&data)?;
+                let name = event.ok_or_else(|| format!("an event without an event: line: {v}"))?;
+                ensure(v["type"].as_str() == Some(name.as_str()), || {
+                    format!("event: {name} but data.type is {}", v["type"])
+                })?;
+                events.push(v);
+            }
+        }
+    }
+    let mut summary = check_events(&events)?;
+    summary.keepalives = keepalives;
+    summary.events = events;
+    Ok(summary)
+}
+
+fn item_at<'a>(items: &'a mut [Item], e: &Value) -> Result<&'a mut Item, String> {
+    let index = e["output_index"]
+        .as_u64()
+        .ok_or_else(|| format!("no output_index: {e}"))? as usize;
+    let item = items.get_mut(index).ok_or_else(|| {
+        format!("an event for output_index {index} before its item was added: {e}")
+    })?;
+    ensure(!item.done, || format!("an event for a finished item: {e}"))?;
+    if let Some(id) = e.get("item_id") {
+        ensure(id.as_str() == Some(item.id.as_str()), || {
+            format!("item_id does not match the item at its output_index: {e}")
+        })?;
+    }
+    Ok(item)
+}
+
+fn part_at<'a>(
+    item: &'a mut Item,
+    e: &Value,
+    key: &str,
+    kind: &str,
+) -> Result<&'a mut Part, String> {
+    ensure(item.kind == kind, || {
+        format!("a {kind} event for a {} item: {e}", item.kind)
+    })?;
+    let index = e[key].as_u64().ok_or_else(|| format!("no {key}: {e}"))? as usize;
+    let part = item
+        .parts
+        .get_mut(index)
+        .ok_or_else(|| format!("an event for {key} {index} before its part was added: {e}"))?;
+    ensure(!part.done, || format!("an event for a finished part: {e}"))?;
+    Ok(part)
+}
+
+fn check_events(events: &[Value]) -> Result<StreamSummary, String> {
+    let mut summary = StreamSummary::default();
+    ensure(!events.is_empty(), || "no events".into())?;
+    ensure(events[0]["type"] == "response.created", || {
+        format!("the first event must be response.created: {}", events[0])
+    })?;
+    ensure(
+        events
+            .get(1)
+            .is_some_and(|e| e["type"] == "response.in_progress"),
+        || "the second event must be response.in_progress".into(),
+    )?;
+    let response_id = events[0]["response"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    ensure(response_id.starts_with("resp_"), || {
+        format!("response ids start with resp_: {response_id:?}")
+    })?;
+    let mut last_seq: Option<i64> = None;
+    let mut items: Vec<Item> = Vec::new();
+    let mut terminal = None;
+    for (i, e) in events.iter().enumerate() {
+        let kind = e["type"].as_str().unwrap_or_default();
+        ensure(terminal.is_none(), || {
+            format!("an event after the terminal event: {e}")
+        })?;
+        let violations = schemas::violations("openai.ResponseStreamEvent", e);
+        ensure(violations.is_empty(), || {
+            format!("event {i} does not match the SDK type: {violations:?}: {e}")
+        })?;
+        let seq = e["sequence_number"]
+            .as_i64()
+            .ok_or_else(|| format!("no sequence_number: {e}"))?;
+        ensure(last_seq.is_none_or(|l| seq > l), || {
+            format!("sequence_number {seq} does not increase (after {last_seq:?})")
+        })?;
+        last_seq = Some(seq);
+        if let Some(r) = e.get("response") {
+            ensure(r["id"].as_str() == Some(response_id.as_str()), || {
+                format!("the response id changed: {e}")
+            })?;
+        }
+        match kind {
+            "response.created" | "response.in_progress" => {
+                ensure(i < 2, || format!("{kind} after the start"))?;
+                ensure(e["response"]["status"] == "in_progress", || {
+                    format!("{kind} has status in_progress: {e}")
+                })?;
+            }
+            "response.output_item.added" => {
+                ensure(items.iter().all(|it| it.done), || {
+                    format!("an item was added while another is open: {e}")
+                })?;
+                ensure(
+                    e["output_index"].as_u64() == Some(items.len() as u64),
+                    || format!("output_index must be {}: {e}", items.len()),
+                )?;
+                let item = &e["item"];
+                let kind = item["type"].as_str().unwrap_or_default().to_owned();
+                ensure(
+                    [
+                        "message",
+                        "reasoning",
+                        "image_generation_call",
+                        "function_call",
+                    ]
+                    .contains(&kind.as_str()),
+                    || format!("an unexpected item type: {e}"),
+                )?;
+                ensure(
+                    item["content"].as_array().is_none_or(Vec::is_empty)
+                        && item["summary"].as_array().is_none_or(Vec::is_empty),
+                    || format!("an added item starts empty: {e}"),
+                )?;
+                items.push(Item {
+                    id: item["id"].as_str().unwrap_or_default().to_owned(),
+                    kind,
+                    parts: Vec::new(),
+                    arguments: String::new(),
+                    arguments_done: false,
+                    done: false,
+                });
+            }
+            "response.content_part.added" | "response.reasoning_summary_part.added" => {
+                let (key, want) = if kind == "response.content_part.added" {
+                    ("content_index", "message")
+                } else {
+                    ("summary_index", "reasoning")
+                };
+                let item = item_at(&mut items, e)?;
+                ensure(item.kind == want, || {
+                    format!("{kind} for a {} item", item.kind)
+                })?;
+                ensure(e[key].as_u64() == Some(item.parts.len() as u64), || {
+                    format!("{key} must be {}: {e}", item.parts.len())
+                })?;
+                ensure(e["part"]["text"] == "", || {
+                    format!("a part starts empty: {e}")
+                })?;
+                ensure(item.parts.iter().all(|p| p.done), || {
+                    format!("a part added while another is open: {e}")
+                })?;
+                item.parts.push(Part {
+                    text: String::new(),
+                    text_done: false,
+                    done: false,
+                });
+            }
+            "response.output_text.delta" | "response.reasoning_summary_text.delta" => {
+                let (key, want) = if kind == "response.output_text.delta" {
+                    ("content_index", "message")
+                } else {
+                    ("summary_index", "reasoning")
+                };
+                let item = item_at(&mut items, e)?;
+                let part = part_at(item, e, key, want)?;
+                ensure(!part.text_done, || {
+                    format!("a delta after its text was done: {e}")
+                })?;
+                let delta = e["delta"].as_str().unwrap_or_default();
+                part.text.push_str(delta);
+                if want == "message" {
+                    summary.text.push_str(delta);
+                } else {
+                    summary.thinking.push_str(delta);
+                }
+            }
+            "response.output_text.done" | "response.reasoning_summary_text.done" => {
+                let (key, want) = if kind == "response.output_text.done" {
+                    ("content_index", "message")
+                } else {
+                    ("summary_index", "reasoning")
+                };
+                let item = item_at(&mut items, e)?;
+                let part = part_at(item, e, key, want)?;
+                ensure(!part.text_done, || format!("text done twice: {e}"))?;
+                ensure(e["text"].as_str() == Some(part.text.as_str()), || {
+                    format!("{kind} text differs from the deltas {:?}: {e}", part.text)
+                })?;
+                part.text_done = true;
+            }
+            "response.content_part.done" | "response.reasoning_summary_part.done" => {
+                let (key, want) = if kind == "response.content_part.done" {
+                    ("content_index", "message")
+                } else {
+                    ("summary_index", "reasoning")
+                };
+                let item = item_at(&mut items, e)?;
+                let part = part_at(item, e, key, want)?;
+                ensure(part.text_done, || {
+                    format!("{kind} before its text was done: {e}")
+                })?;
+                ensure(
+                    e["part"]["text"].as_str() == Some(part.text.as_str()),
+                    || format!("{kind} text differs from the deltas: {e}"),
+                )?;
+                part.done = true;
+            }
+            "response.function_call_arguments.delta" | "response.function_call_arguments.done" => {
+                let item = item_at(&mut items, e)?;
+                ensure(item.kind == "function_call", || {
+                    format!("{kind} for a {} item", item.kind)
+                })?;
+                ensure(!item.arguments_done, || {
+                    format!("{kind} after arguments were done")
+                })?;
+                if kind.ends_with("delta") {
+                    item.arguments
+                        .push_str(e["delta"].as_str().unwrap_or_default());
+                } else {
+                    ensure(
+                        e["arguments"].as_str() == Some(item.arguments.as_str()),
+                        || format!("arguments differ from the deltas: {e}"),
+                    )?;
+                    item.arguments_done = true;
+                }
+            }
+            "response.output_item.done" => {
+                let item = item_at(&mut items, e)?;
+                let done = &e["item"];
+                ensure(
+                    done["id"].as_str() == Some(item.id.as_str())
+                        && done["type"] == item.kind.as_str(),
+                    || format!("output_item.done does not match its added item: {e}"),
+                )?;
+                ensure(item.parts.iter().all(|p| p.done), || {
+                    format!("output_item.done with a part still open: {e}")
+                })?;
+                let texts: Vec<&str> = match item.kind.as_str() {
+                    "message" => done["content"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|p| p["text"].as_str().unwrap_or_default())
+                        .collect(),
+                    "reasoning" => done["summary"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|p| p["text"].as_str().unwrap_or_default())
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                if matches!(item.kind.as_str(), "message" | "reasoning") {
+                    let streamed: Vec<&str> = item.parts.iter().map(|p| p.text.as_str()).collect();
+                    ensure(texts == streamed, || {
+                        format!(
+                            "the finished item's text differs from the deltas {streamed:?}: {e}"
+                        )
+                    })?;
+                }
+                match item.kind.as_str() {
+                    "function_call" => ensure(
+                        item.arguments_done
+                            && done["arguments"].as_str() == Some(item.arguments.as_str()),
+                        || format!("function_call arguments not streamed consistently: {e}"),
+                    )?,
+                    "image_generation_call" => {
+                        let result = done["result"]
+                            .as_str()
+                            .filter(|r| !r.is_empty())
+                            .ok_or_else(|| format!("an image item without result: {e}"))?;
+                        let format = done["output_format"].as_str().unwrap_or("png");
+                        summary
+                            .media
+                            .push(format!("data:image/{format};base64,{result}"));
+                    }
+                    _ => {}
+                }
+                item.done = true;
+            }
+            "response.completed" | "response.failed" => {
+                ensure(items.iter().all(|it| it.done), || {
+                    format!("{kind} with an item still open")
+                })?;
+                let r = &e["response"];
+                let want = if kind == "response.completed" {
+                    "completed"
+                } else {
+                    "failed"
+                };
+                ensure(r["status"] == want, || {
+                    format!("{kind} must have status {want}: {e}")
+                })?;
+                let ids: Vec<&str> = r["output"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|o| o["id"].as_str().unwrap_or_default())
+                    .collect();
+                let streamed: Vec<&str> = items.iter().map(|it| it.id.as_str()).collect();
+                ensure(ids == streamed, || {
+                    format!("the final output {ids:?} differs from the streamed items {streamed:?}")
+                })?;
+                let u = &r["usage"];
+                let (input, output, total) = (
+                    u["input_tokens"].as_u64(),
+                    u["output_tokens"].as_u64(),
+                    u["total_tokens"].as_u64(),
+                );
+                ensure(
+                    matches!((input, output, total), (Some(a), Some(b), Some(t)) if t == a + b && t > 0),
+                    || format!("usage with a consistent, non-zero total: {u}"),
+                )?;
+                if kind == "response.failed" {
+                    ensure(r["error"]["message"].is_string(), || {
+                        format!("a failed response carries an error: {e}")
+                    })?;
+                    summary.error = Some(r["error"].clone());
+                } else {
+                    ensure(r["error"].is_null(), || {
+                        format!("a completed response with an error: {e}")
+                    })?;
+                }
+                terminal = Some(kind);
+            }
+            "error" => {
+                summary.error = Some(e.clone());
+                terminal = Some(kind);
+            }
+            other => return Err(format!("an event type this gateway never sends: {other}")),
+        }
+    }
+    ensure(terminal.is_some(), || {
+        format!("the stream ended without a terminal event ({TERMINAL:?})")
+    })?;
+    summary.media.extend(markdown_links(&summary.text));
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn response(status: &str, output: Value) -> Value {
+        json!({"id": "resp_1", "object": "response", "created_at": 1, "status": status,
+            "model": "gemini-2.5-flash", "output": output, "parallel_tool_calls": true,
+            "tool_choice": "auto", "tools": [], "error": null,
+            "usage": {"input_tokens": 2, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "output_tokens": 3, "output_tokens_details": {"reasoning_tokens": 1}, "total_tokens": 5}})
+    }
+
+    fn valid() -> Vec<Value> {
+        let rs = json!({"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "hm"}]});
+        let msg = json!({"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": "Hi there", "annotations": [], "logprobs": []}]});
+        vec![
+            json!({"type": "response.created", "response": response("in_progress", json!([]))}),
+            json!({"type": "response.in_progress", "response": response("in_progress", json!([]))}),
+            json!({"type": "response.output_item.added", "output_index": 0,
+                "item": {"type": "reasoning", "id": "rs_1", "summary": []}}),
+            json!({"type": "response.reasoning_summary_part.added", "item_id": "rs_1", "output_index": 0,
+                "summary_index": 0, "part": {"type": "summary_text", "text": ""}}),
+            json!({"type": "response.reasoning_summary_text.delta", "item_id": "rs_1", "output_index": 0,
+                "summary_index": 0, "delta": "hm"}),
+            json!({"type": "response.reasoning_summary_text.done", "item_id": "rs_1", "output_index": 0,
+                "summary_index": 0, "text": "hm"}),
+            json!({"type": "response.reasoning_summary_part.done", "item_id": "rs_1", "output_index": 0,
+                "summary_index": 0, "part": {"type": "summary_text", "text": "hm"}}),
+            json!({"type": "response.output_item.done", "output_index": 0, "item": rs}),
+            json!({"type": "response.output_item.added", "output_index": 1,
+                "item": {"type": "message", "id": "msg_1", "status": "in_progress", "role": "assistant", "content": []}}),
+            json!({"type": "response.content_part.added", "item_id": "msg_1", "output_index": 1, "content_index": 0,
+                "part": {"type": "output_text", "text": "", "annotations": []}}),
+            json!({"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 1, "content_index": 0,
+                "delta": "Hi ", "logprobs": []}),
+            json!({"type": "response.output_text.delta", "item_id": "msg_1", "output_index": 1, "content_index": 0,
+                "delta": "there", "logprobs": []}),
+            json!({"type": "response.output_text.done", "item_id": "msg_1", "output_index": 1, "content_index": 0,
+                "text": "Hi there", "logprobs": []}),
+            json!({"type": "response.content_part.done", "item_id": "msg_1", "output_index": 1, "content_index": 0,
+                "part": {"type": "output_text", "text": "Hi there", "annotations": []}}),
+            json!({"type": "response.output_item.done", "output_index": 1, "item": msg}),
+            json!({"type": "response.completed", "response": response("completed", json!([rs, msg]))}),
+        ]
+    }
+
+    fn render(events: &[Value]) -> Vec<u8> {
+        let mut out = String::new();
+        for (i, e) in events.iter().enumerate() {
+            let mut e = e.clone();
+            if e.get("sequence_number").is_none() {
+                e["sequence_number"] = json!(i);
+            }
+            out.push_str(&format!(
+                "event: {}\ndata: {e}\n\n",
+                e["type"].as_str().unwrap()
+            ));
+            if i == 3 {
+                out.push_str(": keep-alive\n\n");
+            }
+        }
+        out.into_bytes()
+    }
+
+    fn index_of(events: &[Value], kind: &str) -> usize {
+        events.iter().position(|e| e["type"] == kind).unwrap()
+    }
+
+    #[test]
+    fn a_valid_stream_passes() {
+        let s = check(&render(&valid())).unwrap();
+        assert_eq!(s.text, "Hi there");
+        assert_eq!(s.thinking, "hm");
+        assert_eq!(s.keepalives, 1);
+        assert!(s.error.is_none());
+    }
+
+    #[test]
+    fn a_failed_stream_passes_and_reports_its_error() {
+        let mut events = valid();
+        let last = events.len() - 1;
+        let mut r = response("failed", events[last]["response"]["output"].clone());
+        r["error"] = json!({"code": "server_error", "message": "the upstream failed"});
+        events[last] = json!({"type": "response.failed", "response": r});
+        let s = check(&render(&events)).unwrap();
+        assert_eq!(s.error.unwrap()["code"], "server_error");
+    }
+
+    #[test]
+    fn broken_streams_fail() {
+        let mut broken: Vec<(&str, Vec<u8>)> = Vec::new();
+
+        let mut e = valid();
+        let added = index_of(&e, "response.content_part.added") - 1;
+        let delta = e.remove(index_of(&e, "response.output_text.delta"));
+        e.insert(added, delta);
+        broken.push(("delta before output_item.added", render(&e)));
+
+        let mut e = valid();
+        e.remove(index_of(&e, "response.content_part.added"));
+        broken.push(("missing content_part.added", render(&e)));
+
+        let mut e = valid();
+        e[5]["sequence_number"] = json!(4);
+        broken.push(("non-increasing sequence_number", render(&e)));
+
+        let mut e = valid();
+        e.pop();
+        broken.push(("missing response.completed", render(&e)));
+
+        let mut e = valid();
+        let done = index_of(&e, "response.output_text.done");
+        e[done]["text"] = json!("Hi where");
+        broken.push(("done text mismatch", render(&e)));
+
+        let mut e = valid();
+        let done = index_of(&e, "response.output_item.done");
+        e[done]["item"]["summary"][0]["text"] = json!("other");
+        broken.push(("finished item text mismatch", render(&e)));
+
+        let raw = String::from_utf8(render(&valid())).unwrap().replacen(
+            "event: response.output_text.delta",
+            "event: response.output_text.done",
+            1,
+        );
+        broken.push(("event-name mismatch", raw.into_bytes()));
+
+        let raw = String::from_utf8(render(&valid())).unwrap().replacen(
+            "event: response.created\n",
+            "",
+            1,
+        );
+        broken.push(("no event: line", raw.into_bytes()));
+
+        let mut e = valid();
+        let delta = index_of(&e, "response.output_text.delta");
+        e[delta].as_object_mut().unwrap().remove("logprobs");
+        broken.push(("schema violation", render(&e)));
+
+        let mut e = valid();
+        e.swap(0, 1);
+        broken.push(("in_progress before created", render(&e)));
+
+        let mut e = valid();
+        let last = e.len() - 1;
+        e[last]["response"]["output"] = json!([]);
+        broken.push(("final output differs from the items", render(&e)));
+
+        let mut e = valid();
+        let last_done = e
+            .iter()
+            .rposition(|x| x["type"] == "response.output_item.done")
+            .unwrap();
+        e.remove(last_done);
+        broken.push(("completed with an open item", render(&e)));
+
+        let mut e = valid();
+        let extra = e[10].clone();
+        e.push(extra);
+        broken.push(("an event after the terminal event", render(&e)));
+
+        let mut e = valid();
+        e[9]["item_id"] = json!("msg_other");
+        broken.push(("item_id mismatch", render(&e)));
+
+        for (name, raw) in broken {
+            match check(&raw) {
+                Ok(_) => panic!("{name} was accepted"),
+                Err(e) => eprintln!("{name}: rejected: {e}"),
+            }
+        }
+    }
 }

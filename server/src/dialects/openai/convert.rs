@@ -43,7 +43,11 @@ pub fn url_media_kind(url: &str) -> MediaKind {
 }
 
 /// A media reference: a base64 data URL (decoded) or an http(s) URL (the upstream fetches it).
-fn media_from_url(url: &str, default_kind: MediaKind, param: &str) -> Result<Media, GatewayError> {
+pub(crate) fn media_from_url(
+    url: &str,
+    default_kind: MediaKind,
+    param: &str,
+) -> Result<Media, GatewayError> {
     let trimmed = url.trim();
     if trimmed.starts_with("data:") {
         let d = parse_data_url(trimmed).map_err(|e| invalid(e, param))?;
@@ -152,7 +156,7 @@ fn parts_of(content: &MessageContent, index: usize) -> Result<Vec<Part>, Gateway
     Ok(parts)
 }
 
-fn mime_from_filename(name: &str) -> &'static str {
+pub(crate) fn mime_from_filename(name: &str) -> &'static str {
     let lower = name.to_ascii_lowercase();
     match lower.rsplit('.').next().unwrap_or_default() {
         "pdf" => "application/pdf",

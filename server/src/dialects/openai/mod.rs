@@ -1,12 +1,16 @@
-//! The OpenAI dialect: `POST /v1/chat/completions` (streamed and not) and `GET /v1/models`.
+//! The OpenAI dialect: `POST /v1/chat/completions` (streamed and not), `POST /v1/responses`,
+//! `POST /v1/images/generations` and `GET /v1/models`.
 //!
 //! # Layout
 //! - [`wire`]: request and response shapes; [`convert`]: wire ⇄ domain;
 //!   [`sse`]: domain events → chunks; [`error`]: OpenAI-shaped errors.
-//! - this module: the handlers.
+//! - [`responses`]: the Responses API; [`images`]: the Images API.
+//! - this module: the chat and models handlers.
 
 pub mod convert;
 pub mod error;
+pub mod images;
+pub mod responses;
 pub mod sse;
 pub mod wire;
 
@@ -27,7 +31,9 @@ use crate::startup::AppState;
 /// Registers the OpenAI routes on the `/v1` scope (`/v1/models` is shared: see
 /// `dialects::list_models`).
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/chat/completions", web::post().to(chat_completions));
+    cfg.route("/chat/completions", web::post().to(chat_completions))
+        .route("/responses", web::post().to(responses::create))
+        .route("/images/generations", web::post().to(images::generations));
 }
 
 pub(crate) fn unix_now() -> u64 {
