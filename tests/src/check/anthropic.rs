@@ -512,13 +512,7 @@ mod tests {
             ),
             (
                 "missing message_stop",
-                start()
-                    + &text(0, "x")
-                    + &end()
-                        .split("event: message_stop")
-                        .next()
-                        .unwrap()
-                        .to_owned(),
+                start() + &text(0, "x") + end().split("event: message_stop").next().unwrap(),
             ),
             (
                 "missing message_delta",
