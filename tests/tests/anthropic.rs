@@ -445,7 +445,7 @@ async fn models_are_listed_in_anthropic_shape_when_anthropic_version_is_sent() {
     assert_eq!(
         one,
         json!({"type": "model", "id": "gemini-2.5-pro", "display_name": "Gemini 2.5 Pro",
-            "created_at": one["created_at"]})
+            "created_at": one["created_at"], "lifecycle": "active"})
     );
     let (status, _, missing) = get("/v1/models/claude-opus-4-5", true).await;
     assert_eq!(status, 404);

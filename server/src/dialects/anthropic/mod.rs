@@ -143,6 +143,7 @@ fn model_object(id: String, created_at: &str) -> wire::ModelObject {
         display_name: display_name(&id),
         id,
         created_at: created_at.to_owned(),
+        lifecycle: "active",
     }
 }
 

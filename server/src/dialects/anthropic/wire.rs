@@ -154,6 +154,8 @@ pub struct ModelObject {
     pub id: String,
     pub display_name: String,
     pub created_at: String,
+    /// Required by the 2.x SDKs' `ModelInfo` (`active`, `deprecated` or `retired`).
+    pub lifecycle: &'static str,
 }
 
 #[derive(Debug, Serialize)]
