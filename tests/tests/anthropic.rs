@@ -526,6 +526,17 @@ async fn errors_are_anthropic_shaped() {
             .unwrap()
             .starts_with("messages.0.content.0:")
     );
+    // Even a wrong method on an Anthropic path is answered in Anthropic's shape.
+    let wrong_method = app
+        .client
+        .get(app.url("/v1/messages"))
+        .header("x-api-key", TEST_KEY)
+        .send()
+        .await
+        .unwrap();
+    let (status, _, v) = json_of(wrong_method).await;
+    assert!((400..500).contains(&status), "{status}");
+    assert_eq!(v["type"], "error", "{v}");
     assert!(app.sim.requests(Endpoint::StreamAssist).is_empty());
     app.stop().await;
 }
