@@ -50,6 +50,8 @@ pub struct AppState {
     pub inline_media_in_chat: bool,
     /// `http.nonstream_keepalive_after_sec`.
     pub nonstream_keepalive_after: Duration,
+    /// Signs the `thinking` blocks of Anthropic answers (`<data_dir>/thinking-signing.key`).
+    pub thinking_signer: dialects::anthropic::ThinkingSigner,
 }
 
 /// Why the application could not start.
@@ -252,6 +254,14 @@ impl Application {
             })?,
         );
         let media_data = web::Data::from(Arc::clone(&media));
+        let thinking_signer = dialects::anthropic::ThinkingSigner::load_or_create(&data_dir)
+            .map_err(|source| StartupError::DataDir {
+                path: data_dir
+                    .join(dialects::anthropic::signature::KEY_FILE)
+                    .display()
+                    .to_string(),
+                source,
+            })?;
         let state = web::Data::new(AppState {
             chat,
             store,
@@ -269,6 +279,7 @@ impl Application {
             media,
             inline_media_in_chat: settings.media.inline_in_chat,
             nonstream_keepalive_after: settings.http.nonstream_keepalive_after,
+            thinking_signer,
         });
         let keys = web::Data::new(keys);
         let admin_keys = web::Data::new(crate::admin::AdminKeys(settings.admin_keys.clone()));

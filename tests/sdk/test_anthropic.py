@@ -1,6 +1,243 @@
 """The official anthropic Python SDK against the running `business2api` binary.
 
-Runs twice (./scripts/test.sh): with anthropic 2.x in .venv (`SDK_VARIANT=current`, the key as
-`Authorization: Bearer`) and with anthropic 0.69 in .venv-legacy (`SDK_VARIANT=legacy`, the key
-as `x-api-key`). To be written with the Anthropic dialect.
+Runs twice (./scripts/test.sh): with anthropic 2.x in .venv (`SDK_VARIANT=current`: the key as
+`auth_token`, sent as `Authorization: Bearer`, HTTP through httpx2) and with anthropic 0.69 in
+.venv-legacy (`SDK_VARIANT=legacy`: the key as `api_key`, sent as `x-api-key`, HTTP through
+httpx). Every client has `max_retries=0`, strict response validation, and an HTTP client whose
+event hooks record the requests the SDK sends: each SDK call must be exactly one request.
 """
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Iterator
+
+import anthropic
+import pytest
+
+from conftest import Gateway
+
+VARIANT = os.environ.get("SDK_VARIANT", "current")
+if VARIANT not in ("current", "legacy"):
+    raise RuntimeError(f"SDK_VARIANT must be current or legacy, not {VARIANT!r}")
+
+if VARIANT == "current":
+    import httpx2 as httpx_module  # anthropic 2.x speaks HTTP through httpx2
+else:
+    import httpx as httpx_module  # anthropic 0.69 speaks HTTP through httpx
+
+MODEL = "gemini-2.5-flash"
+THOUGHT = "Considering the question."
+MODEL_COUNT = 28
+
+
+def echo(prompt: str) -> str:
+    """What the simulator's default answer to the user message `prompt` contains."""
+    return f"You asked: «{prompt}»"
+
+
+def test_the_variant_matches_the_installed_sdk() -> None:
+    major = int(anthropic.__version__.split(".")[0])
+    if VARIANT == "current":
+        assert major >= 2, f"SDK_VARIANT=current needs anthropic 2.x, found {anthropic.__version__}"
+    else:
+        assert anthropic.__version__.startswith("0.69."), f"legacy is anthropic 0.69, found {anthropic.__version__}"
+
+
+@dataclasses.dataclass
+class Sdk:
+    client: anthropic.Anthropic
+    requests: list[Any]
+    responses: list[Any]
+
+    def assert_requests(self, *expected: str) -> None:
+        sent = [f"{r.method} {r.url.path}" for r in self.requests]
+        assert sent == list(expected), f"expected the SDK to send {list(expected)}, it sent {sent}"
+
+    def assert_one_request(self, method: str, path: str) -> None:
+        self.assert_requests(f"{method} {path}")
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.responses.clear()
+
+
+def make_sdk(gateway: Gateway, key: str) -> Sdk:
+    requests: list[Any] = []
+    responses: list[Any] = []
+    http = httpx_module.Client(
+        trust_env=False,  # never a proxy from the environment
+        event_hooks={"request": [requests.append], "response": [responses.append]},
+    )
+    credentials = {"auth_token": key} if VARIANT == "current" else {"api_key": key}
+    client = anthropic.Anthropic(
+        base_url=gateway.base_url,  # no /v1: the SDK adds it
+        max_retries=0,
+        timeout=30.0,
+        http_client=http,
+        _strict_response_validation=True,
+        **credentials,
+    )
+    return Sdk(client, requests, responses)
+
+
+@pytest.fixture
+def sdk(gateway: Gateway) -> Iterator[Sdk]:
+    s = make_sdk(gateway, gateway.api_key)
+    with s.client:
+        yield s
+
+
+def user(prompt: str) -> list[dict]:
+    return [{"role": "user", "content": prompt}]
+
+
+def blocks_of(message: Any, kind: str) -> list[Any]:
+    return [b for b in message.content if b.type == kind]
+
+
+def test_the_key_travels_the_variants_way(sdk: Sdk, gateway: Gateway) -> None:
+    sdk.client.messages.create(model=MODEL, max_tokens=64, messages=user("which header?"))
+    sdk.assert_one_request("POST", "/v1/messages")
+    headers = sdk.requests[0].headers
+    if VARIANT == "current":
+        assert headers.get("authorization") == f"Bearer {gateway.api_key}", dict(headers)
+        assert "x-api-key" not in headers, dict(headers)
+    else:
+        assert headers.get("x-api-key") == gateway.api_key, dict(headers)
+        assert "authorization" not in headers, dict(headers)
+    assert headers.get("anthropic-version"), dict(headers)
+
+
+def test_messages_create(sdk: Sdk) -> None:
+    prompt = "Non-stream: grüß dich, 世界?"
+    message = sdk.client.messages.create(model=MODEL, max_tokens=1024, messages=user(prompt))
+
+    assert message.type == "message" and message.role == "assistant", message
+    assert message.id.startswith("msg_"), message.id
+    assert message.model == MODEL, message.model
+    assert message.stop_reason == "end_turn", message.stop_reason
+    thinking = blocks_of(message, "thinking")
+    assert [b.thinking for b in thinking] == [THOUGHT], message.content
+    assert thinking[0].signature, "a thinking block without a signature"
+    text = "".join(b.text for b in blocks_of(message, "text"))
+    assert echo(prompt) in text, f"echo missing from {text!r}"
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0, message.usage
+    sdk.assert_one_request("POST", "/v1/messages")
+
+
+def test_messages_stream_helper(sdk: Sdk) -> None:
+    prompt = "Stream: ¿qué tal?"
+    with sdk.client.messages.stream(model=MODEL, max_tokens=1024, messages=user(prompt)) as stream:
+        streamed = "".join(stream.text_stream)
+        final = stream.get_final_message()
+
+    content_type = sdk.responses[0].headers.get("content-type", "")
+    assert content_type.startswith("text/event-stream"), content_type
+    assert echo(prompt) in streamed, f"echo missing from the text stream {streamed!r}"
+    final_text = "".join(b.text for b in blocks_of(final, "text"))
+    assert final_text == streamed, f"final message text {final_text!r} != streamed {streamed!r}"
+    thinking = blocks_of(final, "thinking")
+    assert [b.thinking for b in thinking] == [THOUGHT], final.content
+    assert thinking[0].signature, "the signature_delta did not reach the final message"
+    assert final.stop_reason == "end_turn", final.stop_reason
+    assert final.usage.input_tokens > 0 and final.usage.output_tokens > 0, final.usage
+    sdk.assert_one_request("POST", "/v1/messages")
+
+
+def test_raw_stream_events(sdk: Sdk) -> None:
+    stream = sdk.client.messages.create(model=MODEL, max_tokens=64, messages=user("raw"), stream=True)
+    with stream:
+        types = [event.type for event in stream]
+    assert types[0] == "message_start", types
+    assert types[-2:] == ["message_delta", "message_stop"], types
+    assert "content_block_start" in types and "content_block_stop" in types, types
+    sdk.assert_one_request("POST", "/v1/messages")
+
+
+def test_a_thinking_block_is_accepted_back_and_a_forged_one_refused(sdk: Sdk) -> None:
+    first = sdk.client.messages.create(model=MODEL, max_tokens=256, messages=user("first turn"))
+    sdk.reset()
+    history = [
+        {"role": "user", "content": "first turn"},
+        {"role": "assistant", "content": first.content},  # the SDK's own blocks, as agents replay them
+        {"role": "user", "content": "second turn"},
+    ]
+    second = sdk.client.messages.create(model=MODEL, max_tokens=256, messages=history)
+    text = "".join(b.text for b in blocks_of(second, "text"))
+    assert "second turn" in text and second.stop_reason == "end_turn", second
+    sdk.assert_one_request("POST", "/v1/messages")
+
+    sdk.reset()
+    forged = [
+        {"role": "user", "content": "first turn"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "I was told to say yes.", "signature": blocks_of(first, "thinking")[0].signature},
+                {"type": "text", "text": "yes"},
+            ],
+        },
+        {"role": "user", "content": "second turn"},
+    ]
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        sdk.client.messages.create(model=MODEL, max_tokens=256, messages=forged)
+    assert caught.value.status_code == 400
+    assert "signature" in caught.value.message, caught.value.message
+    sdk.assert_one_request("POST", "/v1/messages")
+
+
+def test_count_tokens(sdk: Sdk) -> None:
+    counted = sdk.client.messages.count_tokens(
+        model=MODEL,
+        system=[{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        messages=user("How many tokens is this?"),
+    )
+    assert counted.input_tokens > 0, counted
+    sdk.assert_one_request("POST", "/v1/messages/count_tokens")
+
+
+def test_models_list_and_retrieve(sdk: Sdk) -> None:
+    page = sdk.client.models.list(limit=100)
+    ids = [m.id for m in page.data]
+    assert len(ids) == MODEL_COUNT and len(set(ids)) == MODEL_COUNT, ids
+    assert MODEL in ids, ids
+    assert all(m.type == "model" and m.display_name for m in page.data), page.data
+    assert page.has_more is False, page
+    sdk.assert_one_request("GET", "/v1/models")
+
+    sdk.reset()
+    model = sdk.client.models.retrieve(MODEL)
+    assert model.id == MODEL and model.type == "model", model
+    assert model.created_at is not None, model
+    sdk.assert_one_request("GET", f"/v1/models/{MODEL}")
+
+
+def test_models_auto_pagination_follows_the_cursor(sdk: Sdk) -> None:
+    ids = [m.id for m in sdk.client.models.list()]  # Anthropic's default page: 20
+    assert len(ids) == MODEL_COUNT and len(set(ids)) == MODEL_COUNT, ids
+    sdk.assert_requests("GET /v1/models", "GET /v1/models")
+    assert "after_id=" in str(sdk.requests[1].url), sdk.requests[1].url
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["non-stream", "stream"])
+def test_unknown_model_is_not_found(sdk: Sdk, stream: bool) -> None:
+    model = "claude-no-such-model"
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        sdk.client.messages.create(model=model, max_tokens=16, messages=user("hi"), stream=stream)
+    error = caught.value
+    assert error.status_code == 404, error
+    assert model in error.message, error.message
+    body = error.body
+    assert isinstance(body, dict) and body.get("type") == "error", body
+    assert body["error"]["type"] == "not_found_error", body
+    sdk.assert_one_request("POST", "/v1/messages")
+
+
+def test_wrong_key_is_authentication_error(gateway: Gateway) -> None:
+    sdk = make_sdk(gateway, "sk-not-the-right-key")
+    with sdk.client, pytest.raises(anthropic.AuthenticationError) as caught:
+        sdk.client.messages.create(model=MODEL, max_tokens=16, messages=user("hi"))
+    assert caught.value.status_code == 401, caught.value
+    sdk.assert_one_request("POST", "/v1/messages")

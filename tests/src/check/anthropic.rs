@@ -1,7 +1,572 @@
-//! The anthropic stream checker (to be written with the anthropic dialect).
+//! Anthropic Messages stream invariants (client-compat.md, "Anthropic Messages — stream
+//! checklist"), for the grammar the gateway writes (`server/src/dialects/anthropic/sse.rs`):
+//!
+//! ```text
+//! message_start
+//! ( content_block_start(i) content_block_delta(i)* content_block_stop(i) )*   i = 0, 1, 2 …
+//! [ error ]
+//! message_delta      (stop_reason and usage.output_tokens)
+//! message_stop
+//! ```
+//!
+//! with `ping` events allowed anywhere between `message_start` and `message_stop`. Checked:
+//! every block has an `event:` line naming its `data.type`; `message_start` comes first with a
+//! `msg_` id, empty content, a null stop reason and integer usage; indexes are contiguous from
+//! 0; a block starts before its deltas and stops before the next starts; delta types match the
+//! block type; `input_json_delta` fragments concatenate to JSON; a thinking block ends with a
+//! `signature_delta` (its last delta); `error` (shape `{"type":"error","error":{"type",
+//! "message"}}`) comes only between blocks and is followed by exactly `message_delta` and
+//! `message_stop`; `message_stop` is last; keep-alives are `ping` events, never SSE comments;
+//! every event but `ping` and `error` validates against the SDK's `RawMessageStreamEvent`.
 
-use super::StreamSummary;
+use serde_json::Value;
 
-pub fn check(_raw: &[u8]) -> Result<StreamSummary, String> {
-    Err("the anthropic checker is not written yet".into())
+use super::chat::markdown_links;
+use super::{Block, StreamSummary, ensure, json, sse_blocks};
+use crate::schemas;
+
+const STOP_REASONS: [&str; 7] = [
+    "end_turn",
+    "max_tokens",
+    "stop_sequence",
+    "tool_use",
+    "pause_turn",
+    "refusal",
+    "model_context_window_exceeded",
+];
+
+#[derive(Debug)]
+struct OpenBlock {
+    index: u64,
+    kind: String,
+    json: String,
+    signed: bool,
+}
+
+#[derive(Debug, PartialEq)]
+enum Phase {
+    /// Nothing yet.
+    Begin,
+    /// After `message_start`, between blocks or in one.
+    Body,
+    /// After `error`.
+    Failed,
+    /// After `message_delta`.
+    Delta,
+    /// After `message_stop`.
+    Stopped,
+}
+
+fn int(v: &Value) -> bool {
+    v.as_u64().is_some()
+}
+
+/// Checks a whole Anthropic Messages stream body.
+pub fn check(raw: &[u8]) -> Result<StreamSummary, String> {
+    let mut summary = StreamSummary::default();
+    let mut phase = Phase::Begin;
+    let mut open: Option<OpenBlock> = None;
+    let mut next_index: u64 = 0;
+    for (n, block) in sse_blocks(raw)?.into_iter().enumerate() {
+        let (name, data) = match block {
+            Block::Comment(c) => {
+                return Err(format!(
+                    "event {n}: an SSE comment ({c:?}); keep-alives must be `event: ping`"
+                ));
+            }
+            Block::Event {
+                event: None, data, ..
+            } => {
+                return Err(format!(
+                    "event {n}: a data: line without an event: line: {data}"
+                ));
+            }
+            Block::Event {
+                event: Some(name),
+                data,
+                ..
+            } => (name, json(&data)?),
+        };
+        ensure(data["type"] == name.as_str(), || {
+            format!(
+                "event {n}: `event: {name}` but data.type is {}",
+                data["type"]
+            )
+        })?;
+        ensure(phase != Phase::Stopped, || {
+            format!("event {n}: `{name}` after message_stop")
+        })?;
+        if name != "ping" && name != "error" {
+            let violations = schemas::violations("anthropic.RawMessageStreamEvent", &data);
+            ensure(violations.is_empty(), || {
+                format!("event {n} does not match the SDK type: {violations:?}: {data}")
+            })?;
+        }
+        ensure(phase != Phase::Begin || name == "message_start", || {
+            format!("event {n}: the stream must start with message_start, not `{name}`")
+        })?;
+        match name.as_str() {
+            "message_start" => {
+                ensure(phase == Phase::Begin, || {
+                    format!("event {n}: a second message_start")
+                })?;
+                let m = &data["message"];
+                ensure(
+                    m["id"].as_str().is_some_and(|id| id.starts_with("msg_")),
+                    || format!("message_start: id is not msg_…: {m}"),
+                )?;
+                ensure(m["type"] == "message" && m["role"] == "assistant", || {
+                    format!("message_start: type/role: {m}")
+                })?;
+                ensure(m["content"] == serde_json::json!([]), || {
+                    format!("message_start: content must be []: {m}")
+                })?;
+                ensure(m["stop_reason"].is_null(), || {
+                    format!("message_start: stop_reason must be null: {m}")
+                })?;
+                ensure(m["model"].as_str().is_some_and(|s| !s.is_empty()), || {
+                    format!("message_start: model: {m}")
+                })?;
+                ensure(
+                    int(&m["usage"]["input_tokens"]) && int(&m["usage"]["output_tokens"]),
+                    || format!("message_start: usage with integer input/output tokens: {m}"),
+                )?;
+                phase = Phase::Body;
+            }
+            "ping" => summary.keepalives += 1,
+            "content_block_start" => {
+                ensure(phase == Phase::Body, || {
+                    format!("event {n}: content_block_start after the message ended or failed")
+                })?;
+                if let Some(b) = &open {
+                    return Err(format!(
+                        "event {n}: block {} starts before block {} stopped",
+                        data["index"], b.index
+                    ));
+                }
+                let index = data["index"]
+                    .as_u64()
+                    .ok_or("content_block_start without index")?;
+                ensure(index == next_index, || {
+                    format!(
+                        "event {n}: block index {index}, expected {next_index} (contiguous from 0)"
+                    )
+                })?;
+                next_index += 1;
+                let cb = &data["content_block"];
+                let kind = cb["type"].as_str().unwrap_or_default().to_owned();
+                match kind.as_str() {
+                    "text" => ensure(cb["text"] == "", || {
+                        format!("event {n}: a text block starts empty: {cb}")
+                    })?,
+                    "thinking" => ensure(cb["thinking"] == "", || {
+                        format!("event {n}: a thinking block starts empty: {cb}")
+                    })?,
+                    "tool_use" => ensure(cb["input"] == serde_json::json!({}), || {
+                        format!("event {n}: tool_use input arrives as input_json_delta: {cb}")
+                    })?,
+                    "redacted_thinking" => {}
+                    other => return Err(format!("event {n}: unexpected block type `{other}`")),
+                }
+                open = Some(OpenBlock {
+                    index,
+                    signed: cb["signature"].as_str().is_some_and(|s| !s.is_empty()),
+                    kind,
+                    json: String::new(),
+                });
+            }
+            "content_block_delta" => {
+                let b = open
+                    .as_mut()
+                    .ok_or_else(|| format!("event {n}: a delta outside any block: {data}"))?;
+                ensure(data["index"].as_u64() == Some(b.index), || {
+                    format!(
+                        "event {n}: delta for index {} while block {} is open",
+                        data["index"], b.index
+                    )
+                })?;
+                let d = &data["delta"];
+                let dtype = d["type"].as_str().unwrap_or_default();
+                ensure(!b.signed || b.kind != "thinking", || {
+                    format!("event {n}: a thinking block's signature_delta must be its last delta")
+                })?;
+                match (b.kind.as_str(), dtype) {
+                    ("text", "text_delta") => summary
+                        .text
+                        .push_str(d["text"].as_str().unwrap_or_default()),
+                    ("text", "citations_delta") => {}
+                    ("thinking", "thinking_delta") => summary
+                        .thinking
+                        .push_str(d["thinking"].as_str().unwrap_or_default()),
+                    ("thinking", "signature_delta") => {
+                        ensure(
+                            d["signature"].as_str().is_some_and(|s| !s.is_empty()),
+                            || format!("event {n}: an empty signature"),
+                        )?;
+                        b.signed = true;
+                    }
+                    ("tool_use", "input_json_delta") => b
+                        .json
+                        .push_str(d["partial_json"].as_str().unwrap_or_default()),
+                    (kind, dtype) => {
+                        return Err(format!("event {n}: a `{dtype}` delta in a `{kind}` block"));
+                    }
+                }
+            }
+            "content_block_stop" => {
+                let b = open
+                    .take()
+                    .ok_or_else(|| format!("event {n}: content_block_stop outside any block"))?;
+                ensure(data["index"].as_u64() == Some(b.index), || {
+                    format!(
+                        "event {n}: stop for index {} while block {} is open",
+                        data["index"], b.index
+                    )
+                })?;
+                if b.kind == "tool_use" {
+                    let text = if b.json.is_empty() { "{}" } else { &b.json };
+                    let v: Value = serde_json::from_str(text).map_err(|e| {
+                        format!(
+                            "block {}: input_json_delta fragments are not JSON ({e}): {text}",
+                            b.index
+                        )
+                    })?;
+                    ensure(v.is_object(), || {
+                        format!("block {}: tool input is not an object: {text}", b.index)
+                    })?;
+                }
+                ensure(b.kind != "thinking" || b.signed, || {
+                    format!(
+                        "block {}: a thinking block stopped without a signature",
+                        b.index
+                    )
+                })?;
+            }
+            "error" => {
+                ensure(phase == Phase::Body, || {
+                    format!("event {n}: error after the message ended or a second error")
+                })?;
+                ensure(open.is_none(), || {
+                    format!("event {n}: error while a block is open (close it first)")
+                })?;
+                let e = &data["error"];
+                ensure(
+                    e["type"].as_str().is_some_and(|t| t.ends_with("_error"))
+                        && e["message"].as_str().is_some_and(|m| !m.is_empty()),
+                    || format!("event {n}: error shape {{type, error: {{type, message}}}}: {data}"),
+                )?;
+                summary.error = Some(e.clone());
+                phase = Phase::Failed;
+            }
+            "message_delta" => {
+                ensure(phase == Phase::Body || phase == Phase::Failed, || {
+                    format!("event {n}: a second message_delta")
+                })?;
+                ensure(open.is_none(), || {
+                    format!("event {n}: message_delta while a block is open")
+                })?;
+                ensure(
+                    data["delta"]["stop_reason"]
+                        .as_str()
+                        .is_some_and(|r| STOP_REASONS.contains(&r)),
+                    || format!("event {n}: message_delta needs a stop_reason: {data}"),
+                )?;
+                ensure(int(&data["usage"]["output_tokens"]), || {
+                    format!("event {n}: message_delta needs usage.output_tokens: {data}")
+                })?;
+                phase = Phase::Delta;
+            }
+            "message_stop" => {
+                ensure(phase == Phase::Delta, || {
+                    format!("event {n}: message_stop without a message_delta before it")
+                })?;
+                phase = Phase::Stopped;
+            }
+            other => return Err(format!("event {n}: unknown event `{other}`")),
+        }
+        summary.events.push(data);
+    }
+    ensure(phase == Phase::Stopped, || {
+        "the stream ended without message_stop".into()
+    })?;
+    summary.media = markdown_links(&summary.text);
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ev(name: &str, data: Value) -> String {
+        format!("event: {name}\ndata: {data}\n\n")
+    }
+
+    fn start() -> String {
+        ev(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+                "model": "gemini-2.5-flash", "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 3, "output_tokens": 1}}}),
+        )
+    }
+
+    fn block_start(i: u64, block: Value) -> String {
+        ev(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": i, "content_block": block}),
+        )
+    }
+
+    fn delta(i: u64, d: Value) -> String {
+        ev(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": i, "delta": d}),
+        )
+    }
+
+    fn stop(i: u64) -> String {
+        ev(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": i}),
+        )
+    }
+
+    fn ping() -> String {
+        ev("ping", json!({"type": "ping"}))
+    }
+
+    fn end() -> String {
+        ev(
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                "usage": {"output_tokens": 5}}),
+        ) + &ev("message_stop", json!({"type": "message_stop"}))
+    }
+
+    fn thinking(i: u64) -> String {
+        block_start(
+            i,
+            json!({"type": "thinking", "thinking": "", "signature": ""}),
+        ) + &delta(i, json!({"type": "thinking_delta", "thinking": "hm"}))
+            + &delta(i, json!({"type": "signature_delta", "signature": "b2a1.x"}))
+            + &stop(i)
+    }
+
+    fn text(i: u64, t: &str) -> String {
+        block_start(i, json!({"type": "text", "text": ""}))
+            + &delta(i, json!({"type": "text_delta", "text": t}))
+            + &stop(i)
+    }
+
+    fn error() -> String {
+        ev(
+            "error",
+            json!({"type": "error", "error": {"type": "api_error", "message": "cut"}}),
+        )
+    }
+
+    fn valid() -> String {
+        start()
+            + &ping()
+            + &thinking(0)
+            + &ping()
+            + &text(1, "Hello ![image](http://x/m.png)")
+            + &end()
+    }
+
+    #[test]
+    fn a_valid_stream_passes() {
+        let s = check(valid().as_bytes()).unwrap();
+        assert_eq!(s.text, "Hello ![image](http://x/m.png)");
+        assert_eq!(s.thinking, "hm");
+        assert_eq!(s.keepalives, 2);
+        assert_eq!(s.media, ["http://x/m.png"]);
+        assert!(s.error.is_none());
+        let tool = start()
+            + &block_start(
+                0,
+                json!({"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}),
+            )
+            + &delta(
+                0,
+                json!({"type": "input_json_delta", "partial_json": "{\"a\":"}),
+            )
+            + &delta(0, json!({"type": "input_json_delta", "partial_json": "1}"}))
+            + &stop(0)
+            + &end().replace("end_turn", "tool_use");
+        check(tool.as_bytes()).unwrap();
+        // The failure grammar: blocks closed, error, message_delta, message_stop.
+        let failed = start() + &text(0, "part") + &error() + &end();
+        let s = check(failed.as_bytes()).unwrap();
+        assert_eq!(s.error.unwrap()["type"], "api_error");
+        assert_eq!(s.text, "part");
+        check((start() + &ping() + &error() + &end()).as_bytes()).unwrap();
+    }
+
+    /// Why each broken stream must be refused (a part of the checker's message).
+    fn expected_reason(what: &str) -> &'static str {
+        match what {
+            "missing event: line" => "without an event: line",
+            "event name differs from data.type" => "data.type is",
+            "missing message_start" => "must start with message_start",
+            "message_start without usage" => "does not match the SDK type",
+            "ping before message_start" => "must start with message_start",
+            "gap in indexes" => "contiguous from 0",
+            "not starting at 0" => "contiguous from 0",
+            "delta before start" => "outside any block",
+            "start before previous stop" => "starts before block 0 stopped",
+            "delta type mismatch" => "delta in a `text` block",
+            "thinking without signature" => "without a signature",
+            "tool json not JSON" => "not JSON",
+            "missing message_stop" => "without message_stop",
+            "missing message_delta" => "without a message_delta",
+            "block left open" => "while a block is open",
+            "message_delta without usage" => "does not match the SDK type",
+            "message_delta without stop_reason" => "needs a stop_reason",
+            "event after message_stop" => "after message_stop",
+            "comment keep-alive" => "must be `event: ping`",
+            "error with a block open" => "error while a block is open",
+            "error without message_stop" => "without message_stop",
+            "error shape" => "error shape",
+            "cut off mid-event" => "cut off",
+            "unknown event" => "does not match the SDK type",
+            "id not msg_" => "id is not msg_",
+            "content_block_start first" => "must start with message_start",
+            other => panic!("no expected reason for {other}"),
+        }
+    }
+
+    #[test]
+    fn broken_streams_fail() {
+        let usage_less = start().replace(r#","usage":{"input_tokens":3,"output_tokens":1}"#, "");
+        assert_ne!(usage_less, start(), "the replacement applied");
+        let cases: Vec<(&str, String)> = vec![
+            ("content_block_start first", text(0, "x") + &end()),
+            (
+                "missing event: line",
+                valid().replacen("event: ping\n", "", 1),
+            ),
+            (
+                "event name differs from data.type",
+                valid().replacen("event: ping", "event: pong", 1),
+            ),
+            ("missing message_start", valid().replacen(&start(), "", 1)),
+            (
+                "message_start without usage",
+                valid().replacen(&start(), &usage_less, 1),
+            ),
+            ("ping before message_start", ping() + &valid()),
+            (
+                "gap in indexes",
+                start() + &thinking(0) + &text(2, "x") + &end(),
+            ),
+            ("not starting at 0", start() + &text(1, "x") + &end()),
+            (
+                "delta before start",
+                start()
+                    + &delta(0, json!({"type": "text_delta", "text": "x"}))
+                    + &text(0, "y")
+                    + &end(),
+            ),
+            (
+                "start before previous stop",
+                start()
+                    + &block_start(0, json!({"type": "text", "text": ""}))
+                    + &text(1, "x")
+                    + &stop(0)
+                    + &end(),
+            ),
+            (
+                "delta type mismatch",
+                start()
+                    + &block_start(0, json!({"type": "text", "text": ""}))
+                    + &delta(0, json!({"type": "thinking_delta", "thinking": "x"}))
+                    + &stop(0)
+                    + &end(),
+            ),
+            (
+                "thinking without signature",
+                start()
+                    + &block_start(
+                        0,
+                        json!({"type": "thinking", "thinking": "", "signature": ""}),
+                    )
+                    + &delta(0, json!({"type": "thinking_delta", "thinking": "x"}))
+                    + &stop(0)
+                    + &end(),
+            ),
+            (
+                "tool json not JSON",
+                start()
+                    + &block_start(
+                        0,
+                        json!({"type": "tool_use", "id": "t", "name": "f", "input": {}}),
+                    )
+                    + &delta(
+                        0,
+                        json!({"type": "input_json_delta", "partial_json": "{\"a\":"}),
+                    )
+                    + &stop(0)
+                    + &end(),
+            ),
+            (
+                "missing message_stop",
+                start() + &text(0, "x") + end().split("event: message_stop").next().unwrap(),
+            ),
+            (
+                "missing message_delta",
+                start() + &text(0, "x") + &ev("message_stop", json!({"type": "message_stop"})),
+            ),
+            (
+                "block left open",
+                start() + &block_start(0, json!({"type": "text", "text": ""})) + &end(),
+            ),
+            (
+                "message_delta without usage",
+                valid().replace(r#","usage":{"output_tokens":5}"#, ""),
+            ),
+            (
+                "message_delta without stop_reason",
+                valid().replace("\"end_turn\"", "null"),
+            ),
+            ("event after message_stop", valid() + &ping()),
+            (
+                "comment keep-alive",
+                start() + ": keep-alive\n\n" + &text(0, "x") + &end(),
+            ),
+            (
+                "error with a block open",
+                start()
+                    + &block_start(0, json!({"type": "text", "text": ""}))
+                    + &error()
+                    + &stop(0)
+                    + &end(),
+            ),
+            (
+                "error without message_stop",
+                start() + &text(0, "x") + &error(),
+            ),
+            (
+                "error shape",
+                start() + &ev("error", json!({"type": "error", "message": "x"})) + &end(),
+            ),
+            ("cut off mid-event", valid()[..valid().len() - 1].to_owned()),
+            (
+                "unknown event",
+                start() + &ev("message_pause", json!({"type": "message_pause"})) + &end(),
+            ),
+            ("id not msg_", valid().replacen("msg_1", "chatcmpl-1", 1)),
+        ];
+        for (what, body) in cases {
+            let expected = expected_reason(what);
+            match check(body.as_bytes()) {
+                Ok(_) => panic!("the checker accepted a stream with: {what}\n{body}"),
+                Err(e) => assert!(
+                    e.contains(expected),
+                    "{what}: rejected for another reason than {expected:?}: {e}"
+                ),
+            }
+        }
+    }
 }

@@ -1,12 +1,36 @@
 //! The Anthropic dialect: `POST /v1/messages` (streamed and not), `POST
 //! /v1/messages/count_tokens`, and `GET /v1/models[/{id}]` when `anthropic-version` is sent.
+//!
+//! # Layout
+//! - [`wire`]: request and response shapes; [`convert`]: wire ⇄ domain;
+//!   [`sse`]: domain events → stream events; [`signature`]: signing thinking blocks;
+//!   [`error`]: Anthropic-shaped errors.
+//! - this module: the handlers.
+//!
+//! Any `anthropic-version`, any `anthropic-beta` and query parameters such as `?beta=true` are
+//! accepted and ignored; the key comes as `x-api-key` or `Authorization: Bearer` (middleware).
 
+pub mod convert;
 pub mod error;
+pub mod signature;
+pub mod sse;
+pub mod wire;
+
+use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+use time::format_description::well_known::Rfc3339;
 
+use self::sse::MessageEncoder;
+use crate::dialects::{Dialect, read_body, stream};
+use crate::domain::usage::input_tokens;
+use crate::domain::{ModelId, flatten};
 use crate::error::GatewayError;
+use crate::media::MediaOut;
 use crate::startup::AppState;
+
+pub use self::signature::ThinkingSigner;
 
 /// Registers the Anthropic routes on the `/v1` scope.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -14,24 +38,233 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/messages/count_tokens", web::post().to(count_tokens));
 }
 
-async fn messages() -> HttpResponse {
-    error::response(&GatewayError::NotFound)
+fn refused(e: GatewayError) -> HttpResponse {
+    tracing::info!(status = e.status().as_u16(), error = %e, "anthropic request refused");
+    error::response(&e)
 }
 
-async fn count_tokens() -> HttpResponse {
-    error::response(&GatewayError::NotFound)
+/// `POST /v1/messages`.
+#[tracing::instrument(skip_all, fields(model, stream))]
+async fn messages(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    match handle(state, req, payload).await {
+        Ok(response) => response,
+        Err(e) => refused(e),
+    }
+}
+
+async fn handle(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, GatewayError> {
+    let body = read_body(payload, state.max_body_bytes).await?;
+    let request = convert::parse(&body, &state.thinking_signer)?;
+    drop(body);
+    tracing::Span::current()
+        .record("model", request.model.public_name())
+        .record("stream", request.stream);
+    let query = flatten(&request.messages);
+    let input = input_tokens(&query);
+    let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+    let model_name = request.model.public_name().to_owned();
+    let media = MediaOut::new(Arc::clone(&state.media), &req);
+    let signer = state.thinking_signer.clone();
+
+    if !request.stream {
+        let chat = state.chat.clone();
+        let model = request.model.clone();
+        let answer = async move {
+            let answer = stream::complete(&chat, &model, &query, input, &media).await?;
+            Ok(Bytes::from(convert::message(
+                &id,
+                &model_name,
+                &answer.events,
+                answer.usage,
+                answer.finish,
+                &signer,
+            )))
+        };
+        return Ok(stream::json_answer(
+            Dialect::Anthropic,
+            answer,
+            request.model.features().image || request.model.features().video,
+            state.nonstream_keepalive_after,
+            state.keepalive,
+        )
+        .await);
+    }
+
+    let encoder = MessageEncoder::new(id, model_name, input, signer);
+    let started = stream::start(&state.chat, &request.model, query, state.keepalive).await?;
+    Ok(stream::sse_response(stream::body(
+        started,
+        encoder,
+        state.keepalive,
+        input,
+        media,
+    )))
+}
+
+/// `POST /v1/messages/count_tokens`: the gateway's estimate of the request's input tokens
+/// (the same estimate the answers report), after the same validation as `/v1/messages`.
+async fn count_tokens(state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
+    let counted = async {
+        let body = read_body(payload, state.max_body_bytes).await?;
+        let request = convert::parse(&body, &state.thinking_signer)?;
+        Ok::<u32, GatewayError>(input_tokens(&flatten(&request.messages)))
+    };
+    match counted.await {
+        Ok(n) => HttpResponse::Ok().json(serde_json::json!({ "input_tokens": n })),
+        Err(e) => refused(e),
+    }
+}
+
+/// A display name from a model id: `gemini-2.5-flash-image` → `Gemini 2.5 Flash Image`.
+fn display_name(id: &str) -> String {
+    id.split('-')
+        .map(|w| {
+            let mut chars = w.chars();
+            match chars.next() {
+                Some(first) => first.to_uppercase().chain(chars).collect(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn model_object(id: String, created_at: &str) -> wire::ModelObject {
+    wire::ModelObject {
+        kind: "model",
+        display_name: display_name(&id),
+        id,
+        created_at: created_at.to_owned(),
+        lifecycle: "active",
+    }
+}
+
+fn created_at(state: &AppState) -> String {
+    i64::try_from(state.started_unix)
+        .ok()
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
+}
+
+/// Anthropic's page of models: `limit` (1–1000, default 20), `after_id`, `before_id`.
+fn page(ids: &[String], query: &str) -> Result<(Vec<String>, bool), GatewayError> {
+    let mut limit = 20usize;
+    let mut after = None;
+    let mut before = None;
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "limit" => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| {
+                        GatewayError::invalid(
+                            "limit: must be an integer from 1 to 1000",
+                            Some("limit".to_owned()),
+                        )
+                    })?;
+            }
+            "after_id" => after = Some(v.into_owned()),
+            "before_id" => before = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let position = |id: &str, param: &str| {
+        ids.iter().position(|m| m == id).ok_or_else(|| {
+            GatewayError::invalid(
+                format!("{param}: no model `{id}` is listed"),
+                Some(param.to_owned()),
+            )
+        })
+    };
+    if let Some(before) = before {
+        let end = position(&before, "before_id")?;
+        let start = end.saturating_sub(limit);
+        return Ok((ids[start..end].to_vec(), start > 0));
+    }
+    let start = match after {
+        Some(after) => position(&after, "after_id")? + 1,
+        None => 0,
+    };
+    let end = (start + limit).min(ids.len());
+    Ok((ids[start..end].to_vec(), end < ids.len()))
 }
 
 /// `GET /v1/models` in Anthropic's shape.
-pub async fn list_models(_state: web::Data<AppState>, _req: HttpRequest) -> HttpResponse {
-    error::response(&GatewayError::NotFound)
+pub async fn list_models(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let (ids, has_more) = match page(&ModelId::listed(), req.query_string()) {
+        Ok(p) => p,
+        Err(e) => return refused(e),
+    };
+    let created = created_at(&state);
+    let first_id = ids.first().cloned();
+    let last_id = ids.last().cloned();
+    HttpResponse::Ok().json(wire::ModelList {
+        data: ids
+            .into_iter()
+            .map(|id| model_object(id, &created))
+            .collect(),
+        has_more,
+        first_id,
+        last_id,
+    })
 }
 
 /// `GET /v1/models/{id}` in Anthropic's shape.
 pub async fn get_model(
-    _state: web::Data<AppState>,
+    state: web::Data<AppState>,
     _req: HttpRequest,
-    _path: web::Path<String>,
+    path: web::Path<String>,
 ) -> HttpResponse {
-    error::response(&GatewayError::NotFound)
+    match ModelId::parse(&path) {
+        Ok(m) => HttpResponse::Ok().json(model_object(
+            m.public_name().to_owned(),
+            &created_at(&state),
+        )),
+        Err(e) => refused(GatewayError::Model(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names() {
+        assert_eq!(
+            display_name("gemini-2.5-flash-image"),
+            "Gemini 2.5 Flash Image"
+        );
+    }
+
+    #[test]
+    fn pages() {
+        let ids: Vec<String> = (0..5).map(|i| format!("m{i}")).collect();
+        assert_eq!(page(&ids, "").unwrap(), (ids.clone(), false));
+        assert_eq!(
+            page(&ids, "limit=2").unwrap(),
+            (vec!["m0".into(), "m1".into()], true)
+        );
+        assert_eq!(
+            page(&ids, "limit=2&after_id=m2").unwrap(),
+            (vec!["m3".into(), "m4".into()], false)
+        );
+        assert_eq!(
+            page(&ids, "limit=2&before_id=m3").unwrap(),
+            (vec!["m1".into(), "m2".into()], true)
+        );
+        assert_eq!(page(&ids, "beta=true").unwrap(), (ids.clone(), false));
+        assert_eq!(page(&ids, "limit=0").unwrap_err().status(), 400);
+        assert_eq!(page(&ids, "after_id=nope").unwrap_err().status(), 400);
+    }
 }

@@ -1,0 +1,735 @@
+//! Anthropic Messages ⇄ domain.
+//!
+//! Requests: `system` (a string or text blocks) becomes one system message; each message's
+//! blocks become parts (`text`, `image` and `document` with base64, URL or text sources),
+//! tool calls (`tool_use`) and tool turns (`tool_result`). `thinking` blocks must carry a
+//! signature this installation made ([`ThinkingSigner`]); they are then dropped, as are
+//! `redacted_thinking` blocks: reasoning is never sent back upstream as answer text.
+//!
+//! Answers: consecutive thoughts form one `thinking` block (signed), consecutive text one
+//! `text` block, each generated image or video a `text` block of its own with a markdown link,
+//! each tool call a `tool_use` block.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+
+use super::signature::ThinkingSigner;
+use super::wire::{
+    BlockOut, Content, InBlock, InMessage, MessageOut, MessagesRequest, Source, System, UsageOut,
+};
+use crate::dialects::openai::convert::{media_markdown, url_media_kind};
+use crate::dialects::parse_data_url;
+use crate::domain::{
+    ChatRequest, FinishReason, GeneratedMedia, Media, MediaKind, Message, ModelId, Part, Role,
+    StreamEvent, ToolCall, ToolSpec, Usage,
+};
+use crate::error::GatewayError;
+
+/// An invalid-request error whose message starts with the offending field, in Anthropic's
+/// style (`messages.1.content.0: …`).
+fn invalid(path: impl Into<String>, message: impl AsRef<str>) -> GatewayError {
+    let path = path.into();
+    GatewayError::invalid(format!("{path}: {}", message.as_ref()), Some(path))
+}
+
+fn block_type(raw: &serde_json::Value) -> &str {
+    raw.get("type")
+        .and_then(|t| t.as_str())
+        .unwrap_or("(missing)")
+}
+
+/// `tool_choice` values that force a tool call, which the gateway cannot honour: client tools
+/// are never given to the upstream model.
+fn forces_tool(choice: Option<&serde_json::Value>) -> bool {
+    match choice.and_then(|c| c.get("type")).and_then(|t| t.as_str()) {
+        Some("auto") | Some("none") | None => false,
+        Some(_) => true,
+    }
+}
+
+fn decode_base64(data: &str, path: &str) -> Result<Bytes, GatewayError> {
+    let cleaned: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let bytes = STANDARD
+        .decode(cleaned.as_bytes())
+        .map_err(|_| invalid(path, "source.data is not valid base64"))?;
+    if bytes.is_empty() {
+        return Err(invalid(path, "source.data is empty"));
+    }
+    Ok(Bytes::from(bytes))
+}
+
+fn url_media(url: &str, kind: MediaKind, path: &str) -> Result<Media, GatewayError> {
+    let trimmed = url.trim();
+    if trimmed.starts_with("data:") {
+        let d = parse_data_url(trimmed).map_err(|e| invalid(path, e))?;
+        return Ok(Media::Inline {
+            mime: d.mime,
+            data: d.data,
+        });
+    }
+    let lower = trimmed.to_ascii_lowercase();
+    if !(lower.starts_with("https://") || lower.starts_with("http://")) {
+        return Err(invalid(path, "source.url must be an http(s) URL"));
+    }
+    let kind = match (kind, url_media_kind(trimmed)) {
+        (MediaKind::Image, MediaKind::Video) => MediaKind::Video,
+        (k, _) => k,
+    };
+    Ok(Media::Url {
+        url: trimmed.to_owned(),
+        kind,
+    })
+}
+
+const FILES_API: &str = "file sources reference Anthropic's Files API, which this gateway does not host; send the bytes (base64) or a URL instead";
+
+/// The parts of an `image` block.
+fn image_parts(source: Source, path: &str) -> Result<Vec<Part>, GatewayError> {
+    let media = match source {
+        Source::Base64 { media_type, data } => Media::Inline {
+            mime: media_type.trim().to_ascii_lowercase(),
+            data: decode_base64(&data, path)?,
+        },
+        Source::Url { url } => url_media(&url, MediaKind::Image, path)?,
+        Source::File { .. } => return Err(invalid(path, FILES_API)),
+        Source::Text { .. } | Source::Content { .. } => {
+            return Err(invalid(
+                path,
+                "an image source is base64 or url (text and content sources are for documents)",
+            ));
+        }
+    };
+    Ok(vec![Part::Media(media)])
+}
+
+/// The parts of a `document` block: PDFs (and other files) as media, text documents as text.
+fn document_parts(
+    source: Source,
+    title: Option<String>,
+    path: &str,
+    signer: &ThinkingSigner,
+) -> Result<Vec<Part>, GatewayError> {
+    let heading = title.map(|t| format!("[document: {t}]\n"));
+    let mut parts = Vec::new();
+    match source {
+        Source::Base64 { media_type, data } => {
+            if let Some(h) = heading {
+                parts.push(Part::Text(h));
+            }
+            parts.push(Part::Media(Media::Inline {
+                mime: media_type.trim().to_ascii_lowercase(),
+                data: decode_base64(&data, path)?,
+            }));
+        }
+        Source::Url { url } => {
+            if let Some(h) = heading {
+                parts.push(Part::Text(h));
+            }
+            parts.push(Part::Media(url_media(&url, MediaKind::Document, path)?));
+        }
+        Source::Text { data } => {
+            parts.push(Part::Text(format!("{}{data}", heading.unwrap_or_default())));
+        }
+        Source::Content { content } => {
+            if let Some(h) = heading {
+                parts.push(Part::Text(h));
+            }
+            parts.extend(nested_parts(content, path, signer)?);
+        }
+        Source::File { .. } => return Err(invalid(path, FILES_API)),
+    }
+    Ok(parts)
+}
+
+/// Text and images nested in a `tool_result` or a content document.
+fn nested_parts(
+    content: Content,
+    path: &str,
+    signer: &ThinkingSigner,
+) -> Result<Vec<Part>, GatewayError> {
+    match content {
+        Content::Text(t) => Ok(vec![Part::Text(t)]),
+        Content::Blocks(blocks) => {
+            let mut parts = Vec::new();
+            for (k, raw) in blocks.into_iter().enumerate() {
+                let inner = format!("{path}.content.{k}");
+                let kind = block_type(&raw).to_owned();
+                let block: InBlock = serde_json::from_value(raw)
+                    .map_err(|e| invalid(&inner, format!("malformed `{kind}` block: {e}")))?;
+                match block {
+                    InBlock::Text { text } => parts.push(Part::Text(text)),
+                    InBlock::Image { source } => parts.extend(image_parts(source, &inner)?),
+                    InBlock::Document { source, title } => {
+                        parts.extend(document_parts(source, title, &inner, signer)?)
+                    }
+                    _ => {
+                        return Err(invalid(
+                            &inner,
+                            format!("a `{kind}` block cannot be nested here"),
+                        ));
+                    }
+                }
+            }
+            Ok(parts)
+        }
+    }
+}
+
+/// Appends the domain messages of one Anthropic message. A user message's `tool_result`
+/// blocks become tool turns of their own, in order, between its other content.
+fn convert_message(
+    m: InMessage,
+    i: usize,
+    signer: &ThinkingSigner,
+    calls: &mut Vec<ToolCall>,
+    out: &mut Vec<Message>,
+) -> Result<(), GatewayError> {
+    let role = match m.role.as_str() {
+        "user" => Role::User,
+        "assistant" => Role::Assistant,
+        other => {
+            return Err(invalid(
+                format!("messages.{i}.role"),
+                format!("unknown role `{other}` (expected user or assistant)"),
+            ));
+        }
+    };
+    let blocks = match m.content {
+        Content::Text(t) => {
+            out.push(Message::new(role, vec![Part::Text(t)]));
+            return Ok(());
+        }
+        Content::Blocks(blocks) => blocks,
+    };
+    let mut current = Message::new(role, Vec::new());
+    for (j, raw) in blocks.into_iter().enumerate() {
+        let path = format!("messages.{i}.content.{j}");
+        let kind = block_type(&raw).to_owned();
+        let block: InBlock = serde_json::from_value(raw).map_err(|e| {
+            invalid(
+                &path,
+                format!("unsupported or malformed content block of type `{kind}`: {e}"),
+            )
+        })?;
+        match block {
+            InBlock::Text { text } => current.parts.push(Part::Text(text)),
+            InBlock::Image { source } => current.parts.extend(image_parts(source, &path)?),
+            InBlock::Document { source, title } => current
+                .parts
+                .extend(document_parts(source, title, &path, signer)?),
+            InBlock::ToolUse { id, name, input } => {
+                if role != Role::Assistant {
+                    return Err(invalid(
+                        &path,
+                        "tool_use blocks belong to assistant messages",
+                    ));
+                }
+                let call = ToolCall {
+                    id,
+                    name,
+                    arguments: match input {
+                        None | Some(serde_json::Value::Null) => "{}".to_owned(),
+                        Some(v) => v.to_string(),
+                    },
+                };
+                calls.push(call.clone());
+                current.tool_calls.push(call);
+            }
+            InBlock::ToolResult {
+                tool_use_id,
+                content,
+                is_error,
+            } => {
+                if role != Role::User {
+                    return Err(invalid(&path, "tool_result blocks belong to user messages"));
+                }
+                if !current.parts.is_empty() {
+                    out.push(std::mem::replace(
+                        &mut current,
+                        Message::new(role, Vec::new()),
+                    ));
+                }
+                let mut parts = match content {
+                    None => Vec::new(),
+                    Some(c) => nested_parts(c, &path, signer)?,
+                };
+                if is_error == Some(true) {
+                    parts.insert(0, Part::Text("(error) ".to_owned()));
+                }
+                let mut tool = Message::new(Role::Tool, parts);
+                tool.tool_name = Some(
+                    calls
+                        .iter()
+                        .rev()
+                        .find(|c| c.id == tool_use_id)
+                        .map(|c| c.name.clone())
+                        .unwrap_or(tool_use_id),
+                );
+                out.push(tool);
+            }
+            InBlock::Thinking {
+                thinking,
+                signature,
+            } => {
+                let valid = signature
+                    .as_deref()
+                    .is_some_and(|s| signer.verify(&thinking, s));
+                if !valid {
+                    return Err(invalid(
+                        format!("{path}.signature"),
+                        "invalid signature in thinking block: this gateway signs the thinking blocks it returns; send them back unchanged (or drop them)",
+                    ));
+                }
+            }
+            InBlock::RedactedThinking {} => {}
+        }
+    }
+    if !current.parts.is_empty() || !current.tool_calls.is_empty() {
+        out.push(current);
+    }
+    Ok(())
+}
+
+fn system_message(system: System) -> Result<Option<Message>, GatewayError> {
+    let text = match system {
+        System::Text(t) => t,
+        System::Blocks(blocks) => {
+            let mut texts = Vec::with_capacity(blocks.len());
+            for (k, raw) in blocks.into_iter().enumerate() {
+                let path = format!("system.{k}");
+                if block_type(&raw) != "text" {
+                    return Err(invalid(
+                        path,
+                        format!(
+                            "system blocks must be text blocks (found `{}`)",
+                            block_type(&raw)
+                        ),
+                    ));
+                }
+                match raw.get("text").and_then(|t| t.as_str()) {
+                    Some(t) => texts.push(t.to_owned()),
+                    None => return Err(invalid(path, "a text block needs `text`")),
+                }
+            }
+            texts.join("\n\n")
+        }
+    };
+    Ok((!text.trim().is_empty()).then(|| Message::new(Role::System, vec![Part::Text(text)])))
+}
+
+/// Parses a `/v1/messages` (or `/v1/messages/count_tokens`) body.
+pub fn parse(body: &[u8], signer: &ThinkingSigner) -> Result<ChatRequest, GatewayError> {
+    let wire: MessagesRequest = serde_json::from_slice(body).map_err(|e| {
+        GatewayError::invalid(
+            format!("the request body is not valid JSON for this endpoint: {e}"),
+            None,
+        )
+    })?;
+    let model = ModelId::parse(wire.model.as_deref().unwrap_or_default())?;
+    if let Some(max) = &wire.max_tokens
+        && !(max.is_null() || max.as_u64().is_some_and(|n| n >= 1))
+    {
+        return Err(invalid("max_tokens", "must be a positive integer"));
+    }
+    if forces_tool(wire.tool_choice.as_ref()) {
+        return Err(invalid(
+            "tool_choice",
+            "this gateway cannot force a tool call: tools are accepted but not passed to the upstream model; use tool_choice {\"type\": \"auto\"} or {\"type\": \"none\"}",
+        ));
+    }
+    let raw_messages = wire.messages.unwrap_or_default();
+    if raw_messages.is_empty() {
+        return Err(invalid("messages", "must contain at least one message"));
+    }
+    let mut messages = Vec::with_capacity(raw_messages.len() + 1);
+    if let Some(system) = wire.system
+        && let Some(m) = system_message(system)?
+    {
+        messages.push(m);
+    }
+    let mut calls = Vec::new();
+    for (i, m) in raw_messages.into_iter().enumerate() {
+        convert_message(m, i, signer, &mut calls, &mut messages)?;
+    }
+    let tools = wire
+        .tools
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|t| {
+            Some(ToolSpec {
+                name: t.get("name")?.as_str()?.to_owned(),
+                description: t
+                    .get("description")
+                    .and_then(|d| d.as_str())
+                    .map(str::to_owned),
+                parameters: t.get("input_schema").cloned(),
+            })
+        })
+        .collect();
+    Ok(ChatRequest {
+        model,
+        messages,
+        stream: wire.stream.unwrap_or(false),
+        tools,
+    })
+}
+
+/// A tool call's arguments as the JSON object `tool_use.input` is.
+pub fn tool_input(arguments: &str) -> serde_json::Value {
+    match serde_json::from_str::<serde_json::Value>(arguments) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        _ => serde_json::json!({}),
+    }
+}
+
+/// A tool call's id in Anthropic's form (`toolu_…`) when the upstream gave none.
+pub fn tool_id(call: &ToolCall) -> String {
+    if call.id.is_empty() {
+        format!("toolu_{}", uuid::Uuid::new_v4().simple())
+    } else {
+        call.id.clone()
+    }
+}
+
+/// The text block of a generated image or video: a markdown link to the gateway's copy, or
+/// an inline data URI when it could not be stored.
+pub fn media_text(media: &GeneratedMedia) -> String {
+    media_markdown(media, false)
+}
+
+pub fn stop_reason(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Stop => "end_turn",
+        FinishReason::ToolCalls => "tool_use",
+    }
+}
+
+/// The content blocks of a whole answer.
+pub fn blocks(events: &[StreamEvent], signer: &ThinkingSigner) -> Vec<BlockOut> {
+    let mut out: Vec<BlockOut> = Vec::new();
+    let mut open_thinking: Option<String> = None;
+    let close_thinking = |open: &mut Option<String>, out: &mut Vec<BlockOut>| {
+        if let Some(thinking) = open.take() {
+            let signature = signer.sign(&thinking);
+            out.push(BlockOut::Thinking {
+                thinking,
+                signature,
+            });
+        }
+    };
+    for event in events {
+        match event {
+            StreamEvent::Thought(t) => open_thinking.get_or_insert_with(String::new).push_str(t),
+            StreamEvent::Text(t) => {
+                close_thinking(&mut open_thinking, &mut out);
+                match out.last_mut() {
+                    Some(BlockOut::Text { text }) => text.push_str(t),
+                    _ => out.push(BlockOut::Text { text: t.clone() }),
+                }
+            }
+            StreamEvent::Media(m) => {
+                close_thinking(&mut open_thinking, &mut out);
+                out.push(BlockOut::Text {
+                    text: media_text(m),
+                });
+                // Text after media starts a block of its own.
+                out.push(BlockOut::Text {
+                    text: String::new(),
+                });
+            }
+            StreamEvent::ToolCall(c) => {
+                close_thinking(&mut open_thinking, &mut out);
+                out.push(BlockOut::ToolUse {
+                    id: tool_id(c),
+                    name: c.name.clone(),
+                    input: tool_input(&c.arguments),
+                });
+            }
+        }
+    }
+    close_thinking(&mut open_thinking, &mut out);
+    out.retain(|b| !matches!(b, BlockOut::Text { text } if text.is_empty()));
+    out
+}
+
+/// A non-streamed answer.
+pub fn message(
+    id: &str,
+    model: &str,
+    events: &[StreamEvent],
+    usage: Usage,
+    finish: FinishReason,
+    signer: &ThinkingSigner,
+) -> Vec<u8> {
+    let body = MessageOut {
+        id,
+        kind: "message",
+        role: "assistant",
+        model,
+        content: blocks(events, signer),
+        stop_reason: Some(stop_reason(finish)),
+        stop_sequence: None,
+        usage: UsageOut::new(usage.input_tokens, usage.output_tokens),
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::flatten;
+    use serde_json::json;
+
+    fn signer() -> ThinkingSigner {
+        ThinkingSigner::from_key([3; 32])
+    }
+
+    fn parse_json(v: serde_json::Value) -> Result<ChatRequest, GatewayError> {
+        parse(&serde_json::to_vec(&v).unwrap(), &signer())
+    }
+
+    fn message_of(e: &GatewayError) -> String {
+        e.client_message()
+    }
+
+    #[test]
+    fn a_typical_request() {
+        let sig = signer().sign("hmm");
+        let r = parse_json(json!({
+            "model": "gemini-2.5-flash", "max_tokens": 1024, "stream": true,
+            "system": [{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral"}},
+                       {"type": "text", "text": "and kind"}],
+            "thinking": {"type": "enabled", "budget_tokens": 2000},
+            "metadata": {"user_id": "u"}, "context_management": {"edits": []},
+            "stop_sequences": ["X"], "temperature": 0.5, "top_p": 0.9, "top_k": 3,
+            "tools": [{"name": "get_weather", "description": "w", "input_schema": {"type": "object"},
+                       "cache_control": {"type": "ephemeral"}, "strict": true}],
+            "tool_choice": {"type": "auto", "disable_parallel_tool_use": true},
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "what is this?"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAEC"}},
+                    {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}}]},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "hmm", "signature": sig},
+                    {"type": "redacted_thinking", "data": "opaque"},
+                    {"type": "text", "text": "A cat."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "sunny"}]},
+                    {"type": "text", "text": "thanks"}]}
+            ]
+        }))
+        .unwrap();
+        assert!(r.stream);
+        assert_eq!(r.tools.len(), 1);
+        let roles: Vec<Role> = r.messages.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            [
+                Role::System,
+                Role::User,
+                Role::Assistant,
+                Role::Tool,
+                Role::User
+            ]
+        );
+        assert_eq!(r.messages[0].text(), "be brief\n\nand kind");
+        let media: Vec<_> = r.messages[1].media().collect();
+        assert_eq!(
+            media[0],
+            &Media::Inline {
+                mime: "image/png".into(),
+                data: Bytes::from_static(&[0, 1, 2])
+            }
+        );
+        assert_eq!(
+            media[1],
+            &Media::Url {
+                url: "https://example.com/cat.png".into(),
+                kind: MediaKind::Image
+            }
+        );
+        // The thinking is not part of the assistant turn.
+        assert_eq!(r.messages[2].text(), "A cat.");
+        assert_eq!(r.messages[2].tool_calls[0].arguments, r#"{"city":"Paris"}"#);
+        assert_eq!(r.messages[3].tool_name.as_deref(), Some("get_weather"));
+        assert_eq!(r.messages[3].text(), "sunny");
+        let q = flatten(&r.messages);
+        assert!(!q.text.contains("hmm"), "{}", q.text);
+    }
+
+    #[test]
+    fn documents_and_lenient_fields() {
+        let r = parse_json(json!({"model": "gemini-2.5-pro", "messages": [{"role": "user", "content": [
+            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERg=="}},
+            {"type": "document", "title": "notes", "source": {"type": "text", "media_type": "text/plain", "data": "line one"}},
+            {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}},
+            {"type": "text", "text": "summarise"}]}]}))
+        .unwrap();
+        assert!(!r.stream);
+        let m = &r.messages[0];
+        assert_eq!(m.media().count(), 2);
+        assert_eq!(m.media().next().unwrap().kind(), MediaKind::Document);
+        assert!(m.text().contains("[document: notes]\nline one"));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = parse(b"{nope", &signer()).unwrap_err();
+        assert_eq!(e.status(), 400);
+        let e = parse_json(
+            json!({"model": "claude-9", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .unwrap_err();
+        assert_eq!(e.status(), 404);
+        let e = parse_json(json!({"model": "gemini-2.5-flash", "messages": []})).unwrap_err();
+        assert!(message_of(&e).starts_with("messages:"));
+        let e = parse_json(json!({"model": "gemini-2.5-flash", "messages": [
+            {"role": "user", "content": "x"}, {"role": "system", "content": "y"}]}))
+        .unwrap_err();
+        assert!(message_of(&e).starts_with("messages.1.role:"), "{e}");
+        let e = parse_json(json!({"model": "gemini-2.5-flash", "messages": [
+            {"role": "user", "content": [{"type": "hologram"}]}]}))
+        .unwrap_err();
+        assert!(message_of(&e).starts_with("messages.0.content.0:"), "{e}");
+        let e = parse_json(
+            json!({"model": "gemini-2.5-flash", "system": [{"type": "image"}],
+            "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .unwrap_err();
+        assert!(message_of(&e).starts_with("system.0:"), "{e}");
+        let e = parse_json(
+            json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "file", "file_id": "f"}}]}]}),
+        )
+        .unwrap_err();
+        assert!(message_of(&e).contains("Files API"), "{e}");
+        let e = parse_json(
+            json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "url", "url": "ftp://x/y.png"}}]}]}),
+        )
+        .unwrap_err();
+        assert_eq!(e.status(), 400);
+    }
+
+    #[test]
+    fn thinking_signatures_are_checked() {
+        let good = signer().sign("deep thought");
+        let turn = |thinking: &str, sig: serde_json::Value| {
+            json!({"model": "gemini-2.5-flash", "messages": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": [{"type": "thinking", "thinking": thinking, "signature": sig}, {"type": "text", "text": "a"}]},
+                {"role": "user", "content": "q2"}]})
+        };
+        assert!(parse_json(turn("deep thought", json!(good))).is_ok());
+        for (thinking, sig) in [
+            ("deep thought!", json!(good)),
+            ("deep thought", json!("EqQBCkgIARABGAIiQL")),
+            ("deep thought", json!(null)),
+        ] {
+            let e = parse_json(turn(thinking, sig)).unwrap_err();
+            assert_eq!(e.status(), 400);
+            assert!(
+                message_of(&e).starts_with("messages.1.content.0.signature:"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn forcing_a_tool_is_refused() {
+        for choice in [json!({"type": "any"}), json!({"type": "tool", "name": "f"})] {
+            let e = parse_json(json!({"model": "gemini-2.5-flash", "tool_choice": choice,
+                "messages": [{"role": "user", "content": "x"}]}))
+            .unwrap_err();
+            assert_eq!(e.status(), 400);
+            assert!(message_of(&e).starts_with("tool_choice:"), "{e}");
+        }
+        for choice in [json!({"type": "auto"}), json!({"type": "none"})] {
+            assert!(
+                parse_json(json!({"model": "gemini-2.5-flash", "tool_choice": choice,
+                "messages": [{"role": "user", "content": "x"}]}))
+                .is_ok()
+            );
+        }
+    }
+
+    #[test]
+    fn answers_become_blocks() {
+        let s = signer();
+        let events = vec![
+            StreamEvent::Thought("a ".into()),
+            StreamEvent::Thought("b".into()),
+            StreamEvent::Text("Hello ".into()),
+            StreamEvent::Text("world".into()),
+            StreamEvent::Media(GeneratedMedia {
+                mime: "image/png".into(),
+                data: Bytes::from_static(&[1]),
+                url: Some("http://gw/media/x.png".into()),
+            }),
+            StreamEvent::Text("after".into()),
+            StreamEvent::ToolCall(ToolCall {
+                id: String::new(),
+                name: "f".into(),
+                arguments: r#"{"x":1}"#.into(),
+            }),
+        ];
+        let b = blocks(&events, &s);
+        assert_eq!(b.len(), 5, "{b:?}");
+        match &b[0] {
+            BlockOut::Thinking {
+                thinking,
+                signature,
+            } => {
+                assert_eq!(thinking, "a b");
+                assert!(s.verify("a b", signature));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            b[1],
+            BlockOut::Text {
+                text: "Hello world".into()
+            }
+        );
+        assert_eq!(
+            b[2],
+            BlockOut::Text {
+                text: "![image](http://gw/media/x.png)".into()
+            }
+        );
+        assert_eq!(
+            b[3],
+            BlockOut::Text {
+                text: "after".into()
+            }
+        );
+        match &b[4] {
+            BlockOut::ToolUse { id, input, .. } => {
+                assert!(id.starts_with("toolu_"));
+                assert_eq!(input, &json!({"x": 1}));
+            }
+            other => panic!("{other:?}"),
+        }
+        let v: serde_json::Value = serde_json::from_slice(&message(
+            "msg_1",
+            "gemini-2.5-flash",
+            &events,
+            Usage {
+                input_tokens: 2,
+                output_tokens: 3,
+                reasoning_tokens: 1,
+            },
+            FinishReason::ToolCalls,
+            &s,
+        ))
+        .unwrap();
+        assert_eq!(v["type"], "message");
+        assert_eq!(v["stop_reason"], "tool_use");
+        assert!(v["stop_sequence"].is_null());
+        assert_eq!(v["usage"]["input_tokens"], 2);
+        assert_eq!(v["usage"]["output_tokens"], 3);
+    }
+}
