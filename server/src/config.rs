@@ -2075,6 +2075,10 @@ mod tests {
             ],
             "{errors:?}"
         );
-        assert!(errors[0].to_string().contains("prefix length"), "{}", errors[0]);
+        assert!(
+            errors[0].to_string().contains("prefix length"),
+            "{}",
+            errors[0]
+        );
     }
 }

@@ -201,7 +201,10 @@ mod tests {
             up(ErrorKind::Media { status: 413 }).category(),
             Category::InvalidRequest
         );
-        assert_eq!(up(ErrorKind::Media { status: 400 }).client_message(), "boom");
+        assert_eq!(
+            up(ErrorKind::Media { status: 400 }).client_message(),
+            "boom"
+        );
         assert_eq!(
             up(ErrorKind::RateLimited { retry_after: None }).status(),
             429

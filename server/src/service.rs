@@ -24,8 +24,8 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 
 use crate::domain::{Media, ModelId, StreamEvent, UpstreamQuery};
-use crate::media::mime;
 use crate::error::GatewayError;
+use crate::media::mime;
 use crate::pool::{Capability, Lease, Pool};
 use crate::upstream::gemini_business::{EventStream, GeminiBusinessClient};
 use crate::upstream::{Endpoint, ErrorKind, UpstreamError};

@@ -60,9 +60,7 @@ pub enum FetchError {
     /// The URL (or a redirect) points somewhere the gateway does not go.
     #[error("the media URL {url} was refused: {reason}")]
     Refused { url: String, reason: String },
-    #[error(
-        "the media at {url} is larger than the limit of {limit} bytes (media.fetch_max_mb)"
-    )]
+    #[error("the media at {url} is larger than the limit of {limit} bytes (media.fetch_max_mb)")]
     TooLarge { url: String, limit: u64 },
     #[error("fetching the media at {url} took longer than {secs} s (media.fetch_timeout_sec)")]
     Timeout { url: String, secs: u64 },
@@ -345,8 +343,7 @@ impl AllowRule {
         if text.is_empty() {
             return Err("an empty entry".to_owned());
         }
-        if text.contains("://") || text.contains('@') || text.contains('?') || text.contains('#')
-        {
+        if text.contains("://") || text.contains('@') || text.contains('?') || text.contains('#') {
             return Err(format!(
                 "{text:?} is not a host, IP or CIDR block (write e.g. \"10.1.2.3\", \
                  \"10.0.0.0/8\", \"media.internal:8080\", \"[fd00::1]:443\")"
@@ -363,7 +360,13 @@ impl AllowRule {
                 })?)?),
             };
             let target = parse_net(inside)?;
-            if !matches!(target, AllowTarget::Net { addr: IpAddr::V6(_), .. }) {
+            if !matches!(
+                target,
+                AllowTarget::Net {
+                    addr: IpAddr::V6(_),
+                    ..
+                }
+            ) {
                 return Err(format!("{text:?}: brackets are for IPv6 addresses"));
             }
             return Ok(AllowRule { target, port });
@@ -479,7 +482,11 @@ impl Lookup for SystemLookup {
         host: String,
         port: u16,
     ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<SocketAddr>>> + Send>> {
-        Box::pin(async move { Ok(tokio::net::lookup_host((host.as_str(), port)).await?.collect()) })
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((host.as_str(), port))
+                .await?
+                .collect())
+        })
     }
 }
 
@@ -637,7 +644,10 @@ impl MediaFetcher {
                 Err(FetchError::Refused { url: hop, reason }) if redirects > 0 => {
                     return Err(FetchError::Refused {
                         url: hop,
-                        reason: format!("{reason} (reached by a redirect from {})", display_url(url)),
+                        reason: format!(
+                            "{reason} (reached by a redirect from {})",
+                            display_url(url)
+                        ),
                     });
                 }
                 Err(e) => return Err(e),
@@ -711,7 +721,8 @@ impl MediaFetcher {
             // Checked after resolution, by the client's resolver.
             Some(Host::Domain(_)) => {}
         }
-        let resolver = CheckedResolver::new(Arc::clone(&self.policy), Arc::clone(&self.lookup), port);
+        let resolver =
+            CheckedResolver::new(Arc::clone(&self.policy), Arc::clone(&self.lookup), port);
         // One client per hop: its resolver knows the port the allow rules are matched with.
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -746,12 +757,19 @@ impl MediaFetcher {
             .map_err(|e| request_error(url, &e))
     }
 
-    async fn body(&self, mut response: reqwest::Response, url: &Url) -> Result<Fetched, FetchError> {
+    async fn body(
+        &self,
+        mut response: reqwest::Response,
+        url: &Url,
+    ) -> Result<Fetched, FetchError> {
         let too_large = || FetchError::TooLarge {
             url: display(url),
             limit: self.max_bytes,
         };
-        if response.content_length().is_some_and(|n| n > self.max_bytes) {
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.max_bytes)
+        {
             return Err(too_large());
         }
         let label = response
@@ -760,11 +778,7 @@ impl MediaFetcher {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let mut buf = BytesMut::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| request_error(url, &e))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| request_error(url, &e))? {
             if (buf.len() + chunk.len()) as u64 > self.max_bytes {
                 return Err(too_large());
             }
@@ -898,21 +912,37 @@ mod tests {
 
     #[test]
     fn allow_rules_match_host_address_block_and_port() {
-        let p = policy(&["127.0.0.1:8080", "10.0.0.0/8", "Internal.Example.", "[::1]:443"]);
+        let p = policy(&[
+            "127.0.0.1:8080",
+            "10.0.0.0/8",
+            "Internal.Example.",
+            "[::1]:443",
+        ]);
         assert!(p.check(None, ip("127.0.0.1"), 8080).is_ok());
         assert!(p.check(None, ip("::ffff:127.0.0.1"), 8080).is_ok());
         assert!(p.check(None, ip("127.0.0.1"), 8081).is_err());
         assert!(p.check(None, ip("127.0.0.2"), 8080).is_err());
         assert!(p.check(None, ip("10.200.3.4"), 1).is_ok());
         assert!(p.check(None, ip("192.168.0.1"), 80).is_err());
-        assert!(p.check(Some("internal.example"), ip("192.168.0.1"), 80).is_ok());
-        assert!(p.check(Some("INTERNAL.example."), ip("192.168.0.1"), 80).is_ok());
-        assert!(p.check(Some("other.example"), ip("192.168.0.1"), 80).is_err());
+        assert!(
+            p.check(Some("internal.example"), ip("192.168.0.1"), 80)
+                .is_ok()
+        );
+        assert!(
+            p.check(Some("INTERNAL.example."), ip("192.168.0.1"), 80)
+                .is_ok()
+        );
+        assert!(
+            p.check(Some("other.example"), ip("192.168.0.1"), 80)
+                .is_err()
+        );
         assert!(p.check(None, ip("::1"), 443).is_ok());
         assert!(p.check(None, ip("::1"), 80).is_err());
         // Public addresses need no rule.
         assert!(policy(&[]).check(None, ip("8.8.8.8"), 22).is_ok());
-        let why = policy(&[]).check(None, ip("169.254.169.254"), 80).unwrap_err();
+        let why = policy(&[])
+            .check(None, ip("169.254.169.254"), 80)
+            .unwrap_err();
         assert_eq!(why, "169.254.169.254, a cloud metadata address");
     }
 
@@ -932,9 +962,23 @@ mod tests {
             assert!(AllowRule::parse(ok).is_ok(), "{ok}");
         }
         for bad in [
-            "", " ", "http://x", "user@host", "1.2.3.4/33", "::1/129", "host:0", "host:99999",
-            "host:", "1.2.3", "999.1.1.1", "[1.2.3.4]", "[::1", "[::1]x", "-bad.example",
-            "bad!.example", "a..b",
+            "",
+            " ",
+            "http://x",
+            "user@host",
+            "1.2.3.4/33",
+            "::1/129",
+            "host:0",
+            "host:99999",
+            "host:",
+            "1.2.3",
+            "999.1.1.1",
+            "[1.2.3.4]",
+            "[::1",
+            "[::1]x",
+            "-bad.example",
+            "bad!.example",
+            "a..b",
         ] {
             assert!(AllowRule::parse(bad).is_err(), "{bad:?} accepted");
         }
@@ -967,7 +1011,9 @@ mod tests {
                     .collect::<Vec<_>>()
             });
             Box::pin(async move {
-                found.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such host"))
+                found.ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no such host")
+                })
             })
         }
     }
@@ -1056,7 +1102,9 @@ mod tests {
         let (port, hits) = serve_once(png_response("image/png")).await;
         let fetcher = MediaFetcher::with_lookup(&settings(&[]), table()).unwrap();
         let err = fetcher
-            .fetch(&format!("http://user:pw@evil.example:{port}/x.png?token=secret"))
+            .fetch(&format!(
+                "http://user:pw@evil.example:{port}/x.png?token=secret"
+            ))
             .await
             .unwrap_err();
         match &err {

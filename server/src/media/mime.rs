@@ -120,7 +120,11 @@ pub fn sniff(bytes: &[u8]) -> Option<&'static str> {
     if starts(b"\x1A\x45\xDF\xA3") {
         let head = &b[..b.len().min(64)];
         let webm = head.windows(4).any(|w| w == b"webm");
-        return Some(if webm { "video/webm" } else { "video/x-matroska" });
+        return Some(if webm {
+            "video/webm"
+        } else {
+            "video/x-matroska"
+        });
     }
     if starts(b"ID3") || (b.len() >= 2 && b[0] == 0xFF && matches!(b[1], 0xFB | 0xF3 | 0xF2)) {
         return Some("audio/mpeg");
@@ -261,7 +265,10 @@ mod tests {
             (b"\0\0\0\x18ftypmp42\0\0\0\0", Some("video/mp4")),
             (b"\0\0\0\x14ftypqt  \0\0\0\0", Some("video/quicktime")),
             (b"\0\0\0\x18ftypheic\0\0\0\0", Some("image/heic")),
-            (b"\x1A\x45\xDF\xA3\x9f\x42\x86\x81\x01\x42\x82\x84webm", Some("video/webm")),
+            (
+                b"\x1A\x45\xDF\xA3\x9f\x42\x86\x81\x01\x42\x82\x84webm",
+                Some("video/webm"),
+            ),
             (b"ID3\x03\0\0\0", Some("audio/mpeg")),
             (b"\xFF\xFB\x90\x00", Some("audio/mpeg")),
             (b"OggS\0\x02", Some("audio/ogg")),
@@ -328,7 +335,11 @@ mod tests {
     #[test]
     fn executables_html_and_unknown_bytes_are_refused() {
         for (label, bytes, refused) in [
-            (Some("image/png"), &b"MZ\x90\0"[..], "application/x-msdownload"),
+            (
+                Some("image/png"),
+                &b"MZ\x90\0"[..],
+                "application/x-msdownload",
+            ),
             (None, &b"\x7FELF\x02"[..], "application/x-executable"),
             (Some("text/plain"), &b"<html><body>x"[..], "text/html"),
             (Some("text/html"), &b"<p>x"[..], "text/html"),

@@ -378,7 +378,10 @@ mod tests {
     async fn expired_links_404_at_once_and_the_janitor_deletes_them() {
         let tmp = tempfile::tempdir().unwrap();
         let s = store(tmp.path(), 1 << 20, Duration::from_millis(300));
-        let name = s.put("image/png", Bytes::from_static(b"png")).await.unwrap();
+        let name = s
+            .put("image/png", Bytes::from_static(b"png"))
+            .await
+            .unwrap();
         assert!(name.ends_with(".png") && valid_name(&name), "{name}");
         assert_eq!(s.live(&name).unwrap().mime, "image/png");
         tokio::time::sleep(Duration::from_millis(400)).await;
@@ -392,18 +395,31 @@ mod tests {
     async fn the_oldest_files_go_first_when_over_the_size_limit() {
         let tmp = tempfile::tempdir().unwrap();
         let s = store(tmp.path(), 10, Duration::from_secs(3600));
-        let a = s.put("image/png", Bytes::from_static(b"aaaa")).await.unwrap();
+        let a = s
+            .put("image/png", Bytes::from_static(b"aaaa"))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let b = s.put("image/png", Bytes::from_static(b"bbbb")).await.unwrap();
+        let b = s
+            .put("image/png", Bytes::from_static(b"bbbb"))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let c = s.put("video/mp4", Bytes::from_static(b"cccc")).await.unwrap();
+        let c = s
+            .put("video/mp4", Bytes::from_static(b"cccc"))
+            .await
+            .unwrap();
         assert!(s.live(&a).is_none(), "the oldest file was evicted");
         assert!(s.live(&b).is_some() && s.live(&c).is_some());
         let mut want = vec![b.clone(), c.clone()];
         want.sort();
         assert_eq!(on_disk(tmp.path()), want);
         // A file larger than the whole store is refused and evicts nothing.
-        assert!(s.put("image/png", Bytes::from(vec![0u8; 11])).await.is_err());
+        assert!(
+            s.put("image/png", Bytes::from(vec![0u8; 11]))
+                .await
+                .is_err()
+        );
         assert_eq!(on_disk(tmp.path()), want);
     }
 
@@ -412,8 +428,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (old, kept) = {
             let s = store(tmp.path(), 1 << 20, Duration::from_secs(3600));
-            let old = s.put("image/jpeg", Bytes::from_static(b"old")).await.unwrap();
-            let kept = s.put("video/mp4", Bytes::from_static(b"kept")).await.unwrap();
+            let old = s
+                .put("image/jpeg", Bytes::from_static(b"old"))
+                .await
+                .unwrap();
+            let kept = s
+                .put("video/mp4", Bytes::from_static(b"kept"))
+                .await
+                .unwrap();
             (old, kept)
         };
         // Backdate one file beyond the TTL; leave a stale partial file and a foreign file.
@@ -424,7 +446,10 @@ mod tests {
             .unwrap()
             .set_modified(two_hours_ago)
             .unwrap();
-        let partial = tmp.path().join("media").join(format!("{kept}.x{PARTIAL_SUFFIX}"));
+        let partial = tmp
+            .path()
+            .join("media")
+            .join(format!("{kept}.x{PARTIAL_SUFFIX}"));
         std::fs::write(&partial, b"half").unwrap();
         std::fs::File::options()
             .write(true)
