@@ -1200,6 +1200,11 @@ fn read_media(top: &mut Section<'_>, r: &mut Reader) -> MediaSettings {
         )) * 3600,
     );
     let fetch_allow = s.string_list(r, "fetch_allow", false);
+    for (i, entry) in fetch_allow.iter().enumerate() {
+        if let Err(why) = crate::media::fetch::AllowRule::parse(entry) {
+            r.error(format!("media.fetch_allow[{i}]"), why);
+        }
+    }
     let fetch_max_bytes =
         u64::from(s.u32(r, "fetch_max_mb", 20, Range { min: 1, max: 1024 })) * MIB;
     let fetch_timeout = s.secs(r, "fetch_timeout_sec", 20, AT_LEAST_1);
@@ -2045,5 +2050,35 @@ mod tests {
                 "{path} missing from the example"
             );
         }
+    }
+
+    #[test]
+    fn fetch_allow_entries_are_validated() {
+        let ok = load(
+            r#"{"media": {"fetch_allow": ["127.0.0.1:8080", "10.0.0.0/8", "media.internal",
+                "Media.Internal.:443", "::1", "[fd00::/8]:443", "fd00:ec2::254"]}}"#,
+        );
+        assert_eq!(ok.settings.media.fetch_allow.len(), 7);
+        let errors = load_err(
+            r#"{"media": {"fetch_allow": ["10.0.0.0/33", "host:0", "http://x", "1.2.3",
+                "bad_host!", "[1.2.3.4]", "ok.example"]}}"#,
+        );
+        assert_eq!(
+            paths(&errors),
+            [
+                "media.fetch_allow[0]",
+                "media.fetch_allow[1]",
+                "media.fetch_allow[2]",
+                "media.fetch_allow[3]",
+                "media.fetch_allow[4]",
+                "media.fetch_allow[5]",
+            ],
+            "{errors:?}"
+        );
+        assert!(
+            errors[0].to_string().contains("prefix length"),
+            "{}",
+            errors[0]
+        );
     }
 }

@@ -80,7 +80,7 @@ impl GatewayError {
             GatewayError::NoAccountAvailable { .. } => Category::Unavailable,
             GatewayError::Internal => Category::Internal,
             GatewayError::Upstream(e) => match e.kind {
-                ErrorKind::BadRequest => Category::InvalidRequest,
+                ErrorKind::BadRequest | ErrorKind::Media { .. } => Category::InvalidRequest,
                 ErrorKind::RateLimited { .. } => Category::RateLimited,
                 ErrorKind::QuotaExhausted { .. } => Category::QuotaExhausted,
                 ErrorKind::AuthExpired | ErrorKind::CookiesInvalid | ErrorKind::Challenge => {
@@ -100,6 +100,10 @@ impl GatewayError {
         match self {
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::Upstream(UpstreamError {
+                kind: ErrorKind::Media { status },
+                ..
+            }) => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
             _ => match self.category() {
                 Category::Authentication => StatusCode::UNAUTHORIZED,
                 Category::InvalidRequest => StatusCode::BAD_REQUEST,
@@ -135,6 +139,8 @@ impl GatewayError {
                 ErrorKind::BadRequest => {
                     format!("the upstream rejected the request: {}", e.message)
                 }
+                // Written for the client by the media fetcher / validation.
+                ErrorKind::Media { .. } => e.message.clone(),
                 ErrorKind::RateLimited { .. } => {
                     "the upstream is rate limiting every available account; retry later".to_owned()
                 }
@@ -189,6 +195,16 @@ mod tests {
         );
         assert_eq!(GatewayError::Model(ModelError::Missing).status(), 400);
         assert_eq!(up(ErrorKind::BadRequest).status(), 400);
+        assert_eq!(up(ErrorKind::Media { status: 400 }).status(), 400);
+        assert_eq!(up(ErrorKind::Media { status: 413 }).status(), 413);
+        assert_eq!(
+            up(ErrorKind::Media { status: 413 }).category(),
+            Category::InvalidRequest
+        );
+        assert_eq!(
+            up(ErrorKind::Media { status: 400 }).client_message(),
+            "boom"
+        );
         assert_eq!(
             up(ErrorKind::RateLimited { retry_after: None }).status(),
             429

@@ -8,7 +8,14 @@
 //!
 //! Non-streaming: nothing reaches the client before the whole answer exists, so a failure at
 //! any point may still move the request to another account (within the same attempt budget).
+//!
+//! Media: before any account is leased, inline attachments are checked once for every dialect
+//! ([`check_inline_media`]): a file over `media.fetch_max_mb` is a 413, a type the upstream
+//! cannot take a 400, and a generic or wrong label is corrected from the magic bytes. A media
+//! URL the gateway cannot fetch fails the request without trying other accounts and without
+//! counting against the account.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -16,8 +23,9 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 
-use crate::domain::{ModelId, StreamEvent, UpstreamQuery};
+use crate::domain::{Media, ModelId, StreamEvent, UpstreamQuery};
 use crate::error::GatewayError;
+use crate::media::mime;
 use crate::pool::{Capability, Lease, Pool};
 use crate::upstream::gemini_business::{EventStream, GeminiBusinessClient};
 use crate::upstream::{Endpoint, ErrorKind, UpstreamError};
@@ -30,6 +38,8 @@ pub struct ChatService {
     max_attempts: u32,
     /// Longest time spent finding an account that starts the answer.
     deadline: Duration,
+    /// Largest inline media file (`media.fetch_max_mb`).
+    max_media_bytes: u64,
 }
 
 /// An answer that has started: its first event plus the rest, bound to the account serving it.
@@ -97,6 +107,53 @@ fn deadline_passed(deadline: Duration) -> GatewayError {
     ))
 }
 
+fn media_error(status: u16, message: String) -> GatewayError {
+    GatewayError::Upstream(UpstreamError::new(
+        ErrorKind::Media { status },
+        Endpoint::AddContextFile,
+        message,
+    ))
+}
+
+/// Checks inline attachments before any account is used: each at most `max_bytes` (413),
+/// of a type the upstream takes (400), with its type corrected from the magic bytes when the
+/// label is missing, generic or wrong (see [`mime::resolve`]). URL attachments are checked
+/// when fetched. Borrows the query unchanged when nothing needed correcting.
+pub fn check_inline_media(
+    query: &UpstreamQuery,
+    max_bytes: u64,
+) -> Result<Cow<'_, UpstreamQuery>, GatewayError> {
+    let mut corrected: Option<UpstreamQuery> = None;
+    for (i, media) in query.attachments.iter().enumerate() {
+        let Media::Inline { mime: label, data } = media else {
+            continue;
+        };
+        let n = i + 1;
+        if data.len() as u64 > max_bytes {
+            return Err(media_error(
+                413,
+                format!(
+                    "attachment {n} is {} bytes; the limit for one media file is {max_bytes} \
+                     bytes (media.fetch_max_mb)",
+                    data.len()
+                ),
+            ));
+        }
+        let resolved = mime::resolve(Some(label), data)
+            .map_err(|e| media_error(400, format!("attachment {n}: {e}")))?;
+        if resolved != *label {
+            let q = corrected.get_or_insert_with(|| query.clone());
+            if let Some(Media::Inline { mime, .. }) = q.attachments.get_mut(i) {
+                *mime = resolved;
+            }
+        }
+    }
+    Ok(match corrected {
+        Some(q) => Cow::Owned(q),
+        None => Cow::Borrowed(query),
+    })
+}
+
 impl ChatService {
     pub fn new(
         pool: Pool,
@@ -109,7 +166,14 @@ impl ChatService {
             upstream,
             max_attempts: max_attempts.max(1),
             deadline,
+            max_media_bytes: u64::MAX,
         }
+    }
+
+    /// Sets the size limit of one inline media file.
+    pub fn with_max_media_bytes(mut self, max: u64) -> Self {
+        self.max_media_bytes = max;
+        self
     }
 
     pub fn pool(&self) -> &Pool {
@@ -123,8 +187,9 @@ impl ChatService {
         model: &ModelId,
         query: &UpstreamQuery,
     ) -> Result<ChatStream, GatewayError> {
+        let query = check_inline_media(query, self.max_media_bytes)?;
         let mut tried = Vec::new();
-        tokio::time::timeout(self.deadline, self.start(model, query, &mut tried, None))
+        tokio::time::timeout(self.deadline, self.start(model, &query, &mut tried, None))
             .await
             .unwrap_or_else(|_| Err(deadline_passed(self.deadline)))
     }
@@ -136,12 +201,13 @@ impl ChatService {
         model: &ModelId,
         query: &UpstreamQuery,
     ) -> Result<Vec<StreamEvent>, GatewayError> {
+        let query = check_inline_media(query, self.max_media_bytes)?;
         let mut tried = Vec::new();
         let mut last = None;
         while tried.len() < self.max_attempts as usize {
             let mut stream = tokio::time::timeout(
                 self.deadline,
-                self.start(model, query, &mut tried, last.take()),
+                self.start(model, &query, &mut tried, last.take()),
             )
             .await
             .unwrap_or_else(|_| Err(deadline_passed(self.deadline)))?;
@@ -209,6 +275,12 @@ impl ChatService {
                 Some(Err(e)) => e,
                 None => empty_answer(),
             };
+            if matches!(error.kind, ErrorKind::Media { .. }) {
+                // The client's media, not the account: release the lease without an outcome.
+                tracing::info!(account = %lease.label(), error = %error, "client media not usable");
+                drop(lease);
+                return Err(error.into());
+            }
             tracing::warn!(account = %lease.label(), error = %error, "attempt failed before the first byte");
             lease.fail(&error);
             if !error.retry_elsewhere() {

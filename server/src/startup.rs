@@ -17,7 +17,7 @@ use crate::config::{Mode, Settings};
 use crate::dialects::{self, Dialect, openai};
 use crate::error::GatewayError;
 use crate::health;
-use crate::media::MediaStore;
+use crate::media::{MediaFetcher, MediaStore};
 use crate::pool::import::{ImportReport, Rejected, credentials_of, import_dir};
 use crate::pool::{NewAccount, Persistence, Pool, PoolConfig};
 use crate::service::ChatService;
@@ -71,6 +71,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("cannot build the upstream HTTP client: {0}")]
     HttpClient(String),
+    #[error("cannot set up the media fetcher: {0}")]
+    MediaFetcher(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -228,7 +230,8 @@ impl Application {
         let upstream =
             GeminiBusinessClient::new(&settings.gemini_business, settings.proxy.as_ref())
                 .map_err(|e| StartupError::HttpClient(e.to_string()))?;
-        let upstream = Arc::new(upstream);
+        let fetcher = MediaFetcher::new(&settings.media).map_err(StartupError::MediaFetcher)?;
+        let upstream = Arc::new(upstream.with_media_fetcher(Arc::new(fetcher)));
         let account_count = accounts.iter().filter(|a| a.credentials.is_ok()).count();
         let pool = Pool::start(
             PoolConfig::from_settings(&settings),
@@ -244,15 +247,22 @@ impl Application {
             upstream,
             settings.gemini_business.max_attempts,
             settings.pool.failover_deadline,
-        );
-        let media = Arc::new(
-            MediaStore::open(&data_dir, &settings.media).map_err(|source| {
-                StartupError::DataDir {
+        )
+        .with_max_media_bytes(settings.media.fetch_max_bytes);
+        let media = {
+            let dir = data_dir.clone();
+            let media_settings = settings.media.clone();
+            tokio::task::spawn_blocking(move || MediaStore::open(&dir, &media_settings))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|opened| opened)
+                .map_err(|source| StartupError::DataDir {
                     path: data_dir.join("media").display().to_string(),
                     source,
-                }
-            })?,
-        );
+                })?
+        };
+        let media = Arc::new(media);
+        MediaStore::spawn_janitor(&media, crate::media::store::JANITOR_INTERVAL);
         let media_data = web::Data::from(Arc::clone(&media));
         let thinking_signer = dialects::anthropic::ThinkingSigner::load_or_create(&data_dir)
             .map_err(|source| StartupError::DataDir {
@@ -303,6 +313,7 @@ impl Application {
                 .route("/", web::get().to(health::root))
                 .route("/health", web::get().to(health::health))
                 .route("/media/{name}", web::get().to(crate::media::store::serve))
+                .route("/media/{name}", web::head().to(crate::media::store::serve))
                 .service(
                     web::scope("/v1")
                         .wrap(from_fn(dialects::require_api_key))

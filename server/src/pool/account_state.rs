@@ -204,9 +204,10 @@ impl Failure {
             ErrorKind::Server { .. } | ErrorKind::Transport | ErrorKind::Timeout => {
                 Failure::Transient
             }
-            ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::Protocol => {
-                Failure::NotAccount
-            }
+            ErrorKind::BadRequest
+            | ErrorKind::NotFound
+            | ErrorKind::Protocol
+            | ErrorKind::Media { .. } => Failure::NotAccount,
         }
     }
 }

@@ -66,6 +66,10 @@ pub enum ErrorKind {
     /// The upstream answered 200 with something we cannot use: malformed JSON, a missing field,
     /// an empty answer.
     Protocol,
+    /// The client's media could not be used (a URL the gateway refused or could not fetch, an
+    /// unsupported type, a file over the limit): the client gets `status` (400 or 413); no
+    /// other account is tried and the account is not affected.
+    Media { status: u16 },
 }
 
 /// Who caused a failure.
@@ -120,14 +124,14 @@ impl UpstreamError {
     /// Whose fault the failure is.
     pub fn source(&self) -> Source {
         match self.kind {
-            ErrorKind::BadRequest => Source::Client,
+            ErrorKind::BadRequest | ErrorKind::Media { .. } => Source::Client,
             _ => Source::Upstream,
         }
     }
 
     /// Whether the same request may succeed on another account.
     pub fn retry_elsewhere(&self) -> bool {
-        !matches!(self.kind, ErrorKind::BadRequest)
+        !matches!(self.kind, ErrorKind::BadRequest | ErrorKind::Media { .. })
     }
 
     /// What to do with the account that produced this error.
@@ -142,9 +146,10 @@ impl UpstreamError {
             ErrorKind::Server { .. } | ErrorKind::Transport | ErrorKind::Timeout => {
                 AccountAction::CoolDown(None)
             }
-            ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::Protocol => {
-                AccountAction::None
-            }
+            ErrorKind::BadRequest
+            | ErrorKind::NotFound
+            | ErrorKind::Protocol
+            | ErrorKind::Media { .. } => AccountAction::None,
         }
     }
 
@@ -184,6 +189,10 @@ mod tests {
         assert!(!err(ErrorKind::BadRequest).retry_elsewhere());
         assert_eq!(err(ErrorKind::BadRequest).source(), Source::Client);
         assert!(err(ErrorKind::Transport).retry_elsewhere());
+        let media = err(ErrorKind::Media { status: 400 });
+        assert!(!media.retry_elsewhere());
+        assert_eq!(media.source(), Source::Client);
+        assert_eq!(media.account_action(), AccountAction::None);
         assert_eq!(
             err(ErrorKind::AuthExpired).account_action(),
             AccountAction::RefreshToken

@@ -21,7 +21,7 @@
 //! # Layout
 //! * `lib.rs` — [`Simulator`] (start/stop, scripting and inspection API) and [`SimOptions`].
 //! * `model.rs` — public data types: [`SimAccount`], [`Endpoint`], [`FaultRule`], [`Fault`],
-//!   [`Answer`], [`SimStats`], [`RecordedRequest`], [`Upload`].
+//!   [`Answer`], [`SimStats`], [`RecordedRequest`], [`Upload`], [`FileUris`].
 //! * `gate.rs` — [`Gate`], the latch that releases a held stream.
 //! * `state.rs` — the shared, bounded state behind one mutex (keys, sessions, files, scripts,
 //!   records).
@@ -50,7 +50,8 @@ use actix_web::{App, HttpServer, web};
 
 pub use gate::Gate;
 pub use model::{
-    Answer, AnswerPart, Endpoint, Fault, FaultRule, RecordedRequest, SimAccount, SimStats, Upload,
+    Answer, AnswerPart, Endpoint, Fault, FaultRule, FileUris, RecordedRequest, SimAccount,
+    SimStats, Upload,
 };
 pub use stream::DEFAULT_IMAGE_PNG;
 pub use validate::KNOWN_MODELS;
@@ -219,6 +220,11 @@ impl Simulator {
     /// The JSON body of the latest U4 request (whether accepted or not).
     pub fn last_stream_assist_body(&self) -> Option<serde_json::Value> {
         self.shared.state.lock().last_stream_assist_body.clone()
+    }
+
+    /// How later U3 calls treat uploads by `fileUri` (default: accept).
+    pub fn set_file_uris(&self, mode: FileUris) {
+        self.shared.state.lock().file_uris = mode;
     }
 
     /// Accepted U3 uploads, in order (the newest 1 000 are kept).

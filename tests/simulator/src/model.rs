@@ -147,6 +147,18 @@ impl Endpoint {
     ];
 }
 
+/// How U3 treats uploads by `fileUri` (the real upstream fetches the URL itself and may fail).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FileUris {
+    /// Accepted and recorded (the default).
+    #[default]
+    Accept,
+    /// 400 `INVALID_ARGUMENT`: the upstream could not fetch the URL. Inline uploads still work.
+    Refuse,
+    /// 200 with an empty `fileId` (nothing recorded).
+    EmptyFileId,
+}
+
 /// A scripted fault: applies to requests of `endpoint` (optionally only for one account),
 /// `times` times or forever.
 #[derive(Clone, Debug)]

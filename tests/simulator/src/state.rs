@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::gate::Gate;
 use crate::model::{
-    Answer, Endpoint, Fault, FaultRule, RecordedRequest, SimAccount, SimStats, Upload,
+    Answer, Endpoint, Fault, FaultRule, FileUris, RecordedRequest, SimAccount, SimStats, Upload,
 };
 
 /// Project prefix of full session names (`projects/<number>/locations/global/`).
@@ -125,6 +125,8 @@ pub(crate) struct Inner {
     pub(crate) uploads: VecDeque<Upload>,
     /// U1 calls in progress per account.
     pub(crate) mints_in_flight: HashMap<String, u64>,
+    /// How U3 treats `fileUri` uploads.
+    pub(crate) file_uris: FileUris,
 }
 
 /// Shared state of one simulator.
@@ -159,6 +161,7 @@ impl State {
                 last_stream_assist_body: None,
                 uploads: VecDeque::new(),
                 mints_in_flight: HashMap::new(),
+                file_uris: FileUris::Accept,
             }),
             base_url,
         }

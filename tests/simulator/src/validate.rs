@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 
-use crate::model::{Endpoint, Upload};
+use crate::model::{Endpoint, FileUris, Upload};
 use crate::state::{PROJECT_PREFIX, State};
 
 /// Model ids the simulated workspace accepts in `assistGenerationConfig.modelId`.
@@ -245,6 +245,15 @@ pub(crate) fn add_context_file(
                 return Err(bad(format!(
                     "Invalid value at '{AT}.fileUri': expected an http(s) URL."
                 )));
+            }
+            match state.lock().file_uris {
+                FileUris::Accept => {}
+                FileUris::Refuse => {
+                    return Err(bad(format!(
+                        "Invalid value at '{AT}.fileUri': the file could not be fetched."
+                    )));
+                }
+                FileUris::EmptyFileId => return Ok((String::new(), session)),
             }
             upload.file_uri = Some(uri.to_string());
         }

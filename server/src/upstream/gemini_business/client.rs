@@ -28,6 +28,7 @@ use super::wire::{
 };
 use crate::config::{GeminiBusinessSettings, ProxyUrl};
 use crate::domain::{GeneratedMedia, Media, ModelId, StreamEvent, UpstreamQuery};
+use crate::media::fetch::{FetchError, MediaFetcher, display_url};
 use crate::upstream::{Endpoint, ErrorKind, UpstreamError};
 
 /// The answer of one chat turn, as it arrives.
@@ -85,6 +86,8 @@ pub struct GeminiBusinessClient {
     /// The fixed headers of U2–U6 (spec §1.5, without the browser fingerprint headers and
     /// without a hand-set `accept-encoding`).
     base_headers: HeaderMap,
+    /// Fetches media URLs the upstream will not take by URI (`None`: such URLs fail).
+    fetcher: Option<Arc<MediaFetcher>>,
 }
 
 fn now_unix() -> u64 {
@@ -224,7 +227,14 @@ impl GeminiBusinessClient {
             api_base: settings.api_base_url.trim_end_matches('/').to_owned(),
             settings: settings.clone(),
             base_headers: base_headers(&format!("{},{};q=0.9", settings.language_code, primary)),
+            fetcher: None,
         })
+    }
+
+    /// Lets the client fetch media URLs itself when the upstream refuses them by URI.
+    pub fn with_media_fetcher(mut self, fetcher: Arc<MediaFetcher>) -> Self {
+        self.fetcher = Some(fetcher);
+        self
     }
 
     fn method_url(&self, method: &str) -> String {
@@ -455,6 +465,46 @@ impl GeminiBusinessClient {
             .ok_or_else(|| protocol(endpoint, "the upstream returned no file id"))
     }
 
+    /// U3 for one attachment. A URL goes by `fileUri` first (the upstream fetches it); if the
+    /// upstream does not take it (a bad request, not found, another non-auth 4xx, or no file
+    /// id), the gateway fetches the URL itself with SSRF protection ([`MediaFetcher`]) and
+    /// uploads the bytes inline. A fetch failure is an [`ErrorKind::Media`] error: the
+    /// client's, not the account's.
+    pub async fn attach(
+        &self,
+        auth: &CallAuth,
+        session: &str,
+        media: &Media,
+    ) -> Result<String, UpstreamError> {
+        let Media::Url { url, .. } = media else {
+            return self.upload(auth, session, media).await;
+        };
+        let refused = match self.upload(auth, session, media).await {
+            Ok(id) => return Ok(id),
+            Err(e) if upstream_refused_uri(&e) => e,
+            Err(e) => return Err(e),
+        };
+        let Some(fetcher) = &self.fetcher else {
+            return Err(FetchError::Refused {
+                url: display_url(url),
+                reason: "the upstream could not fetch it and this gateway does not fetch media"
+                    .to_owned(),
+            }
+            .into());
+        };
+        tracing::info!(url = %display_url(url), error = %refused, "the upstream did not take a media URL; fetching it");
+        let fetched = fetcher.fetch(url).await?;
+        self.upload(
+            auth,
+            session,
+            &Media::Inline {
+                mime: fetched.mime,
+                data: fetched.data,
+            },
+        )
+        .await
+    }
+
     /// U4: sends the query and returns the answer items as they arrive. The returned stream
     /// holds the connection; dropping it cancels the upstream call.
     pub async fn stream_assist(
@@ -586,7 +636,7 @@ impl GeminiBusinessClient {
             let session = client.create_session(&auth).await?;
             let mut file_ids = Vec::with_capacity(query.attachments.len());
             for media in &query.attachments {
-                file_ids.push(client.upload(&auth, &session, media).await?);
+                file_ids.push(client.attach(&auth, &session, media).await?);
             }
             let items = client.stream_assist(&auth, &session, &query.text, &file_ids, &model).await?;
             futures_util::pin_mut!(items);
@@ -620,6 +670,16 @@ impl GeminiBusinessClient {
                 }
             }
         })
+    }
+}
+
+/// Whether a failed URI upload means "the upstream will not fetch this URL" (so the gateway
+/// fetches it), rather than a failure of the account or the upstream itself.
+fn upstream_refused_uri(e: &UpstreamError) -> bool {
+    match e.kind {
+        ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::Protocol => true,
+        ErrorKind::Server { status } => (400..500).contains(&status),
+        _ => false,
     }
 }
 
@@ -748,6 +808,29 @@ mod tests {
             parse_element(b"[1,2]", &mut seq).unwrap_err().kind,
             ErrorKind::Protocol
         );
+    }
+
+    #[test]
+    fn only_refusals_of_the_uri_lead_to_a_gateway_fetch() {
+        let e = |kind| UpstreamError::new(kind, Endpoint::AddContextFile, "x");
+        for kind in [
+            ErrorKind::BadRequest,
+            ErrorKind::NotFound,
+            ErrorKind::Protocol,
+            ErrorKind::Server { status: 415 },
+        ] {
+            assert!(upstream_refused_uri(&e(kind.clone())), "{kind:?}");
+        }
+        for kind in [
+            ErrorKind::AuthExpired,
+            ErrorKind::Challenge,
+            ErrorKind::RateLimited { retry_after: None },
+            ErrorKind::Server { status: 503 },
+            ErrorKind::Transport,
+            ErrorKind::Timeout,
+        ] {
+            assert!(!upstream_refused_uri(&e(kind.clone())), "{kind:?}");
+        }
     }
 
     #[test]
