@@ -491,7 +491,7 @@ mod tests {
             "is not a `data: ` line: \"event: x\"",
         );
         sse_fails(
-            &sse(&[TEXT, FINISH]).trim_end().to_owned(),
+            sse(&[TEXT, FINISH]).trim_end(),
             "does not end with a newline",
         );
         sse_fails(&sse(&[TEXT, &FINISH[..40]]), "chunk 1 is not JSON");

@@ -132,21 +132,22 @@ enum Method {
     CountTokens,
 }
 
-/// Splits `gemini-2.5-flash:generateContent` at its last colon.
-fn split_action(path: &str) -> Result<(&str, Method), HttpResponse> {
+/// Splits `gemini-2.5-flash:generateContent` at its last colon (or says why it cannot, for a
+/// 404).
+fn split_action(path: &str) -> Result<(&str, Method), String> {
     let Some((model, method)) = path.rsplit_once(':') else {
-        return Err(error::not_found(&format!(
+        return Err(format!(
             "POST models/{path} names no method: use models/{{model}}:generateContent, :streamGenerateContent or :countTokens"
-        )));
+        ));
     };
     let method = match method {
         "generateContent" => Method::Generate,
         "streamGenerateContent" => Method::Stream,
         "countTokens" => Method::CountTokens,
         other => {
-            return Err(error::not_found(&format!(
+            return Err(format!(
                 "the method `{other}` is not supported by this gateway (supported: generateContent, streamGenerateContent, countTokens)"
-            )));
+            ));
         }
     };
     Ok((model, method))
@@ -168,7 +169,7 @@ pub async fn action(
 ) -> HttpResponse {
     let (model, method) = match split_action(&path) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(message) => return error::not_found(&message),
     };
     tracing::Span::current().record("method", format!("{method:?}"));
     let result = match ModelId::parse(model) {
@@ -266,13 +267,16 @@ mod tests {
         assert_eq!((m, method), ("gemini-2.5-flash", Method::Stream));
         let (m, method) = split_action("models/gemini-2.5-pro:countTokens").unwrap();
         assert_eq!((m, method), ("models/gemini-2.5-pro", Method::CountTokens));
-        assert_eq!(
+        assert!(
             split_action("gemini-2.5-flash:embedContent")
                 .unwrap_err()
-                .status(),
-            404
+                .contains("`embedContent` is not supported")
         );
-        assert_eq!(split_action("gemini-2.5-flash").unwrap_err().status(), 404);
+        assert!(
+            split_action("gemini-2.5-flash")
+                .unwrap_err()
+                .contains("names no method")
+        );
     }
 
     #[test]
