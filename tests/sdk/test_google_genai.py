@@ -1,3 +1,237 @@
 """The official google-genai Python SDK against the running `business2api` binary, with
-`api_version="v1beta"` and with its default (`v1`). To be written with the Gemini dialect.
+`api_version="v1beta"` and with the SDK's default (which is `v1`: asserted from the request path).
+
+Every client has retries off (`HttpRetryOptions(attempts=1)`) and its own httpx2 client whose
+event hooks record every HTTP request: each SDK call must be exactly one request, under the
+expected version prefix.
 """
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator, Optional
+
+import httpx2
+import pytest
+from google import genai
+from google.genai import errors, types
+
+from conftest import Gateway
+
+MODEL = "gemini-2.5-flash"
+THOUGHT = "Considering the question."
+VERSIONS = ["v1beta", None]  # None: the SDK's default
+
+
+def echo(prompt: str) -> str:
+    """What the simulator's default answer to the user message `prompt` contains."""
+    return f"You asked: «{prompt}»"
+
+
+@dataclasses.dataclass
+class Sdk:
+    client: genai.Client
+    requests: list[httpx2.Request]
+    prefix: str  # "/v1beta/" or "/v1/"
+
+    def take(self) -> list[str]:
+        sent = [f"{r.method} {r.url.path}" for r in self.requests]
+        self.requests.clear()
+        return sent
+
+    def assert_one_request(self, method: str, path: str) -> httpx2.Request:
+        """Exactly one request since the last check: `method` `<prefix><path>`."""
+        last = self.requests[-1] if self.requests else None
+        sent = self.take()
+        assert sent == [f"{method} {self.prefix}{path}"], (
+            f"expected exactly one request {method} {self.prefix}{path}, the SDK sent {sent}"
+        )
+        assert last is not None
+        return last
+
+
+def make_sdk(gateway: Gateway, version: Optional[str], api_key: Optional[str] = None) -> Sdk:
+    requests: list[httpx2.Request] = []
+    http = httpx2.Client(
+        trust_env=False,  # never a proxy from the environment
+        timeout=30.0,
+        event_hooks={"request": [requests.append]},
+    )
+    client = genai.Client(
+        api_key=api_key or gateway.api_key,
+        http_options=types.HttpOptions(
+            base_url=gateway.base_url,
+            api_version=version,
+            retry_options=types.HttpRetryOptions(attempts=1),
+            httpx_client=http,
+        ),
+    )
+    return Sdk(client, requests, f"/{version or 'v1'}/")
+
+
+@pytest.fixture(params=VERSIONS, ids=["v1beta", "default-v1"])
+def sdk(request: pytest.FixtureRequest, gateway: Gateway) -> Iterator[Sdk]:
+    s = make_sdk(gateway, request.param)
+    yield s
+    s.client.close()
+
+
+def test_the_default_api_version_is_v1(gateway: Gateway) -> None:
+    s = make_sdk(gateway, None)
+    s.client.models.get(model=MODEL)
+    assert s.take() == [f"GET /v1/models/{MODEL}"]
+    s.client.close()
+
+
+def test_generate_content(sdk: Sdk) -> None:
+    response = sdk.client.models.generate_content(model=MODEL, contents="hello there")
+    request = sdk.assert_one_request("POST", f"models/{MODEL}:generateContent")
+    assert request.headers["x-goog-api-key"] == sdk.client._api_client.api_key
+    assert echo("hello there") in response.text
+    assert THOUGHT not in response.text, "thoughts are not part of .text"
+    parts = response.candidates[0].content.parts
+    thoughts = [p.text for p in parts if p.thought]
+    assert thoughts == [THOUGHT], parts
+    assert response.candidates[0].finish_reason == types.FinishReason.STOP
+    assert response.candidates[0].content.role == "model"
+    usage = response.usage_metadata
+    assert usage.prompt_token_count >= 1 and usage.candidates_token_count >= 1
+    assert usage.thoughts_token_count >= 1
+    assert usage.total_token_count == (
+        usage.prompt_token_count + usage.candidates_token_count + usage.thoughts_token_count
+    )
+    assert response.model_version == MODEL
+    assert response.response_id
+
+
+def test_generate_content_with_config_tools_and_image(sdk: Sdk) -> None:
+    png = b"\x89PNG\r\n\x1a\nnot really an image"
+    config = types.GenerateContentConfig(
+        system_instruction="Be terse.",
+        temperature=0.2,
+        top_p=0.9,
+        max_output_tokens=256,
+        stop_sequences=["END"],
+        thinking_config=types.ThinkingConfig(include_thoughts=False),
+        tools=[
+            types.Tool(
+                function_declarations=[
+                    types.FunctionDeclaration(
+                        name="get_weather",
+                        description="The weather in a city",
+                        parameters_json_schema={
+                            "type": "object",
+                            "properties": {"city": {"type": "string"}},
+                        },
+                    )
+                ]
+            )
+        ],
+        tool_config=types.ToolConfig(
+            function_calling_config=types.FunctionCallingConfig(mode=types.FunctionCallingConfigMode.AUTO)
+        ),
+        safety_settings=[
+            types.SafetySetting(
+                category=types.HarmCategory.HARM_CATEGORY_HARASSMENT,
+                threshold=types.HarmBlockThreshold.BLOCK_NONE,
+            )
+        ],
+    )
+    response = sdk.client.models.generate_content(
+        model=MODEL,
+        contents=[types.Part.from_bytes(data=png, mime_type="image/png"), "describe"],
+        config=config,
+    )
+    sdk.assert_one_request("POST", f"models/{MODEL}:generateContent")
+    assert response.text and "You asked" in response.text
+    assert not any(p.thought for p in response.candidates[0].content.parts), "includeThoughts false"
+
+
+def test_generate_content_stream(sdk: Sdk) -> None:
+    chunks = list(sdk.client.models.generate_content_stream(model=MODEL, contents="stream me"))
+    request = sdk.assert_one_request("POST", f"models/{MODEL}:streamGenerateContent")
+    assert request.url.params.get("alt") == "sse"
+    text = "".join(c.text or "" for c in chunks)
+    assert echo("stream me") in text
+    thoughts = "".join(
+        p.text for c in chunks for p in (c.candidates[0].content.parts or []) if p.thought
+    )
+    assert thoughts == THOUGHT
+    last = chunks[-1]
+    assert last.candidates[0].finish_reason == types.FinishReason.STOP
+    assert last.usage_metadata.total_token_count >= 2
+    assert all(c.candidates[0].finish_reason is None for c in chunks[:-1])
+
+
+def test_count_tokens(sdk: Sdk) -> None:
+    short = sdk.client.models.count_tokens(model=MODEL, contents="hi")
+    sdk.assert_one_request("POST", f"models/{MODEL}:countTokens")
+    long = sdk.client.models.count_tokens(model=MODEL, contents="many words here " * 40)
+    sdk.assert_one_request("POST", f"models/{MODEL}:countTokens")
+    assert isinstance(short.total_tokens, int) and short.total_tokens >= 1
+    assert long.total_tokens > short.total_tokens + 100
+
+
+def test_models_list(sdk: Sdk) -> None:
+    models = list(sdk.client.models.list())
+    sent = sdk.take()
+    assert len(sent) == 1 and sent[0].startswith(f"GET {sdk.prefix}models"), sent
+    names = [m.name for m in models]
+    assert len(names) == 28 and len(set(names)) == 28, names
+    assert f"models/{MODEL}" in names
+    assert all(n.startswith("models/gemini-") for n in names), names
+    flash = next(m for m in models if m.name == f"models/{MODEL}")
+    assert set(flash.supported_actions) >= {"generateContent", "streamGenerateContent", "countTokens"}
+    assert flash.input_token_limit and flash.output_token_limit
+    assert flash.display_name == "Gemini 2.5 Flash"
+
+
+def test_models_get(sdk: Sdk) -> None:
+    model = sdk.client.models.get(model=MODEL)
+    sdk.assert_one_request("GET", f"models/{MODEL}")
+    assert model.name == f"models/{MODEL}"
+    assert "generateContent" in model.supported_actions
+
+
+def test_unknown_model_is_a_404_client_error(sdk: Sdk) -> None:
+    with pytest.raises(errors.ClientError) as caught:
+        sdk.client.models.generate_content(model="gpt-4o", contents="x")
+    assert caught.value.code == 404
+    assert caught.value.status == "NOT_FOUND"
+    sdk.assert_one_request("POST", "models/gpt-4o:generateContent")
+    with pytest.raises(errors.ClientError) as caught:
+        for _ in sdk.client.models.generate_content_stream(model="gpt-4o", contents="x"):
+            pass
+    assert caught.value.code == 404
+    sdk.assert_one_request("POST", "models/gpt-4o:streamGenerateContent")
+    with pytest.raises(errors.ClientError) as caught:
+        sdk.client.models.get(model="gpt-4o")
+    assert caught.value.code == 404
+    sdk.assert_one_request("GET", "models/gpt-4o")
+
+
+def test_forced_function_calling_is_a_400_client_error(sdk: Sdk) -> None:
+    config = types.GenerateContentConfig(
+        tools=[types.Tool(function_declarations=[types.FunctionDeclaration(name="f")])],
+        tool_config=types.ToolConfig(
+            function_calling_config=types.FunctionCallingConfig(mode=types.FunctionCallingConfigMode.ANY)
+        ),
+    )
+    with pytest.raises(errors.ClientError) as caught:
+        sdk.client.models.generate_content(model=MODEL, contents="x", config=config)
+    assert caught.value.code == 400
+    assert caught.value.status == "INVALID_ARGUMENT"
+    assert "cannot force" in caught.value.message
+    sdk.assert_one_request("POST", f"models/{MODEL}:generateContent")
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=["v1beta", "default-v1"])
+def test_wrong_api_key_is_a_401_client_error(gateway: Gateway, version: Optional[str]) -> None:
+    s = make_sdk(gateway, version, api_key="not-the-key")
+    with pytest.raises(errors.ClientError) as caught:
+        s.client.models.generate_content(model=MODEL, contents="x")
+    assert caught.value.code == 401
+    assert caught.value.status == "UNAUTHENTICATED"
+    assert "not-the-key" not in str(caught.value)
+    s.assert_one_request("POST", f"models/{MODEL}:generateContent")
+    s.client.close()

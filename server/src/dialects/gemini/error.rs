@@ -37,6 +37,14 @@ pub fn body(error: &GatewayError) -> Bytes {
     Bytes::from(serde_json::to_vec(&value(error)).unwrap_or_default())
 }
 
+/// A `404 NOT_FOUND` with a specific message (an unknown method, say).
+pub fn not_found(message: &str) -> HttpResponse {
+    let body = json!({"error": {"code": 404, "message": message, "status": "NOT_FOUND"}});
+    HttpResponse::NotFound()
+        .content_type("application/json")
+        .body(body.to_string())
+}
+
 /// A complete error response.
 pub fn response(error: &GatewayError) -> HttpResponse {
     let mut builder = HttpResponse::build(error.status());

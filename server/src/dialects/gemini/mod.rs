@@ -1,11 +1,28 @@
 //! The Gemini dialect, under `/v1beta/` and `/v1/`: `GET models`, `GET models/{m}`,
-//! `POST models/{m}:generateContent`, `:streamGenerateContent`, `:countTokens`.
+//! `POST models/{m}:generateContent`, `:streamGenerateContent` (SSE with `?alt=sse`, otherwise
+//! a streamed JSON array), `:countTokens`.
+//!
+//! # Layout
+//! - [`wire`]: request and response shapes; [`convert`]: wire ⇄ domain;
+//!   [`encoder`]: domain events → stream chunks; [`error`]: Google-shaped errors.
+//! - this module: the handlers.
 
+pub mod convert;
+pub mod encoder;
 pub mod error;
+pub mod wire;
+
+use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
 
+use self::encoder::{ChunkEncoder, Framing};
+use crate::dialects::{Dialect, read_body, stream};
+use crate::domain::usage::input_tokens;
+use crate::domain::{ModelId, flatten};
 use crate::error::GatewayError;
+use crate::media::MediaOut;
 use crate::startup::AppState;
 
 /// Registers the `/v1beta` routes (the `/v1` ones are shared with the other dialects and
@@ -16,26 +33,260 @@ pub fn routes_v1beta(cfg: &mut web::ServiceConfig) {
         .route("/models/{action:.*}", web::post().to(action));
 }
 
-/// `GET .../models` in Google's shape.
-pub async fn list_models(_state: web::Data<AppState>, _req: HttpRequest) -> HttpResponse {
-    error::response(&GatewayError::NotFound)
+/// The methods every model supports.
+const METHODS: [&str; 3] = ["generateContent", "streamGenerateContent", "countTokens"];
+const INPUT_TOKEN_LIMIT: u32 = 1_048_576;
+const OUTPUT_TOKEN_LIMIT: u32 = 65_536;
+
+/// `gemini-2.5-flash-preview-latest` → `Gemini 2.5 Flash Preview Latest`.
+fn title(name: &str) -> String {
+    name.split('-')
+        .map(|w| {
+            let mut chars = w.chars();
+            match chars.next() {
+                Some(first) => first.to_uppercase().chain(chars).collect(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<String>>()
+        .join(" ")
 }
 
-/// `GET .../models/{m}` in Google's shape.
+fn model_out(model: &ModelId) -> wire::ModelOut {
+    let base = model.base().public_name();
+    let features = model.features();
+    let mut tools = Vec::new();
+    if features.image {
+        tools.push("image generation");
+    }
+    if features.video {
+        tools.push("video generation");
+    }
+    if features.search {
+        tools.push("web search");
+    }
+    let (display_suffix, description) = if tools.is_empty() {
+        (
+            String::new(),
+            format!("{} through Gemini Business, with every tool", title(base)),
+        )
+    } else {
+        (
+            format!(" ({})", tools.join(", ")),
+            format!(
+                "{} through Gemini Business, with {}",
+                title(base),
+                tools.join(" and ")
+            ),
+        )
+    };
+    wire::ModelOut {
+        name: format!("models/{}", model.public_name()),
+        base_model_id: base.to_owned(),
+        version: base
+            .strip_prefix("gemini-")
+            .and_then(|rest| rest.split('-').next())
+            .unwrap_or("1")
+            .to_owned(),
+        display_name: format!("{}{display_suffix}", title(base)),
+        description,
+        input_token_limit: INPUT_TOKEN_LIMIT,
+        output_token_limit: OUTPUT_TOKEN_LIMIT,
+        supported_generation_methods: METHODS,
+        temperature: 1.0,
+        max_temperature: 2.0,
+        top_p: 0.95,
+        top_k: 64,
+        thinking: true,
+    }
+}
+
+/// `GET .../models` in Google's shape. `pageSize` and `pageToken` are accepted; every model
+/// fits in one page, so there is never a `nextPageToken`.
+pub async fn list_models(_state: web::Data<AppState>, _req: HttpRequest) -> HttpResponse {
+    let models = ModelId::listed()
+        .iter()
+        .filter_map(|name| ModelId::parse(name).ok())
+        .map(|m| model_out(&m))
+        .collect();
+    HttpResponse::Ok().json(wire::ModelList { models })
+}
+
+/// `GET .../models/{m}` in Google's shape (`m` with or without `models/`).
 pub async fn get_model(
     _state: web::Data<AppState>,
     _req: HttpRequest,
-    _path: web::Path<String>,
+    path: web::Path<String>,
 ) -> HttpResponse {
-    error::response(&GatewayError::NotFound)
+    match ModelId::parse(&path) {
+        Ok(m) => HttpResponse::Ok().json(model_out(&m)),
+        Err(e) => error::response(&GatewayError::Model(e)),
+    }
 }
 
-/// `POST .../models/{m}:{action}`.
+/// The methods of `POST models/{m}:{method}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Generate,
+    Stream,
+    CountTokens,
+}
+
+/// Splits `gemini-2.5-flash:generateContent` at its last colon (or says why it cannot, for a
+/// 404).
+fn split_action(path: &str) -> Result<(&str, Method), String> {
+    let Some((model, method)) = path.rsplit_once(':') else {
+        return Err(format!(
+            "POST models/{path} names no method: use models/{{model}}:generateContent, :streamGenerateContent or :countTokens"
+        ));
+    };
+    let method = match method {
+        "generateContent" => Method::Generate,
+        "streamGenerateContent" => Method::Stream,
+        "countTokens" => Method::CountTokens,
+        other => {
+            return Err(format!(
+                "the method `{other}` is not supported by this gateway (supported: generateContent, streamGenerateContent, countTokens)"
+            ));
+        }
+    };
+    Ok((model, method))
+}
+
+/// Whether the query asks for SSE (`alt=sse`, also spelled `$alt=sse`).
+fn wants_sse(req: &HttpRequest) -> bool {
+    url::form_urlencoded::parse(req.query_string().as_bytes())
+        .any(|(k, v)| (k == "alt" || k == "$alt") && v.eq_ignore_ascii_case("sse"))
+}
+
+/// `POST .../models/{m}:{method}`.
+#[tracing::instrument(skip_all, fields(model, method))]
 pub async fn action(
-    _state: web::Data<AppState>,
-    _req: HttpRequest,
-    _path: web::Path<String>,
-    _payload: web::Payload,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
 ) -> HttpResponse {
-    error::response(&GatewayError::NotFound)
+    let (model, method) = match split_action(&path) {
+        Ok(found) => found,
+        Err(message) => return error::not_found(&message),
+    };
+    tracing::Span::current().record("method", format!("{method:?}"));
+    let result = match ModelId::parse(model) {
+        Err(e) => Err(GatewayError::Model(e)),
+        Ok(model) => {
+            tracing::Span::current().record("model", model.public_name());
+            match method {
+                Method::CountTokens => count_tokens(&state, payload).await,
+                Method::Generate | Method::Stream => {
+                    generate(&state, &req, model, method == Method::Stream, payload).await
+                }
+            }
+        }
+    };
+    match result {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::info!(status = e.status().as_u16(), error = %e, "gemini request refused");
+            error::response(&e)
+        }
+    }
+}
+
+async fn count_tokens(
+    state: &AppState,
+    payload: web::Payload,
+) -> Result<HttpResponse, GatewayError> {
+    let body = read_body(payload, state.max_body_bytes).await?;
+    let messages = convert::parse_count(&body)?;
+    let total_tokens = input_tokens(&flatten(&messages));
+    Ok(HttpResponse::Ok().json(wire::CountTokensResponse { total_tokens }))
+}
+
+async fn generate(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    model: ModelId,
+    streamed: bool,
+    payload: web::Payload,
+) -> Result<HttpResponse, GatewayError> {
+    let body = read_body(payload, state.max_body_bytes).await?;
+    let parsed = convert::parse_generate(&body)?;
+    drop(body);
+    let query = flatten(&parsed.messages);
+    let input = input_tokens(&query);
+    let response_id = uuid::Uuid::new_v4().simple().to_string();
+    let model_name = model.public_name().to_owned();
+    let media = MediaOut::new(Arc::clone(&state.media), req);
+    let include_thoughts = parsed.include_thoughts;
+
+    if !streamed {
+        let chat = state.chat.clone();
+        let long = model.features().image || model.features().video;
+        let answer = async move {
+            let answer = stream::complete(&chat, &model, &query, input, &media).await?;
+            Ok(Bytes::from(convert::response_body(
+                &answer.events,
+                answer.usage,
+                &model_name,
+                &response_id,
+                include_thoughts,
+            )))
+        };
+        return Ok(stream::json_answer(
+            Dialect::Gemini,
+            answer,
+            long,
+            state.nonstream_keepalive_after,
+            state.keepalive,
+        )
+        .await);
+    }
+
+    let framing = if wants_sse(req) {
+        Framing::Sse
+    } else {
+        Framing::Array
+    };
+    let encoder = ChunkEncoder::new(framing, model_name, response_id, include_thoughts);
+    let started = stream::start(&state.chat, &model, query, state.keepalive).await?;
+    let body = stream::body(started, encoder, state.keepalive, input, media);
+    Ok(match framing {
+        Framing::Sse => stream::sse_response(body),
+        Framing::Array => stream::streaming_response("application/json", body),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_split_at_the_last_colon() {
+        let (m, method) = split_action("gemini-2.5-flash:streamGenerateContent").unwrap();
+        assert_eq!((m, method), ("gemini-2.5-flash", Method::Stream));
+        let (m, method) = split_action("models/gemini-2.5-pro:countTokens").unwrap();
+        assert_eq!((m, method), ("models/gemini-2.5-pro", Method::CountTokens));
+        assert!(
+            split_action("gemini-2.5-flash:embedContent")
+                .unwrap_err()
+                .contains("`embedContent` is not supported")
+        );
+        assert!(
+            split_action("gemini-2.5-flash")
+                .unwrap_err()
+                .contains("names no method")
+        );
+    }
+
+    #[test]
+    fn model_entries() {
+        let m = model_out(&ModelId::parse("gemini-2.5-flash-image").unwrap());
+        assert_eq!(m.name, "models/gemini-2.5-flash-image");
+        assert_eq!(m.display_name, "Gemini 2.5 Flash (image generation)");
+        assert_eq!(m.version, "2.5");
+        let m = model_out(&ModelId::parse("gemini-3-pro-preview").unwrap());
+        assert_eq!(m.version, "3");
+        assert_eq!(m.display_name, "Gemini 3 Pro Preview");
+    }
 }
