@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use business2api_tests::{
-    Answer, Endpoint, Fault, FaultRule, SseReader, TestApp, TestOptions, chat_body,
+    Answer, Endpoint, Fault, FaultRule, SseReader, TestApp, TestOptions, Wire, chat_body,
     check_openai_stream, collect_delta, spawn_app, spawn_app_with,
 };
 use serde_json::{Value, json};
@@ -168,7 +168,17 @@ async fn rate_limit_on_one_account_fails_over_to_another() {
                 .await
                 .unwrap();
         assert_eq!(response.status(), 200);
-        let chunks = check_openai_stream(&SseReader::new(response).rest().await, false);
+        let chunks = check_openai_stream(
+            &SseReader::checked(
+                response,
+                Wire::ChatCompletions {
+                    include_usage: false,
+                },
+            )
+            .rest()
+            .await,
+            false,
+        );
         assert!(collect_delta(&chunks, "content").contains("You asked"));
     }
     let limited_calls = app
@@ -305,9 +315,18 @@ async fn a_connection_cut_mid_answer_ends_the_stream_with_an_error_chunk() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let payloads = tokio::time::timeout(BOUND, SseReader::new(response).rest())
-        .await
-        .unwrap();
+    let payloads = tokio::time::timeout(
+        BOUND,
+        SseReader::checked(
+            response,
+            Wire::ChatCompletions {
+                include_usage: false,
+            },
+        )
+        .rest(),
+    )
+    .await
+    .unwrap();
     let chunks = check_openai_stream(&payloads, false);
     assert_eq!(collect_delta(&chunks, "content"), "one two ");
     let last = chunks.last().unwrap();

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use business2api_tests::{
-    Answer, Endpoint, SseReader, TEST_KEY, TestOptions, chat_body, check_openai_stream,
+    Answer, Endpoint, SseReader, TEST_KEY, TestOptions, Wire, chat_body, check_openai_stream,
     collect_delta, schemas, spawn_app, spawn_app_with,
 };
 use serde_json::{Value, json};
@@ -25,7 +25,12 @@ async fn first_content_delta_arrives_before_the_upstream_sends_its_last_element(
     let response = app.chat(body).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let mut sse = SseReader::new(response);
+    let mut sse = SseReader::checked(
+        response,
+        Wire::ChatCompletions {
+            include_usage: true,
+        },
+    );
     let mut payloads = Vec::new();
     // Read until the first visible content delta.
     loop {
@@ -70,7 +75,14 @@ async fn without_include_usage_chunks_have_no_usage() {
     let app = spawn_app().await;
     let response = app.chat(chat_body("gemini-2.5-pro", "hello", true)).await;
     assert_eq!(response.status(), 200);
-    let payloads = SseReader::new(response).rest().await;
+    let payloads = SseReader::checked(
+        response,
+        Wire::ChatCompletions {
+            include_usage: false,
+        },
+    )
+    .rest()
+    .await;
     let chunks = check_openai_stream(&payloads, false);
     assert!(collect_delta(&chunks, "content").contains("You asked: «hello»"));
     app.stop().await;
@@ -111,7 +123,12 @@ async fn keep_alives_flow_while_the_upstream_is_silent() {
         .set_answer(Answer::new().text("slow ").text("answer"));
     app.sim.set_pacing(Duration::from_millis(450));
     let response = app.chat(chat_body("gemini-2.5-flash", "x", true)).await;
-    let mut sse = SseReader::new(response);
+    let mut sse = SseReader::checked(
+        response,
+        Wire::ChatCompletions {
+            include_usage: false,
+        },
+    );
     let mut comments = 0;
     let mut payloads = Vec::new();
     while let Some(item) = sse.next().await {
@@ -141,7 +158,12 @@ async fn a_client_that_goes_away_cancels_the_upstream_call() {
     let response = app
         .chat(chat_body("gemini-2.5-flash", "long please", true))
         .await;
-    let mut sse = SseReader::new(response);
+    let mut sse = SseReader::checked(
+        response,
+        Wire::ChatCompletions {
+            include_usage: false,
+        },
+    );
     loop {
         let data = sse.next_data().await.unwrap();
         if data.contains("piece 0") {
@@ -329,7 +351,14 @@ async fn tool_calls_stream_with_index_and_finish_reason() {
         .chat(json!({"model": "gemini-2.5-flash", "stream": true, "messages": [{"role": "user", "content": "weather"}],
             "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]}))
         .await;
-    let payloads = SseReader::new(response).rest().await;
+    let payloads = SseReader::checked(
+        response,
+        Wire::ChatCompletions {
+            include_usage: false,
+        },
+    )
+    .rest()
+    .await;
     let chunks = check_openai_stream(&payloads, false);
     let call = chunks
         .iter()
@@ -403,7 +432,17 @@ async fn generated_videos_stream_as_links_after_the_text() {
     let response = app
         .chat(chat_body("gemini-2.5-flash-video", "film", true))
         .await;
-    let chunks = check_openai_stream(&SseReader::new(response).rest().await, false);
+    let chunks = check_openai_stream(
+        &SseReader::checked(
+            response,
+            Wire::ChatCompletions {
+                include_usage: false,
+            },
+        )
+        .rest()
+        .await,
+        false,
+    );
     let content = collect_delta(&chunks, "content");
     let link = content
         .strip_prefix("Your clip: [video](")
