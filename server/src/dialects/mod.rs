@@ -93,6 +93,19 @@ impl Dialect {
     }
 }
 
+/// An error response with `body` (already in the caller's dialect): the error's status, and
+/// `retry-after` for 429 and 503.
+pub fn error_with_body(error: &GatewayError, body: Bytes) -> HttpResponse {
+    let mut builder = HttpResponse::build(error.status());
+    if let Some(after) = error.retry_after() {
+        builder.insert_header((
+            actix_web::http::header::RETRY_AFTER,
+            after.as_secs().max(1).to_string(),
+        ));
+    }
+    builder.content_type("application/json").body(body)
+}
+
 /// `GET /v1/models`, in the dialect the headers indicate.
 pub async fn list_models(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     match Dialect::of_models_listing(&req) {

@@ -18,10 +18,82 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 
 use super::Dialect;
+use crate::domain::usage::input_tokens;
 use crate::domain::{FinishReason, ModelId, OutputMeter, StreamEvent, UpstreamQuery, Usage};
 use crate::error::GatewayError;
 use crate::media::MediaOut;
 use crate::service::{ChatService, ChatStream};
+use crate::startup::AppState;
+
+/// Logs a refused request and renders the refusal in `dialect`'s shape.
+pub fn refused(dialect: Dialect, error: &GatewayError) -> HttpResponse {
+    tracing::info!(status = error.status().as_u16(), error = %error, ?dialect, "request refused");
+    dialect.error_response(error)
+}
+
+/// The response of a handler: its answer, or its refusal in `dialect`'s shape.
+pub fn or_refused(dialect: Dialect, result: Result<HttpResponse, GatewayError>) -> HttpResponse {
+    result.unwrap_or_else(|e| refused(dialect, &e))
+}
+
+/// One request to answer: its dialect, model, whether it streams, and the flattened query.
+#[derive(Debug)]
+pub struct Turn<'a> {
+    pub dialect: Dialect,
+    pub model: &'a ModelId,
+    pub streamed: bool,
+    pub query: UpstreamQuery,
+}
+
+/// Answers a parsed chat request in one dialect. Streamed: starts the upstream turn (failures
+/// before the first event are returned, to get a real status) and streams the body built by
+/// `encoder(input_tokens)`. Not streamed: runs the answer to its end and sends
+/// `render(answer)` through [`json_answer`] (long generations are kept alive).
+pub async fn respond<E, M, R>(
+    state: &AppState,
+    req: &actix_web::HttpRequest,
+    turn: Turn<'_>,
+    encoder: M,
+    render: R,
+) -> Result<HttpResponse, GatewayError>
+where
+    E: StreamEncoder,
+    M: FnOnce(u32) -> E,
+    R: FnOnce(Answer) -> Bytes + 'static,
+{
+    let Turn {
+        dialect,
+        model,
+        streamed,
+        query,
+    } = turn;
+    let input = input_tokens(&query);
+    let media = MediaOut::new(std::sync::Arc::clone(&state.media), req);
+    if !streamed {
+        let chat = state.chat.clone();
+        let owned = model.clone();
+        let answer = async move {
+            let answer = complete(&chat, &owned, &query, input, &media).await?;
+            Ok(render(answer))
+        };
+        let long = model.features().image || model.features().video;
+        return Ok(json_answer(
+            dialect,
+            answer,
+            long,
+            state.nonstream_keepalive_after,
+            state.keepalive,
+        )
+        .await);
+    }
+    let encoder = encoder(input);
+    let content_type = encoder.content_type();
+    let started = start(&state.chat, model, query, state.keepalive).await?;
+    Ok(streaming_response(
+        content_type,
+        body(started, encoder, state.keepalive, input, media),
+    ))
+}
 
 /// One dialect's streamed wire format. Each method appends complete frames to `out`.
 pub trait StreamEncoder: Send + 'static {
@@ -35,6 +107,10 @@ pub trait StreamEncoder: Send + 'static {
     fn finish(&mut self, reason: FinishReason, usage: Usage, out: &mut BytesMut);
     /// The answer cannot complete (`usage` counts what was sent).
     fn fail(&mut self, error: &GatewayError, usage: Usage, out: &mut BytesMut);
+    /// The `Content-Type` of the streamed body.
+    fn content_type(&self) -> &'static str {
+        "text/event-stream"
+    }
 }
 
 type Pending = Pin<Box<dyn Future<Output = Result<ChatStream, GatewayError>>>>;

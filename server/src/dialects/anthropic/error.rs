@@ -2,7 +2,6 @@
 //! `{"type":"error","error":{"type":"invalid_request_error"|…,"message":"…"}}`.
 
 use actix_web::HttpResponse;
-use actix_web::http::header;
 use bytes::Bytes;
 use serde_json::json;
 
@@ -37,11 +36,7 @@ pub fn body(error: &GatewayError) -> Bytes {
 /// A complete error response. Overloaded (no account) is Anthropic's 529 only in name: the
 /// status stays 503 so that generic HTTP clients and proxies understand it.
 pub fn response(error: &GatewayError) -> HttpResponse {
-    let mut builder = HttpResponse::build(error.status());
-    if let Some(after) = error.retry_after() {
-        builder.insert_header((header::RETRY_AFTER, after.as_secs().max(1).to_string()));
-    }
-    builder.content_type("application/json").body(body(error))
+    crate::dialects::error_with_body(error, body(error))
 }
 
 #[cfg(test)]

@@ -16,8 +16,6 @@ pub mod signature;
 pub mod sse;
 pub mod wire;
 
-use std::sync::Arc;
-
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use time::format_description::well_known::Rfc3339;
@@ -27,7 +25,6 @@ use crate::dialects::{Dialect, read_body, stream};
 use crate::domain::usage::input_tokens;
 use crate::domain::{ModelId, flatten};
 use crate::error::GatewayError;
-use crate::media::MediaOut;
 use crate::startup::AppState;
 
 pub use self::signature::ThinkingSigner;
@@ -39,8 +36,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 fn refused(e: GatewayError) -> HttpResponse {
-    tracing::info!(status = e.status().as_u16(), error = %e, "anthropic request refused");
-    error::response(&e)
+    stream::refused(Dialect::Anthropic, &e)
 }
 
 /// `POST /v1/messages`.
@@ -50,10 +46,7 @@ async fn messages(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    match handle(state, req, payload).await {
-        Ok(response) => response,
-        Err(e) => refused(e),
-    }
+    stream::or_refused(Dialect::Anthropic, handle(state, req, payload).await)
 }
 
 async fn handle(
@@ -68,45 +61,32 @@ async fn handle(
         .record("model", request.model.public_name())
         .record("stream", request.stream);
     let query = flatten(&request.messages);
-    let input = input_tokens(&query);
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     let model_name = request.model.public_name().to_owned();
-    let media = MediaOut::new(Arc::clone(&state.media), &req);
     let signer = state.thinking_signer.clone();
-
-    if !request.stream {
-        let chat = state.chat.clone();
-        let model = request.model.clone();
-        let answer = async move {
-            let answer = stream::complete(&chat, &model, &query, input, &media).await?;
-            Ok(Bytes::from(convert::message(
+    let (stream_id, stream_model, stream_signer) = (id.clone(), model_name.clone(), signer.clone());
+    stream::respond(
+        &state,
+        &req,
+        stream::Turn {
+            dialect: Dialect::Anthropic,
+            model: &request.model,
+            streamed: request.stream,
+            query,
+        },
+        |input| MessageEncoder::new(stream_id, stream_model, input, stream_signer),
+        move |answer| {
+            Bytes::from(convert::message(
                 &id,
                 &model_name,
                 &answer.events,
                 answer.usage,
                 answer.finish,
                 &signer,
-            )))
-        };
-        return Ok(stream::json_answer(
-            Dialect::Anthropic,
-            answer,
-            request.model.features().image || request.model.features().video,
-            state.nonstream_keepalive_after,
-            state.keepalive,
-        )
-        .await);
-    }
-
-    let encoder = MessageEncoder::new(id, model_name, input, signer);
-    let started = stream::start(&state.chat, &request.model, query, state.keepalive).await?;
-    Ok(stream::sse_response(stream::body(
-        started,
-        encoder,
-        state.keepalive,
-        input,
-        media,
-    )))
+            ))
+        },
+    )
+    .await
 }
 
 /// `POST /v1/messages/count_tokens`: the gateway's estimate of the request's input tokens

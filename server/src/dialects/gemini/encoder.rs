@@ -106,6 +106,13 @@ impl ChunkEncoder {
 }
 
 impl StreamEncoder for ChunkEncoder {
+    fn content_type(&self) -> &'static str {
+        match self.framing {
+            Framing::Sse => "text/event-stream",
+            Framing::Array => "application/json",
+        }
+    }
+
     fn open(&mut self, out: &mut BytesMut) {
         if self.framing == Framing::Array {
             out.extend_from_slice(b"[");

@@ -1,7 +1,6 @@
 //! Errors in Google's shape: `{"error":{"code":<int>,"message":"…","status":"…"}}`.
 
 use actix_web::HttpResponse;
-use actix_web::http::header;
 use bytes::Bytes;
 use serde_json::json;
 
@@ -47,11 +46,7 @@ pub fn not_found(message: &str) -> HttpResponse {
 
 /// A complete error response.
 pub fn response(error: &GatewayError) -> HttpResponse {
-    let mut builder = HttpResponse::build(error.status());
-    if let Some(after) = error.retry_after() {
-        builder.insert_header((header::RETRY_AFTER, after.as_secs().max(1).to_string()));
-    }
-    builder.content_type("application/json").body(body(error))
+    crate::dialects::error_with_body(error, body(error))
 }
 
 #[cfg(test)]

@@ -12,8 +12,6 @@ pub mod encoder;
 pub mod error;
 pub mod wire;
 
-use std::sync::Arc;
-
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 
@@ -22,7 +20,6 @@ use crate::dialects::{Dialect, read_body, stream};
 use crate::domain::usage::input_tokens;
 use crate::domain::{ModelId, flatten};
 use crate::error::GatewayError;
-use crate::media::MediaOut;
 use crate::startup::AppState;
 
 /// Registers the `/v1beta` routes (the `/v1` ones are shared with the other dialects and
@@ -184,13 +181,7 @@ pub async fn action(
             }
         }
     };
-    match result {
-        Ok(response) => response,
-        Err(e) => {
-            tracing::info!(status = e.status().as_u16(), error = %e, "gemini request refused");
-            error::response(&e)
-        }
-    }
+    stream::or_refused(Dialect::Gemini, result)
 }
 
 async fn count_tokens(
@@ -214,47 +205,36 @@ async fn generate(
     let parsed = convert::parse_generate(&body)?;
     drop(body);
     let query = flatten(&parsed.messages);
-    let input = input_tokens(&query);
     let response_id = uuid::Uuid::new_v4().simple().to_string();
     let model_name = model.public_name().to_owned();
-    let media = MediaOut::new(Arc::clone(&state.media), req);
     let include_thoughts = parsed.include_thoughts;
-
-    if !streamed {
-        let chat = state.chat.clone();
-        let long = model.features().image || model.features().video;
-        let answer = async move {
-            let answer = stream::complete(&chat, &model, &query, input, &media).await?;
-            Ok(Bytes::from(convert::response_body(
-                &answer.events,
-                answer.usage,
-                &model_name,
-                &response_id,
-                include_thoughts,
-            )))
-        };
-        return Ok(stream::json_answer(
-            Dialect::Gemini,
-            answer,
-            long,
-            state.nonstream_keepalive_after,
-            state.keepalive,
-        )
-        .await);
-    }
-
     let framing = if wants_sse(req) {
         Framing::Sse
     } else {
         Framing::Array
     };
-    let encoder = ChunkEncoder::new(framing, model_name, response_id, include_thoughts);
-    let started = stream::start(&state.chat, &model, query, state.keepalive).await?;
-    let body = stream::body(started, encoder, state.keepalive, input, media);
-    Ok(match framing {
-        Framing::Sse => stream::sse_response(body),
-        Framing::Array => stream::streaming_response("application/json", body),
-    })
+    let (name, id) = (model_name.clone(), response_id.clone());
+    stream::respond(
+        state,
+        req,
+        stream::Turn {
+            dialect: Dialect::Gemini,
+            model: &model,
+            streamed,
+            query,
+        },
+        |_| ChunkEncoder::new(framing, name, id, include_thoughts),
+        move |answer| {
+            Bytes::from(convert::response_body(
+                &answer.events,
+                answer.usage,
+                &model_name,
+                &response_id,
+                include_thoughts,
+            ))
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

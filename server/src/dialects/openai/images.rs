@@ -19,7 +19,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{error, unix_now};
+use super::unix_now;
 use crate::dialects::{Dialect, read_body, stream};
 use crate::domain::usage::input_tokens;
 use crate::domain::{
@@ -159,13 +159,7 @@ pub async fn generations(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    match handle(state, req, payload).await {
-        Ok(response) => response,
-        Err(e) => {
-            tracing::info!(status = e.status().as_u16(), error = %e, "image generation refused");
-            error::response(&e)
-        }
-    }
+    stream::or_refused(Dialect::OpenAi, handle(state, req, payload).await)
 }
 
 async fn handle(

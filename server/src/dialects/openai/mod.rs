@@ -14,7 +14,6 @@ pub mod responses;
 pub mod sse;
 pub mod wire;
 
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -22,10 +21,8 @@ use bytes::Bytes;
 
 use self::sse::ChunkEncoder;
 use crate::dialects::{Dialect, read_body, stream};
-use crate::domain::usage::input_tokens;
 use crate::domain::{ModelId, flatten};
 use crate::error::GatewayError;
-use crate::media::MediaOut;
 use crate::startup::AppState;
 
 /// Registers the OpenAI routes on the `/v1` scope (`/v1/models` is shared: see
@@ -80,13 +77,7 @@ async fn chat_completions(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    match handle(state, req, payload).await {
-        Ok(response) => response,
-        Err(e) => {
-            tracing::info!(status = e.status().as_u16(), error = %e, "chat completion refused");
-            error::response(&e)
-        }
-    }
+    stream::or_refused(Dialect::OpenAi, handle(state, req, payload).await)
 }
 
 async fn handle(
@@ -102,44 +93,32 @@ async fn handle(
         .record("model", request.model.public_name())
         .record("stream", request.stream);
     let query = flatten(&request.messages);
-    let input = input_tokens(&query);
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
     let model_name = request.model.public_name().to_owned();
-    let media = MediaOut::new(Arc::clone(&state.media), &req);
     let inline = state.inline_media_in_chat;
-
-    if !request.stream {
-        let chat = state.chat.clone();
-        let model = request.model.clone();
-        let answer = async move {
-            let answer = stream::complete(&chat, &model, &query, input, &media).await?;
-            Ok(Bytes::from(convert::completion(
+    let include_usage = parsed.include_usage;
+    let (stream_id, stream_model) = (id.clone(), model_name.clone());
+    stream::respond(
+        &state,
+        &req,
+        stream::Turn {
+            dialect: Dialect::OpenAi,
+            model: &request.model,
+            streamed: request.stream,
+            query,
+        },
+        |_| ChunkEncoder::new(stream_id, created, stream_model, include_usage, inline),
+        move |answer| {
+            Bytes::from(convert::completion(
                 &id,
                 created,
                 &model_name,
                 &answer.events,
                 answer.usage,
                 inline,
-            )))
-        };
-        return Ok(stream::json_answer(
-            Dialect::OpenAi,
-            answer,
-            request.model.features().image || request.model.features().video,
-            state.nonstream_keepalive_after,
-            state.keepalive,
-        )
-        .await);
-    }
-
-    let encoder = ChunkEncoder::new(id, created, model_name, parsed.include_usage, inline);
-    let started = stream::start(&state.chat, &request.model, query, state.keepalive).await?;
-    Ok(stream::sse_response(stream::body(
-        started,
-        encoder,
-        state.keepalive,
-        input,
-        media,
-    )))
+            ))
+        },
+    )
+    .await
 }
