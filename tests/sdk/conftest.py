@@ -223,6 +223,21 @@ class Gateway:
     api_key: str
     health: dict
 
+    def wait_until_every_account_is_ready(self, timeout_s: float = 20.0) -> None:
+        """Waits until /health reports all accounts ready again: a test that makes the upstream
+        fail (the simulator's cut directive) leaves accounts backing off for a few seconds, and
+        the session's other tests must not inherit that."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        deadline = time.monotonic() + timeout_s
+        last: object = None
+        while time.monotonic() < deadline:
+            with opener.open(f"{self.base_url}/health", timeout=2.0) as response:
+                last = json.loads(response.read())
+            if isinstance(last, dict) and last.get("ready") == ACCOUNTS:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"accounts did not all become ready within {timeout_s} s: {last}")
+
 
 @pytest.fixture(scope="session")
 def gateway() -> Iterator[Gateway]:
@@ -256,6 +271,8 @@ def gateway() -> Iterator[Gateway]:
                 "api_keys": [API_KEY],
                 "gemini_business": {"auth_base_url": sim_url, "api_base_url": sim_url},
                 "http": {"workers": 2},
+                # The cut tests make accounts back off; keep that short so the session goes on.
+                "pool": {"max_backoff_sec": 2},
             }
             config_file = workdir / "config.json"
             config_file.write_text(json.dumps(config, indent=2) + "\n")

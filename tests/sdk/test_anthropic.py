@@ -241,3 +241,38 @@ def test_wrong_key_is_authentication_error(gateway: Gateway) -> None:
         sdk.client.messages.create(model=MODEL, max_tokens=16, messages=user("hi"))
     assert caught.value.status_code == 401, caught.value
     sdk.assert_one_request("POST", "/v1/messages")
+
+
+# A prompt carrying this directive makes the simulator break its answer after the thought and the
+# first text element (upstream_sim::CUT_DIRECTIVE): a real mid-stream upstream failure.
+CUT = "[sim:cut]"
+
+
+@pytest.fixture
+def after_a_cut(gateway: Gateway) -> Iterator[None]:
+    """The cut makes the account back off for a moment: wait until every account serves again."""
+    yield
+    gateway.wait_until_every_account_is_ready()
+
+
+def test_a_cut_mid_stream_raises_from_the_stream_helper_after_the_partial_text(sdk: Sdk, after_a_cut: None) -> None:
+    received: list[str] = []
+    with pytest.raises(anthropic.APIStatusError) as raised:
+        with sdk.client.messages.stream(model=MODEL, max_tokens=256, messages=user(f"cut {CUT}")) as stream:
+            for text in stream.text_stream:
+                received.append(text)
+    assert "".join(received).startswith("Hello"), f"the partial text did not arrive first: {received}"
+    assert "upstream" in str(raised.value), raised.value
+    sdk.assert_one_request("POST", "/v1/messages")
+
+
+def test_a_cut_mid_stream_still_ends_with_message_stop(sdk: Sdk, after_a_cut: None) -> None:
+    stream = sdk.client.messages.create(model=MODEL, max_tokens=256, messages=user(f"cut {CUT}"), stream=True)
+    types: list[str] = []
+    with pytest.raises(anthropic.APIStatusError):
+        with stream:
+            for event in stream:
+                types.append(event.type)
+    assert types[0] == "message_start", types
+    assert "content_block_stop" in types, types
+    sdk.assert_one_request("POST", "/v1/messages")

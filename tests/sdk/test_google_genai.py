@@ -235,3 +235,25 @@ def test_wrong_api_key_is_a_401_client_error(gateway: Gateway, version: Optional
     assert "not-the-key" not in str(caught.value)
     s.assert_one_request("POST", f"models/{MODEL}:generateContent")
     s.client.close()
+
+
+# A prompt carrying this directive makes the simulator break its answer after the thought and the
+# first text element (upstream_sim::CUT_DIRECTIVE): a real mid-stream upstream failure.
+CUT = "[sim:cut]"
+
+
+@pytest.fixture
+def after_a_cut(gateway: Gateway) -> Iterator[None]:
+    """The cut makes the account back off for a moment: wait until every account serves again."""
+    yield
+    gateway.wait_until_every_account_is_ready()
+
+
+def test_a_cut_mid_stream_raises_after_the_partial_text(sdk: Sdk, after_a_cut: None) -> None:
+    received: list[str] = []
+    with pytest.raises(errors.APIError) as raised:
+        for chunk in sdk.client.models.generate_content_stream(model=MODEL, contents=f"cut {CUT}"):
+            received.append(chunk.text or "")
+    assert "".join(received).startswith("Hello"), f"the partial text did not arrive first: {received}"
+    assert raised.value.code == 502, raised.value
+    sdk.assert_one_request("POST", f"models/{MODEL}:streamGenerateContent")

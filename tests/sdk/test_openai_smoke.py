@@ -301,3 +301,41 @@ def test_images_generate_with_a_text_model_is_bad_request(sdk: Sdk) -> None:
         sdk.client.images.generate(model=MODEL, prompt="a dot")
     assert (caught.value.body or {}).get("param") == "model", caught.value.body
     sdk.assert_one_request("POST", "/v1/images/generations")
+
+
+# A prompt carrying this directive makes the simulator break its answer after the thought and the
+# first text element (upstream_sim::CUT_DIRECTIVE): a real mid-stream upstream failure.
+CUT = "[sim:cut]"
+
+
+@pytest.fixture
+def after_a_cut(gateway: Gateway) -> Iterator[None]:
+    """The cut makes the account back off for a moment: wait until every account serves again."""
+    yield
+    gateway.wait_until_every_account_is_ready()
+
+
+def test_chat_stream_cut_mid_answer_raises_after_the_partial_text(sdk: Sdk, after_a_cut: None) -> None:
+    stream = sdk.client.chat.completions.create(model=MODEL, messages=user(f"cut {CUT}"), stream=True)
+    received: list[str] = []
+    with pytest.raises(openai.APIError) as raised:
+        with stream:
+            for chunk in stream:
+                if chunk.choices:
+                    received.append(chunk.choices[0].delta.content or "")
+    assert "".join(received).startswith("Hello"), f"the partial text did not arrive first: {received}"
+    assert "upstream" in raised.value.message, raised.value.message
+    sdk.assert_one_request("POST", "/v1/chat/completions")
+
+
+def test_responses_stream_cut_mid_answer_ends_with_response_failed(sdk: Sdk, after_a_cut: None) -> None:
+    stream = sdk.client.responses.create(model=MODEL, input=f"cut {CUT}", stream=True)
+    with stream:
+        events = list(stream)
+    types = [e.type for e in events]
+    assert types[0] == "response.created" and types[-1] == "response.failed", types
+    failed = events[-1].response
+    assert failed.status == "failed" and failed.error is not None and failed.error.message, failed
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text.startswith("Hello"), text
+    sdk.assert_one_request("POST", "/v1/responses")

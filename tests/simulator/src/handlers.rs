@@ -313,6 +313,13 @@ async fn v1alpha(req: HttpRequest, payload: web::Payload, state: web::Data<State
                     let mut inner = state.lock();
                     (inner.pacing, inner.hold.take())
                 };
+                // A prompt carrying the cut directive breaks its own answer (for clients that
+                // drive the simulator binary and cannot script faults).
+                let cut = cut.or_else(|| {
+                    sr.query_text
+                        .contains(stream::CUT_DIRECTIVE)
+                        .then_some(stream::CUT_DIRECTIVE_AFTER)
+                });
                 let plan = StreamPlan {
                     elements,
                     pacing,

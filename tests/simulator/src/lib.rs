@@ -53,7 +53,7 @@ pub use model::{
     Answer, AnswerPart, Endpoint, Fault, FaultRule, FileUris, RecordedRequest, SimAccount,
     SimStats, Upload,
 };
-pub use stream::DEFAULT_IMAGE_PNG;
+pub use stream::{CUT_DIRECTIVE, CUT_DIRECTIVE_AFTER, DEFAULT_IMAGE_PNG};
 pub use validate::KNOWN_MODELS;
 
 use state::State;

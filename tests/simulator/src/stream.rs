@@ -27,6 +27,14 @@ fn content_element(content: Value) -> Value {
     ]}}})
 }
 
+/// A prompt containing this text gets its U4 answer cut (as by `Fault::CutAfter`) after
+/// [`CUT_DIRECTIVE_AFTER`] answer elements — the thought and the first text of the default
+/// answer. Lets tests that drive the `upstream-sim` binary (the SDK suites) exercise a
+/// mid-stream failure without scripting faults.
+pub const CUT_DIRECTIVE: &str = "[sim:cut]";
+/// How many answer elements a prompt with [`CUT_DIRECTIVE`] receives before the cut.
+pub const CUT_DIRECTIVE_AFTER: usize = 2;
+
 /// The image the default answer of an image-only request carries: a 1×1 PNG.
 pub const DEFAULT_IMAGE_PNG: &[u8] = &[
     0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,

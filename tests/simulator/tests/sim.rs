@@ -863,6 +863,49 @@ async fn cut_after_breaks_the_body() {
     assert!(resp.bytes().await.is_err());
 }
 
+#[tokio::test]
+async fn a_prompt_with_the_cut_directive_breaks_its_own_answer() {
+    let sim = sim_with(1).await;
+    let caller = Caller::new(&sim, SimAccount::demo(0)).await;
+    let session = caller.create_session().await;
+    let prompt = format!("tell me {}", upstream_sim::CUT_DIRECTIVE);
+    let resp = caller
+        .post(
+            "widgetStreamAssist",
+            &caller.stream_request(&session, &prompt),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut error = false;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(chunk) => buf.push_str(std::str::from_utf8(&chunk).unwrap()),
+            Err(_) => {
+                error = true;
+                break;
+            }
+        }
+    }
+    assert!(error, "the body must end with an error, got {buf:?}");
+    // sessionInfo + the thought + the first text element.
+    assert_eq!(
+        buf.matches("streamAssistResponse").count(),
+        1 + upstream_sim::CUT_DIRECTIVE_AFTER,
+        "{buf}"
+    );
+    assert_eq!(sim.stats().streams_cut, 1);
+    // Without the directive the answer is whole.
+    let resp = caller
+        .post(
+            "widgetStreamAssist",
+            &caller.stream_request(&session, "tell me"),
+        )
+        .await;
+    assert!(resp.text().await.is_ok());
+}
+
 // ---------------------------------------------------------------- faults
 
 #[tokio::test]
