@@ -347,14 +347,24 @@ pub async fn serve(store: web::Data<MediaStore>, name: web::Path<String>) -> Htt
     let Some(entry) = store.live(&name) else {
         return HttpResponse::NotFound().finish();
     };
-    match tokio::fs::read(store.dir.join(&name)).await {
-        Ok(data) => HttpResponse::Ok()
-            .insert_header((header::CONTENT_TYPE, entry.mime))
-            .insert_header((header::CACHE_CONTROL, "private, max-age=3600"))
-            .insert_header(("x-content-type-options", "nosniff"))
-            .body(data),
-        Err(_) => HttpResponse::NotFound().finish(),
-    }
+    // Streamed from disk with its length: a video is never read into memory whole.
+    let file = match tokio::fs::File::open(store.dir.join(&name)).await {
+        Ok(file) => file,
+        Err(_) => return HttpResponse::NotFound().finish(),
+    };
+    let size = match file.metadata().await {
+        Ok(m) => m.len(),
+        Err(_) => return HttpResponse::NotFound().finish(),
+    };
+    let body = actix_web::body::SizedStream::new(
+        size,
+        tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024),
+    );
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, entry.mime))
+        .insert_header((header::CACHE_CONTROL, "private, max-age=3600"))
+        .insert_header(("x-content-type-options", "nosniff"))
+        .body(body)
 }
 
 #[cfg(test)]
