@@ -102,11 +102,13 @@ sim_url="$(wait_for_url "$work/sim.out" 'upstream-sim listening on' "$sim_pid")"
 log "simulator at $sim_url (pid $sim_pid)"
 
 # --- gateway --------------------------------------------------------------------------------
+# No daily cap: the runs send far more than the default 3000 text requests per account a day.
 cp "$work"/accounts/*.json "$work/data/"
 workers_json=""
 [[ -n "$gateway_workers" ]] && workers_json=",\"http\":{\"workers\":$gateway_workers}"
 cat >"$work/config.json" <<EOF
 {"listen_addr":"127.0.0.1:0","data_dir":"$work/data","api_keys":["bench-key"],
+ "pool":{"daily_limit_text":0},
  "gemini_business":{"auth_base_url":"$sim_url","api_base_url":"$sim_url"}$workers_json}
 EOF
 RUST_LOG=warn "$bin/business2api" serve --config "$work/config.json" \

@@ -266,6 +266,7 @@ fn write_all(o: &mut String, r: &Results, a: &RenderArgs) -> std::fmt::Result {
         o,
         "* `bench/run.sh` builds the release binaries, starts `upstream-sim --pace-ms 0 \
          --accounts {} --workers {}` and `business2api serve` (`http.workers` = {}, \
+         `pool.daily_limit_text` = 0 so the default 3000-a-day cap does not end the runs, \
          `RUST_LOG=warn`) in a temporary directory, then runs `loadgen` (crate `bench/`).",
         a.accounts, a.sim_workers, a.gateway_workers
     )?;
