@@ -16,6 +16,7 @@
 //! - [`cli_accounts`]: the `accounts` subcommands (import, export, list the stored accounts).
 //! - [`telemetry`]: tracing setup and the request root span.
 
+pub mod accounts;
 pub mod admin;
 pub mod auth;
 pub mod cli_accounts;

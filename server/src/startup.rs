@@ -236,7 +236,7 @@ impl Application {
         let pool = Pool::start(
             PoolConfig::from_settings(&settings),
             accounts,
-            Arc::clone(&upstream),
+            Arc::clone(&upstream) as Arc<dyn crate::upstream::Authenticator>,
             Some(Persistence {
                 store: Arc::clone(&store),
                 accounts_dir: accounts_dir.clone(),

@@ -6,10 +6,13 @@
 //! # Layout
 //! - [`secret`]: [`Secret`], a wrapper for credentials that never prints its contents, and
 //!   constant-time comparison helpers.
+//! - [`account`]: [`AccountKey`], the normalised e-mail address that names an account.
 //! - [`PROTOCOL_VERSION`]: the version of the server–worker message protocol.
 
+pub mod account;
 pub mod secret;
 
+pub use account::AccountKey;
 pub use secret::Secret;
 
 /// Version of the server–worker message protocol. Bumped on any incompatible change; both sides

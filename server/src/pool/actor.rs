@@ -20,8 +20,8 @@ use std::time::Instant;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::supervisor::Command;
-use crate::upstream::UpstreamError;
-use crate::upstream::gemini_business::{CallAuth, Credentials, GeminiBusinessClient, MintedToken};
+use crate::accounts::Credentials;
+use crate::upstream::{AccessToken, Authenticator, CallAuth, UpstreamError};
 
 /// Messages an account actor understands.
 pub enum AccountMsg {
@@ -35,7 +35,7 @@ pub enum AccountMsg {
     Credentials(Box<Credentials>),
     MintDone {
         epoch: u64,
-        result: Result<MintedToken, UpstreamError>,
+        result: Result<AccessToken, UpstreamError>,
     },
     Stop,
 }
@@ -82,15 +82,15 @@ impl AccountHandle {
 /// Shared by every actor of a pool.
 #[derive(Clone)]
 pub struct ActorContext {
-    pub client: Arc<GeminiBusinessClient>,
+    pub authenticator: Arc<dyn Authenticator>,
     pub refresh_permits: Arc<Semaphore>,
     pub supervisor: mpsc::Sender<Command>,
 }
 
 struct AccountActor {
     key: Arc<str>,
-    credentials: Credentials,
-    token: Option<(MintedToken, u64)>,
+    credentials: Arc<Credentials>,
+    token: Option<(AccessToken, u64)>,
     generation: u64,
     /// Incremented when the credentials change; a mint of an older epoch is disowned.
     epoch: u64,
@@ -105,7 +105,7 @@ pub fn spawn(key: Arc<str>, credentials: Credentials, ctx: ActorContext) -> Acco
     let (tx, rx) = mpsc::channel(MAILBOX);
     let actor = AccountActor {
         key,
-        credentials,
+        credentials: Arc::new(credentials),
         token: None,
         generation: 0,
         epoch: 0,
@@ -134,7 +134,7 @@ impl AccountActor {
                     }
                 }
                 AccountMsg::Credentials(credentials) => {
-                    self.credentials = *credentials;
+                    self.credentials = Arc::new(*credentials);
                     self.token = None;
                     self.epoch += 1;
                     self.minting = false;
@@ -165,11 +165,10 @@ impl AccountActor {
         }
     }
 
-    fn call_auth(&self, token: &MintedToken) -> CallAuth {
+    fn call_auth(&self, token: &AccessToken) -> CallAuth {
         CallAuth {
-            jwt: token.jwt.clone(),
-            config_id: self.credentials.config_id.clone(),
-            original_authorization: self.credentials.authorization.clone(),
+            token: token.value.clone(),
+            credentials: Arc::clone(&self.credentials),
         }
     }
 
@@ -192,7 +191,7 @@ impl AccountActor {
         self.minting = true;
         let epoch = self.epoch;
         let key = Arc::clone(&self.key);
-        let credentials = self.credentials.clone();
+        let credentials = Arc::clone(&self.credentials);
         let ctx = self.ctx.clone();
         let me = self.me.clone();
         tokio::spawn(async move {
@@ -204,7 +203,7 @@ impl AccountActor {
                     key: Arc::clone(&key),
                 })
                 .await;
-            let result = ctx.client.mint_token(&credentials).await;
+            let result = ctx.authenticator.authenticate(&credentials).await;
             let _ = ctx
                 .supervisor
                 .send(Command::RefreshFinished {

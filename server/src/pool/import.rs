@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use business2api_shared::Secret;
 use serde_json::{Map, Value};
 
+use crate::accounts::credentials::SESSION_COOKIE;
+use crate::accounts::{Cookie, Credentials};
 use crate::store::{
     ACCOUNT_SCHEMA_VERSION, AccountRecord, Store, StoreError, StoredCookie, Upsert,
 };
-use crate::upstream::gemini_business::credentials::SESSION_COOKIE;
 use crate::upstream::gemini_business::jwt::csesidx_from_authorization;
-use crate::upstream::gemini_business::{Cookie, Credentials};
 
 /// A file or account that was not taken, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

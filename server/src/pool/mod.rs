@@ -27,8 +27,7 @@ pub use account_state::Capability;
 pub use supervisor::{AccountView, NewAccount, Outcome, Persistence, PoolConfig};
 
 use crate::config::{ExpiredAction, Settings};
-use crate::upstream::UpstreamError;
-use crate::upstream::gemini_business::{CallAuth, GeminiBusinessClient};
+use crate::upstream::{Authenticator, CallAuth, UpstreamError};
 use account_state::FailurePolicy;
 use selection::SelectionPolicy;
 use supervisor::{Command, Grant};
@@ -127,11 +126,11 @@ impl Pool {
     pub fn start(
         config: PoolConfig,
         accounts: Vec<NewAccount>,
-        client: Arc<GeminiBusinessClient>,
+        authenticator: Arc<dyn Authenticator>,
         persistence: Option<Persistence>,
     ) -> Pool {
         Pool {
-            tx: supervisor::start(config, accounts, client, persistence),
+            tx: supervisor::start(config, accounts, authenticator, persistence),
         }
     }
 

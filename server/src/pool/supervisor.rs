@@ -23,10 +23,11 @@ use super::account_state::{
 };
 use super::actor::{self, AccountHandle, AccountMsg, ActorContext};
 use super::selection::{self, Candidate, Choice, SelectionPolicy};
+use crate::accounts::Credentials;
 use crate::store::{StateBatch, Store};
+use crate::upstream::Authenticator;
 use crate::upstream::UpstreamError;
 use crate::upstream::gemini_business::client::TOKEN_USE_WINDOW;
-use crate::upstream::gemini_business::{Credentials, GeminiBusinessClient};
 
 /// How often the supervisor looks at the clock.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -210,13 +211,7 @@ struct Supervisor {
 /// A stable, non-identifying label for logs: `acct-` and 8 hex digits of the SHA-256 of the
 /// lower-cased e-mail address.
 pub fn label_of(email: &str) -> String {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(email.trim().to_lowercase().as_bytes());
-    let mut out = String::from("acct-");
-    for b in &digest[..4] {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    business2api_shared::AccountKey::new(email).label()
 }
 
 /// The key of an account: its lower-cased, trimmed e-mail address.
@@ -228,7 +223,7 @@ pub fn key_of(email: &str) -> String {
 pub fn start(
     config: PoolConfig,
     accounts: Vec<NewAccount>,
-    client: Arc<GeminiBusinessClient>,
+    authenticator: Arc<dyn Authenticator>,
     persistence: Option<Persistence>,
 ) -> mpsc::Sender<Command> {
     let (tx, rx) = mpsc::channel(MAILBOX);
@@ -238,7 +233,7 @@ pub fn start(
         ptx
     });
     let ctx = ActorContext {
-        client,
+        authenticator,
         refresh_permits: Arc::new(Semaphore::new(config.refresh_concurrency.max(1))),
         supervisor: tx.clone(),
     };

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use business2api_shared::Secret;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use reqwest::header::{self, HeaderMap, HeaderValue};
@@ -17,7 +16,6 @@ use serde::de::DeserializeOwned;
 
 use super::classify::{classify_element, classify_response, is_html};
 use super::convert::{AssistItem, element_items, tools_spec};
-use super::credentials::Credentials;
 use super::json_stream::JsonElementSplitter;
 use super::jwt::{XsrfKey, parse_xsrf_body, sign_jwt};
 use super::wire::{
@@ -26,10 +24,13 @@ use super::wire::{
     ListFilesMember, ListFilesRequest, ListFilesResponse, NewSession, Query, StreamAssistElement,
     StreamAssistMember, StreamAssistRequest, TextPart, UserMetadata,
 };
+use crate::accounts::Credentials;
 use crate::config::{GeminiBusinessSettings, ProxyUrl};
 use crate::domain::{GeneratedMedia, Media, ModelId, StreamEvent, UpstreamQuery};
 use crate::media::fetch::{FetchError, MediaFetcher, display_url};
-use crate::upstream::{Endpoint, ErrorKind, UpstreamError};
+use crate::upstream::{
+    AccessToken, Authenticator, BoxFuture, CallAuth, Endpoint, ErrorKind, UpstreamError,
+};
 
 /// The answer of one chat turn, as it arrives.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, UpstreamError>> + Send>>;
@@ -51,30 +52,6 @@ pub const WEB_ORIGIN: &str = "https://business.gemini.google";
 /// `referer` of U1–U6.
 pub const WEB_REFERER: &str = "https://business.gemini.google/";
 const AI_GENERATED_FILTER: &str = "file_origin_type = AI_GENERATED";
-
-/// A freshly minted short-lived JWT.
-#[derive(Debug, Clone)]
-pub struct MintedToken {
-    pub jwt: Secret,
-    /// After this instant the token must not be used any more (see [`TOKEN_USE_WINDOW`]).
-    pub use_until: Instant,
-}
-
-impl MintedToken {
-    /// Whether the token may still be sent at `now`.
-    pub fn usable_at(&self, now: Instant) -> bool {
-        now < self.use_until
-    }
-}
-
-/// Credentials for one U2–U6 call.
-#[derive(Debug, Clone)]
-pub struct CallAuth {
-    pub jwt: Secret,
-    pub config_id: String,
-    /// Forwarded as `x-original-authorization` when non-empty.
-    pub original_authorization: Secret,
-}
 
 /// The Gemini Business HTTP client. One per process (per egress proxy later); cheap to share.
 #[derive(Debug)]
@@ -251,11 +228,12 @@ impl GeminiBusinessClient {
         };
         let mut h = self.base_headers.clone();
         let mut bearer =
-            HeaderValue::from_str(&format!("Bearer {}", auth.jwt.expose())).map_err(bad)?;
+            HeaderValue::from_str(&format!("Bearer {}", auth.token.expose())).map_err(bad)?;
         bearer.set_sensitive(true);
         h.insert(header::AUTHORIZATION, bearer);
-        if !auth.original_authorization.is_empty() {
-            let mut v = HeaderValue::from_str(auth.original_authorization.expose()).map_err(bad)?;
+        if !auth.credentials.authorization.is_empty() {
+            let mut v =
+                HeaderValue::from_str(auth.credentials.authorization.expose()).map_err(bad)?;
             v.set_sensitive(true);
             h.insert("x-original-authorization", v);
         }
@@ -355,7 +333,7 @@ impl GeminiBusinessClient {
 
     /// U1 + signing: a short-lived JWT for the account (spec §1.3–1.4).
     #[tracing::instrument(skip_all)]
-    pub async fn mint_token(&self, creds: &Credentials) -> Result<MintedToken, UpstreamError> {
+    pub async fn mint_token(&self, creds: &Credentials) -> Result<AccessToken, UpstreamError> {
         let endpoint = Endpoint::GetXsrfKey;
         let Some(cookie) = creds.cookie_header() else {
             return Err(UpstreamError::new(
@@ -391,8 +369,8 @@ impl GeminiBusinessClient {
             ));
         }
         let key: XsrfKey = parse_xsrf_body(&body)?;
-        Ok(MintedToken {
-            jwt: sign_jwt(&key, &creds.csesidx, now_unix()),
+        Ok(AccessToken {
+            value: sign_jwt(&key, &creds.csesidx, now_unix()),
             use_until: started + TOKEN_USE_WINDOW,
         })
     }
@@ -401,7 +379,7 @@ impl GeminiBusinessClient {
     pub async fn create_session(&self, auth: &CallAuth) -> Result<String, UpstreamError> {
         let endpoint = Endpoint::CreateSession;
         let body = Envelope::new(
-            &auth.config_id,
+            &auth.credentials.config_id,
             CreateSessionMember {
                 create_session_request: CreateSessionRequest {
                     session: NewSession {
@@ -450,7 +428,7 @@ impl GeminiBusinessClient {
             },
         };
         let body = Envelope::new(
-            &auth.config_id,
+            &auth.credentials.config_id,
             AddContextFileMember {
                 add_context_file_request: request,
             },
@@ -519,7 +497,7 @@ impl GeminiBusinessClient {
         let endpoint = Endpoint::StreamAssist;
         let text = if text.is_empty() { " " } else { text };
         let body = Envelope::new(
-            &auth.config_id,
+            &auth.credentials.config_id,
             StreamAssistMember {
                 stream_assist_request: StreamAssistRequest {
                     session,
@@ -559,7 +537,7 @@ impl GeminiBusinessClient {
         session: &str,
     ) -> Result<Vec<FileMetadata>, UpstreamError> {
         let body = Envelope::new(
-            &auth.config_id,
+            &auth.credentials.config_id,
             ListFilesMember {
                 list_session_file_metadata_request: ListFilesRequest {
                     name: session,
@@ -770,9 +748,19 @@ fn parse_element(bytes: &[u8], call_seq: &mut u32) -> Result<Vec<AssistItem>, Up
     )
 }
 
+impl Authenticator for GeminiBusinessClient {
+    fn authenticate<'a>(
+        &'a self,
+        credentials: &'a Credentials,
+    ) -> BoxFuture<'a, Result<AccessToken, UpstreamError>> {
+        Box::pin(self.mint_token(credentials))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use business2api_shared::Secret;
 
     #[test]
     fn upload_names_use_real_extensions() {
@@ -836,8 +824,8 @@ mod tests {
     #[test]
     fn token_use_window_is_checked_at_use_time() {
         let now = Instant::now();
-        let t = MintedToken {
-            jwt: Secret::new("x"),
+        let t = AccessToken {
+            value: Secret::new("x"),
             use_until: now + Duration::from_secs(1),
         };
         assert!(t.usable_at(now));

@@ -10,15 +10,12 @@
 //! - [`json_stream`]: the incremental JSON-array splitter that lets events flow as bytes arrive.
 //! - [`jwt`]: the U1 key and the self-signed HS256 JWT.
 //! - [`classify`]: status + parsed body → typed [`UpstreamError`](crate::upstream::UpstreamError).
-//! - [`credentials`]: what an account is to this upstream.
 
 pub mod classify;
 pub mod client;
 pub mod convert;
-pub mod credentials;
 pub mod json_stream;
 pub mod jwt;
 pub mod wire;
 
-pub use client::{CallAuth, EventStream, GeminiBusinessClient, MintedToken};
-pub use credentials::{Cookie, Credentials};
+pub use client::{EventStream, GeminiBusinessClient};

@@ -1,4 +1,4 @@
-//! What an account *is* to the Gemini Business upstream (spec §1.2): its cookies, `csesidx`,
+//! What an account *is* (Gemini Business spec §1.2): its cookies, `csesidx`,
 //! `configId` and the web app's own `authorization` header value.
 
 use business2api_shared::Secret;
