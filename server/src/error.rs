@@ -8,6 +8,34 @@ use actix_web::http::StatusCode;
 use crate::domain::ModelError;
 use crate::upstream::{ErrorKind, UpstreamError};
 
+/// The client's input cannot be used: a media URL the gateway refused or could not fetch, an
+/// unsupported media type, a file over the limit. Not an upstream failure: no other account is
+/// tried and the account is not affected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InputError {
+    /// 413 for "too large", else 400.
+    pub too_large: bool,
+    /// Written for the client (no credentials, no internals).
+    pub message: String,
+}
+
+impl InputError {
+    pub fn invalid(message: impl Into<String>) -> InputError {
+        InputError {
+            too_large: false,
+            message: message.into(),
+        }
+    }
+
+    pub fn too_large(message: impl Into<String>) -> InputError {
+        InputError {
+            too_large: true,
+            message: message.into(),
+        }
+    }
+}
+
 /// A failure to answer a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
@@ -31,6 +59,9 @@ pub enum GatewayError {
     /// The upstream failed on every account tried (the last failure).
     #[error("{0}")]
     Upstream(UpstreamError),
+    /// The client's input (media) cannot be used.
+    #[error("{0}")]
+    Input(InputError),
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -72,7 +103,8 @@ impl GatewayError {
             GatewayError::MissingApiKey | GatewayError::InvalidApiKey => Category::Authentication,
             GatewayError::InvalidRequest { .. }
             | GatewayError::PayloadTooLarge { .. }
-            | GatewayError::MethodNotAllowed => Category::InvalidRequest,
+            | GatewayError::MethodNotAllowed
+            | GatewayError::Input(_) => Category::InvalidRequest,
             GatewayError::Model(ModelError::Missing) => Category::InvalidRequest,
             GatewayError::Model(ModelError::Unknown(_)) | GatewayError::NotFound => {
                 Category::NotFound
@@ -80,7 +112,7 @@ impl GatewayError {
             GatewayError::NoAccountAvailable { .. } => Category::Unavailable,
             GatewayError::Internal => Category::Internal,
             GatewayError::Upstream(e) => match e.kind {
-                ErrorKind::BadRequest | ErrorKind::Media { .. } => Category::InvalidRequest,
+                ErrorKind::BadRequest => Category::InvalidRequest,
                 ErrorKind::RateLimited { .. } => Category::RateLimited,
                 ErrorKind::QuotaExhausted { .. } => Category::QuotaExhausted,
                 ErrorKind::AuthExpired | ErrorKind::CookiesInvalid | ErrorKind::Challenge => {
@@ -100,10 +132,9 @@ impl GatewayError {
         match self {
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            GatewayError::Upstream(UpstreamError {
-                kind: ErrorKind::Media { status },
-                ..
-            }) => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
+            GatewayError::Input(InputError {
+                too_large: true, ..
+            }) => StatusCode::PAYLOAD_TOO_LARGE,
             _ => match self.category() {
                 Category::Authentication => StatusCode::UNAUTHORIZED,
                 Category::InvalidRequest => StatusCode::BAD_REQUEST,
@@ -139,8 +170,6 @@ impl GatewayError {
                 ErrorKind::BadRequest => {
                     format!("the upstream rejected the request: {}", e.message)
                 }
-                // Written for the client by the media fetcher / validation.
-                ErrorKind::Media { .. } => e.message.clone(),
                 ErrorKind::RateLimited { .. } => {
                     "the upstream is rate limiting every available account; retry later".to_owned()
                 }
@@ -177,13 +206,27 @@ impl From<UpstreamError> for GatewayError {
     }
 }
 
+impl From<InputError> for GatewayError {
+    fn from(e: InputError) -> Self {
+        GatewayError::Input(e)
+    }
+}
+
+impl From<crate::upstream::CallError> for GatewayError {
+    fn from(e: crate::upstream::CallError) -> Self {
+        match e {
+            crate::upstream::CallError::Upstream(e) => GatewayError::Upstream(e),
+            crate::upstream::CallError::Input(e) => GatewayError::Input(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::Endpoint;
 
     fn up(kind: ErrorKind) -> GatewayError {
-        GatewayError::Upstream(UpstreamError::new(kind, Endpoint::StreamAssist, "boom"))
+        GatewayError::Upstream(UpstreamError::new(kind, "widgetStreamAssist", "boom"))
     }
 
     #[test]
@@ -195,16 +238,12 @@ mod tests {
         );
         assert_eq!(GatewayError::Model(ModelError::Missing).status(), 400);
         assert_eq!(up(ErrorKind::BadRequest).status(), 400);
-        assert_eq!(up(ErrorKind::Media { status: 400 }).status(), 400);
-        assert_eq!(up(ErrorKind::Media { status: 413 }).status(), 413);
-        assert_eq!(
-            up(ErrorKind::Media { status: 413 }).category(),
-            Category::InvalidRequest
-        );
-        assert_eq!(
-            up(ErrorKind::Media { status: 400 }).client_message(),
-            "boom"
-        );
+        let invalid = GatewayError::Input(InputError::invalid("bad media"));
+        let large = GatewayError::Input(InputError::too_large("big media"));
+        assert_eq!(invalid.status(), 400);
+        assert_eq!(large.status(), 413);
+        assert_eq!(large.category(), Category::InvalidRequest);
+        assert_eq!(invalid.client_message(), "bad media");
         assert_eq!(
             up(ErrorKind::RateLimited { retry_after: None }).status(),
             429

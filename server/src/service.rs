@@ -1,5 +1,6 @@
-//! One chat request end to end: lease an account, get its token, run the upstream turn, and fail
-//! over to another account while nothing has reached the client yet.
+//! One chat request end to end: find the model's upstream in the registry, lease a member of
+//! its pool, get its token, run the upstream turn, and fail over to another member while
+//! nothing has reached the client yet.
 //!
 //! Streaming: an attempt counts as started once the upstream produced its first event; until
 //! then any failure that another account might not have (everything but a bad request) moves
@@ -10,12 +11,11 @@
 //! any point may still move the request to another account (within the same attempt budget).
 //!
 //! Media: before any account is leased, inline attachments are checked once for every dialect
-//! ([`check_inline_media`]): a file over `media.fetch_max_mb` is a 413, a type the upstream
-//! cannot take a 400, and a generic or wrong label is corrected from the magic bytes. A media
-//! URL the gateway cannot fetch fails the request without trying other accounts and without
-//! counting against the account.
+//! and upstream ([`check_inline_media`]): a file over `media.fetch_max_mb` is a 413, a type the
+//! upstream cannot take a 400, and a generic or wrong label is corrected from the magic bytes. A
+//! media URL the gateway cannot fetch ([`InputError`]) fails the request without trying other
+//! accounts and without counting against the account.
 
-use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,18 +23,22 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 
-use crate::domain::{Media, ModelId, StreamEvent, UpstreamQuery};
-use crate::error::GatewayError;
+use crate::domain::{ChatRequest, Media, Part, StreamEvent};
+use crate::error::{GatewayError, InputError};
 use crate::media::mime;
 use crate::pool::{Capability, Lease, Pool};
-use crate::upstream::gemini_business::{EventStream, GeminiBusinessClient};
-use crate::upstream::{Endpoint, ErrorKind, UpstreamError};
+use crate::upstream::{CallError, ErrorKind, EventStream, ModelRegistry, Route, UpstreamError};
 
-/// Runs chat turns against the pool.
+/// The `endpoint` of errors the service itself raises about a turn.
+const TURN: &str = "turn";
+
+/// Runs chat turns: routes each request by the model registry and fails over across the
+/// members of the upstream's pool.
 #[derive(Debug, Clone)]
 pub struct ChatService {
+    registry: Arc<ModelRegistry>,
+    /// The account pool (admin and health views).
     pool: Pool,
-    upstream: Arc<GeminiBusinessClient>,
     max_attempts: u32,
     /// Longest time spent finding an account that starts the answer.
     deadline: Duration,
@@ -60,7 +64,7 @@ impl std::fmt::Debug for ChatStream {
 }
 
 impl Stream for ChatStream {
-    type Item = Result<StreamEvent, UpstreamError>;
+    type Item = Result<StreamEvent, GatewayError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if let Some(first) = self.first.take() {
@@ -69,29 +73,34 @@ impl Stream for ChatStream {
         if self.lease.is_none() {
             return Poll::Ready(None);
         }
-        let polled = self.rest.poll_next_unpin(cx);
-        match &polled {
+        match self.rest.poll_next_unpin(cx) {
             Poll::Ready(None) => {
                 if let Some(lease) = self.lease.take() {
                     lease.succeed();
                 }
+                Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {
                 if let Some(lease) = self.lease.take() {
                     tracing::warn!(account = %lease.label(), error = %e, "upstream failed mid-answer");
-                    lease.fail(e);
+                    match &e {
+                        CallError::Upstream(u) => lease.fail(u),
+                        // The client's input: no outcome for the account.
+                        CallError::Input(_) => drop(lease),
+                    }
                 }
+                Poll::Ready(Some(Err(e.into())))
             }
-            _ => {}
+            Poll::Ready(Some(Ok(event))) => Poll::Ready(Some(Ok(event))),
+            Poll::Pending => Poll::Pending,
         }
-        polled
     }
 }
 
 fn empty_answer() -> UpstreamError {
     UpstreamError::new(
         ErrorKind::Protocol,
-        Endpoint::StreamAssist,
+        TURN,
         "the upstream returned an empty answer",
     )
 }
@@ -99,7 +108,7 @@ fn empty_answer() -> UpstreamError {
 fn deadline_passed(deadline: Duration) -> GatewayError {
     GatewayError::Upstream(UpstreamError::new(
         ErrorKind::Timeout,
-        Endpoint::StreamAssist,
+        TURN,
         format!(
             "no account started an answer within {} s (pool.failover_deadline_sec)",
             deadline.as_secs()
@@ -107,63 +116,50 @@ fn deadline_passed(deadline: Duration) -> GatewayError {
     ))
 }
 
-fn media_error(status: u16, message: String) -> GatewayError {
-    GatewayError::Upstream(UpstreamError::new(
-        ErrorKind::Media { status },
-        Endpoint::AddContextFile,
-        message,
-    ))
-}
-
 /// Checks inline attachments before any account is used: each at most `max_bytes` (413),
 /// of a type the upstream takes (400), with its type corrected from the magic bytes when the
-/// label is missing, generic or wrong (see [`mime::resolve`]). URL attachments are checked
-/// when fetched. Borrows the query unchanged when nothing needed correcting.
+/// label is missing, generic or wrong (see [`mime::resolve`]). Attachments are numbered in
+/// conversation order. URL attachments are checked when fetched. Returns the request with
+/// corrected labels (unchanged when nothing needed correcting).
 pub fn check_inline_media(
-    query: &UpstreamQuery,
+    mut request: ChatRequest,
     max_bytes: u64,
-) -> Result<Cow<'_, UpstreamQuery>, GatewayError> {
-    let mut corrected: Option<UpstreamQuery> = None;
-    for (i, media) in query.attachments.iter().enumerate() {
-        let Media::Inline { mime: label, data } = media else {
-            continue;
-        };
-        let n = i + 1;
-        if data.len() as u64 > max_bytes {
-            return Err(media_error(
-                413,
-                format!(
+) -> Result<ChatRequest, InputError> {
+    let mut n = 0;
+    for message in &mut request.messages {
+        for part in &mut message.parts {
+            let Part::Media(media) = part else { continue };
+            n += 1;
+            let Media::Inline { mime: label, data } = media else {
+                continue;
+            };
+            if data.len() as u64 > max_bytes {
+                return Err(InputError::too_large(format!(
                     "attachment {n} is {} bytes; the limit for one media file is {max_bytes} \
                      bytes (media.fetch_max_mb)",
                     data.len()
-                ),
-            ));
-        }
-        let resolved = mime::resolve(Some(label), data)
-            .map_err(|e| media_error(400, format!("attachment {n}: {e}")))?;
-        if resolved != *label {
-            let q = corrected.get_or_insert_with(|| query.clone());
-            if let Some(Media::Inline { mime, .. }) = q.attachments.get_mut(i) {
-                *mime = resolved;
+                )));
+            }
+            let resolved = mime::resolve(Some(label), data)
+                .map_err(|e| InputError::invalid(format!("attachment {n}: {e}")))?;
+            if resolved != *label {
+                *label = resolved;
             }
         }
     }
-    Ok(match corrected {
-        Some(q) => Cow::Owned(q),
-        None => Cow::Borrowed(query),
-    })
+    Ok(request)
 }
 
 impl ChatService {
     pub fn new(
+        registry: Arc<ModelRegistry>,
         pool: Pool,
-        upstream: Arc<GeminiBusinessClient>,
         max_attempts: u32,
         deadline: Duration,
     ) -> Self {
         Self {
+            registry,
             pool,
-            upstream,
             max_attempts: max_attempts.max(1),
             deadline,
             max_media_bytes: u64::MAX,
@@ -176,38 +172,55 @@ impl ChatService {
         self
     }
 
+    /// The account pool.
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
 
+    /// The model registry (dialects parse model names through it).
+    pub fn models(&self) -> &ModelRegistry {
+        &self.registry
+    }
+
+    fn route(&self, request: &ChatRequest) -> Result<&Route, GatewayError> {
+        self.registry.route(&request.model).ok_or_else(|| {
+            tracing::error!(model = %request.model, "a parsed model has no registered upstream");
+            GatewayError::Internal
+        })
+    }
+
+    /// The estimated input tokens of `request`, as its upstream would be sent it.
+    pub fn input_tokens(&self, request: &ChatRequest) -> u32 {
+        self.registry
+            .route(&request.model)
+            .map_or(1, |r| r.upstream.input_tokens(request))
+    }
+
     /// Starts a streamed answer: resolves once the first event exists, or with the error to
     /// send when no account could start it (within the attempt budget and the deadline).
-    pub async fn stream(
-        &self,
-        model: &ModelId,
-        query: &UpstreamQuery,
-    ) -> Result<ChatStream, GatewayError> {
-        let query = check_inline_media(query, self.max_media_bytes)?;
+    pub async fn stream(&self, request: ChatRequest) -> Result<ChatStream, GatewayError> {
+        let route = self.route(&request)?.clone();
+        let request = Arc::new(check_inline_media(request, self.max_media_bytes)?);
         let mut tried = Vec::new();
-        tokio::time::timeout(self.deadline, self.start(model, &query, &mut tried, None))
-            .await
-            .unwrap_or_else(|_| Err(deadline_passed(self.deadline)))
+        tokio::time::timeout(
+            self.deadline,
+            self.start(&route, &request, &mut tried, None),
+        )
+        .await
+        .unwrap_or_else(|_| Err(deadline_passed(self.deadline)))
     }
 
     /// A whole answer, for non-streaming requests. Nothing has reached the client until it is
     /// complete, so a failure mid-answer may still move to another account.
-    pub async fn complete(
-        &self,
-        model: &ModelId,
-        query: &UpstreamQuery,
-    ) -> Result<Vec<StreamEvent>, GatewayError> {
-        let query = check_inline_media(query, self.max_media_bytes)?;
+    pub async fn complete(&self, request: ChatRequest) -> Result<Vec<StreamEvent>, GatewayError> {
+        let route = self.route(&request)?.clone();
+        let request = Arc::new(check_inline_media(request, self.max_media_bytes)?);
         let mut tried = Vec::new();
         let mut last = None;
         while tried.len() < self.max_attempts as usize {
             let mut stream = tokio::time::timeout(
                 self.deadline,
-                self.start(model, &query, &mut tried, last.take()),
+                self.start(&route, &request, &mut tried, last.take()),
             )
             .await
             .unwrap_or_else(|_| Err(deadline_passed(self.deadline)))?;
@@ -224,25 +237,25 @@ impl ChatService {
             }
             match failed {
                 None => return Ok(events),
-                Some(e) if !e.retry_elsewhere() => return Err(e.into()),
-                Some(e) => last = Some(e),
+                Some(GatewayError::Upstream(e)) if e.retry_elsewhere() => last = Some(e),
+                Some(e) => return Err(e),
             }
         }
         Err(last.map_or(GatewayError::Internal, GatewayError::Upstream))
     }
 
-    /// Tries accounts not in `tried` until one produces a first event, the attempt budget is
-    /// spent, or the failure is one no other account would avoid.
+    /// Tries pool members not in `tried` until one produces a first event, the attempt budget
+    /// is spent, or the failure is one no other member would avoid.
     async fn start(
         &self,
-        model: &ModelId,
-        query: &UpstreamQuery,
+        route: &Route,
+        request: &Arc<ChatRequest>,
         tried: &mut Vec<Arc<str>>,
         mut last: Option<UpstreamError>,
     ) -> Result<ChatStream, GatewayError> {
-        let cap = Capability::of(model);
+        let cap = Capability::of(&request.model);
         while tried.len() < self.max_attempts as usize {
-            let mut lease = match self.pool.lease(cap, tried).await {
+            let mut lease = match route.pool.lease(cap, tried).await {
                 Ok(lease) => lease,
                 Err(unavailable) => {
                     return Err(last.map_or(
@@ -263,7 +276,7 @@ impl ChatService {
                     continue;
                 }
             };
-            let mut events = self.upstream.converse(auth, model.clone(), query.clone());
+            let mut events = route.upstream.converse(auth, Arc::clone(request));
             let error = match events.next().await {
                 Some(Ok(first)) => {
                     return Ok(ChatStream {
@@ -272,15 +285,15 @@ impl ChatService {
                         lease: Some(lease),
                     });
                 }
-                Some(Err(e)) => e,
+                Some(Err(CallError::Input(e))) => {
+                    // The client's media, not the account: release the lease without an outcome.
+                    tracing::info!(account = %lease.label(), error = %e, "client media not usable");
+                    drop(lease);
+                    return Err(e.into());
+                }
+                Some(Err(CallError::Upstream(e))) => e,
                 None => empty_answer(),
             };
-            if matches!(error.kind, ErrorKind::Media { .. }) {
-                // The client's media, not the account: release the lease without an outcome.
-                tracing::info!(account = %lease.label(), error = %error, "client media not usable");
-                drop(lease);
-                return Err(error.into());
-            }
             tracing::warn!(account = %lease.label(), error = %error, "attempt failed before the first byte");
             lease.fail(&error);
             if !error.retry_elsewhere() {

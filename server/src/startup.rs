@@ -23,7 +23,8 @@ use crate::pool::{NewAccount, Persistence, Pool, PoolConfig};
 use crate::service::ChatService;
 use crate::store::{Store, StoreError};
 use crate::telemetry::RequestSpan;
-use crate::upstream::gemini_business::GeminiBusinessClient;
+use crate::upstream::gemini_business::{self, GeminiBusiness, GeminiBusinessClient};
+use crate::upstream::{ModelRegistry, RegistryError, Upstream};
 
 /// What the HTTP handlers share.
 #[derive(Debug)]
@@ -73,6 +74,8 @@ pub enum StartupError {
     HttpClient(String),
     #[error("cannot set up the media fetcher: {0}")]
     MediaFetcher(String),
+    #[error("cannot register the models: {0}")]
+    Registry(#[from] RegistryError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -89,6 +92,14 @@ pub struct StartupReport {
     pub unusable: Vec<Rejected>,
     /// Accounts in rotation.
     pub accounts: usize,
+}
+
+/// An upstream added to the registry besides the ones the configuration enables (tests, and
+/// embedders of the library): it serves `models` from the account pool.
+#[derive(Debug, Clone)]
+pub struct ExtraUpstream {
+    pub upstream: Arc<dyn Upstream>,
+    pub models: Vec<crate::domain::ModelSpec>,
 }
 
 /// A built, bound, not yet running gateway.
@@ -123,6 +134,14 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
 impl Application {
     /// Prepares everything and binds the listening socket (port 0 picks a free port).
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        Self::build_with(settings, Vec::new()).await
+    }
+
+    /// [`Application::build`], with `extra` upstreams registered next to the configured ones.
+    pub async fn build_with(
+        settings: Settings,
+        extra: Vec<ExtraUpstream>,
+    ) -> Result<Application, StartupError> {
         install_crypto_provider();
         let mode = settings.mode();
         if mode == Mode::Client {
@@ -231,20 +250,32 @@ impl Application {
             GeminiBusinessClient::new(&settings.gemini_business, settings.proxy.as_ref())
                 .map_err(|e| StartupError::HttpClient(e.to_string()))?;
         let fetcher = MediaFetcher::new(&settings.media).map_err(StartupError::MediaFetcher)?;
-        let upstream = Arc::new(upstream.with_media_fetcher(Arc::new(fetcher)));
+        let client = Arc::new(upstream.with_media_fetcher(Arc::new(fetcher)));
         let account_count = accounts.iter().filter(|a| a.credentials.is_ok()).count();
+        // The account pool: Gemini Business accounts, whose tokens its client mints.
         let pool = Pool::start(
             PoolConfig::from_settings(&settings),
             accounts,
-            Arc::clone(&upstream) as Arc<dyn crate::upstream::Authenticator>,
+            Arc::clone(&client) as Arc<dyn crate::upstream::Authenticator>,
             Some(Persistence {
                 store: Arc::clone(&store),
                 accounts_dir: accounts_dir.clone(),
             }),
         );
-        let chat = ChatService::new(
+        // The model registry: every upstream, its models and the pool it draws from.
+        let mut registry = ModelRegistry::new();
+        registry.register(
+            Arc::new(GeminiBusiness::new(client)),
             pool.clone(),
-            upstream,
+            gemini_business::models::specs(),
+            Some(gemini_business::models::listing()),
+        )?;
+        for e in extra {
+            registry.register(e.upstream, pool.clone(), e.models, None)?;
+        }
+        let chat = ChatService::new(
+            Arc::new(registry),
+            pool.clone(),
             settings.gemini_business.max_attempts,
             settings.pool.failover_deadline,
         )

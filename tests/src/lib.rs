@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use business2api::config::Settings;
-use business2api::startup::{Application, StartupReport};
+use business2api::startup::{Application, ExtraUpstream, StartupReport};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -31,6 +31,8 @@ pub struct TestOptions {
     pub config: Value,
     /// Whether to write the default `api_keys` (false: the test decides via `config`).
     pub default_key: bool,
+    /// Upstreams registered besides Gemini Business (served from the same account pool).
+    pub upstreams: Vec<ExtraUpstream>,
 }
 
 impl Default for TestOptions {
@@ -39,6 +41,7 @@ impl Default for TestOptions {
             accounts: 1,
             config: json!({}),
             default_key: true,
+            upstreams: Vec::new(),
         }
     }
 }
@@ -51,6 +54,12 @@ impl TestOptions {
 
     pub fn config(mut self, config: Value) -> Self {
         merge(&mut self.config, config);
+        self
+    }
+
+    /// Registers another upstream next to Gemini Business.
+    pub fn upstream(mut self, upstream: ExtraUpstream) -> Self {
+        self.upstreams.push(upstream);
         self
     }
 
@@ -148,7 +157,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         merge(&mut config, json!({ "api_keys": [TEST_KEY] }));
     }
     merge(&mut config, options.config);
-    start_app(sim, accounts, data_dir, config).await
+    start_app_with(sim, accounts, data_dir, config, options.upstreams).await
 }
 
 /// Starts an app over an existing simulator and data dir with an exact configuration.
@@ -158,11 +167,22 @@ pub async fn start_app(
     data_dir: TempDir,
     config: Value,
 ) -> TestApp {
+    start_app_with(sim, accounts, data_dir, config, Vec::new()).await
+}
+
+/// [`start_app`] with extra upstreams registered in the model registry.
+pub async fn start_app_with(
+    sim: Simulator,
+    accounts: Vec<SimAccount>,
+    data_dir: TempDir,
+    config: Value,
+    upstreams: Vec<ExtraUpstream>,
+) -> TestApp {
     init();
     let settings = Settings::from_json_str(&config.to_string(), &|_| None)
         .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"))
         .settings;
-    let app = Application::build(settings)
+    let app = Application::build_with(settings, upstreams)
         .await
         .expect("application builds");
     let port = app.port();

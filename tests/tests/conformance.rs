@@ -544,3 +544,239 @@ async fn keep_alives_flow_while_the_upstream_is_silent() {
         app.stop().await;
     }
 }
+
+/// A test-only upstream: echoes the last user text after one thought, word by word, and
+/// records what it was called with. It proves the seam: registered through the model registry
+/// alone, it serves all three dialects without any dialect code knowing it exists.
+mod echo {
+    use std::sync::Arc;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use business2api::domain::{ChatRequest, Features, ModelSpec, StreamEvent};
+    use business2api::startup::ExtraUpstream;
+    use business2api::upstream::{CallAuth, EventStream, Upstream};
+
+    pub const NAME: &str = "echo-test";
+    pub const MODEL: &str = "echo-1";
+    /// What `input_tokens` reports, so a test can tell it was asked.
+    pub const INPUT_TOKENS: u32 = 77;
+
+    #[derive(Debug, Default)]
+    pub struct Echo {
+        pub calls: AtomicUsize,
+        /// `(token was given, upstream model id, max_output_tokens)` of each call.
+        pub seen: Mutex<Vec<(bool, String, Option<u32>)>>,
+    }
+
+    impl Upstream for Echo {
+        fn name(&self) -> &'static str {
+            NAME
+        }
+
+        fn input_tokens(&self, _request: &ChatRequest) -> u32 {
+            INPUT_TOKENS
+        }
+
+        fn converse(&self, auth: CallAuth, request: Arc<ChatRequest>) -> EventStream {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.seen.lock().unwrap().push((
+                !auth.token.is_empty(),
+                request.model.upstream_id().to_owned(),
+                request.options.max_output_tokens,
+            ));
+            let said = request
+                .messages
+                .last()
+                .map(|m| m.text())
+                .unwrap_or_default();
+            let mut events = vec![
+                Ok(StreamEvent::Thought("pondering".to_owned())),
+                Ok(StreamEvent::Text("echo:".to_owned())),
+            ];
+            for word in said.split_whitespace() {
+                events.push(Ok(StreamEvent::Text(format!(" {word}"))));
+            }
+            Box::pin(futures_util::stream::iter(events))
+        }
+    }
+
+    pub fn registration(echo: &Arc<Echo>) -> ExtraUpstream {
+        ExtraUpstream {
+            upstream: Arc::clone(echo) as Arc<dyn Upstream>,
+            models: vec![ModelSpec {
+                name: MODEL.to_owned(),
+                upstream: NAME,
+                upstream_id: "echo-upstream-v1".to_owned(),
+                suffixes: false,
+                features: Features::default(),
+                visible: true,
+            }],
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_second_upstream_registered_in_the_registry_serves_every_dialect() {
+    let echo = std::sync::Arc::new(echo::Echo::default());
+    let app = spawn_app_with(TestOptions::default().upstream(echo::registration(&echo))).await;
+    let said = "hello from the second upstream";
+    for d in ALL {
+        for stream in [false, true] {
+            let ask = Ask {
+                model: echo::MODEL,
+                ..Ask::text(said, stream)
+            };
+            let response = tokio::time::timeout(BOUND, d.request(&app, &ask).send())
+                .await
+                .expect("answered in time")
+                .unwrap();
+            assert_eq!(response.status(), 200, "{d:?} stream={stream}");
+            let expected = format!("echo: {said}");
+            if stream {
+                let summary = read_stream(response, d.wire()).await;
+                assert_eq!(summary.text, expected, "{d:?} streamed");
+                assert!(summary.error.is_none(), "{d:?}: {:?}", summary.error);
+                assert_eq!(summary.thinking, "pondering", "{d:?} streamed thinking");
+            } else {
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(d.answer_text(&body), expected, "{d:?}: {body}");
+                // The input estimate is the upstream's, not Gemini Business's flattening.
+                let input = match d {
+                    D::Chat => body["usage"]["prompt_tokens"].clone(),
+                    D::Responses => body["usage"]["input_tokens"].clone(),
+                    D::Anthropic => body["usage"]["input_tokens"].clone(),
+                    D::GeminiV1beta | D::GeminiV1 => {
+                        body["usageMetadata"]["promptTokenCount"].clone()
+                    }
+                };
+                assert_eq!(input, json!(echo::INPUT_TOKENS), "{d:?}: {body}");
+            }
+        }
+    }
+    assert_eq!(
+        echo.calls.load(std::sync::atomic::Ordering::SeqCst),
+        ALL.len() * 2
+    );
+    for (had_token, upstream_id, _) in echo.seen.lock().unwrap().iter() {
+        assert!(had_token, "every call carries the leased account's token");
+        assert_eq!(upstream_id, "echo-upstream-v1");
+    }
+    // Gemini Business was never asked to answer.
+    assert!(app.sim.requests(Endpoint::StreamAssist).is_empty());
+    assert!(app.sim.requests(Endpoint::CreateSession).is_empty());
+
+    // The registry lists it in every dialect's model listing, and it can be retrieved.
+    let openai: Value = app
+        .client
+        .get(app.url("/v1/models"))
+        .bearer_auth(TEST_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        openai["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == echo::MODEL),
+        "{openai}"
+    );
+    let google: Value = app
+        .client
+        .get(app.url("/v1beta/models"))
+        .header("x-goog-api-key", TEST_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        google["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == format!("models/{}", echo::MODEL)),
+        "{google}"
+    );
+    let anthropic: Value = app
+        .client
+        .get(app.url(&format!("/v1/models/{}", echo::MODEL)))
+        .header("x-api-key", TEST_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(anthropic["id"], echo::MODEL, "{anthropic}");
+    // A suffix is not a name of a model that takes none.
+    let unknown = d_request_status(&app, &format!("{}-image", echo::MODEL)).await;
+    assert_eq!(unknown, 404);
+    app.stop().await;
+}
+
+/// The status of a plain chat request for `model`.
+async fn d_request_status(app: &TestApp, model: &str) -> u16 {
+    D::Chat
+        .request(
+            app,
+            &Ask {
+                model,
+                ..Ask::text("hi", false)
+            },
+        )
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn generation_options_reach_the_upstream_from_each_dialect() {
+    let echo = std::sync::Arc::new(echo::Echo::default());
+    let app = spawn_app_with(TestOptions::default().upstream(echo::registration(&echo))).await;
+    let bodies = [
+        (
+            "/v1/chat/completions",
+            json!({"model": echo::MODEL, "max_completion_tokens": 11,
+            "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model": echo::MODEL, "max_output_tokens": 12, "input": "hi"}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": echo::MODEL, "max_tokens": 13,
+            "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        (
+            "/v1beta/models/echo-1:generateContent",
+            json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+                "generationConfig": {"maxOutputTokens": 14}}),
+        ),
+    ];
+    for (path, body) in bodies {
+        let response = app
+            .client
+            .post(app.url(path))
+            .bearer_auth(TEST_KEY)
+            .header("x-goog-api-key", TEST_KEY)
+            .header("anthropic-version", "2023-06-01")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    let seen: Vec<Option<u32>> = echo.seen.lock().unwrap().iter().map(|s| s.2).collect();
+    assert_eq!(seen, vec![Some(11), Some(12), Some(13), Some(14)]);
+    app.stop().await;
+}

@@ -209,6 +209,33 @@ pub fn parse_data_url(url: &str) -> Result<DataUrl, String> {
     })
 }
 
+/// Generation options from a dialect's loosely typed fields. A value of an unexpected type is
+/// ignored, as before these options were read (no request that was accepted is now refused).
+pub fn generation_options(
+    max_output_tokens: Option<&serde_json::Value>,
+    temperature: Option<&serde_json::Value>,
+    top_p: Option<&serde_json::Value>,
+    stop: Option<&serde_json::Value>,
+) -> crate::domain::GenerationOptions {
+    use serde_json::Value;
+    let stop = match stop {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    crate::domain::GenerationOptions {
+        max_output_tokens: max_output_tokens
+            .and_then(Value::as_u64)
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+        temperature: temperature.and_then(Value::as_f64),
+        top_p: top_p.and_then(Value::as_f64),
+        stop,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,8 +18,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 
 use super::Dialect;
-use crate::domain::usage::input_tokens;
-use crate::domain::{FinishReason, ModelId, OutputMeter, StreamEvent, UpstreamQuery, Usage};
+use crate::domain::{ChatRequest, FinishReason, OutputMeter, StreamEvent, Usage};
 use crate::error::GatewayError;
 use crate::media::MediaOut;
 use crate::service::{ChatService, ChatStream};
@@ -36,13 +35,12 @@ pub fn or_refused(dialect: Dialect, result: Result<HttpResponse, GatewayError>) 
     result.unwrap_or_else(|e| refused(dialect, &e))
 }
 
-/// One request to answer: its dialect, model, whether it streams, and the flattened query.
+/// One request to answer: its dialect and the domain request (model, conversation, whether it
+/// streams).
 #[derive(Debug)]
-pub struct Turn<'a> {
+pub struct Turn {
     pub dialect: Dialect,
-    pub model: &'a ModelId,
-    pub streamed: bool,
-    pub query: UpstreamQuery,
+    pub request: ChatRequest,
 }
 
 /// Answers a parsed chat request in one dialect. Streamed: starts the upstream turn (failures
@@ -52,7 +50,7 @@ pub struct Turn<'a> {
 pub async fn respond<E, M, R>(
     state: &AppState,
     req: &actix_web::HttpRequest,
-    turn: Turn<'_>,
+    turn: Turn,
     encoder: M,
     render: R,
 ) -> Result<HttpResponse, GatewayError>
@@ -61,22 +59,16 @@ where
     M: FnOnce(u32) -> E,
     R: FnOnce(Answer) -> Bytes + 'static,
 {
-    let Turn {
-        dialect,
-        model,
-        streamed,
-        query,
-    } = turn;
-    let input = input_tokens(&query);
+    let Turn { dialect, request } = turn;
+    let input = state.chat.input_tokens(&request);
     let media = MediaOut::new(std::sync::Arc::clone(&state.media), req);
-    if !streamed {
+    if !request.stream {
         let chat = state.chat.clone();
-        let owned = model.clone();
+        let long = request.model.features().image || request.model.features().video;
         let answer = async move {
-            let answer = complete(&chat, &owned, &query, input, &media).await?;
+            let answer = complete(&chat, request, input, &media).await?;
             Ok(render(answer))
         };
-        let long = model.features().image || model.features().video;
         return Ok(json_answer(
             dialect,
             answer,
@@ -88,7 +80,7 @@ where
     }
     let encoder = encoder(input);
     let content_type = encoder.content_type();
-    let started = start(&state.chat, model, query, state.keepalive).await?;
+    let started = start(&state.chat, request, state.keepalive).await?;
     Ok(streaming_response(
         content_type,
         body(started, encoder, state.keepalive, input, media),
@@ -126,13 +118,11 @@ pub enum Start {
 /// to 200 and the driver keeps the client waiting with keep-alives while failover goes on.
 pub async fn start(
     chat: &ChatService,
-    model: &ModelId,
-    query: UpstreamQuery,
+    request: ChatRequest,
     keepalive: Duration,
 ) -> Result<Start, GatewayError> {
     let service = chat.clone();
-    let model = model.clone();
-    let mut pending: Pending = Box::pin(async move { service.stream(&model, &query).await });
+    let mut pending: Pending = Box::pin(async move { service.stream(request).await });
     match tokio::time::timeout(keepalive, &mut pending).await {
         Ok(Err(e)) => Err(e),
         Ok(Ok(stream)) => Ok(Start::Ready(stream)),
@@ -189,7 +179,7 @@ pub fn body<E: StreamEncoder>(
                 }
                 Ok(Some(Err(e))) => {
                     tracing::info!(error = %e, "upstream failed mid-stream");
-                    encoder.fail(&GatewayError::Upstream(e), meter.usage(input_tokens), &mut out);
+                    encoder.fail(&e, meter.usage(input_tokens), &mut out);
                     yield Ok(out.split().freeze());
                     return;
                 }
@@ -231,12 +221,11 @@ pub struct Answer {
 /// Runs a non-streamed answer to its end (with failover) and publishes its media.
 pub async fn complete(
     chat: &ChatService,
-    model: &ModelId,
-    query: &UpstreamQuery,
+    request: ChatRequest,
     input_tokens: u32,
     media: &MediaOut,
 ) -> Result<Answer, GatewayError> {
-    let mut events = chat.complete(model, query).await?;
+    let mut events = chat.complete(request).await?;
     let mut meter = OutputMeter::default();
     let mut finish = FinishReason::Stop;
     for event in &mut events {

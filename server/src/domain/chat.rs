@@ -4,15 +4,49 @@ use bytes::Bytes;
 
 use super::model::ModelId;
 
-/// One chat request, whatever dialect it arrived in.
+/// One chat request, whatever dialect it arrived in: what every dialect produces and every
+/// upstream adapter consumes. System and developer instructions are [`Role::System`] messages
+/// at their place in `messages`.
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
     pub model: ModelId,
     pub messages: Vec<Message>,
     pub stream: bool,
-    /// Tool definitions the client declared. Accepted and documented as ignored: the Gemini
-    /// Business upstream is never given client tools.
+    /// Tool definitions the client declared. Each upstream decides what it does with them (the
+    /// Gemini Business upstream takes no custom tools and is never given them).
     pub tools: Vec<ToolSpec>,
+    /// Sampling and length options the client asked for.
+    pub options: GenerationOptions,
+}
+
+impl ChatRequest {
+    /// A request for `model` with `messages`, not streamed, no tools, default options.
+    pub fn new(model: ModelId, messages: Vec<Message>) -> ChatRequest {
+        ChatRequest {
+            model,
+            messages,
+            stream: false,
+            tools: Vec::new(),
+            options: GenerationOptions::default(),
+        }
+    }
+
+    /// Every media part of every message, in conversation order.
+    pub fn media(&self) -> impl Iterator<Item = &Media> {
+        self.messages.iter().flat_map(Message::media)
+    }
+}
+
+/// Sampling and length options, as the client sent them (`None`: not given). An upstream that
+/// cannot honour one ignores it (documented per upstream).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GenerationOptions {
+    /// `max_tokens` / `max_completion_tokens` / `max_output_tokens` / `maxOutputTokens`.
+    pub max_output_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    /// Stop sequences.
+    pub stop: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,88 +1,17 @@
-//! Public model names, their feature suffixes, and the one table that maps them to upstream ids.
+//! Public model names: what the gateway knows of a model ([`ModelSpec`], registered by the
+//! upstream that serves it) and a parsed name ([`ModelId`]).
 //!
-//! A public model name is a base name followed by any combination of the feature suffixes
-//! `-image`, `-video` and `-search`, each at most once, in any order
-//! (`gemini-2.5-flash-search-image` is the same model as `gemini-2.5-flash-image-search`).
-//! No suffix means "every tool". Anything else is an unknown model: a clear 404, never a silent
-//! fallback to the workspace default (reference defect 31).
+//! A public model name is a registered name, or — for models that take them — a base name
+//! followed by any combination of the feature suffixes `-image`, `-video` and `-search`, each at
+//! most once, in any order (`gemini-2.5-flash-search-image` is the same model as
+//! `gemini-2.5-flash-image-search`). Anything else is an unknown model: a clear 404, never a
+//! silent fallback to a default (reference defect 31).
+//!
+//! Which names exist is decided by the model registry (`upstream::registry`); this module only
+//! knows how a name is read against a list of specs.
 
 use std::fmt;
-
-/// The base models the gateway serves, in the order `/v1/models` lists them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BaseModel {
-    Gemini25Flash,
-    Gemini25Pro,
-    Gemini3ProPreview,
-    Gemini3Pro,
-    Gemini3FlashPreview,
-    Gemini3Flash,
-    Gemini25FlashPreviewLatest,
-}
-
-/// The public-name → upstream `modelId` table, in one place.
-///
-/// Every base model is sent upstream as `assistGenerationConfig.modelId`; the reference sent no id
-/// for the last three and silently got the workspace default. If the upstream does not know an id
-/// it answers 400, which reaches the client as a clear error.
-const BASE_MODELS: [(BaseModel, &str, &str); 7] = [
-    (
-        BaseModel::Gemini25Flash,
-        "gemini-2.5-flash",
-        "gemini-2.5-flash",
-    ),
-    (BaseModel::Gemini25Pro, "gemini-2.5-pro", "gemini-2.5-pro"),
-    (
-        BaseModel::Gemini3ProPreview,
-        "gemini-3-pro-preview",
-        "gemini-3-pro-preview",
-    ),
-    (BaseModel::Gemini3Pro, "gemini-3-pro", "gemini-3-pro"),
-    (
-        BaseModel::Gemini3FlashPreview,
-        "gemini-3-flash-preview",
-        "gemini-3-flash-preview",
-    ),
-    (BaseModel::Gemini3Flash, "gemini-3-flash", "gemini-3-flash"),
-    (
-        BaseModel::Gemini25FlashPreviewLatest,
-        "gemini-2.5-flash-preview-latest",
-        "gemini-2.5-flash-preview-latest",
-    ),
-];
-
-impl BaseModel {
-    /// Every base model, in listing order.
-    pub fn all() -> impl Iterator<Item = BaseModel> {
-        BASE_MODELS.iter().map(|(m, _, _)| *m)
-    }
-
-    fn entry(self) -> &'static (BaseModel, &'static str, &'static str) {
-        // The table holds every variant exactly once (tested), so the fallback is unreachable;
-        // it exists only to avoid a panic path.
-        BASE_MODELS
-            .iter()
-            .find(|(m, _, _)| *m == self)
-            .unwrap_or(&BASE_MODELS[0])
-    }
-
-    /// The public name, e.g. `gemini-2.5-flash`.
-    pub fn public_name(self) -> &'static str {
-        self.entry().1
-    }
-
-    /// The upstream `assistGenerationConfig.modelId`.
-    pub fn upstream_id(self) -> &'static str {
-        self.entry().2
-    }
-
-    fn from_public_name(name: &str) -> Option<BaseModel> {
-        BASE_MODELS
-            .iter()
-            .find(|(_, n, _)| *n == name)
-            .map(|(m, _, _)| *m)
-    }
-}
+use std::sync::Arc;
 
 /// The tools a model asks the upstream for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -93,17 +22,35 @@ pub struct Features {
 }
 
 impl Features {
-    /// No suffix at all: the model may use every tool.
+    /// No feature at all: for a suffix-taking model, "may use every tool".
     pub fn is_all_tools(self) -> bool {
         !self.image && !self.video && !self.search
     }
 }
 
-/// A parsed public model name.
+/// One public (base) model, as the upstream serving it registers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// The public base name, e.g. `gemini-2.5-flash`.
+    pub name: String,
+    /// The upstream that serves it (its `Upstream::name`).
+    pub upstream: &'static str,
+    /// The upstream's own id for the model (e.g. Gemini Business's
+    /// `assistGenerationConfig.modelId`).
+    pub upstream_id: String,
+    /// Whether the feature suffixes `-image`, `-video` and `-search` apply to the name.
+    pub suffixes: bool,
+    /// Features the model always has (an image-only model has `image`); suffixes add to them.
+    pub features: Features,
+    /// Listed by `/v1/models` (a hidden model can still be used by name).
+    pub visible: bool,
+}
+
+/// A parsed public model name, bound to its spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelId {
     public: String,
-    base: BaseModel,
+    spec: Arc<ModelSpec>,
     features: Features,
 }
 
@@ -119,13 +66,22 @@ pub enum ModelError {
 const SUFFIXES: [&str; 3] = ["-image", "-video", "-search"];
 
 impl ModelId {
-    /// Parses a public model name. A leading `models/` (Gemini style) is accepted.
-    pub fn parse(name: &str) -> Result<ModelId, ModelError> {
+    /// Reads `name` against `specs`. A leading `models/` (Gemini style) is accepted. An exact
+    /// spec name wins; otherwise suffixes are peeled off the end (each at most once) and the
+    /// rest must name a suffix-taking spec.
+    pub fn parse_in(specs: &[Arc<ModelSpec>], name: &str) -> Result<ModelId, ModelError> {
         let name = name.trim();
         if name.is_empty() {
             return Err(ModelError::Missing);
         }
         let bare = name.strip_prefix("models/").unwrap_or(name);
+        if let Some(spec) = specs.iter().find(|s| s.name == bare) {
+            return Ok(ModelId {
+                public: bare.to_owned(),
+                features: spec.features,
+                spec: Arc::clone(spec),
+            });
+        }
         let mut rest = bare;
         let mut features = Features::default();
         // Peel suffixes off the end; each may occur once.
@@ -141,12 +97,19 @@ impl ModelId {
             *flag = true;
             rest = &rest[..rest.len() - suffix.len()];
         }
-        let base = BaseModel::from_public_name(rest)
+        let spec = specs
+            .iter()
+            .find(|s| s.suffixes && s.name == rest)
             .ok_or_else(|| ModelError::Unknown(name.to_owned()))?;
+        let base = spec.features;
         Ok(ModelId {
             public: bare.to_owned(),
-            base,
-            features,
+            features: Features {
+                image: features.image || base.image,
+                video: features.video || base.video,
+                search: features.search || base.search,
+            },
+            spec: Arc::clone(spec),
         })
     }
 
@@ -155,32 +118,23 @@ impl ModelId {
         &self.public
     }
 
-    pub fn base(&self) -> BaseModel {
-        self.base
+    /// The spec of the base model.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The upstream that serves this model.
+    pub fn upstream(&self) -> &'static str {
+        self.spec.upstream
+    }
+
+    /// The upstream's own id for the model.
+    pub fn upstream_id(&self) -> &str {
+        &self.spec.upstream_id
     }
 
     pub fn features(&self) -> Features {
         self.features
-    }
-
-    /// The model ids `/v1/models` lists: each base model plain, then with `-image`, `-video` and
-    /// `-search` (the reference's 28 ids, in its order).
-    pub fn listed() -> Vec<String> {
-        let bases: Vec<BaseModel> = BaseModel::all().collect();
-        let mut out = Vec::with_capacity(bases.len() * 4);
-        // The reference groups the first four base models by suffix, then lists the rest per base.
-        let (grouped, per_base) = bases.split_at(4);
-        for suffix in ["", "-image", "-video", "-search"] {
-            for base in grouped {
-                out.push(format!("{}{suffix}", base.public_name()));
-            }
-        }
-        for base in per_base {
-            for suffix in ["", "-image", "-video", "-search"] {
-                out.push(format!("{}{suffix}", base.public_name()));
-            }
-        }
-        out
     }
 }
 
@@ -194,94 +148,63 @@ impl fmt::Display for ModelId {
 mod tests {
     use super::*;
 
-    #[test]
-    fn table_covers_every_base_model_once() {
-        for m in BaseModel::all() {
-            assert_eq!(BASE_MODELS.iter().filter(|(b, _, _)| *b == m).count(), 1);
-            assert_eq!(BaseModel::from_public_name(m.public_name()), Some(m));
-        }
+    fn specs() -> Vec<Arc<ModelSpec>> {
+        let spec = |name: &str, suffixes: bool, features: Features| {
+            Arc::new(ModelSpec {
+                name: name.to_owned(),
+                upstream: "test",
+                upstream_id: format!("up-{name}"),
+                suffixes,
+                features,
+                visible: true,
+            })
+        };
+        vec![
+            spec("base-1", true, Features::default()),
+            spec("base-1-pro", true, Features::default()),
+            spec(
+                "painter",
+                false,
+                Features {
+                    image: true,
+                    ..Features::default()
+                },
+            ),
+        ]
     }
 
     #[test]
-    fn plain_model_means_all_tools() {
-        let m = ModelId::parse("gemini-2.5-pro").unwrap();
-        assert_eq!(m.base(), BaseModel::Gemini25Pro);
+    fn exact_names_and_suffixes() {
+        let s = specs();
+        let m = ModelId::parse_in(&s, "base-1").unwrap();
         assert!(m.features().is_all_tools());
-        assert_eq!(m.base().upstream_id(), "gemini-2.5-pro");
-    }
-
-    #[test]
-    fn suffixes_in_any_order_and_combination() {
-        let a = ModelId::parse("gemini-2.5-flash-image-search").unwrap();
-        let b = ModelId::parse("gemini-2.5-flash-search-image").unwrap();
+        assert_eq!(m.upstream_id(), "up-base-1");
+        assert_eq!(m.upstream(), "test");
+        let a = ModelId::parse_in(&s, "base-1-pro-image-search").unwrap();
+        let b = ModelId::parse_in(&s, "models/base-1-pro-search-image").unwrap();
         assert_eq!(a.features(), b.features());
-        assert_eq!(
-            a.features(),
-            Features {
-                image: true,
-                video: false,
-                search: true
-            }
-        );
-        let c = ModelId::parse("gemini-3-flash-preview-video-image-search").unwrap();
-        assert_eq!(c.base(), BaseModel::Gemini3FlashPreview);
-        assert_eq!(
-            c.features(),
-            Features {
-                image: true,
-                video: true,
-                search: true
-            }
-        );
-        // The response echoes the name as written.
-        assert_eq!(b.public_name(), "gemini-2.5-flash-search-image");
-    }
-
-    #[test]
-    fn gemini_prefix_is_accepted() {
-        let m = ModelId::parse("models/gemini-3-pro-image").unwrap();
-        assert_eq!(m.public_name(), "gemini-3-pro-image");
-        assert!(m.features().image);
+        assert_eq!(a.upstream_id(), "up-base-1-pro");
+        assert_eq!(b.public_name(), "base-1-pro-search-image");
+        let p = ModelId::parse_in(&s, "painter").unwrap();
+        assert!(p.features().image);
     }
 
     #[test]
     fn unknown_and_malformed_names_are_refused() {
+        let s = specs();
         for bad in [
             "gpt-4o",
-            "gemini-2.5-flash-image-image",
-            "gemini-2.5-flashy",
-            "gemini-image-2.5-flash",
+            "base-1-image-image",
+            "painter-image",
+            "base-1-",
             "-image",
-            "gemini-2.5-flash-",
-            "GEMINI-2.5-FLASH",
+            "BASE-1",
         ] {
             assert!(
-                matches!(ModelId::parse(bad), Err(ModelError::Unknown(_))),
+                matches!(ModelId::parse_in(&s, bad), Err(ModelError::Unknown(_))),
                 "{bad}"
             );
         }
-        assert_eq!(ModelId::parse(""), Err(ModelError::Missing));
-        assert_eq!(ModelId::parse("  "), Err(ModelError::Missing));
-    }
-
-    #[test]
-    fn listing_matches_the_reference_order() {
-        let l = ModelId::listed();
-        assert_eq!(l.len(), 28);
-        assert_eq!(
-            &l[..5],
-            &[
-                "gemini-2.5-flash",
-                "gemini-2.5-pro",
-                "gemini-3-pro-preview",
-                "gemini-3-pro",
-                "gemini-2.5-flash-image"
-            ]
-        );
-        assert_eq!(l[16], "gemini-3-flash-preview");
-        assert_eq!(l[27], "gemini-2.5-flash-preview-latest-search");
-        for id in &l {
-            assert!(ModelId::parse(id).is_ok(), "{id}");
-        }
+        assert_eq!(ModelId::parse_in(&s, " "), Err(ModelError::Missing));
     }
 }

@@ -8,11 +8,11 @@
 //! * media: a fixed [`IMAGE_TOKENS`] per image (Gemini's documented cost of an image) and
 //!   [`OTHER_MEDIA_TOKENS`] per video, audio or document input or output. Base64 bytes are never
 //!   counted as text (reference defect 30);
-//! * input = the flattened upstream query plus its attachments; output = answer text plus
+//! * input = the text the upstream is sent (each adapter says what that is: Gemini Business
+//!   sends the flattened conversation) plus its attachments; output = answer text plus
 //!   reasoning text plus generated media. Each side is at least 1.
 
-use super::chat::{MediaKind, StreamEvent};
-use super::prompt::UpstreamQuery;
+use super::chat::{Media, MediaKind, StreamEvent};
 
 /// Tokens charged for one image.
 pub const IMAGE_TOKENS: u32 = 258;
@@ -55,14 +55,10 @@ fn media_tokens(kind: MediaKind) -> u32 {
     }
 }
 
-/// Estimated input tokens of an upstream query.
-pub fn input_tokens(query: &UpstreamQuery) -> u32 {
-    let media: u32 = query
-        .attachments
-        .iter()
-        .map(|m| media_tokens(m.kind()))
-        .sum();
-    text_tokens(&query.text).saturating_add(media).max(1)
+/// Estimated input tokens of what an upstream is sent: its text and its media.
+pub fn input_tokens(text: &str, media: &[Media]) -> u32 {
+    let media: u32 = media.iter().map(|m| media_tokens(m.kind())).sum();
+    text_tokens(text).saturating_add(media).max(1)
 }
 
 /// Accumulates output usage as stream events pass by, without keeping their text.
@@ -121,19 +117,12 @@ mod tests {
     #[test]
     fn input_counts_media_by_kind_not_bytes() {
         let big = Bytes::from(vec![0u8; 1_000_000]);
-        let q = UpstreamQuery {
-            text: "describe".into(),
-            attachments: vec![Media::Inline {
-                mime: "image/png".into(),
-                data: big,
-            }],
-        };
-        assert_eq!(input_tokens(&q), 2 + IMAGE_TOKENS);
-        let empty = UpstreamQuery {
-            text: String::new(),
-            attachments: vec![],
-        };
-        assert_eq!(input_tokens(&empty), 1);
+        let media = vec![Media::Inline {
+            mime: "image/png".into(),
+            data: big,
+        }];
+        assert_eq!(input_tokens("describe", &media), 2 + IMAGE_TOKENS);
+        assert_eq!(input_tokens("", &[]), 1);
     }
 
     #[test]

@@ -39,7 +39,7 @@ use url::{Host, Url};
 
 use super::mime;
 use crate::config::MediaSettings;
-use crate::upstream::{Endpoint, ErrorKind, UpstreamError};
+use crate::error::InputError;
 
 /// `User-Agent` of media fetches.
 const USER_AGENT: &str = "Mozilla/5.0 (compatible; business2api media fetcher)";
@@ -91,13 +91,12 @@ impl FetchError {
     }
 }
 
-impl From<FetchError> for UpstreamError {
+impl From<FetchError> for InputError {
     fn from(e: FetchError) -> Self {
-        UpstreamError::new(
-            ErrorKind::Media { status: e.status() },
-            Endpoint::AddContextFile,
-            e.to_string(),
-        )
+        InputError {
+            too_large: e.status() == 413,
+            message: e.to_string(),
+        }
     }
 }
 

@@ -204,10 +204,9 @@ impl Failure {
             ErrorKind::Server { .. } | ErrorKind::Transport | ErrorKind::Timeout => {
                 Failure::Transient
             }
-            ErrorKind::BadRequest
-            | ErrorKind::NotFound
-            | ErrorKind::Protocol
-            | ErrorKind::Media { .. } => Failure::NotAccount,
+            ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::Protocol => {
+                Failure::NotAccount
+            }
         }
     }
 }

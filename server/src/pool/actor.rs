@@ -56,7 +56,7 @@ impl AccountHandle {
         let gone = || {
             UpstreamError::new(
                 crate::upstream::ErrorKind::Transport,
-                crate::upstream::Endpoint::GetXsrfKey,
+                "pool",
                 "the account was removed from the pool",
             )
         };

@@ -8,36 +8,6 @@
 use std::fmt;
 use std::time::Duration;
 
-/// The upstream call that failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    /// U1 `GET /auth/getoxsrf`: the signing key for the short-lived JWT.
-    GetXsrfKey,
-    /// U2 `widgetCreateSession`.
-    CreateSession,
-    /// U3 `widgetAddContextFile`.
-    AddContextFile,
-    /// U4 `widgetStreamAssist`.
-    StreamAssist,
-    /// U5 `widgetListSessionFileMetadata`.
-    ListSessionFiles,
-    /// U6 `downloadFile`.
-    DownloadFile,
-}
-
-impl Endpoint {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::GetXsrfKey => "getoxsrf",
-            Endpoint::CreateSession => "widgetCreateSession",
-            Endpoint::AddContextFile => "widgetAddContextFile",
-            Endpoint::StreamAssist => "widgetStreamAssist",
-            Endpoint::ListSessionFiles => "widgetListSessionFileMetadata",
-            Endpoint::DownloadFile => "downloadFile",
-        }
-    }
-}
-
 /// What went wrong, as far as the gateway needs to know.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -66,10 +36,6 @@ pub enum ErrorKind {
     /// The upstream answered 200 with something we cannot use: malformed JSON, a missing field,
     /// an empty answer.
     Protocol,
-    /// The client's media could not be used (a URL the gateway refused or could not fetch, an
-    /// unsupported type, a file over the limit): the client gets `status` (400 or 413); no
-    /// other account is tried and the account is not affected.
-    Media { status: u16 },
 }
 
 /// Who caused a failure.
@@ -98,7 +64,8 @@ pub enum AccountAction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamError {
     pub kind: ErrorKind,
-    pub endpoint: Endpoint,
+    /// The upstream call that failed, as the adapter names it (e.g. `widgetStreamAssist`).
+    pub endpoint: &'static str,
     /// The HTTP status, if the upstream answered.
     pub status: Option<u16>,
     /// A short description safe to log and to show a client: the upstream's own error message
@@ -107,10 +74,14 @@ pub struct UpstreamError {
 }
 
 impl UpstreamError {
-    pub fn new(kind: ErrorKind, endpoint: Endpoint, message: impl Into<String>) -> Self {
+    pub fn new(
+        kind: ErrorKind,
+        endpoint: impl Into<&'static str>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             kind,
-            endpoint,
+            endpoint: endpoint.into(),
             status: None,
             message: message.into(),
         }
@@ -124,14 +95,14 @@ impl UpstreamError {
     /// Whose fault the failure is.
     pub fn source(&self) -> Source {
         match self.kind {
-            ErrorKind::BadRequest | ErrorKind::Media { .. } => Source::Client,
+            ErrorKind::BadRequest => Source::Client,
             _ => Source::Upstream,
         }
     }
 
     /// Whether the same request may succeed on another account.
     pub fn retry_elsewhere(&self) -> bool {
-        !matches!(self.kind, ErrorKind::BadRequest | ErrorKind::Media { .. })
+        !matches!(self.kind, ErrorKind::BadRequest)
     }
 
     /// What to do with the account that produced this error.
@@ -146,10 +117,9 @@ impl UpstreamError {
             ErrorKind::Server { .. } | ErrorKind::Transport | ErrorKind::Timeout => {
                 AccountAction::CoolDown(None)
             }
-            ErrorKind::BadRequest
-            | ErrorKind::NotFound
-            | ErrorKind::Protocol
-            | ErrorKind::Media { .. } => AccountAction::None,
+            ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::Protocol => {
+                AccountAction::None
+            }
         }
     }
 
@@ -166,7 +136,7 @@ impl UpstreamError {
 
 impl fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} failed", self.endpoint.as_str())?;
+        write!(f, "{} failed", self.endpoint)?;
         if let Some(status) = self.status {
             write!(f, " with HTTP {status}")?;
         }
@@ -181,7 +151,7 @@ mod tests {
     use super::*;
 
     fn err(kind: ErrorKind) -> UpstreamError {
-        UpstreamError::new(kind, Endpoint::StreamAssist, "x")
+        UpstreamError::new(kind, "widgetStreamAssist", "x")
     }
 
     #[test]
@@ -189,10 +159,6 @@ mod tests {
         assert!(!err(ErrorKind::BadRequest).retry_elsewhere());
         assert_eq!(err(ErrorKind::BadRequest).source(), Source::Client);
         assert!(err(ErrorKind::Transport).retry_elsewhere());
-        let media = err(ErrorKind::Media { status: 400 });
-        assert!(!media.retry_elsewhere());
-        assert_eq!(media.source(), Source::Client);
-        assert_eq!(media.account_action(), AccountAction::None);
         assert_eq!(
             err(ErrorKind::AuthExpired).account_action(),
             AccountAction::RefreshToken

@@ -2,6 +2,10 @@
 //! [`StreamEvent`](crate::domain::StreamEvent)s, and its failures into a classified
 //! [`UpstreamError`].
 //!
+//! The seam between the service and an adapter: [`Upstream`] (one conversation turn from a
+//! domain [`ChatRequest`](crate::domain::ChatRequest) to a stream of domain events, failing with
+//! a [`CallError`]); the [`registry`] maps each public model name to the upstream serving it.
+//!
 //! The seam between the pool and an adapter:
 //! - [`Authenticator`]: an account's long-lived [`Credentials`] → a short-lived [`AccessToken`]
 //!   (for Gemini Business: U1 + a self-signed JWT). The account actors call it; a result
@@ -11,6 +15,7 @@
 
 pub mod error;
 pub mod gemini_business;
+pub mod registry;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,10 +23,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use business2api_shared::Secret;
+use futures_util::Stream;
 
-pub use error::{AccountAction, Endpoint, ErrorKind, Source, UpstreamError};
+pub use error::{AccountAction, ErrorKind, Source, UpstreamError};
+pub use registry::{ModelRegistry, RegistryError, Route};
 
 use crate::accounts::Credentials;
+use crate::domain::{ChatRequest, StreamEvent};
+use crate::error::InputError;
 
 /// A boxed, sendable future (the trait methods below return one so the traits stay
 /// object-safe).
@@ -60,4 +69,36 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug + 'static {
         &'a self,
         credentials: &'a Credentials,
     ) -> BoxFuture<'a, Result<AccessToken, UpstreamError>>;
+}
+
+/// Why a turn failed: the upstream (classified, with what to do about the account), or the
+/// client's input (a media file that cannot be used: no other account is tried and the
+/// account is not affected).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Input(#[from] InputError),
+}
+
+/// The answer of one turn, as it arrives. Dropping it cancels whatever call is in flight.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, CallError>> + Send>>;
+
+/// An upstream that answers chat turns for the models it registered.
+///
+/// Everything about the upstream's wire lives behind this trait: how a conversation becomes its
+/// query, its endpoints, its error classification. The service calls it only after leasing a
+/// pool member and getting its [`CallAuth`].
+pub trait Upstream: Send + Sync + std::fmt::Debug + 'static {
+    /// The name models register under ([`crate::domain::ModelSpec::upstream`]).
+    fn name(&self) -> &'static str;
+
+    /// The estimated input tokens of `request` as this upstream would be sent it (reported in
+    /// usage and by the count-tokens routes).
+    fn input_tokens(&self, request: &ChatRequest) -> u32;
+
+    /// One turn: events as they arrive. A failure before the first event lets the service try
+    /// another pool member (when [`UpstreamError::retry_elsewhere`] says so).
+    fn converse(&self, auth: CallAuth, request: Arc<ChatRequest>) -> EventStream;
 }

@@ -21,10 +21,11 @@ use super::wire::{
 use crate::dialects::openai::convert::{media_markdown, url_media_kind};
 use crate::dialects::parse_data_url;
 use crate::domain::{
-    ChatRequest, FinishReason, GeneratedMedia, Media, MediaKind, Message, ModelId, Part, Role,
-    StreamEvent, ToolCall, ToolSpec, Usage,
+    ChatRequest, FinishReason, GeneratedMedia, Media, MediaKind, Message, Part, Role, StreamEvent,
+    ToolCall, ToolSpec, Usage,
 };
 use crate::error::GatewayError;
+use crate::upstream::ModelRegistry;
 
 /// An invalid-request error whose message starts with the offending field, in Anthropic's
 /// style (`messages.1.content.0: …`).
@@ -318,15 +319,20 @@ fn system_message(system: System) -> Result<Option<Message>, GatewayError> {
     Ok((!text.trim().is_empty()).then(|| Message::new(Role::System, vec![Part::Text(text)])))
 }
 
-/// Parses a `/v1/messages` (or `/v1/messages/count_tokens`) body.
-pub fn parse(body: &[u8], signer: &ThinkingSigner) -> Result<ChatRequest, GatewayError> {
+/// Parses a `/v1/messages` (or `/v1/messages/count_tokens`) body; model names are read
+/// against `models`.
+pub fn parse(
+    body: &[u8],
+    signer: &ThinkingSigner,
+    models: &ModelRegistry,
+) -> Result<ChatRequest, GatewayError> {
     let wire: MessagesRequest = serde_json::from_slice(body).map_err(|e| {
         GatewayError::invalid(
             format!("the request body is not valid JSON for this endpoint: {e}"),
             None,
         )
     })?;
-    let model = ModelId::parse(wire.model.as_deref().unwrap_or_default())?;
+    let model = models.parse(wire.model.as_deref().unwrap_or_default())?;
     if let Some(max) = &wire.max_tokens
         && !(max.is_null() || max.as_u64().is_some_and(|n| n >= 1))
     {
@@ -367,11 +373,18 @@ pub fn parse(body: &[u8], signer: &ThinkingSigner) -> Result<ChatRequest, Gatewa
             })
         })
         .collect();
+    let options = crate::dialects::generation_options(
+        wire.max_tokens.as_ref(),
+        wire.temperature.as_ref(),
+        wire.top_p.as_ref(),
+        wire.stop_sequences.as_ref(),
+    );
     Ok(ChatRequest {
         model,
         messages,
         stream: wire.stream.unwrap_or(false),
         tools,
+        options,
     })
 }
 
@@ -478,7 +491,7 @@ pub fn message(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::flatten;
+    use crate::upstream::gemini_business::prompt::flatten;
     use serde_json::json;
 
     fn signer() -> ThinkingSigner {
@@ -486,7 +499,11 @@ mod tests {
     }
 
     fn parse_json(v: serde_json::Value) -> Result<ChatRequest, GatewayError> {
-        parse(&serde_json::to_vec(&v).unwrap(), &signer())
+        parse(
+            &serde_json::to_vec(&v).unwrap(),
+            &signer(),
+            &ModelRegistry::gemini_business_names(),
+        )
     }
 
     fn message_of(e: &GatewayError) -> String {
@@ -577,7 +594,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let e = parse(b"{nope", &signer()).unwrap_err();
+        let e = parse(b"{nope", &signer(), &ModelRegistry::gemini_business_names()).unwrap_err();
         assert_eq!(e.status(), 400);
         let e = parse_json(
             json!({"model": "claude-9", "messages": [{"role": "user", "content": "x"}]}),

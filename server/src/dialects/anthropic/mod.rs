@@ -22,8 +22,6 @@ use time::format_description::well_known::Rfc3339;
 
 use self::sse::MessageEncoder;
 use crate::dialects::{Dialect, read_body, stream};
-use crate::domain::usage::input_tokens;
-use crate::domain::{ModelId, flatten};
 use crate::error::GatewayError;
 use crate::startup::AppState;
 
@@ -55,12 +53,11 @@ async fn handle(
     payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
     let body = read_body(payload, state.max_body_bytes).await?;
-    let request = convert::parse(&body, &state.thinking_signer)?;
+    let request = convert::parse(&body, &state.thinking_signer, state.chat.models())?;
     drop(body);
     tracing::Span::current()
         .record("model", request.model.public_name())
         .record("stream", request.stream);
-    let query = flatten(&request.messages);
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     let model_name = request.model.public_name().to_owned();
     let signer = state.thinking_signer.clone();
@@ -70,9 +67,7 @@ async fn handle(
         &req,
         stream::Turn {
             dialect: Dialect::Anthropic,
-            model: &request.model,
-            streamed: request.stream,
-            query,
+            request,
         },
         |input| MessageEncoder::new(stream_id, stream_model, input, stream_signer),
         move |answer| {
@@ -94,8 +89,8 @@ async fn handle(
 async fn count_tokens(state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
     let counted = async {
         let body = read_body(payload, state.max_body_bytes).await?;
-        let request = convert::parse(&body, &state.thinking_signer)?;
-        Ok::<u32, GatewayError>(input_tokens(&flatten(&request.messages)))
+        let request = convert::parse(&body, &state.thinking_signer, state.chat.models())?;
+        Ok::<u32, GatewayError>(state.chat.input_tokens(&request))
     };
     match counted.await {
         Ok(n) => HttpResponse::Ok().json(serde_json::json!({ "input_tokens": n })),
@@ -182,7 +177,14 @@ fn page(ids: &[String], query: &str) -> Result<(Vec<String>, bool), GatewayError
 
 /// `GET /v1/models` in Anthropic's shape.
 pub async fn list_models(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
-    let (ids, has_more) = match page(&ModelId::listed(), req.query_string()) {
+    let listed: Vec<String> = state
+        .chat
+        .models()
+        .listed()
+        .iter()
+        .map(|m| m.public_name().to_owned())
+        .collect();
+    let (ids, has_more) = match page(&listed, req.query_string()) {
         Ok(p) => p,
         Err(e) => return refused(e),
     };
@@ -206,7 +208,7 @@ pub async fn get_model(
     _req: HttpRequest,
     path: web::Path<String>,
 ) -> HttpResponse {
-    match ModelId::parse(&path) {
+    match state.chat.models().parse(&path) {
         Ok(m) => HttpResponse::Ok().json(model_object(
             m.public_name().to_owned(),
             &created_at(&state),

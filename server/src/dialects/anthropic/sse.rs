@@ -237,7 +237,7 @@ impl StreamEncoder for MessageEncoder {
 mod tests {
     use super::*;
     use crate::domain::{GeneratedMedia, ToolCall};
-    use crate::upstream::{Endpoint, ErrorKind, UpstreamError};
+    use crate::upstream::{ErrorKind, UpstreamError};
     use bytes::Bytes;
 
     fn events(raw: &[u8]) -> Vec<(String, serde_json::Value)> {
@@ -348,7 +348,7 @@ mod tests {
         enc.event(&StreamEvent::Text("partial".into()), &mut out);
         let e = GatewayError::Upstream(UpstreamError::new(
             ErrorKind::Transport,
-            Endpoint::StreamAssist,
+            "widgetStreamAssist",
             "connection reset",
         ));
         enc.fail(&e, Usage::default(), &mut out);

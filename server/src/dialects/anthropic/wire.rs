@@ -23,6 +23,12 @@ pub struct MessagesRequest {
     pub tools: Option<Vec<serde_json::Value>>,
     #[serde(default)]
     pub tool_choice: Option<serde_json::Value>,
+    #[serde(default)]
+    pub temperature: Option<serde_json::Value>,
+    #[serde(default)]
+    pub top_p: Option<serde_json::Value>,
+    #[serde(default)]
+    pub stop_sequences: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,7 +13,8 @@ use super::wire::{
 };
 use crate::dialects::openai::convert::url_media_kind;
 use crate::domain::{
-    Media, MediaKind, Message, Part, Role, StreamEvent, ToolCall, ToolSpec, Usage,
+    GenerationOptions, Media, MediaKind, Message, Part, Role, StreamEvent, ToolCall, ToolSpec,
+    Usage,
 };
 use crate::error::GatewayError;
 
@@ -26,6 +27,8 @@ pub struct Parsed {
     /// Whether thought parts are sent (default true; `thinkingConfig.includeThoughts: false`
     /// turns them off).
     pub include_thoughts: bool,
+    /// `generationConfig`'s sampling and length options.
+    pub options: GenerationOptions,
 }
 
 /// The `thoughtSignature` put on function-call parts the gateway emits: Google's documented
@@ -113,7 +116,14 @@ fn convert(wire: GenerateContentRequest) -> Result<Parsed, GatewayError> {
     for (i, content) in wire.contents.unwrap_or_default().into_iter().enumerate() {
         convert_content(content, i, &mut messages)?;
     }
+    let options = crate::dialects::generation_options(
+        config.max_output_tokens.as_ref(),
+        config.temperature.as_ref(),
+        config.top_p.as_ref(),
+        config.stop_sequences.as_ref(),
+    );
     Ok(Parsed {
+        options,
         messages,
         tools: tools_of(wire.tools.as_deref().unwrap_or_default()),
         include_thoughts: config

@@ -17,8 +17,7 @@ use bytes::Bytes;
 
 use self::encoder::{ChunkEncoder, Framing};
 use crate::dialects::{Dialect, read_body, stream};
-use crate::domain::usage::input_tokens;
-use crate::domain::{ModelId, flatten};
+use crate::domain::{ChatRequest, ModelId};
 use crate::error::GatewayError;
 use crate::startup::AppState;
 
@@ -50,7 +49,7 @@ fn title(name: &str) -> String {
 }
 
 fn model_out(model: &ModelId) -> wire::ModelOut {
-    let base = model.base().public_name();
+    let base = model.spec().name.as_str();
     let features = model.features();
     let mut tools = Vec::new();
     if features.image {
@@ -100,22 +99,18 @@ fn model_out(model: &ModelId) -> wire::ModelOut {
 
 /// `GET .../models` in Google's shape. `pageSize` and `pageToken` are accepted; every model
 /// fits in one page, so there is never a `nextPageToken`.
-pub async fn list_models(_state: web::Data<AppState>, _req: HttpRequest) -> HttpResponse {
-    let models = ModelId::listed()
-        .iter()
-        .filter_map(|name| ModelId::parse(name).ok())
-        .map(|m| model_out(&m))
-        .collect();
+pub async fn list_models(state: web::Data<AppState>, _req: HttpRequest) -> HttpResponse {
+    let models = state.chat.models().listed().iter().map(model_out).collect();
     HttpResponse::Ok().json(wire::ModelList { models })
 }
 
 /// `GET .../models/{m}` in Google's shape (`m` with or without `models/`).
 pub async fn get_model(
-    _state: web::Data<AppState>,
+    state: web::Data<AppState>,
     _req: HttpRequest,
     path: web::Path<String>,
 ) -> HttpResponse {
-    match ModelId::parse(&path) {
+    match state.chat.models().parse(&path) {
         Ok(m) => HttpResponse::Ok().json(model_out(&m)),
         Err(e) => error::response(&GatewayError::Model(e)),
     }
@@ -169,12 +164,12 @@ pub async fn action(
         Err(message) => return error::not_found(&message),
     };
     tracing::Span::current().record("method", format!("{method:?}"));
-    let result = match ModelId::parse(model) {
+    let result = match state.chat.models().parse(model) {
         Err(e) => Err(GatewayError::Model(e)),
         Ok(model) => {
             tracing::Span::current().record("model", model.public_name());
             match method {
-                Method::CountTokens => count_tokens(&state, payload).await,
+                Method::CountTokens => count_tokens(&state, model, payload).await,
                 Method::Generate | Method::Stream => {
                     generate(&state, &req, model, method == Method::Stream, payload).await
                 }
@@ -186,11 +181,12 @@ pub async fn action(
 
 async fn count_tokens(
     state: &AppState,
+    model: ModelId,
     payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
     let body = read_body(payload, state.max_body_bytes).await?;
     let messages = convert::parse_count(&body)?;
-    let total_tokens = input_tokens(&flatten(&messages));
+    let total_tokens = state.chat.input_tokens(&ChatRequest::new(model, messages));
     Ok(HttpResponse::Ok().json(wire::CountTokensResponse { total_tokens }))
 }
 
@@ -204,7 +200,6 @@ async fn generate(
     let body = read_body(payload, state.max_body_bytes).await?;
     let parsed = convert::parse_generate(&body)?;
     drop(body);
-    let query = flatten(&parsed.messages);
     let response_id = uuid::Uuid::new_v4().simple().to_string();
     let model_name = model.public_name().to_owned();
     let include_thoughts = parsed.include_thoughts;
@@ -219,9 +214,13 @@ async fn generate(
         req,
         stream::Turn {
             dialect: Dialect::Gemini,
-            model: &model,
-            streamed,
-            query,
+            request: ChatRequest {
+                model,
+                messages: parsed.messages,
+                stream: streamed,
+                tools: parsed.tools,
+                options: parsed.options,
+            },
         },
         |_| ChunkEncoder::new(framing, name, id, include_thoughts),
         move |answer| {
@@ -240,6 +239,7 @@ async fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::ModelRegistry;
 
     #[test]
     fn actions_split_at_the_last_colon() {
@@ -261,11 +261,19 @@ mod tests {
 
     #[test]
     fn model_entries() {
-        let m = model_out(&ModelId::parse("gemini-2.5-flash-image").unwrap());
+        let m = model_out(
+            &ModelRegistry::gemini_business_names()
+                .parse("gemini-2.5-flash-image")
+                .unwrap(),
+        );
         assert_eq!(m.name, "models/gemini-2.5-flash-image");
         assert_eq!(m.display_name, "Gemini 2.5 Flash (image generation)");
         assert_eq!(m.version, "2.5");
-        let m = model_out(&ModelId::parse("gemini-3-pro-preview").unwrap());
+        let m = model_out(
+            &ModelRegistry::gemini_business_names()
+                .parse("gemini-3-pro-preview")
+                .unwrap(),
+        );
         assert_eq!(m.version, "3");
         assert_eq!(m.display_name, "Gemini 3 Pro Preview");
     }

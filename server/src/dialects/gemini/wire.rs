@@ -140,9 +140,9 @@ pub struct CodeExecutionResult {
     pub output: Option<String>,
 }
 
-/// `generationConfig`. Only the fields the gateway applies are read; every other documented
-/// field (`temperature`, `topP`, `topK`, `maxOutputTokens`, `stopSequences`, `seed`,
-/// `responseModalities`, `presencePenalty`, …) is accepted and ignored.
+/// `generationConfig`. The fields below are read (the sampling and length options reach the
+/// domain request; each upstream says which it honours); every other documented field
+/// (`topK`, `seed`, `responseModalities`, `presencePenalty`, …) is accepted and ignored.
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct GenerationConfig {
@@ -156,6 +156,14 @@ pub struct GenerationConfig {
     pub response_schema: Option<Value>,
     #[serde(default, alias = "response_json_schema")]
     pub response_json_schema: Option<Value>,
+    #[serde(default, alias = "max_output_tokens")]
+    pub max_output_tokens: Option<Value>,
+    #[serde(default)]
+    pub temperature: Option<Value>,
+    #[serde(default, alias = "top_p")]
+    pub top_p: Option<Value>,
+    #[serde(default, alias = "stop_sequences")]
+    pub stop_sequences: Option<Value>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -10,10 +10,11 @@ use super::wire::{
 };
 use crate::dialects::parse_data_url;
 use crate::domain::{
-    ChatRequest, FinishReason, GeneratedMedia, Media, MediaKind, Message, ModelId, Part, Role,
-    StreamEvent, ToolCall, ToolSpec, Usage,
+    ChatRequest, FinishReason, GeneratedMedia, Media, MediaKind, Message, Part, Role, StreamEvent,
+    ToolCall, ToolSpec, Usage,
 };
 use crate::error::GatewayError;
+use crate::upstream::ModelRegistry;
 
 /// A parsed Chat Completions request.
 #[derive(Debug)]
@@ -253,15 +254,15 @@ fn forces_tool(choice: Option<&serde_json::Value>) -> bool {
     }
 }
 
-/// Parses a request body.
-pub fn parse(body: &[u8]) -> Result<Parsed, GatewayError> {
+/// Parses a request body; model names are read against `models`.
+pub fn parse(body: &[u8], models: &ModelRegistry) -> Result<Parsed, GatewayError> {
     let wire: ChatCompletionRequest = serde_json::from_slice(body).map_err(|e| {
         GatewayError::invalid(
             format!("the request body is not valid JSON for this endpoint: {e}"),
             None,
         )
     })?;
-    let model = ModelId::parse(wire.model.as_deref().unwrap_or_default())?;
+    let model = models.parse(wire.model.as_deref().unwrap_or_default())?;
     let raw_messages = wire.messages.unwrap_or_default();
     if raw_messages.is_empty() {
         return Err(invalid(
@@ -307,6 +308,14 @@ pub fn parse(body: &[u8]) -> Result<Parsed, GatewayError> {
             }),
     );
     let stream = wire.stream.unwrap_or(false);
+    let options = crate::dialects::generation_options(
+        wire.max_completion_tokens
+            .as_ref()
+            .or(wire.max_tokens.as_ref()),
+        wire.temperature.as_ref(),
+        wire.top_p.as_ref(),
+        wire.stop.as_ref(),
+    );
     Ok(Parsed {
         include_usage: stream
             && wire
@@ -318,6 +327,7 @@ pub fn parse(body: &[u8]) -> Result<Parsed, GatewayError> {
             messages,
             stream,
             tools,
+            options,
         },
     })
 }
@@ -428,7 +438,10 @@ mod tests {
     use serde_json::json;
 
     fn parse_json(v: serde_json::Value) -> Result<Parsed, GatewayError> {
-        parse(&serde_json::to_vec(&v).unwrap())
+        parse(
+            &serde_json::to_vec(&v).unwrap(),
+            &ModelRegistry::gemini_business_names(),
+        )
     }
 
     #[test]
@@ -484,7 +497,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let e = parse(b"{not json").unwrap_err();
+        let e = parse(b"{not json", &ModelRegistry::gemini_business_names()).unwrap_err();
         assert_eq!(e.status(), 400);
         let e = parse_json(json!({"model": "gemini-2.5-flash", "messages": []})).unwrap_err();
         assert!(

@@ -21,14 +21,13 @@ use serde_json::{Value, json};
 
 use super::unix_now;
 use crate::dialects::{Dialect, read_body, stream};
-use crate::domain::usage::input_tokens;
 use crate::domain::{
-    GeneratedMedia, MediaKind, Message, ModelId, Part, Role, StreamEvent, Usage, flatten,
+    ChatRequest, GeneratedMedia, MediaKind, Message, ModelId, Part, Role, StreamEvent, Usage,
 };
 use crate::error::GatewayError;
 use crate::media::MediaOut;
 use crate::startup::AppState;
-use crate::upstream::{Endpoint, ErrorKind, UpstreamError};
+use crate::upstream::{ErrorKind, ModelRegistry, UpstreamError};
 
 /// The model used when the request names none.
 pub const DEFAULT_IMAGE_MODEL: &str = "gemini-2.5-flash-image";
@@ -67,7 +66,7 @@ fn invalid(message: impl Into<String>, param: &str) -> GatewayError {
     GatewayError::invalid(message, Some(param.to_owned()))
 }
 
-fn parse(body: &[u8]) -> Result<Parsed, GatewayError> {
+fn parse(body: &[u8], models: &ModelRegistry) -> Result<Parsed, GatewayError> {
     let wire: Request = serde_json::from_slice(body).map_err(|e| {
         GatewayError::invalid(
             format!("the request body is not valid JSON for this endpoint: {e}"),
@@ -79,7 +78,7 @@ fn parse(body: &[u8]) -> Result<Parsed, GatewayError> {
         .as_deref()
         .filter(|m| !m.trim().is_empty())
         .unwrap_or(DEFAULT_IMAGE_MODEL);
-    let model = ModelId::parse(name)?;
+    let model = models.parse(name)?;
     if !model.features().image {
         return Err(invalid(
             format!(
@@ -147,7 +146,7 @@ fn body(created: u64, images: &[GeneratedMedia], format: Format, usage: Usage) -
 fn no_image() -> GatewayError {
     GatewayError::Upstream(UpstreamError::new(
         ErrorKind::Protocol,
-        Endpoint::StreamAssist,
+        "images",
         "the upstream answered without generating an image",
     ))
 }
@@ -168,22 +167,24 @@ async fn handle(
     payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
     let body_bytes = read_body(payload, state.max_body_bytes).await?;
-    let parsed = parse(&body_bytes)?;
+    let parsed = parse(&body_bytes, state.chat.models())?;
     drop(body_bytes);
     tracing::Span::current()
         .record("model", parsed.model.public_name())
         .record("n", parsed.n);
-    let query = flatten(&[Message::new(
-        Role::User,
-        vec![Part::Text(parsed.prompt.clone())],
-    )]);
-    let input = input_tokens(&query);
+    let request = ChatRequest::new(
+        parsed.model.clone(),
+        vec![Message::new(
+            Role::User,
+            vec![Part::Text(parsed.prompt.clone())],
+        )],
+    );
+    let input = state.chat.input_tokens(&request);
     let media = MediaOut::new(Arc::clone(&state.media), &req);
     let chat = state.chat.clone();
-    let model = parsed.model.clone();
     let (n, format) = (parsed.n, parsed.format);
     let answer = async move {
-        let runs = (0..n).map(|_| stream::complete(&chat, &model, &query, input, &media));
+        let runs = (0..n).map(|_| stream::complete(&chat, request.clone(), input, &media));
         let results = futures_util::future::join_all(runs).await;
         let mut images = Vec::new();
         let mut usage = Usage {
@@ -235,7 +236,10 @@ mod tests {
     use super::*;
 
     fn parse_json(v: Value) -> Result<Parsed, GatewayError> {
-        parse(&serde_json::to_vec(&v).unwrap())
+        parse(
+            &serde_json::to_vec(&v).unwrap(),
+            &ModelRegistry::gemini_business_names(),
+        )
     }
 
     #[test]

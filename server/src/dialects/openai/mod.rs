@@ -21,7 +21,6 @@ use bytes::Bytes;
 
 use self::sse::ChunkEncoder;
 use crate::dialects::{Dialect, read_body, stream};
-use crate::domain::{ModelId, flatten};
 use crate::error::GatewayError;
 use crate::startup::AppState;
 
@@ -42,10 +41,13 @@ pub(crate) fn unix_now() -> u64 {
 
 /// `GET /v1/models`.
 pub async fn list_models(state: web::Data<AppState>) -> HttpResponse {
-    let data = ModelId::listed()
+    let data = state
+        .chat
+        .models()
+        .listed()
         .into_iter()
-        .map(|id| wire::ModelObject {
-            id,
+        .map(|m| wire::ModelObject {
+            id: m.public_name().to_owned(),
             object: "model",
             created: state.started_unix,
             owned_by: "google",
@@ -59,7 +61,7 @@ pub async fn list_models(state: web::Data<AppState>) -> HttpResponse {
 
 /// `GET /v1/models/{model}`.
 pub async fn get_model(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
-    match ModelId::parse(&path) {
+    match state.chat.models().parse(&path) {
         Ok(m) => HttpResponse::Ok().json(wire::ModelObject {
             id: m.public_name().to_owned(),
             object: "model",
@@ -86,13 +88,12 @@ async fn handle(
     payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
     let body = read_body(payload, state.max_body_bytes).await?;
-    let parsed = convert::parse(&body)?;
+    let parsed = convert::parse(&body, state.chat.models())?;
     drop(body);
     let request = parsed.request;
     tracing::Span::current()
         .record("model", request.model.public_name())
         .record("stream", request.stream);
-    let query = flatten(&request.messages);
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
     let model_name = request.model.public_name().to_owned();
@@ -104,9 +105,7 @@ async fn handle(
         &req,
         stream::Turn {
             dialect: Dialect::OpenAi,
-            model: &request.model,
-            streamed: request.stream,
-            query,
+            request,
         },
         |_| ChunkEncoder::new(stream_id, created, stream_model, include_usage, inline),
         move |answer| {

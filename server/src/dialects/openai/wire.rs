@@ -25,6 +25,16 @@ pub struct ChatCompletionRequest {
     pub functions: Option<Vec<FunctionDef>>,
     #[serde(default)]
     pub function_call: Option<serde_json::Value>,
+    #[serde(default)]
+    pub max_tokens: Option<serde_json::Value>,
+    #[serde(default)]
+    pub max_completion_tokens: Option<serde_json::Value>,
+    #[serde(default)]
+    pub temperature: Option<serde_json::Value>,
+    #[serde(default)]
+    pub top_p: Option<serde_json::Value>,
+    #[serde(default)]
+    pub stop: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize, Default)]

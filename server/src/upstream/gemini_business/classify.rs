@@ -15,8 +15,9 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
 
+use super::endpoint::Endpoint;
 use super::json_stream::JsonElementSplitter;
-use crate::upstream::error::{Endpoint, ErrorKind, UpstreamError};
+use crate::upstream::error::{ErrorKind, UpstreamError};
 
 /// The longest message taken from an upstream body, in characters.
 pub const MAX_MESSAGE_CHARS: usize = 300;
@@ -310,7 +311,7 @@ pub fn classify_response(
         .unwrap_or_else(|| format!("HTTP {status}"));
     UpstreamError {
         kind,
-        endpoint,
+        endpoint: endpoint.into(),
         status: Some(status),
         message,
     }
@@ -391,7 +392,7 @@ fn classify_error_object(endpoint: Endpoint, error: &GoogleError<'_>) -> Upstrea
         });
     UpstreamError {
         kind,
-        endpoint,
+        endpoint: endpoint.into(),
         status: error.code,
         message,
     }

@@ -1,7 +1,6 @@
 //! The HTTP side of the adapter: one call per upstream endpoint (U1–U6), each with its own
 //! timeout, and [`GeminiBusinessClient::converse`], which runs a whole chat turn as a stream.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -16,8 +15,10 @@ use serde::de::DeserializeOwned;
 
 use super::classify::{classify_element, classify_response, is_html};
 use super::convert::{AssistItem, element_items, tools_spec};
+use super::endpoint::Endpoint;
 use super::json_stream::JsonElementSplitter;
 use super::jwt::{XsrfKey, parse_xsrf_body, sign_jwt};
+use super::prompt::flatten;
 use super::wire::{
     AddContextFileMember, AddContextFileRequest, AddContextFileResponse, AssistGenerationConfig,
     CreateSessionMember, CreateSessionRequest, CreateSessionResponse, Envelope, FileMetadata,
@@ -26,14 +27,13 @@ use super::wire::{
 };
 use crate::accounts::Credentials;
 use crate::config::{GeminiBusinessSettings, ProxyUrl};
-use crate::domain::{GeneratedMedia, Media, ModelId, StreamEvent, UpstreamQuery};
+use crate::domain::{ChatRequest, GeneratedMedia, Media, ModelId, StreamEvent};
+use crate::error::InputError;
 use crate::media::fetch::{FetchError, MediaFetcher, display_url};
 use crate::upstream::{
-    AccessToken, Authenticator, BoxFuture, CallAuth, Endpoint, ErrorKind, UpstreamError,
+    AccessToken, Authenticator, BoxFuture, CallAuth, CallError, ErrorKind, EventStream,
+    UpstreamError,
 };
-
-/// The answer of one chat turn, as it arrives.
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, UpstreamError>> + Send>>;
 
 /// How long a minted JWT is used: it claims 300 s; we stop using it 30 s earlier so a request
 /// that starts just before expiry does not carry a token that dies mid-call.
@@ -446,41 +446,41 @@ impl GeminiBusinessClient {
     /// U3 for one attachment. A URL goes by `fileUri` first (the upstream fetches it); if the
     /// upstream does not take it (a bad request, not found, another non-auth 4xx, or no file
     /// id), the gateway fetches the URL itself with SSRF protection ([`MediaFetcher`]) and
-    /// uploads the bytes inline. A fetch failure is an [`ErrorKind::Media`] error: the
-    /// client's, not the account's.
+    /// uploads the bytes inline. A fetch failure is an [`InputError`]: the client's, not the
+    /// account's.
     pub async fn attach(
         &self,
         auth: &CallAuth,
         session: &str,
         media: &Media,
-    ) -> Result<String, UpstreamError> {
+    ) -> Result<String, CallError> {
         let Media::Url { url, .. } = media else {
-            return self.upload(auth, session, media).await;
+            return Ok(self.upload(auth, session, media).await?);
         };
         let refused = match self.upload(auth, session, media).await {
             Ok(id) => return Ok(id),
             Err(e) if upstream_refused_uri(&e) => e,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let Some(fetcher) = &self.fetcher else {
-            return Err(FetchError::Refused {
+            return Err(CallError::Input(InputError::from(FetchError::Refused {
                 url: display_url(url),
                 reason: "the upstream could not fetch it and this gateway does not fetch media"
                     .to_owned(),
-            }
-            .into());
+            })));
         };
         tracing::info!(url = %display_url(url), error = %refused, "the upstream did not take a media URL; fetching it");
-        let fetched = fetcher.fetch(url).await?;
-        self.upload(
-            auth,
-            session,
-            &Media::Inline {
-                mime: fetched.mime,
-                data: fetched.data,
-            },
-        )
-        .await
+        let fetched = fetcher.fetch(url).await.map_err(InputError::from)?;
+        Ok(self
+            .upload(
+                auth,
+                session,
+                &Media::Inline {
+                    mime: fetched.mime,
+                    data: fetched.data,
+                },
+            )
+            .await?)
     }
 
     /// U4: sends the query and returns the answer items as they arrive. The returned stream
@@ -514,7 +514,7 @@ impl GeminiBusinessClient {
                     },
                     assist_skipping_mode: "REQUEST_ASSIST",
                     assist_generation_config: Some(AssistGenerationConfig {
-                        model_id: model.base().upstream_id(),
+                        model_id: model.upstream_id(),
                     }),
                 },
             },
@@ -600,23 +600,20 @@ impl GeminiBusinessClient {
         Ok(Bytes::from(buf))
     }
 
-    /// One chat turn: U2, U3 for each attachment, U4 streamed, then U5/U6 for generated files.
-    /// Events are yielded as soon as they are parsed; dropping the stream cancels whatever call
-    /// is in flight.
-    pub fn converse(
-        self: &Arc<Self>,
-        auth: CallAuth,
-        model: ModelId,
-        query: UpstreamQuery,
-    ) -> EventStream {
+    /// One chat turn: the conversation flattened into one query ([`flatten`]), then U2, U3 for
+    /// each attachment, U4 streamed, then U5/U6 for generated files. Events are yielded as soon
+    /// as they are parsed; dropping the stream cancels whatever call is in flight.
+    pub fn converse(self: &Arc<Self>, auth: CallAuth, request: Arc<ChatRequest>) -> EventStream {
         let client = Arc::clone(self);
         Box::pin(async_stream::try_stream! {
+            let query = flatten(&request.messages);
+            let model = &request.model;
             let session = client.create_session(&auth).await?;
             let mut file_ids = Vec::with_capacity(query.attachments.len());
             for media in &query.attachments {
                 file_ids.push(client.attach(&auth, &session, media).await?);
             }
-            let items = client.stream_assist(&auth, &session, &query.text, &file_ids, &model).await?;
+            let items = client.stream_assist(&auth, &session, &query.text, &file_ids, model).await?;
             futures_util::pin_mut!(items);
             let mut full_session: Option<String> = None;
             let mut files = Vec::new();

@@ -4,9 +4,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 
+use super::endpoint::Endpoint;
 use super::wire::{Empty, FileRef, StreamAssistElement, ToolsSpec};
 use crate::domain::{Features, GeneratedMedia, StreamEvent, ToolCall};
-use crate::upstream::{Endpoint, ErrorKind, UpstreamError};
+use crate::upstream::{ErrorKind, UpstreamError};
 
 /// What one U4 element contributes, in order.
 #[derive(Debug, Clone, PartialEq)]

@@ -15,7 +15,8 @@ use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::upstream::error::{Endpoint, ErrorKind, UpstreamError};
+use super::endpoint::Endpoint;
+use crate::upstream::error::{ErrorKind, UpstreamError};
 
 /// How long the self-signed JWT claims to be valid (`exp - iat`), in seconds.
 pub const JWT_LIFETIME_SECS: u64 = 300;
@@ -422,7 +423,7 @@ mod tests {
         for text in &cases {
             let err = parse_xsrf_body(text.as_bytes()).unwrap_err();
             assert_eq!(err.kind, ErrorKind::Protocol, "{text}");
-            assert_eq!(err.endpoint, Endpoint::GetXsrfKey, "{text}");
+            assert_eq!(err.endpoint, Endpoint::GetXsrfKey.as_str(), "{text}");
             assert!(!err.message.contains(secret), "{text}: {}", err.message);
             assert!(!err.to_string().contains(secret));
         }

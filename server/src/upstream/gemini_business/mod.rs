@@ -9,13 +9,59 @@
 //!   `toolsSpec`.
 //! - [`json_stream`]: the incremental JSON-array splitter that lets events flow as bytes arrive.
 //! - [`jwt`]: the U1 key and the self-signed HS256 JWT.
+//! - [`prompt`]: a domain conversation → the one query the upstream takes (flattening).
+//! - [`models`]: the models it serves, as registered in the model registry.
+//! - [`endpoint`]: the U1–U6 calls, named in errors.
 //! - [`classify`]: status + parsed body → typed [`UpstreamError`](crate::upstream::UpstreamError).
 
 pub mod classify;
 pub mod client;
 pub mod convert;
+pub mod endpoint;
 pub mod json_stream;
 pub mod jwt;
+pub mod models;
+pub mod prompt;
 pub mod wire;
 
-pub use client::{EventStream, GeminiBusinessClient};
+use std::sync::Arc;
+
+pub use client::GeminiBusinessClient;
+pub use endpoint::Endpoint;
+
+use crate::domain::ChatRequest;
+use crate::upstream::{CallAuth, EventStream, Upstream};
+
+/// The name this upstream's models register under.
+pub const NAME: &str = "gemini-business";
+
+/// The adapter as the service sees it: an [`Upstream`] over one shared client.
+#[derive(Debug, Clone)]
+pub struct GeminiBusiness {
+    client: Arc<GeminiBusinessClient>,
+}
+
+impl GeminiBusiness {
+    pub fn new(client: Arc<GeminiBusinessClient>) -> GeminiBusiness {
+        GeminiBusiness { client }
+    }
+
+    pub fn client(&self) -> &Arc<GeminiBusinessClient> {
+        &self.client
+    }
+}
+
+impl Upstream for GeminiBusiness {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    /// The flattened query and its attachments, estimated (see [`prompt`]).
+    fn input_tokens(&self, request: &ChatRequest) -> u32 {
+        prompt::input_tokens(&prompt::flatten(&request.messages))
+    }
+
+    fn converse(&self, auth: CallAuth, request: Arc<ChatRequest>) -> EventStream {
+        self.client.converse(auth, request)
+    }
+}

@@ -17,7 +17,6 @@ use bytes::Bytes;
 use self::encode::ResponsesEncoder;
 use super::unix_now;
 use crate::dialects::{Dialect, read_body, stream};
-use crate::domain::flatten;
 use crate::error::GatewayError;
 use crate::startup::AppState;
 
@@ -37,13 +36,12 @@ async fn handle(
     payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
     let body = read_body(payload, state.max_body_bytes).await?;
-    let parsed = parse::parse(&body)?;
+    let parsed = parse::parse(&body, state.chat.models())?;
     drop(body);
     let request = parsed.request;
     tracing::Span::current()
         .record("model", request.model.public_name())
         .record("stream", request.stream);
-    let query = flatten(&request.messages);
     let id = format!("resp_{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
     let model_name = request.model.public_name().to_owned();
@@ -54,9 +52,7 @@ async fn handle(
         &req,
         stream::Turn {
             dialect: Dialect::OpenAi,
-            model: &request.model,
-            streamed: request.stream,
-            query,
+            request,
         },
         |_| ResponsesEncoder::new(stream_id, created, stream_model, stream_echo, true),
         move |answer| {

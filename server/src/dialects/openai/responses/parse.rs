@@ -16,9 +16,10 @@ use serde_json::{Map, Value, json};
 
 use crate::dialects::openai::convert::{media_from_url, mime_from_filename};
 use crate::domain::{
-    ChatRequest, Media, MediaKind, Message, ModelId, Part, Role, ToolCall, ToolSpec,
+    ChatRequest, GenerationOptions, Media, MediaKind, Message, Part, Role, ToolCall, ToolSpec,
 };
 use crate::error::GatewayError;
+use crate::upstream::ModelRegistry;
 
 fn invalid(message: impl Into<String>, param: impl Into<String>) -> GatewayError {
     GatewayError::invalid(message, Some(param.into()))
@@ -367,14 +368,14 @@ fn metadata(value: Option<Value>) -> Result<Value, GatewayError> {
 }
 
 /// Parses a request body.
-pub fn parse(body: &[u8]) -> Result<Parsed, GatewayError> {
+pub fn parse(body: &[u8], models: &ModelRegistry) -> Result<Parsed, GatewayError> {
     let wire: Request = serde_json::from_slice(body).map_err(|e| {
         GatewayError::invalid(
             format!("the request body is not valid JSON for this endpoint: {e}"),
             None,
         )
     })?;
-    let model = ModelId::parse(wire.model.as_deref().unwrap_or_default())?;
+    let model = models.parse(wire.model.as_deref().unwrap_or_default())?;
     if wire.previous_response_id.is_some() {
         return Err(invalid(
             "previous_response_id is not supported: this gateway stores no responses; send the whole conversation in input",
@@ -459,6 +460,14 @@ pub fn parse(body: &[u8]) -> Result<Parsed, GatewayError> {
             messages,
             stream: wire.stream.unwrap_or(false),
             tools,
+            options: GenerationOptions {
+                max_output_tokens: echo
+                    .max_output_tokens
+                    .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+                temperature: echo.temperature,
+                top_p: echo.top_p,
+                stop: Vec::new(),
+            },
         },
         echo,
     })
@@ -474,7 +483,10 @@ mod tests {
     use super::*;
 
     fn parse_json(v: Value) -> Result<Parsed, GatewayError> {
-        parse(&serde_json::to_vec(&v).unwrap())
+        parse(
+            &serde_json::to_vec(&v).unwrap(),
+            &ModelRegistry::gemini_business_names(),
+        )
     }
 
     fn param_of(e: &GatewayError) -> Option<&str> {

@@ -32,7 +32,12 @@
 
 use std::fmt::Write as _;
 
-use super::chat::{Media, MediaKind, Message, Role};
+use crate::domain::{Media, MediaKind, Message, Role};
+
+/// Estimated input tokens of a query (what the answers and the count-tokens routes report).
+pub fn input_tokens(query: &UpstreamQuery) -> u32 {
+    crate::domain::usage::input_tokens(&query.text, &query.attachments)
+}
 
 /// What is sent upstream for one request.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,7 +136,7 @@ pub fn flatten(messages: &[Message]) -> UpstreamQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::chat::{Part, ToolCall};
+    use crate::domain::{Part, ToolCall};
     use bytes::Bytes;
 
     fn msg(role: Role, text: &str) -> Message {
