@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 
+use crate::config::live::LiveConfig;
 use crate::domain::{Media, ModelId, StreamEvent, UpstreamQuery};
 use crate::error::GatewayError;
 use crate::media::mime;
@@ -40,6 +41,9 @@ pub struct ChatService {
     deadline: Duration,
     /// Largest inline media file (`media.fetch_max_mb`).
     max_media_bytes: u64,
+    /// When set, `max_attempts`, the deadline and the media limit are read from it at each
+    /// request instead of the values above (live configuration).
+    live: Option<LiveConfig>,
 }
 
 /// An answer that has started: its first event plus the rest, bound to the account serving it.
@@ -167,6 +171,36 @@ impl ChatService {
             max_attempts: max_attempts.max(1),
             deadline,
             max_media_bytes: u64::MAX,
+            live: None,
+        }
+    }
+
+    /// Reads `gemini_business.max_attempts`, `pool.failover_deadline_sec` and
+    /// `media.fetch_max_mb` from the live configuration at each request.
+    pub fn with_live(mut self, live: LiveConfig) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    fn max_attempts(&self) -> usize {
+        let n = match &self.live {
+            Some(live) => live.load().gemini_business.max_attempts,
+            None => self.max_attempts,
+        };
+        usize::try_from(n.max(1)).unwrap_or(1)
+    }
+
+    fn deadline(&self) -> Duration {
+        match &self.live {
+            Some(live) => live.load().pool.failover_deadline,
+            None => self.deadline,
+        }
+    }
+
+    fn max_media_bytes(&self) -> u64 {
+        match &self.live {
+            Some(live) => live.load().media.fetch_max_bytes,
+            None => self.max_media_bytes,
         }
     }
 
@@ -187,11 +221,12 @@ impl ChatService {
         model: &ModelId,
         query: &UpstreamQuery,
     ) -> Result<ChatStream, GatewayError> {
-        let query = check_inline_media(query, self.max_media_bytes)?;
+        let query = check_inline_media(query, self.max_media_bytes())?;
         let mut tried = Vec::new();
-        tokio::time::timeout(self.deadline, self.start(model, &query, &mut tried, None))
+        let deadline = self.deadline();
+        tokio::time::timeout(deadline, self.start(model, &query, &mut tried, None))
             .await
-            .unwrap_or_else(|_| Err(deadline_passed(self.deadline)))
+            .unwrap_or_else(|_| Err(deadline_passed(deadline)))
     }
 
     /// A whole answer, for non-streaming requests. Nothing has reached the client until it is
@@ -201,16 +236,15 @@ impl ChatService {
         model: &ModelId,
         query: &UpstreamQuery,
     ) -> Result<Vec<StreamEvent>, GatewayError> {
-        let query = check_inline_media(query, self.max_media_bytes)?;
+        let query = check_inline_media(query, self.max_media_bytes())?;
         let mut tried = Vec::new();
         let mut last = None;
-        while tried.len() < self.max_attempts as usize {
-            let mut stream = tokio::time::timeout(
-                self.deadline,
-                self.start(model, &query, &mut tried, last.take()),
-            )
-            .await
-            .unwrap_or_else(|_| Err(deadline_passed(self.deadline)))?;
+        while tried.len() < self.max_attempts() {
+            let deadline = self.deadline();
+            let mut stream =
+                tokio::time::timeout(deadline, self.start(model, &query, &mut tried, last.take()))
+                    .await
+                    .unwrap_or_else(|_| Err(deadline_passed(deadline)))?;
             let mut events = Vec::new();
             let mut failed = None;
             while let Some(item) = stream.next().await {
@@ -241,7 +275,7 @@ impl ChatService {
         mut last: Option<UpstreamError>,
     ) -> Result<ChatStream, GatewayError> {
         let cap = Capability::of(model);
-        while tried.len() < self.max_attempts as usize {
+        while tried.len() < self.max_attempts() {
             let mut lease = match self.pool.lease(cap, tried).await {
                 Ok(lease) => lease,
                 Err(unavailable) => {

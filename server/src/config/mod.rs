@@ -12,16 +12,20 @@
 //! reference turned a missing boolean into `false`, defect 23). Sections are merged key by key.
 //!
 //! # Layout
-//! - [`reader`]: the raw-JSON walker (`Reader`, `Section`) and shared small parsers.
-//! - [`sections`]: the section types and how each section is read.
-//! - [`proxy`]: [`ProxyUrl`].
-//! - [`env`]: environment overrides.
-//! - [`checks`]: cross-key rules and foot-gun warnings.
+//! - [`reader`] — the raw-JSON walker (`Reader`, `Section`) and shared small parsers.
+//! - [`sections`] — the section types and how each section is read.
+//! - [`proxy`] — [`ProxyUrl`].
+//! - [`env`] — environment overrides.
+//! - [`checks`] — cross-key rules and foot-gun warnings.
+//! - [`live`] — [`LiveConfig`](live::LiveConfig), the running configuration behind an atomic swap.
+//! - [`reload`] — re-reading the file, what changed, what needs a restart; the file watcher.
 
 mod checks;
 mod env;
+pub mod live;
 mod proxy;
 mod reader;
+pub mod reload;
 mod sections;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -54,7 +54,7 @@ async fn handle(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
-    let body = read_body(payload, state.max_body_bytes).await?;
+    let body = read_body(payload, state.max_body_bytes()).await?;
     let request = convert::parse(&body, &state.thinking_signer)?;
     drop(body);
     tracing::Span::current()
@@ -93,7 +93,7 @@ async fn handle(
 /// (the same estimate the answers report), after the same validation as `/v1/messages`.
 async fn count_tokens(state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
     let counted = async {
-        let body = read_body(payload, state.max_body_bytes).await?;
+        let body = read_body(payload, state.max_body_bytes()).await?;
         let request = convert::parse(&body, &state.thinking_signer)?;
         Ok::<u32, GatewayError>(input_tokens(&flatten(&request.messages)))
     };

@@ -188,7 +188,7 @@ async fn count_tokens(
     state: &AppState,
     payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
-    let body = read_body(payload, state.max_body_bytes).await?;
+    let body = read_body(payload, state.max_body_bytes()).await?;
     let messages = convert::parse_count(&body)?;
     let total_tokens = input_tokens(&flatten(&messages));
     Ok(HttpResponse::Ok().json(wire::CountTokensResponse { total_tokens }))
@@ -201,7 +201,7 @@ async fn generate(
     streamed: bool,
     payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
-    let body = read_body(payload, state.max_body_bytes).await?;
+    let body = read_body(payload, state.max_body_bytes()).await?;
     let parsed = convert::parse_generate(&body)?;
     drop(body);
     let query = flatten(&parsed.messages);
