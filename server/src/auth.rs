@@ -7,6 +7,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use actix_web::HttpRequest;
 use actix_web::http::header;
@@ -16,6 +17,7 @@ use business2api_shared::Secret;
 use business2api_shared::secret::matches_any;
 use rand::RngCore as _;
 
+use crate::config::live::LiveConfig;
 use crate::error::GatewayError;
 
 /// The file the generated key is stored in, inside the data dir.
@@ -133,19 +135,85 @@ pub fn presented_key(req: &HttpRequest) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// Whether the request carries one of `keys` (compared in constant time).
+fn check_keys(keys: &[Secret], req: &HttpRequest) -> Result<(), GatewayError> {
+    let presented = presented_key(req).ok_or(GatewayError::MissingApiKey)?;
+    if matches_any(keys, presented.as_bytes()) {
+        Ok(())
+    } else {
+        Err(GatewayError::InvalidApiKey)
+    }
+}
+
 impl ApiKeys {
     /// Whether the request may use the API. Keys are compared in constant time.
     pub fn check(&self, req: &HttpRequest) -> Result<(), GatewayError> {
         match self {
             ApiKeys::Open => Ok(()),
-            ApiKeys::Required(keys) => {
-                let presented = presented_key(req).ok_or(GatewayError::MissingApiKey)?;
-                if matches_any(keys, presented.as_bytes()) {
-                    Ok(())
-                } else {
-                    Err(GatewayError::InvalidApiKey)
-                }
-            }
+            ApiKeys::Required(keys) => check_keys(keys, req),
+        }
+    }
+}
+
+/// The API-key check of the running gateway: reads `api_keys` and `allow_unauthenticated` from
+/// the live configuration at every request, so a reload takes effect at once. Without
+/// configured keys the generated key (`<data_dir>/api_key`) applies; it is resolved at start
+/// and, if a reload removes every configured key, before that reload is swapped in (see
+/// [`ApiKeyGate::prepare`]), so the check never runs open by accident.
+#[derive(Debug, Clone)]
+pub struct ApiKeyGate {
+    live: LiveConfig,
+    data_dir: PathBuf,
+    /// The generated key, once one was needed (it never changes while the process runs: the
+    /// data dir needs a restart).
+    generated: Arc<OnceLock<Secret>>,
+}
+
+impl ApiKeyGate {
+    /// Resolves the key set of `live`'s current settings (generating the key on first start
+    /// when none is configured) and returns the gate and how the keys were decided.
+    pub fn start(live: LiveConfig, data_dir: &Path) -> std::io::Result<(ApiKeyGate, KeySource)> {
+        let gate = ApiKeyGate {
+            live,
+            data_dir: data_dir.to_path_buf(),
+            generated: Arc::new(OnceLock::new()),
+        };
+        let settings = gate.live.load();
+        let source = gate.prepare(&settings.api_keys, settings.allow_unauthenticated)?;
+        Ok((gate, source))
+    }
+
+    /// Makes sure the generated key is known when `configured` is empty and unauthenticated
+    /// use is not allowed (reads or creates `<data_dir>/api_key`). Call before swapping in
+    /// settings with these keys.
+    pub fn prepare(
+        &self,
+        configured: &[Secret],
+        allow_unauthenticated: bool,
+    ) -> std::io::Result<KeySource> {
+        let (keys, source) = resolve(configured, allow_unauthenticated, &self.data_dir)?;
+        if let (KeySource::StoredGenerated(_) | KeySource::NewlyGenerated(..), ApiKeys::Required(k)) =
+            (&source, keys)
+            && let Some(key) = k.into_iter().next()
+        {
+            let _ = self.generated.set(key);
+        }
+        Ok(source)
+    }
+
+    /// Whether the request may use the API, by the configuration in force now.
+    pub fn check(&self, req: &HttpRequest) -> Result<(), GatewayError> {
+        let settings = self.live.load();
+        if !settings.api_keys.is_empty() {
+            return check_keys(&settings.api_keys, req);
+        }
+        if settings.allow_unauthenticated {
+            return Ok(());
+        }
+        match self.generated.get() {
+            Some(key) => check_keys(std::slice::from_ref(key), req),
+            // `prepare` runs before any settings without keys are swapped in; fail closed.
+            None => Err(GatewayError::InvalidApiKey),
         }
     }
 }

@@ -35,8 +35,9 @@ pub async fn root(state: web::Data<AppState>) -> HttpResponse {
             "health": "/health",
         },
     });
-    if !state.note.is_empty() {
-        body["note"] = json!(state.note);
+    let note = state.note();
+    if !note.is_empty() {
+        body["note"] = json!(note);
     }
     HttpResponse::Ok().json(body)
 }

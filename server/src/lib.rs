@@ -27,6 +27,7 @@ pub mod error;
 pub mod health;
 pub mod media;
 pub mod pool;
+pub mod reload;
 pub mod service;
 pub mod startup;
 pub mod store;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use business2api::auth::KeySource;
 use business2api::cli_accounts::{self, AccountsCommand};
 use business2api::config::{LoadedConfig, Settings};
+use business2api::reload::{ConfigSource, Environment};
 use business2api::startup::{Application, StartupError};
 use business2api::telemetry;
 use clap::{Parser, Subcommand};
@@ -76,7 +77,14 @@ fn env(name: &str) -> Option<String> {
 
 /// The configuration file plus the environment, or exit code 2 after printing every error.
 fn load_config(path: &Path) -> Result<LoadedConfig, ExitCode> {
-    Settings::load(path, &env).map_err(|errors| {
+    load_config_with(path, &env)
+}
+
+fn load_config_with(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<LoadedConfig, ExitCode> {
+    Settings::load(path, env).map_err(|errors| {
         eprintln!(
             "business2api: {} has {} configuration error(s):\n{errors}",
             path.display(),
@@ -87,7 +95,9 @@ fn load_config(path: &Path) -> Result<LoadedConfig, ExitCode> {
 }
 
 async fn serve(path: PathBuf) -> ExitCode {
-    let loaded = match load_config(&path) {
+    // The environment as it is now: every reload applies the same overrides again.
+    let environment = Environment::of_process();
+    let loaded = match load_config_with(&path, &|name| environment.get(name)) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
@@ -99,7 +109,12 @@ async fn serve(path: PathBuf) -> ExitCode {
     for warning in &loaded.warnings {
         tracing::warn!("config: {warning}");
     }
-    run(loaded.settings, None).await
+    let source = ConfigSource {
+        path,
+        env: environment,
+        watch: true,
+    };
+    run(loaded.settings, Some(source), None).await
 }
 
 fn accounts(path: &Path, command: &AccountsCommand) -> ExitCode {
@@ -120,8 +135,8 @@ fn accounts(path: &Path, command: &AccountsCommand) -> ExitCode {
 }
 
 /// Builds and runs the application, printing what the operator needs on stdout.
-async fn run(settings: Settings, banner: Option<String>) -> ExitCode {
-    let app = match Application::build(settings).await {
+async fn run(settings: Settings, source: Option<ConfigSource>, banner: Option<String>) -> ExitCode {
+    let app = match Application::build_with_source(settings, source).await {
         Ok(app) => app,
         Err(e) => {
             report_startup_error(&e);
@@ -232,7 +247,7 @@ async fn demo(listen: SocketAddr, pace_ms: u64) -> ExitCode {
         sim.base_url(),
         dir.path().display()
     );
-    let code = run(settings, Some(banner)).await;
+    let code = run(settings, None, Some(banner)).await;
     sim.stop();
     drop(dir);
     code

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 
+use crate::config::live::LiveConfig;
 use crate::domain::{ChatRequest, Media, Part, StreamEvent};
 use crate::error::{GatewayError, InputError};
 use crate::media::mime;
@@ -44,6 +45,9 @@ pub struct ChatService {
     deadline: Duration,
     /// Largest inline media file (`media.fetch_max_mb`).
     max_media_bytes: u64,
+    /// When set, `max_attempts`, the deadline and the media limit are read from it at each
+    /// request instead of the values above (live configuration).
+    live: Option<LiveConfig>,
 }
 
 /// An answer that has started: its first event plus the rest, bound to the account serving it.
@@ -163,6 +167,36 @@ impl ChatService {
             max_attempts: max_attempts.max(1),
             deadline,
             max_media_bytes: u64::MAX,
+            live: None,
+        }
+    }
+
+    /// Reads `gemini_business.max_attempts`, `pool.failover_deadline_sec` and
+    /// `media.fetch_max_mb` from the live configuration at each request.
+    pub fn with_live(mut self, live: LiveConfig) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    fn max_attempts(&self) -> usize {
+        let n = match &self.live {
+            Some(live) => live.load().gemini_business.max_attempts,
+            None => self.max_attempts,
+        };
+        usize::try_from(n.max(1)).unwrap_or(1)
+    }
+
+    fn deadline(&self) -> Duration {
+        match &self.live {
+            Some(live) => live.load().pool.failover_deadline,
+            None => self.deadline,
+        }
+    }
+
+    fn max_media_bytes(&self) -> u64 {
+        match &self.live {
+            Some(live) => live.load().media.fetch_max_bytes,
+            None => self.max_media_bytes,
         }
     }
 
@@ -200,30 +234,29 @@ impl ChatService {
     /// send when no account could start it (within the attempt budget and the deadline).
     pub async fn stream(&self, request: ChatRequest) -> Result<ChatStream, GatewayError> {
         let route = self.route(&request)?.clone();
-        let request = Arc::new(check_inline_media(request, self.max_media_bytes)?);
+        let request = Arc::new(check_inline_media(request, self.max_media_bytes())?);
         let mut tried = Vec::new();
-        tokio::time::timeout(
-            self.deadline,
-            self.start(&route, &request, &mut tried, None),
-        )
-        .await
-        .unwrap_or_else(|_| Err(deadline_passed(self.deadline)))
+        let deadline = self.deadline();
+        tokio::time::timeout(deadline, self.start(&route, &request, &mut tried, None))
+            .await
+            .unwrap_or_else(|_| Err(deadline_passed(deadline)))
     }
 
     /// A whole answer, for non-streaming requests. Nothing has reached the client until it is
     /// complete, so a failure mid-answer may still move to another account.
     pub async fn complete(&self, request: ChatRequest) -> Result<Vec<StreamEvent>, GatewayError> {
         let route = self.route(&request)?.clone();
-        let request = Arc::new(check_inline_media(request, self.max_media_bytes)?);
+        let request = Arc::new(check_inline_media(request, self.max_media_bytes())?);
         let mut tried = Vec::new();
         let mut last = None;
-        while tried.len() < self.max_attempts as usize {
+        while tried.len() < self.max_attempts() {
+            let deadline = self.deadline();
             let mut stream = tokio::time::timeout(
-                self.deadline,
+                deadline,
                 self.start(&route, &request, &mut tried, last.take()),
             )
             .await
-            .unwrap_or_else(|_| Err(deadline_passed(self.deadline)))?;
+            .unwrap_or_else(|_| Err(deadline_passed(deadline)))?;
             let mut events = Vec::new();
             let mut failed = None;
             while let Some(item) = stream.next().await {
@@ -254,7 +287,7 @@ impl ChatService {
         mut last: Option<UpstreamError>,
     ) -> Result<ChatStream, GatewayError> {
         let cap = Capability::of(&request.model);
-        while tried.len() < self.max_attempts as usize {
+        while tried.len() < self.max_attempts() {
             let mut lease = match route.pool.lease(cap, tried).await {
                 Ok(lease) => lease,
                 Err(unavailable) => {

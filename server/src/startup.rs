@@ -12,7 +12,8 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use tracing_actix_web::TracingLogger;
 
-use crate::auth::{self, KeySource};
+use crate::auth::{ApiKeyGate, KeySource};
+use crate::config::live::LiveConfig;
 use crate::config::{Mode, Settings};
 use crate::dialects::{self, Dialect, openai};
 use crate::error::GatewayError;
@@ -20,6 +21,7 @@ use crate::health;
 use crate::media::{MediaFetcher, MediaStore};
 use crate::pool::import::{ImportReport, Rejected, credentials_of, import_dir};
 use crate::pool::{NewAccount, Persistence, Pool, PoolConfig};
+use crate::reload::{ConfigSource, Reloader};
 use crate::service::ChatService;
 use crate::store::{Store, StoreError};
 use crate::telemetry::RequestSpan;
@@ -34,25 +36,53 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// Where account files live.
     pub accounts_dir: std::path::PathBuf,
-    /// `default_config`, for credentials of imported accounts.
-    pub default_config: String,
-    /// `pool.daily_limit_text` (admin status).
-    pub daily_limit_text: u32,
+    /// The mode the process runs (bound at start).
     pub mode: Mode,
-    pub note: Vec<String>,
-    /// Interval of keep-alives while the upstream is silent.
-    pub keepalive: Duration,
-    pub max_body_bytes: usize,
+    /// The running configuration; the accessors below read it at use.
+    pub live: LiveConfig,
     /// Unix time the process started (the `created` of listed models).
     pub started_unix: u64,
     /// Generated media on disk, served under `/media/`.
     pub media: Arc<MediaStore>,
-    /// `media.inline_in_chat`.
-    pub inline_media_in_chat: bool,
-    /// `http.nonstream_keepalive_after_sec`.
-    pub nonstream_keepalive_after: Duration,
     /// Signs the `thinking` blocks of Anthropic answers (`<data_dir>/thinking-signing.key`).
     pub thinking_signer: dialects::anthropic::ThinkingSigner,
+}
+
+impl AppState {
+    /// `default_config`, for credentials of imported accounts.
+    pub fn default_config(&self) -> String {
+        self.live.load().default_config.clone()
+    }
+
+    /// `pool.daily_limit_text` (admin status).
+    pub fn daily_limit_text(&self) -> u32 {
+        self.live.load().pool.daily_limits.text
+    }
+
+    /// `note`: lines shown on `GET /`.
+    pub fn note(&self) -> Vec<String> {
+        self.live.load().note.clone()
+    }
+
+    /// `http.stream_keepalive_ms`: interval of keep-alives while the upstream is silent.
+    pub fn keepalive(&self) -> Duration {
+        self.live.load().http.stream_keepalive
+    }
+
+    /// `http.max_request_body_mb` in bytes.
+    pub fn max_body_bytes(&self) -> usize {
+        self.live.load().http.max_request_body_bytes
+    }
+
+    /// `media.inline_in_chat`.
+    pub fn inline_media_in_chat(&self) -> bool {
+        self.live.load().media.inline_in_chat
+    }
+
+    /// `http.nonstream_keepalive_after_sec`.
+    pub fn nonstream_keepalive_after(&self) -> Duration {
+        self.live.load().http.nonstream_keepalive_after
+    }
 }
 
 /// Why the application could not start.
@@ -108,6 +138,9 @@ pub struct Application {
     server: Server,
     report: StartupReport,
     pool: Pool,
+    reloader: Reloader,
+    /// The configuration file watcher, when one runs.
+    watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 fn create_private_dir(path: &Path) -> std::io::Result<()> {
@@ -132,14 +165,34 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
 }
 
 impl Application {
-    /// Prepares everything and binds the listening socket (port 0 picks a free port).
+    /// Prepares everything and binds the listening socket (port 0 picks a free port). Without a
+    /// configuration source, `POST /admin/reload-config` answers 409 and nothing is watched.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
-        Self::build_with(settings, Vec::new()).await
+        Self::build_full(settings, None, Vec::new()).await
+    }
+
+    /// [`Application::build`], remembering where `settings` came from: the file and the
+    /// environment are read again by `POST /admin/reload-config`, and with `source.watch` the
+    /// file is watched and reloaded when it changes.
+    pub async fn build_with_source(
+        settings: Settings,
+        source: Option<ConfigSource>,
+    ) -> Result<Application, StartupError> {
+        Self::build_full(settings, source, Vec::new()).await
     }
 
     /// [`Application::build`], with `extra` upstreams registered next to the configured ones.
     pub async fn build_with(
         settings: Settings,
+        extra: Vec<ExtraUpstream>,
+    ) -> Result<Application, StartupError> {
+        Self::build_full(settings, None, extra).await
+    }
+
+    /// Everything: a configuration source to reload from (if any) and extra upstreams.
+    pub async fn build_full(
+        settings: Settings,
+        source: Option<ConfigSource>,
         extra: Vec<ExtraUpstream>,
     ) -> Result<Application, StartupError> {
         install_crypto_provider();
@@ -231,15 +284,15 @@ impl Application {
         }
         let store = Arc::new(store);
 
-        let (keys, key_source) = auth::resolve(
-            &settings.api_keys,
-            settings.allow_unauthenticated,
-            &data_dir,
-        )
-        .map_err(|source| StartupError::DataDir {
-            path: data_dir.display().to_string(),
-            source,
-        })?;
+        for warning in crate::reload::unimplemented_warnings(&settings) {
+            tracing::warn!("config: {warning}");
+        }
+        let live = LiveConfig::new(settings.clone());
+        let (keys, key_source) =
+            ApiKeyGate::start(live.clone(), &data_dir).map_err(|source| StartupError::DataDir {
+                path: data_dir.display().to_string(),
+                source,
+            })?;
         if matches!(key_source, KeySource::Unauthenticated) {
             tracing::warn!(
                 "allow_unauthenticated is set and no API key is configured: the API is open to anyone who can reach it"
@@ -250,7 +303,11 @@ impl Application {
             GeminiBusinessClient::new(&settings.gemini_business, settings.proxy.as_ref())
                 .map_err(|e| StartupError::HttpClient(e.to_string()))?;
         let fetcher = MediaFetcher::new(&settings.media).map_err(StartupError::MediaFetcher)?;
-        let client = Arc::new(upstream.with_media_fetcher(Arc::new(fetcher)));
+        let client = Arc::new(
+            upstream
+                .with_media_fetcher(Arc::new(fetcher))
+                .with_live(live.clone()),
+        );
         let account_count = accounts.iter().filter(|a| a.credentials.is_ok()).count();
         // The account pool: Gemini Business accounts, whose tokens its client mints.
         let pool = Pool::start(
@@ -262,6 +319,7 @@ impl Application {
                 accounts_dir: accounts_dir.clone(),
             }),
         );
+        let upstream_for_reload = Arc::clone(&client);
         // The model registry: every upstream, its models and the pool it draws from.
         let mut registry = ModelRegistry::new();
         registry.register(
@@ -279,7 +337,8 @@ impl Application {
             settings.gemini_business.max_attempts,
             settings.pool.failover_deadline,
         )
-        .with_max_media_bytes(settings.media.fetch_max_bytes);
+        .with_max_media_bytes(settings.media.fetch_max_bytes)
+        .with_live(live.clone());
         let media = {
             let dir = data_dir.clone();
             let media_settings = settings.media.clone();
@@ -307,23 +366,25 @@ impl Application {
             chat,
             store,
             accounts_dir: accounts_dir.clone(),
-            default_config: settings.default_config.clone(),
-            daily_limit_text: settings.pool.daily_limits.text,
             mode,
-            note: settings.note.clone(),
-            keepalive: settings.http.stream_keepalive,
-            max_body_bytes: settings.http.max_request_body_bytes,
+            live: live.clone(),
             started_unix: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             media,
-            inline_media_in_chat: settings.media.inline_in_chat,
-            nonstream_keepalive_after: settings.http.nonstream_keepalive_after,
             thinking_signer,
         });
+        let reloader = Reloader::new(
+            live.clone(),
+            source.clone(),
+            keys.clone(),
+            pool.clone(),
+            Arc::clone(&upstream_for_reload),
+        );
         let keys = web::Data::new(keys);
-        let admin_keys = web::Data::new(crate::admin::AdminKeys(settings.admin_keys.clone()));
+        let live_data = web::Data::new(live);
+        let reloader_data = web::Data::new(reloader.clone());
 
         let listener =
             TcpListener::bind(settings.listen_addr).map_err(|source| StartupError::Bind {
@@ -338,7 +399,8 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .app_data(keys.clone())
-                .app_data(admin_keys.clone())
+                .app_data(live_data.clone())
+                .app_data(reloader_data.clone())
                 .app_data(media_data.clone())
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .route("/", web::get().to(health::root))
@@ -385,6 +447,11 @@ impl Application {
             server = server.workers(workers);
         }
         let server = server.run();
+        // Watch only once everything else has succeeded.
+        let watcher = match &source {
+            Some(s) if s.watch => reloader.watch(),
+            _ => None,
+        };
 
         let report = StartupReport {
             keys: key_source,
@@ -397,6 +464,8 @@ impl Application {
             server,
             report,
             pool,
+            reloader,
+            watcher,
         })
     }
 
@@ -414,6 +483,11 @@ impl Application {
         &self.report
     }
 
+    /// Reloads the configuration (what `POST /admin/reload-config` does).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
     /// A handle to stop the server (gracefully or not).
     pub fn handle(&self) -> ServerHandle {
         self.server.handle()
@@ -423,6 +497,9 @@ impl Application {
     /// `http.shutdown_timeout_sec`).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
+        if let Some(watcher) = self.watcher {
+            watcher.abort();
+        }
         // Every request has finished (or the drain timeout passed): write the pool state.
         self.pool.shutdown().await;
         tracing::info!("pool state written; stopped");

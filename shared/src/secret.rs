@@ -1,7 +1,9 @@
 //! Credentials wrapped so that they cannot leak through `Debug`, `Display` or logs.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
+use serde::ser::SerializeMap as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -9,10 +11,23 @@ use subtle::ConstantTimeEq;
 /// A credential: a cookie value, a JWT, an API key, a proxy password.
 ///
 /// `Debug` and `Display` print `[redacted]`; the value is reachable only through
-/// [`Secret::expose`], which makes every use site greppable. Serialisation writes the real value,
-/// because secrets must be persisted; never serialise a `Secret` into a log line or an HTTP body
-/// meant for clients.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// [`Secret::expose`], which makes every use site greppable.
+///
+/// `Secret` does **not** implement `Serialize`: a struct that derives `Serialize` over a
+/// `Secret` does not compile unless the field names one of the explicit functions
+/// [`serialize_exposed`], [`serialize_exposed_option`] or [`serialize_exposed_map`]
+/// (`#[serde(serialize_with = "...")]`), used only where the value must be written — the
+/// store's records and the reference account-file format. Deserialising is allowed (reading a
+/// secret leaks nothing).
+///
+/// Equality ([`PartialEq`]) runs in constant time (SHA-256 digests compared with `subtle`).
+///
+/// Why not the `secrecy` crate: `SecretString` would give the same redaction and an explicit
+/// `expose_secret()`, but its `Serialize` is opt-in through a marker trait on the inner type
+/// (not available for `String` without a newtype), it implements no `PartialEq` (every key
+/// comparison would need its own constant-time call), and swapping would touch every call site
+/// for no gain over this small type, whose whole surface is tested below.
+#[derive(Clone, Default)]
 pub struct Secret(String);
 
 impl Secret {
@@ -62,10 +77,43 @@ impl From<&str> for Secret {
     }
 }
 
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
+/// Constant-time: neither the position of the first difference nor the lengths show in the
+/// timing (see [`constant_time_eq`]).
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        constant_time_eq(self.0.as_bytes(), other.0.as_bytes())
     }
+}
+
+impl Eq for Secret {}
+
+/// Writes the secret's real value. Only for the formats that must hold it (the store, the
+/// reference account file): `#[serde(serialize_with = "business2api_shared::secret::serialize_exposed")]`.
+pub fn serialize_exposed<S: Serializer>(secret: &Secret, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(secret.expose())
+}
+
+/// [`serialize_exposed`] for an optional secret (`None` is written as `null`).
+pub fn serialize_exposed_option<S: Serializer>(
+    secret: &Option<Secret>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(s) => serializer.serialize_some(s.expose()),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// [`serialize_exposed`] for a map of secrets (the values are written; keys as they are).
+pub fn serialize_exposed_map<K: Serialize, S: Serializer>(
+    map: &BTreeMap<K, Secret>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let mut m = serializer.serialize_map(Some(map.len()))?;
+    for (k, v) in map {
+        m.serialize_entry(k, v.expose())?;
+    }
+    m.end()
 }
 
 impl<'de> Deserialize<'de> for Secret {
@@ -108,12 +156,46 @@ mod tests {
     }
 
     #[test]
-    fn serde_round_trips_the_real_value() {
-        let s = Secret::new("abc");
-        let json = serde_json::to_string(&s).unwrap();
-        assert_eq!(json, "\"abc\"");
-        let back: Secret = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.expose(), "abc");
+    fn the_named_functions_write_the_real_value_and_it_reads_back() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Record {
+            #[serde(serialize_with = "serialize_exposed")]
+            key: Secret,
+            #[serde(serialize_with = "serialize_exposed_option")]
+            maybe: Option<Secret>,
+            #[serde(serialize_with = "serialize_exposed_option")]
+            none: Option<Secret>,
+            #[serde(serialize_with = "serialize_exposed_map")]
+            headers: BTreeMap<String, Secret>,
+        }
+        let record = Record {
+            key: Secret::new("abc"),
+            maybe: Some(Secret::new("def")),
+            none: None,
+            headers: BTreeMap::from([("x-auth".to_owned(), Secret::new("ghi"))]),
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert_eq!(
+            json,
+            r#"{"key":"abc","maybe":"def","none":null,"headers":{"x-auth":"ghi"}}"#
+        );
+        let back: Record = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.key.expose(), "abc");
+        assert_eq!(back.maybe.unwrap().expose(), "def");
+        assert!(back.none.is_none());
+        assert_eq!(back.headers["x-auth"].expose(), "ghi");
+        // Debug and Display of the same values stay redacted.
+        let shown = format!("{:?} {} {:?}", back.key, back.key, back.headers);
+        assert!(!shown.contains("abc") && !shown.contains("ghi"), "{shown}");
+    }
+
+    #[test]
+    fn equality_compares_values() {
+        assert_eq!(Secret::new("same"), Secret::new("same"));
+        assert_ne!(Secret::new("same"), Secret::new("same "));
+        assert_ne!(Secret::new("a"), Secret::new(""));
+        assert_eq!(Secret::default(), Secret::new(""));
+        assert_eq!(vec![Secret::new("x")], vec![Secret::new("x")]);
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! - `POST /admin/force-refresh` — mint new tokens for every serving account; old tokens stay in
 //!   use until the new ones arrive, so the pool never empties.
 //! - `POST /admin/config/cooldown` — `{refresh_cooldown_sec, use_cooldown_sec}`, each applied if > 0.
+//! - `POST /admin/reload-config` — re-read the configuration file and the environment the process
+//!   started with; apply what can change while running (see `crate::reload`).
 //! - `GET  /admin/pool-files/export` — every account in the reference file format (a JSON array).
 //! - `POST /admin/pool-files/import` — one account object, an array of them, or a multipart upload
 //!   of such files.
@@ -24,23 +26,20 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{StatusCode, header};
 use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponse, web};
-use business2api_shared::Secret;
 use business2api_shared::secret::matches_any;
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
+use crate::config::live::LiveConfig;
 use crate::dialects::read_body;
 use crate::pool::account_state::{AccountState, Capability};
 use crate::pool::files::{parse_documents, reference_json};
 use crate::pool::import::{Rejected, credentials_of, import_dir};
 use crate::pool::supervisor::key_of;
 use crate::pool::{AccountView, NewAccount};
+use crate::reload::{ReloadError, Reloader};
 use crate::startup::AppState;
 use crate::store::{AccountRecord, Store, StoreError, Upsert};
-
-/// The keys accepted on the admin routes.
-#[derive(Debug, Clone)]
-pub struct AdminKeys(pub Vec<Secret>);
 
 fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": message.into() }))
@@ -64,15 +63,18 @@ fn presented_admin_key(req: &HttpRequest) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// Middleware: only a configured admin key passes.
+/// Middleware: only a configured admin key passes. The keys are read from the live
+/// configuration at every request (a reload applies at once).
 pub async fn require_admin_key(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let keys = req
-        .app_data::<web::Data<AdminKeys>>()
-        .map(|k| k.0.clone())
-        .unwrap_or_default();
+    let settings = req
+        .app_data::<web::Data<LiveConfig>>()
+        .map(|live| live.load());
+    let keys: &[business2api_shared::Secret] = settings
+        .as_deref()
+        .map_or(&[][..], |s| s.admin_keys.as_slice());
     let refusal = if keys.is_empty() {
         Some(error(
             StatusCode::FORBIDDEN,
@@ -84,7 +86,7 @@ pub async fn require_admin_key(
                 StatusCode::UNAUTHORIZED,
                 "missing admin key (Authorization: Bearer <admin key>)",
             )),
-            Some(k) if matches_any(&keys, k.as_bytes()) => None,
+            Some(k) if matches_any(keys, k.as_bytes()) => None,
             Some(_) => Some(error(StatusCode::UNAUTHORIZED, "invalid admin key")),
         }
     };
@@ -103,6 +105,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/refresh", web::post().to(refresh))
         .route("/force-refresh", web::post().to(force_refresh))
         .route("/config/cooldown", web::post().to(set_cooldown))
+        .route("/reload-config", web::post().to(reload_config))
         .route("/pool-files/export", web::get().to(export))
         .route("/pool-files/import", web::post().to(import))
         .route(
@@ -151,7 +154,7 @@ async fn status(state: web::Data<AppState>) -> HttpResponse {
         .await
         .unwrap_or((Duration::ZERO, Duration::ZERO));
     let now = crate::pool::supervisor::now_ms();
-    let limit = state.daily_limit_text;
+    let limit = state.daily_limit_text();
     let exceeded = views
         .iter()
         .filter(|v| limit > 0 && v.status.counters.daily.on(Capability::Text, now) >= limit)
@@ -205,7 +208,7 @@ fn new_accounts(
 async fn refresh(state: web::Data<AppState>) -> HttpResponse {
     let store = Arc::clone(&state.store);
     let dir = state.accounts_dir.clone();
-    let default_config = state.default_config.clone();
+    let default_config = state.default_config();
     let result = blocking(move || {
         let report = import_dir(&dir, &store)?;
         let changed: Vec<String> = report
@@ -361,7 +364,7 @@ async fn import(
                     }
                 };
                 total += chunk.len();
-                if total > state.max_body_bytes {
+                if total > state.max_body_bytes() {
                     return error(StatusCode::PAYLOAD_TOO_LARGE, "the upload is too large");
                 }
                 bytes.extend_from_slice(&chunk);
@@ -369,7 +372,7 @@ async fn import(
             documents.push((name, bytes));
         }
     } else {
-        match read_body(payload, state.max_body_bytes).await {
+        match read_body(payload, state.max_body_bytes()).await {
             Ok(b) => documents.push(("body".to_owned(), b.to_vec())),
             Err(e) => {
                 return error(
@@ -397,7 +400,7 @@ async fn import(
         }
     }
     let store = Arc::clone(&state.store);
-    let default_config = state.default_config.clone();
+    let default_config = state.default_config();
     let result = blocking(move || {
         let mut outcomes = Vec::new();
         for record in &records {
@@ -494,4 +497,23 @@ async fn delete_invalid_execute(state: web::Data<AppState>, body: web::Bytes) ->
         .collect();
     let removed = pool.remove(targets).await;
     HttpResponse::Ok().json(json!({ "count": removed.len(), "deleted": removed }))
+}
+
+/// `POST /admin/reload-config`: re-reads the configuration file (and the environment the process
+/// started with), validates it in full and applies it; on any error nothing changes.
+async fn reload_config(reloader: Option<web::Data<Reloader>>) -> HttpResponse {
+    let Some(reloader) = reloader else {
+        return error(StatusCode::CONFLICT, ReloadError::NoSource.to_string());
+    };
+    match reloader.reload("admin API").await {
+        Ok(report) => HttpResponse::Ok().json(report.to_json()),
+        Err(e) => {
+            let status = match &e {
+                ReloadError::NoSource => StatusCode::CONFLICT,
+                ReloadError::Invalid(_) => StatusCode::BAD_REQUEST,
+                ReloadError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            HttpResponse::build(status).json(e.to_json())
+        }
+    }
 }

@@ -24,7 +24,7 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
-use crate::auth::ApiKeys;
+use crate::auth::ApiKeyGate;
 use crate::error::GatewayError;
 use crate::startup::AppState;
 
@@ -133,7 +133,7 @@ pub async fn require_api_key(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let verdict = match req.app_data::<web::Data<ApiKeys>>() {
+    let verdict = match req.app_data::<web::Data<ApiKeyGate>>() {
         Some(keys) => keys.check(req.request()),
         None => Err(GatewayError::Internal),
     };

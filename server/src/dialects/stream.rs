@@ -73,17 +73,17 @@ where
             dialect,
             answer,
             long,
-            state.nonstream_keepalive_after,
-            state.keepalive,
+            state.nonstream_keepalive_after(),
+            state.keepalive(),
         )
         .await);
     }
     let encoder = encoder(input);
     let content_type = encoder.content_type();
-    let started = start(&state.chat, request, state.keepalive).await?;
+    let started = start(&state.chat, request, state.keepalive()).await?;
     Ok(streaming_response(
         content_type,
-        body(started, encoder, state.keepalive, input, media),
+        body(started, encoder, state.keepalive(), input, media),
     ))
 }
 

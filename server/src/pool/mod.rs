@@ -208,6 +208,14 @@ impl Pool {
         .await
     }
 
+    /// Replaces the pool's policy (selection, cooldowns, caps, failure handling) after a
+    /// configuration reload; `refresh_concurrency` stays as started.
+    pub async fn reconfigure(&self, config: PoolConfig) {
+        let _ = self
+            .ask(|reply| Command::Reconfigure { config, reply })
+            .await;
+    }
+
     /// Writes all state and stops the supervisor and the actors.
     pub async fn shutdown(&self) {
         let _ = self.ask(|reply| Command::Shutdown { reply }).await;

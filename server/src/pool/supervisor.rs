@@ -151,6 +151,12 @@ pub enum Command {
         use_: Option<Duration>,
         reply: oneshot::Sender<(Duration, Duration)>,
     },
+    /// Replace the pool's policy (configuration reload). Applies from the next lease, outcome
+    /// and tick; the refresh concurrency stays as started (its semaphore is sized once).
+    Reconfigure {
+        config: PoolConfig,
+        reply: oneshot::Sender<()>,
+    },
     /// Write everything and stop.
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -674,6 +680,14 @@ impl Supervisor {
                     self.config.refresh_period,
                     self.config.selection.use_cooldown,
                 ));
+            }
+            Command::Reconfigure { config, reply } => {
+                let refresh_concurrency = self.config.refresh_concurrency;
+                self.config = PoolConfig {
+                    refresh_concurrency,
+                    ..config
+                };
+                let _ = reply.send(());
             }
             // `run` handles Shutdown before dispatching here (it needs to await the writes).
             Command::Shutdown { reply } => {

@@ -60,6 +60,7 @@ db_err!(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredCookie {
     pub name: String,
+    #[serde(serialize_with = "business2api_shared::secret::serialize_exposed")]
     pub value: Secret,
     pub domain: String,
 }
@@ -72,13 +73,22 @@ pub struct AccountRecord {
     pub email: String,
     #[serde(default)]
     pub full_name: String,
-    #[serde(default)]
+    #[serde(
+        default,
+        serialize_with = "business2api_shared::secret::serialize_exposed"
+    )]
     pub authorization: Secret,
     #[serde(default)]
     pub cookies: Vec<StoredCookie>,
-    #[serde(default)]
+    #[serde(
+        default,
+        serialize_with = "business2api_shared::secret::serialize_exposed_option"
+    )]
     pub cookie_string: Option<Secret>,
-    #[serde(default)]
+    #[serde(
+        default,
+        serialize_with = "business2api_shared::secret::serialize_exposed_map"
+    )]
     pub response_headers: BTreeMap<String, Secret>,
     #[serde(default)]
     pub timestamp: String,

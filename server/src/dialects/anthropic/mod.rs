@@ -52,7 +52,7 @@ async fn handle(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
-    let body = read_body(payload, state.max_body_bytes).await?;
+    let body = read_body(payload, state.max_body_bytes()).await?;
     let request = convert::parse(&body, &state.thinking_signer, state.chat.models())?;
     drop(body);
     tracing::Span::current()
@@ -88,7 +88,7 @@ async fn handle(
 /// (the same estimate the answers report), after the same validation as `/v1/messages`.
 async fn count_tokens(state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
     let counted = async {
-        let body = read_body(payload, state.max_body_bytes).await?;
+        let body = read_body(payload, state.max_body_bytes()).await?;
         let request = convert::parse(&body, &state.thinking_signer, state.chat.models())?;
         Ok::<u32, GatewayError>(state.chat.input_tokens(&request))
     };

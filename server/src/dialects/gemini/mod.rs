@@ -184,7 +184,7 @@ async fn count_tokens(
     model: ModelId,
     payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
-    let body = read_body(payload, state.max_body_bytes).await?;
+    let body = read_body(payload, state.max_body_bytes()).await?;
     let messages = convert::parse_count(&body)?;
     let total_tokens = state.chat.input_tokens(&ChatRequest::new(model, messages));
     Ok(HttpResponse::Ok().json(wire::CountTokensResponse { total_tokens }))
@@ -197,7 +197,7 @@ async fn generate(
     streamed: bool,
     payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
-    let body = read_body(payload, state.max_body_bytes).await?;
+    let body = read_body(payload, state.max_body_bytes()).await?;
     let parsed = convert::parse_generate(&body)?;
     drop(body);
     let response_id = uuid::Uuid::new_v4().simple().to_string();

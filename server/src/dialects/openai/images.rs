@@ -166,7 +166,7 @@ async fn handle(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
-    let body_bytes = read_body(payload, state.max_body_bytes).await?;
+    let body_bytes = read_body(payload, state.max_body_bytes()).await?;
     let parsed = parse(&body_bytes, state.chat.models())?;
     drop(body_bytes);
     tracing::Span::current()
@@ -225,8 +225,8 @@ async fn handle(
         Dialect::OpenAi,
         answer,
         true,
-        state.nonstream_keepalive_after,
-        state.keepalive,
+        state.nonstream_keepalive_after(),
+        state.keepalive(),
     )
     .await)
 }

@@ -87,7 +87,7 @@ async fn handle(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
-    let body = read_body(payload, state.max_body_bytes).await?;
+    let body = read_body(payload, state.max_body_bytes()).await?;
     let parsed = convert::parse(&body, state.chat.models())?;
     drop(body);
     let request = parsed.request;
@@ -97,7 +97,7 @@ async fn handle(
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
     let model_name = request.model.public_name().to_owned();
-    let inline = state.inline_media_in_chat;
+    let inline = state.inline_media_in_chat();
     let include_usage = parsed.include_usage;
     let (stream_id, stream_model) = (id.clone(), model_name.clone());
     stream::respond(

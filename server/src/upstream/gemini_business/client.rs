@@ -26,6 +26,7 @@ use super::wire::{
     StreamAssistMember, StreamAssistRequest, TextPart, UserMetadata,
 };
 use crate::accounts::Credentials;
+use crate::config::live::LiveConfig;
 use crate::config::{GeminiBusinessSettings, ProxyUrl};
 use crate::domain::{ChatRequest, GeneratedMedia, Media, ModelId, StreamEvent};
 use crate::error::InputError;
@@ -59,12 +60,40 @@ pub struct GeminiBusinessClient {
     http: reqwest::Client,
     getoxsrf_url: String,
     api_base: String,
+    /// The section as it was at start: what is bound into the client (base URLs, connect
+    /// timeout, language headers). Per-call knobs come from [`Self::knobs`].
     settings: GeminiBusinessSettings,
+    /// The running configuration, for the per-call timeouts and limits (`None`: the values of
+    /// `settings` stay in force).
+    live: Option<LiveConfig>,
     /// The fixed headers of U2–U6 (spec §1.5, without the browser fingerprint headers and
     /// without a hand-set `accept-encoding`).
     base_headers: HeaderMap,
     /// Fetches media URLs the upstream will not take by URI (`None`: such URLs fail).
-    fetcher: Option<Arc<MediaFetcher>>,
+    /// Swapped as a whole when a reload changes a `media.fetch_*` key.
+    fetcher: arc_swap::ArcSwapOption<MediaFetcher>,
+}
+
+/// The per-call timeouts and limits, read from the live configuration at each call.
+#[derive(Debug, Clone, Copy)]
+struct CallKnobs {
+    request_timeout: Duration,
+    stream_first_byte_timeout: Duration,
+    stream_idle_timeout: Duration,
+    download_timeout: Duration,
+    max_download_bytes: u64,
+}
+
+impl CallKnobs {
+    fn of(s: &GeminiBusinessSettings) -> CallKnobs {
+        CallKnobs {
+            request_timeout: s.request_timeout,
+            stream_first_byte_timeout: s.stream_first_byte_timeout,
+            stream_idle_timeout: s.stream_idle_timeout,
+            download_timeout: s.download_timeout,
+            max_download_bytes: s.max_download_bytes,
+        }
+    }
 }
 
 fn now_unix() -> u64 {
@@ -203,15 +232,35 @@ impl GeminiBusinessClient {
             getoxsrf_url: settings.auth_url("auth/getoxsrf"),
             api_base: settings.api_base_url.trim_end_matches('/').to_owned(),
             settings: settings.clone(),
+            live: None,
             base_headers: base_headers(&format!("{},{};q=0.9", settings.language_code, primary)),
-            fetcher: None,
+            fetcher: arc_swap::ArcSwapOption::empty(),
         })
     }
 
     /// Lets the client fetch media URLs itself when the upstream refuses them by URI.
-    pub fn with_media_fetcher(mut self, fetcher: Arc<MediaFetcher>) -> Self {
-        self.fetcher = Some(fetcher);
+    pub fn with_media_fetcher(self, fetcher: Arc<MediaFetcher>) -> Self {
+        self.fetcher.store(Some(fetcher));
         self
+    }
+
+    /// Replaces the media fetcher (a reload changed its limits); calls in progress finish with
+    /// the one they started with.
+    pub fn set_media_fetcher(&self, fetcher: Arc<MediaFetcher>) {
+        self.fetcher.store(Some(fetcher));
+    }
+
+    /// Reads the per-call timeouts and limits from `live` at each call from now on.
+    pub fn with_live(mut self, live: LiveConfig) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    fn knobs(&self) -> CallKnobs {
+        match &self.live {
+            Some(live) => CallKnobs::of(&live.load().gemini_business),
+            None => CallKnobs::of(&self.settings),
+        }
     }
 
     fn method_url(&self, method: &str) -> String {
@@ -273,7 +322,7 @@ impl GeminiBusinessClient {
                 .is_some_and(|ct| is_html(Some(ct), b""))
         {
             let retry_after = header_str(&response, header::RETRY_AFTER);
-            let body = read_prefix(response, ERROR_BODY_LIMIT, self.settings.request_timeout).await;
+            let body = read_prefix(response, ERROR_BODY_LIMIT, self.knobs().request_timeout).await;
             return Err(classify_response(
                 endpoint,
                 status.as_u16(),
@@ -323,10 +372,10 @@ impl GeminiBusinessClient {
             .http
             .post(self.method_url(method))
             .headers(self.api_headers(auth)?)
-            .timeout(self.settings.request_timeout)
+            .timeout(self.knobs().request_timeout)
             .json(body);
         let response = self
-            .send(endpoint, request, self.settings.request_timeout)
+            .send(endpoint, request, self.knobs().request_timeout)
             .await?;
         self.json(endpoint, response).await
     }
@@ -352,10 +401,10 @@ impl GeminiBusinessClient {
             .header(header::COOKIE, cookie)
             .header(header::USER_AGENT, U1_USER_AGENT)
             .header(header::REFERER, WEB_REFERER)
-            .timeout(self.settings.request_timeout);
+            .timeout(self.knobs().request_timeout);
         let started = Instant::now();
         let response = self
-            .send(endpoint, request, self.settings.request_timeout)
+            .send(endpoint, request, self.knobs().request_timeout)
             .await?;
         let content_type = header_str(&response, header::CONTENT_TYPE);
         let body = response.bytes().await.map_err(|e| transport(endpoint, e))?;
@@ -462,7 +511,7 @@ impl GeminiBusinessClient {
             Err(e) if upstream_refused_uri(&e) => e,
             Err(e) => return Err(e.into()),
         };
-        let Some(fetcher) = &self.fetcher else {
+        let Some(fetcher) = self.fetcher.load_full() else {
             return Err(CallError::Input(InputError::from(FetchError::Refused {
                 url: display_url(url),
                 reason: "the upstream could not fetch it and this gateway does not fetch media"
@@ -525,9 +574,9 @@ impl GeminiBusinessClient {
             .headers(self.api_headers(auth)?)
             .json(&body);
         let response = self
-            .send(endpoint, request, self.settings.stream_first_byte_timeout)
+            .send(endpoint, request, self.knobs().stream_first_byte_timeout)
             .await?;
-        Ok(assist_items(response, self.settings.stream_idle_timeout))
+        Ok(assist_items(response, self.knobs().stream_idle_timeout))
     }
 
     /// U5: the AI-generated files of a session.
@@ -576,11 +625,11 @@ impl GeminiBusinessClient {
             .get(url)
             .query(&[("fileId", file_id), ("alt", "media")])
             .headers(self.api_headers(auth)?)
-            .timeout(self.settings.download_timeout);
+            .timeout(self.knobs().download_timeout);
         let mut response = self
-            .send(endpoint, request, self.settings.download_timeout)
+            .send(endpoint, request, self.knobs().download_timeout)
             .await?;
-        let limit = self.settings.max_download_bytes;
+        let limit = self.knobs().max_download_bytes;
         let too_big = || {
             protocol(
                 endpoint,

@@ -35,7 +35,7 @@ async fn handle(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
-    let body = read_body(payload, state.max_body_bytes).await?;
+    let body = read_body(payload, state.max_body_bytes()).await?;
     let parsed = parse::parse(&body, state.chat.models())?;
     drop(body);
     let request = parsed.request;

@@ -1,0 +1,648 @@
+//! The section types of [`Settings`](super::Settings) (`pool`, `pool_server`, `proxy_pool`,
+//! `flow`, `gemini_business`, `http`, `media`) and how each is read from its JSON object.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use business2api_shared::Secret;
+
+use super::proxy::ProxyUrl;
+use super::reader::{ANY, AT_LEAST_1, Range, Reader, Section, dedup_secrets, quote};
+
+/// How the process runs (`pool_server.enable` + `pool_server.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// API + pool + local worker.
+    Local,
+    /// API + pool + WebSocket endpoint for remote workers.
+    Server,
+    /// A worker that connects to a server; no API.
+    Client,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Local => "local",
+            Mode::Server => "server",
+            Mode::Client => "client",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Mode> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "local" => Some(Mode::Local),
+            "server" => Some(Mode::Server),
+            "client" => Some(Mode::Client),
+            _ => None,
+        }
+    }
+}
+
+/// `pool_server.expired_action`: what happens to an account whose re-login has been exhausted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiredAction {
+    Delete,
+    Refresh,
+    Queue,
+}
+
+impl ExpiredAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExpiredAction::Delete => "delete",
+            ExpiredAction::Refresh => "refresh",
+            ExpiredAction::Queue => "queue",
+        }
+    }
+
+    fn parse(s: &str) -> Option<ExpiredAction> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "delete" => Some(ExpiredAction::Delete),
+            "refresh" => Some(ExpiredAction::Refresh),
+            "queue" => Some(ExpiredAction::Queue),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolSettings {
+    /// Reference sign-up knob; no effect in business2api.
+    pub target_count: u32,
+    /// Reference sign-up knob; no effect in business2api.
+    pub min_count: u32,
+    /// Reference sign-up knob; no effect in business2api.
+    pub check_interval_minutes: u32,
+    /// Reference sign-up knob; no effect in business2api.
+    pub register_threads: u32,
+    /// Reference sign-up knob; no effect in business2api.
+    pub register_headless: bool,
+    /// Mint JWTs for the accounts at start (default true, also when the key is missing).
+    pub refresh_on_startup: bool,
+    /// `refresh_cooldown_sec`: minimum time between two JWT refreshes of one account.
+    pub refresh_cooldown: Duration,
+    /// `use_cooldown_sec`: an account is not picked again within this time after a use (0 = off).
+    pub use_cooldown: Duration,
+    /// Consecutive failures before an account is taken out of rotation (≥ 1).
+    pub max_fail_count: u32,
+    /// Re-login in a real browser (by a worker) when cookies are dead. Forced to false when
+    /// `browser_refresh_max_retry` is 0 (with a warning), as in the reference.
+    pub enable_browser_refresh: bool,
+    pub browser_refresh_headless: bool,
+    /// Browser re-login attempts per account before it counts as expired.
+    pub browser_refresh_max_retry: u32,
+    /// Delete an account's file when Google rejects its cookies (401/403).
+    pub auto_delete_401: bool,
+    /// How a request's account is chosen.
+    pub selection: Selection,
+    /// Requests one account serves at once (`0` = no limit).
+    pub max_concurrent_per_account: u32,
+    /// Successful requests per account per UTC day, by capability (`0` = no cap).
+    pub daily_limits: DailyLimits,
+    /// Ceiling of every backoff and of upstream-supplied retry-after values.
+    pub max_backoff: Duration,
+    /// Token refreshes (U1 calls) running at once across the pool (≥ 1).
+    pub refresh_concurrency: u32,
+    /// Hour (UTC) at which a daily quota is assumed to reset when the upstream names no time.
+    pub quota_reset_utc_hour: u32,
+    /// `expired_action: "refresh"`: time between two rounds of re-login attempts.
+    pub relogin_retry_interval: Duration,
+    /// Longest time a request may spend finding an account that starts its answer.
+    pub failover_deadline: Duration,
+}
+
+/// How the pool picks an account for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    RoundRobin,
+    LeastRecentlyUsed,
+    FillFirst,
+}
+
+impl Selection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Selection::RoundRobin => "round_robin",
+            Selection::LeastRecentlyUsed => "least_recently_used",
+            Selection::FillFirst => "fill_first",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Selection> {
+        match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "round_robin" => Some(Selection::RoundRobin),
+            "least_recently_used" | "lru" => Some(Selection::LeastRecentlyUsed),
+            "fill_first" => Some(Selection::FillFirst),
+            _ => None,
+        }
+    }
+}
+
+/// Daily caps per capability, counted on success (`0` = no cap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DailyLimits {
+    pub text: u32,
+    pub image: u32,
+    pub video: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolServerSettings {
+    pub enable: bool,
+    /// Only meaningful when `enable`; use [`Settings::mode`] for the mode actually run.
+    pub mode: Mode,
+    /// Client mode: the server's base URL (`http`/`https`; normalised to end in `/`).
+    pub server_addr: Option<url::Url>,
+    /// Legacy, unused (a warning says so when set).
+    pub listen_addr: Option<String>,
+    /// Shared secret between server and workers; required (non-empty) in server and client mode.
+    pub secret: Secret,
+    /// Reference sign-up knob; no effect in business2api.
+    pub target_count: u32,
+    /// Server mode: where accounts live (see [`Settings::accounts_dir`]).
+    pub data_dir: Option<PathBuf>,
+    /// Client mode: tasks run at once by this worker (≥ 1).
+    pub client_threads: u32,
+    pub expired_action: ExpiredAction,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyPoolSettings {
+    pub proxy: Option<ProxyUrl>,
+    /// Subscription URLs (validated as `http`/`https`).
+    pub subscribes: Vec<String>,
+    pub files: Vec<PathBuf>,
+    pub health_check: bool,
+    pub check_on_startup: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowSettings {
+    pub enable: bool,
+    /// Session tokens (trimmed, no empties, no duplicates).
+    pub tokens: Vec<Secret>,
+    /// Egress proxy for Flow traffic (the reference ignored it; we apply it).
+    pub proxy: Option<ProxyUrl>,
+    pub timeout: Duration,
+    pub poll_interval: Duration,
+    pub max_poll_attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeminiBusinessSettings {
+    /// Base URL of the auth host (U1). Normalised: path ends in `/`, no query or fragment.
+    /// A validated `http`/`https` base URL, normalised to end with `/`.
+    pub auth_base_url: String,
+    /// Base URL of the API host (U2–U6). Normalised: path ends in `/`, no query or fragment.
+    /// A validated `http`/`https` base URL, normalised to end with `/`.
+    pub api_base_url: String,
+    pub connect_timeout: Duration,
+    /// Whole-call timeout of U1, U2, U3 and U5.
+    pub request_timeout: Duration,
+    pub stream_first_byte_timeout: Duration,
+    /// Longest allowed gap between two chunks of the U4 stream.
+    pub stream_idle_timeout: Duration,
+    /// Whole-call timeout of U6 (downloads).
+    pub download_timeout: Duration,
+    /// `max_download_mb` × 1 MiB.
+    pub max_download_bytes: u64,
+    /// Accounts tried per request before the first byte is sent (1..=10).
+    pub max_attempts: u32,
+    pub language_code: String,
+    pub time_zone: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    /// HTTP worker threads; `None` = one per CPU.
+    pub workers: Option<usize>,
+    pub stream_keepalive: Duration,
+    /// `max_request_body_mb` × 1 MiB.
+    pub max_request_body_bytes: usize,
+    /// How long in-flight requests get to finish on shutdown (0 = stop at once).
+    pub shutdown_timeout: Duration,
+    /// Non-streamed image/video answers: after this long without an answer the response
+    /// commits to 200 and sends whitespace keep-alives (0 = never commit early).
+    pub nonstream_keepalive_after: Duration,
+}
+
+/// Media in (client URLs the gateway fetches) and out (generated files it serves).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaSettings {
+    /// Base of the links to generated media (`https://gw.example.com/`); `None` = taken from
+    /// each request's `Host`.
+    pub public_base_url: Option<url::Url>,
+    /// OpenAI chat: generated media as inline `data:` URIs instead of links.
+    pub inline_in_chat: bool,
+    /// Total size of stored generated media; the oldest files go first.
+    pub store_max_bytes: u64,
+    /// How long a generated file (and its link) lives.
+    pub store_ttl: Duration,
+    /// Hosts the media fetcher may reach although they are loopback/private/link-local:
+    /// host names, IP addresses or CIDR blocks, optionally with `:port`.
+    pub fetch_allow: Vec<String>,
+    pub fetch_max_bytes: u64,
+    pub fetch_timeout: Duration,
+    pub fetch_max_redirects: u32,
+}
+
+impl GeminiBusinessSettings {
+    /// `auth_base_url` + `path` (a leading `/` on `path` is optional).
+    pub fn auth_url(&self, path: &str) -> String {
+        join_base(&self.auth_base_url, path)
+    }
+
+    /// `api_base_url` + `path` (a leading `/` on `path` is optional).
+    pub fn api_url(&self, path: &str) -> String {
+        join_base(&self.api_base_url, path)
+    }
+}
+
+fn join_base(base: &str, path: &str) -> String {
+    format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    )
+}
+
+const DEFAULT_AUTH_BASE_URL: &str = "https://business.gemini.google";
+const DEFAULT_API_BASE_URL: &str = "https://biz-discoveryengine.googleapis.com";
+const MIB: u64 = 1024 * 1024;
+/// Why the reference's sign-up knobs do nothing here.
+const NO_SIGN_UP: &str = "business2api does not sign up accounts automatically";
+
+pub(super) fn read_pool(top: &mut Section<'_>, r: &mut Reader) -> PoolSettings {
+    let mut s = top.section(r, "pool");
+    let target_count = s.u32(r, "target_count", 50, ANY);
+    let min_count = s.u32(r, "min_count", 10, ANY);
+    let check_interval_minutes = s.u32(r, "check_interval_minutes", 30, ANY);
+    let register_threads = s.u32(r, "register_threads", 1, ANY);
+    let register_headless = s.bool(r, "register_headless", false);
+    for (key, set) in [
+        ("target_count", target_count != 50),
+        ("min_count", min_count != 10),
+        ("check_interval_minutes", check_interval_minutes != 30),
+        ("register_threads", register_threads != 1),
+        ("register_headless", register_headless),
+    ] {
+        if set {
+            r.warn(format!("pool.{key} has no effect: {NO_SIGN_UP}"));
+        }
+    }
+    let pool = PoolSettings {
+        target_count,
+        min_count,
+        check_interval_minutes,
+        register_threads,
+        register_headless,
+        refresh_on_startup: s.bool(r, "refresh_on_startup", true),
+        refresh_cooldown: s.secs(r, "refresh_cooldown_sec", 240, ANY),
+        use_cooldown: s.secs(r, "use_cooldown_sec", 15, ANY),
+        max_fail_count: s.u32(r, "max_fail_count", 3, AT_LEAST_1),
+        enable_browser_refresh: s.bool(r, "enable_browser_refresh", true),
+        browser_refresh_headless: s.bool(r, "browser_refresh_headless", false),
+        browser_refresh_max_retry: s.u32(r, "browser_refresh_max_retry", 1, ANY),
+        auto_delete_401: s.bool(r, "auto_delete_401", false),
+        selection: match s.nonblank(r, "selection", false) {
+            None => Selection::RoundRobin,
+            Some(v) => Selection::parse(&v).unwrap_or_else(|| {
+                r.error(
+                    "pool.selection",
+                    format!(
+                        "expected \"round_robin\", \"least_recently_used\" or \"fill_first\", \
+                         found {}",
+                        quote(&v)
+                    ),
+                );
+                Selection::RoundRobin
+            }),
+        },
+        max_concurrent_per_account: s.u32(r, "max_concurrent_per_account", 0, ANY),
+        daily_limits: DailyLimits {
+            text: s.u32(r, "daily_limit_text", 3000, ANY),
+            image: s.u32(r, "daily_limit_image", 0, ANY),
+            video: s.u32(r, "daily_limit_video", 0, ANY),
+        },
+        max_backoff: s.secs(r, "max_backoff_sec", 300, AT_LEAST_1),
+        refresh_concurrency: s.u32(r, "refresh_concurrency", 4, Range { min: 1, max: 64 }),
+        quota_reset_utc_hour: s.u32(r, "quota_reset_utc_hour", 8, Range { min: 0, max: 23 }),
+        relogin_retry_interval: s.secs(r, "relogin_retry_interval_sec", 3600, AT_LEAST_1),
+        failover_deadline: s.secs(r, "failover_deadline_sec", 180, AT_LEAST_1),
+    };
+    s.finish(r);
+    pool
+}
+
+pub(super) fn read_pool_server(top: &mut Section<'_>, r: &mut Reader) -> PoolServerSettings {
+    let mut s = top.section(r, "pool_server");
+    let enable = s.bool(r, "enable", false);
+    let mode = match s.nonblank(r, "mode", false) {
+        None => Mode::Local,
+        Some(m) => Mode::parse(&m).unwrap_or_else(|| {
+            r.error(
+                "pool_server.mode",
+                format!(
+                    "expected \"local\", \"server\" or \"client\", found {}",
+                    quote(&m)
+                ),
+            );
+            Mode::Local
+        }),
+    };
+    let server_addr = s.base_url(r, "server_addr", None);
+    let listen_addr = s.nonblank(r, "listen_addr", false);
+    if listen_addr.is_some() {
+        r.warn(
+            "pool_server.listen_addr has no effect: workers connect to the API's listen_addr \
+             (the reference never used this key either)",
+        );
+    }
+    let secret = Secret::new(s.string(r, "secret", true).unwrap_or_default());
+    let target_count = s.u32(r, "target_count", 50, ANY);
+    if target_count != 50 {
+        r.warn(format!(
+            "pool_server.target_count has no effect: {NO_SIGN_UP}"
+        ));
+    }
+    let data_dir = s.nonblank(r, "data_dir", false).map(PathBuf::from);
+    let client_threads = s.u32(r, "client_threads", 1, AT_LEAST_1);
+    let expired_action = match s.nonblank(r, "expired_action", false) {
+        None => ExpiredAction::Queue,
+        Some(a) => ExpiredAction::parse(&a).unwrap_or_else(|| {
+            r.error(
+                "pool_server.expired_action",
+                format!(
+                    "expected \"delete\", \"refresh\" or \"queue\", found {}",
+                    quote(&a)
+                ),
+            );
+            ExpiredAction::Queue
+        }),
+    };
+    s.finish(r);
+    PoolServerSettings {
+        enable,
+        mode,
+        server_addr,
+        listen_addr,
+        secret,
+        target_count,
+        data_dir,
+        client_threads,
+        expired_action,
+    }
+}
+
+pub(super) fn read_proxy_pool(top: &mut Section<'_>, r: &mut Reader) -> ProxyPoolSettings {
+    let mut s = top.section(r, "proxy_pool");
+    let proxy = s.proxy(r, "proxy");
+    let subscribes = s.string_list(r, "subscribes", true);
+    for (i, url) in subscribes.iter().enumerate() {
+        if let Err(e) = url::Url::parse(url)
+            .map_err(|e| format!("not a valid URL ({e})"))
+            .and_then(|u| match u.scheme() {
+                "http" | "https" => Ok(()),
+                other => Err(format!(
+                    "expected an http or https URL, found scheme \"{other}\""
+                )),
+            })
+        {
+            r.error(format!("proxy_pool.subscribes[{i}]"), e);
+        }
+    }
+    let files = s
+        .string_list(r, "files", false)
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+    let pool = ProxyPoolSettings {
+        proxy,
+        subscribes,
+        files,
+        health_check: s.bool(r, "health_check", false),
+        check_on_startup: s.bool(r, "check_on_startup", false),
+    };
+    s.finish(r);
+    pool
+}
+
+pub(super) fn read_flow(top: &mut Section<'_>, r: &mut Reader) -> FlowSettings {
+    let mut s = top.section(r, "flow");
+    let flow = FlowSettings {
+        enable: s.bool(r, "enable", false),
+        tokens: dedup_secrets(s.string_list(r, "tokens", true)),
+        proxy: s.proxy(r, "proxy"),
+        timeout: s.secs(r, "timeout", 120, AT_LEAST_1),
+        poll_interval: s.secs(r, "poll_interval", 3, AT_LEAST_1),
+        max_poll_attempts: s.u32(r, "max_poll_attempts", 500, AT_LEAST_1),
+    };
+    s.finish(r);
+    flow
+}
+
+pub(super) fn read_gemini_business(
+    top: &mut Section<'_>,
+    r: &mut Reader,
+) -> GeminiBusinessSettings {
+    let mut s = top.section(r, "gemini_business");
+    let auth_base_url = s
+        .base_url(r, "auth_base_url", Some(DEFAULT_AUTH_BASE_URL))
+        // On an error (already recorded) the value is never used; keep the default's text.
+        .map_or_else(|| format!("{DEFAULT_AUTH_BASE_URL}/"), String::from);
+    let api_base_url = s
+        .base_url(r, "api_base_url", Some(DEFAULT_API_BASE_URL))
+        .map_or_else(|| format!("{DEFAULT_API_BASE_URL}/"), String::from);
+    let connect_timeout = s.secs(r, "connect_timeout_sec", 10, AT_LEAST_1);
+    let request_timeout = s.secs(r, "request_timeout_sec", 30, AT_LEAST_1);
+    let stream_first_byte_timeout = s.secs(r, "stream_first_byte_timeout_sec", 120, AT_LEAST_1);
+    let stream_idle_timeout = s.secs(r, "stream_idle_timeout_sec", 120, AT_LEAST_1);
+    let download_timeout = s.secs(r, "download_timeout_sec", 300, AT_LEAST_1);
+    let max_download_bytes = u64::from(s.u32(r, "max_download_mb", 64, AT_LEAST_1)) * MIB;
+    let max_attempts = s.u32(r, "max_attempts", 3, Range { min: 1, max: 10 });
+    let language_code = s
+        .nonblank(r, "language_code", false)
+        .unwrap_or_else(|| "en-US".into());
+    let time_zone = s
+        .nonblank(r, "time_zone", false)
+        .unwrap_or_else(|| "UTC".into());
+    s.finish(r);
+    GeminiBusinessSettings {
+        auth_base_url,
+        api_base_url,
+        connect_timeout,
+        request_timeout,
+        stream_first_byte_timeout,
+        stream_idle_timeout,
+        download_timeout,
+        max_download_bytes,
+        max_attempts,
+        language_code,
+        time_zone,
+    }
+}
+
+pub(super) fn read_http(top: &mut Section<'_>, r: &mut Reader) -> HttpSettings {
+    let mut s = top.section(r, "http");
+    let workers = match s.uint(r, "workers", 0, Range { min: 0, max: 1024 }) {
+        0 => None,
+        n => usize::try_from(n).ok(),
+    };
+    let stream_keepalive = Duration::from_millis(s.uint(
+        r,
+        "stream_keepalive_ms",
+        10_000,
+        Range {
+            min: 50,
+            max: 60_000,
+        },
+    ));
+    // At most 4 GiB; the byte count must also fit the platform's `usize`.
+    let body_mb = s.u32(r, "max_request_body_mb", 32, Range { min: 1, max: 4096 });
+    let max_request_body_bytes = match usize::try_from(u64::from(body_mb) * MIB) {
+        Ok(n) => n,
+        Err(_) => {
+            r.error("http.max_request_body_mb", "too large for this platform");
+            32 * 1024 * 1024
+        }
+    };
+    let shutdown_timeout = s.secs(r, "shutdown_timeout_sec", 30, ANY);
+    let nonstream_keepalive_after = s.secs(r, "nonstream_keepalive_after_sec", 20, ANY);
+    s.finish(r);
+    HttpSettings {
+        workers,
+        stream_keepalive,
+        max_request_body_bytes,
+        shutdown_timeout,
+        nonstream_keepalive_after,
+    }
+}
+
+pub(super) fn read_media(top: &mut Section<'_>, r: &mut Reader) -> MediaSettings {
+    let mut s = top.section(r, "media");
+    let public_base_url = s.base_url(r, "public_base_url", None);
+    let inline_in_chat = s.bool(r, "inline_in_chat", false);
+    let store_max_bytes = u64::from(s.u32(r, "store_max_mb", 1024, AT_LEAST_1)) * MIB;
+    let store_ttl = Duration::from_secs(
+        u64::from(s.u32(
+            r,
+            "store_ttl_hours",
+            24,
+            Range {
+                min: 1,
+                max: 24 * 365,
+            },
+        )) * 3600,
+    );
+    let fetch_allow = s.string_list(r, "fetch_allow", false);
+    for (i, entry) in fetch_allow.iter().enumerate() {
+        if let Err(why) = crate::media::fetch::AllowRule::parse(entry) {
+            r.error(format!("media.fetch_allow[{i}]"), why);
+        }
+    }
+    let fetch_max_bytes =
+        u64::from(s.u32(r, "fetch_max_mb", 20, Range { min: 1, max: 1024 })) * MIB;
+    let fetch_timeout = s.secs(r, "fetch_timeout_sec", 20, AT_LEAST_1);
+    let fetch_max_redirects = s.u32(r, "fetch_max_redirects", 5, Range { min: 0, max: 20 });
+    s.finish(r);
+    MediaSettings {
+        public_base_url,
+        inline_in_chat,
+        store_max_bytes,
+        store_ttl,
+        fetch_allow,
+        fetch_max_bytes,
+        fetch_timeout,
+        fetch_max_redirects,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::*;
+
+    #[test]
+    fn legacy_keys_warn_only_when_set_to_non_defaults() {
+        let loaded = load(
+            r#"{"pool": {"register_threads": 4, "target_count": 50, "register_headless": true},
+                "pool_server": {"listen_addr": ":9000", "target_count": 7},
+                "proxy_subscribe": "https://example.com/sub"}"#,
+        );
+        let w = loaded.warnings.join("\n");
+        assert_eq!(loaded.warnings.len(), 5, "{w}");
+        assert!(w.contains("proxy_subscribe (legacy) has no effect yet"));
+        assert!(w.contains("pool.register_threads has no effect"));
+        assert!(w.contains("pool.register_headless has no effect"));
+        assert!(!w.contains("pool.target_count"));
+        assert!(w.contains("pool_server.listen_addr has no effect"));
+        assert!(w.contains("pool_server.target_count has no effect"));
+        assert_eq!(
+            loaded.settings.proxy_subscribe.as_deref(),
+            Some("https://example.com/sub")
+        );
+    }
+
+    #[test]
+    fn base_urls_are_normalised() {
+        let s = load(
+            r#"{"gemini_business": {"auth_base_url": "http://127.0.0.1:4000",
+                "api_base_url": "http://127.0.0.1:4001/prefix"}}"#,
+        )
+        .settings;
+        let g = &s.gemini_business;
+        assert_eq!(g.auth_base_url.as_str(), "http://127.0.0.1:4000/");
+        assert_eq!(g.api_base_url.as_str(), "http://127.0.0.1:4001/prefix/");
+        assert_eq!(
+            g.auth_url("/auth/getoxsrf"),
+            "http://127.0.0.1:4000/auth/getoxsrf"
+        );
+        assert_eq!(
+            g.api_url("v1alpha/x"),
+            "http://127.0.0.1:4001/prefix/v1alpha/x"
+        );
+        let s = load(r#"{"gemini_business": {"api_base_url": "https://h/p/"}}"#).settings;
+        assert_eq!(s.gemini_business.api_base_url.as_str(), "https://h/p/");
+
+        let e = load_err(
+            r#"{"gemini_business": {"auth_base_url": "not a url", "api_base_url": "https://h/?q=1"}}"#,
+        );
+        assert_eq!(
+            paths(&e),
+            [
+                "gemini_business.auth_base_url",
+                "gemini_business.api_base_url"
+            ]
+        );
+    }
+
+    #[test]
+    fn fetch_allow_entries_are_validated() {
+        let ok = load(
+            r#"{"media": {"fetch_allow": ["127.0.0.1:8080", "10.0.0.0/8", "media.internal",
+                "Media.Internal.:443", "::1", "[fd00::/8]:443", "fd00:ec2::254"]}}"#,
+        );
+        assert_eq!(ok.settings.media.fetch_allow.len(), 7);
+        let errors = load_err(
+            r#"{"media": {"fetch_allow": ["10.0.0.0/33", "host:0", "http://x", "1.2.3",
+                "bad_host!", "[1.2.3.4]", "ok.example"]}}"#,
+        );
+        assert_eq!(
+            paths(&errors),
+            [
+                "media.fetch_allow[0]",
+                "media.fetch_allow[1]",
+                "media.fetch_allow[2]",
+                "media.fetch_allow[3]",
+                "media.fetch_allow[4]",
+                "media.fetch_allow[5]",
+            ],
+            "{errors:?}"
+        );
+        assert!(
+            errors[0].to_string().contains("prefix length"),
+            "{}",
+            errors[0]
+        );
+    }
+}
