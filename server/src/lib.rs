@@ -4,13 +4,15 @@
 //! # Layout
 //! - [`config`]: raw JSON + environment → validated [`config::Settings`].
 //! - [`startup`]: [`startup::Application`], the wiring shared by `main` and the tests.
-//! - [`domain`]: the vendor-neutral chat model, model ids, prompt flattening, usage estimates.
-//! - [`dialects`]: the client-facing wire formats (OpenAI so far), each converting to and from
-//!   the domain.
-//! - [`upstream`]: the upstream adapters (Gemini Business), with typed, classified errors.
-//! - [`pool`]: the accounts and how a request gets one.
-//! - [`service`]: one chat request end to end: lease an account, call the upstream, fail over
-//!   before the first byte.
+//! - [`domain`]: the vendor-neutral chat request, stream events, model ids, usage estimates.
+//! - [`dialects`]: the client-facing wire formats (OpenAI, Anthropic, Gemini), each converting
+//!   to and from the domain.
+//! - [`upstream`]: the `Upstream` and `Authenticator` traits, the model registry, and the
+//!   adapters (Gemini Business), with typed, classified errors.
+//! - [`accounts`]: what an account is (its credentials).
+//! - [`pool`]: the accounts as actors and how a request gets one.
+//! - [`service`]: one chat request end to end: route by the registry, lease an account, call
+//!   the upstream, fail over before the first byte.
 //! - [`store`]: persistence in redb.
 //! - [`auth`]: API keys (generated on first start when none is configured).
 //! - [`cli_accounts`]: the `accounts` subcommands (import, export, list the stored accounts).
