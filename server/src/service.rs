@@ -237,7 +237,7 @@ impl ChatService {
         &self,
         model: &ModelId,
         query: &UpstreamQuery,
-        tried: &mut Vec<Arc<str>>,
+        tried: &mut Vec<business2api_shared::AccountKey>,
         mut last: Option<UpstreamError>,
     ) -> Result<ChatStream, GatewayError> {
         let cap = Capability::of(model);
@@ -253,7 +253,7 @@ impl ChatService {
                     ));
                 }
             };
-            tried.push(Arc::clone(lease.key()));
+            tried.push(lease.key().clone());
             let auth = match lease.auth().await {
                 Ok(auth) => auth,
                 Err(e) => {

@@ -69,6 +69,8 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot start the account pool's thread: {0}")]
+    Pool(std::io::Error),
     #[error("cannot build the upstream HTTP client: {0}")]
     HttpClient(String),
     #[error("cannot set up the media fetcher: {0}")]
@@ -241,7 +243,8 @@ impl Application {
                 store: Arc::clone(&store),
                 accounts_dir: accounts_dir.clone(),
             }),
-        );
+        )
+        .map_err(StartupError::Pool)?;
         let chat = ChatService::new(
             pool.clone(),
             upstream,

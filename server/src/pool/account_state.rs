@@ -155,7 +155,89 @@ pub enum AccountState {
     /// Google refused the cookies: only a re-login (or new credentials) brings it back.
     NeedsRelogin { since: UnixMs, reason: String },
     /// Out of rotation until an operator acts.
-    Disabled { reason: String },
+    Disabled { reason: DisabledReason },
+}
+
+/// Why an account is out of rotation. Persisted as `"relogin_exhausted"`,
+/// `{"unusable_credentials": "…"}` and so on; records written before the reason was typed hold
+/// a sentence, which still loads ([`DisabledReason::from`] a string). Displayed as a sentence
+/// (admin API, logs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", from = "ReasonRepr")]
+pub enum DisabledReason {
+    /// The stored credentials cannot be used (no session cookie, …).
+    UnusableCredentials(String),
+    /// Re-login was given up; the account waits for the operator (`expired_action: "queue"`).
+    ReloginExhausted,
+    /// Re-login was given up and the account is deleted (`expired_action: "delete"`).
+    ReloginExhaustedDeleted,
+    /// The operator took it out of rotation (or an older record's reason that names no
+    /// known cause).
+    Operator(String),
+}
+
+const UNUSABLE_PREFIX: &str = "unusable credentials: ";
+const RELOGIN_EXHAUSTED: &str =
+    "re-login exhausted; waiting for the operator (new cookies or enable)";
+const RELOGIN_EXHAUSTED_DELETED: &str = "re-login exhausted; deleted (expired_action \"delete\")";
+
+impl std::fmt::Display for DisabledReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DisabledReason::UnusableCredentials(why) => write!(f, "{UNUSABLE_PREFIX}{why}"),
+            DisabledReason::ReloginExhausted => f.write_str(RELOGIN_EXHAUSTED),
+            DisabledReason::ReloginExhaustedDeleted => f.write_str(RELOGIN_EXHAUSTED_DELETED),
+            DisabledReason::Operator(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<&str> for DisabledReason {
+    /// Reads the sentence an older record holds.
+    fn from(s: &str) -> DisabledReason {
+        if let Some(why) = s.strip_prefix(UNUSABLE_PREFIX) {
+            DisabledReason::UnusableCredentials(why.to_owned())
+        } else if s == RELOGIN_EXHAUSTED_DELETED {
+            DisabledReason::ReloginExhaustedDeleted
+        } else if s.starts_with("re-login exhausted") {
+            DisabledReason::ReloginExhausted
+        } else {
+            DisabledReason::Operator(s.to_owned())
+        }
+    }
+}
+
+/// How a [`DisabledReason`] is read: the typed form, or an older record's sentence.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ReasonRepr {
+    Typed(TypedReason),
+    Legacy(String),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum TypedReason {
+    UnusableCredentials(String),
+    ReloginExhausted,
+    ReloginExhaustedDeleted,
+    Operator(String),
+}
+
+impl From<ReasonRepr> for DisabledReason {
+    fn from(r: ReasonRepr) -> DisabledReason {
+        match r {
+            ReasonRepr::Typed(TypedReason::UnusableCredentials(s)) => {
+                DisabledReason::UnusableCredentials(s)
+            }
+            ReasonRepr::Typed(TypedReason::ReloginExhausted) => DisabledReason::ReloginExhausted,
+            ReasonRepr::Typed(TypedReason::ReloginExhaustedDeleted) => {
+                DisabledReason::ReloginExhaustedDeleted
+            }
+            ReasonRepr::Typed(TypedReason::Operator(s)) => DisabledReason::Operator(s),
+            ReasonRepr::Legacy(s) => DisabledReason::from(s.as_str()),
+        }
+    }
 }
 
 impl AccountState {
@@ -389,7 +471,7 @@ pub enum Event {
     CredentialsReplaced,
     /// The operator took the account out of rotation / put it back.
     Disable {
-        reason: String,
+        reason: DisabledReason,
     },
     Enable,
     /// Time passed (cooldown ends, re-login retry rounds).
@@ -657,13 +739,12 @@ impl AccountStatus {
             }
             ExpiredAction::Queue => {
                 self.state = AccountState::Disabled {
-                    reason: "re-login exhausted; waiting for the operator (new cookies or enable)"
-                        .to_owned(),
+                    reason: DisabledReason::ReloginExhausted,
                 };
             }
             ExpiredAction::Delete => {
                 self.state = AccountState::Disabled {
-                    reason: "re-login exhausted; deleted (expired_action \"delete\")".to_owned(),
+                    reason: DisabledReason::ReloginExhaustedDeleted,
                 };
                 fx.delete = true;
             }
