@@ -1168,6 +1168,59 @@ mod tests {
         assert!(json.contains("\"state\":\"needs_relogin\""), "{json}");
     }
 
+    #[test]
+    fn disabled_reasons_are_typed_and_older_sentences_still_load() {
+        // Records written before the reason was typed hold a sentence.
+        for (old, typed) in [
+            (
+                "re-login exhausted; waiting for the operator (new cookies or enable)",
+                DisabledReason::ReloginExhausted,
+            ),
+            (
+                "re-login exhausted; deleted (expired_action \\\"delete\\\")",
+                DisabledReason::ReloginExhaustedDeleted,
+            ),
+            (
+                "unusable credentials: no __Secure-C_SES cookie",
+                DisabledReason::UnusableCredentials("no __Secure-C_SES cookie".into()),
+            ),
+            (
+                "paused by hand",
+                DisabledReason::Operator("paused by hand".into()),
+            ),
+        ] {
+            let json = format!(
+                r#"{{"state":{{"state":"disabled","reason":"{old}"}},"cooldowns":{{"text":null,"image":null,"video":null}},"consecutive_failures":0,"rate_limit_strikes":{{"text":0,"image":0,"video":0}},"relogin_attempts":0,"relogin_exhausted_at":null,"counters":{{"success":7,"failed":0,"refreshes":0,"refresh_failures":0,"daily":{{"day":0,"counts":{{"text":0,"image":0,"video":0}}}}}},"last_error":null,"last_used":null}}"#
+            );
+            let s: AccountStatus = serde_json::from_str(&json).unwrap();
+            assert_eq!(
+                s.state,
+                AccountState::Disabled {
+                    reason: typed.clone()
+                }
+            );
+            assert_eq!(s.counters.success, 7);
+            // Shown as the same sentence (admin API) …
+            assert_eq!(typed.to_string(), old.replace("\\\"", "\""));
+            // … and written in the typed form, which reads back.
+            let new = serde_json::to_string(&s).unwrap();
+            assert_eq!(serde_json::from_str::<AccountStatus>(&new).unwrap(), s);
+        }
+        let json = serde_json::to_string(&AccountState::Disabled {
+            reason: DisabledReason::ReloginExhausted,
+        })
+        .unwrap();
+        assert_eq!(json, r#"{"state":"disabled","reason":"relogin_exhausted"}"#);
+        let json = serde_json::to_string(&AccountState::Disabled {
+            reason: DisabledReason::UnusableCredentials("x".into()),
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            r#"{"state":"disabled","reason":{"unusable_credentials":"x"}}"#
+        );
+    }
+
     fn arb_failure() -> impl Strategy<Value = Failure> {
         let ra = proptest::option::of((0u64..1000).prop_map(Duration::from_secs));
         prop_oneof![

@@ -32,6 +32,8 @@ pub mod import;
 pub mod selection;
 pub mod state;
 pub mod supervisor;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
