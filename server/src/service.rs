@@ -283,7 +283,7 @@ impl ChatService {
         &self,
         route: &Route,
         request: &Arc<ChatRequest>,
-        tried: &mut Vec<Arc<str>>,
+        tried: &mut Vec<business2api_shared::AccountKey>,
         mut last: Option<UpstreamError>,
     ) -> Result<ChatStream, GatewayError> {
         let cap = Capability::of(&request.model);
@@ -299,7 +299,7 @@ impl ChatService {
                     ));
                 }
             };
-            tried.push(Arc::clone(lease.key()));
+            tried.push(lease.key().clone());
             let auth = match lease.auth().await {
                 Ok(auth) => auth,
                 Err(e) => {

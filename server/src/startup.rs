@@ -19,8 +19,8 @@ use crate::dialects::{self, Dialect, openai};
 use crate::error::GatewayError;
 use crate::health;
 use crate::media::{MediaFetcher, MediaStore};
-use crate::pool::import::{ImportReport, Rejected, credentials_of, import_dir};
-use crate::pool::{NewAccount, Persistence, Pool, PoolConfig};
+use crate::pool::import::{ImportReport, Rejected, import_dir};
+use crate::pool::{Persistence, Pool, PoolConfig};
 use crate::reload::{ConfigSource, Reloader};
 use crate::service::ChatService;
 use crate::store::{Store, StoreError};
@@ -34,6 +34,8 @@ pub struct AppState {
     pub chat: ChatService,
     /// The persistence facade (admin import/export). Blocking: use from `spawn_blocking`.
     pub store: Arc<Store>,
+    /// Where new credentials enter: store, then pool (admin import and refresh).
+    pub accounts: crate::accounts::AccountsService,
     /// Where account files live.
     pub accounts_dir: std::path::PathBuf,
     /// The mode the process runs (bound at start).
@@ -100,6 +102,8 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot start the account pool's thread: {0}")]
+    Pool(std::io::Error),
     #[error("cannot build the upstream HTTP client: {0}")]
     HttpClient(String),
     #[error("cannot set up the media fetcher: {0}")]
@@ -225,60 +229,9 @@ impl Application {
             tracing::warn!(file = %rejected.name, reason = %rejected.reason, "account file not imported");
         }
 
-        let mut accounts = Vec::new();
-        let mut unusable = Vec::new();
-        let mut states: std::collections::HashMap<String, _> = store
-            .states()?
-            .into_iter()
-            .filter_map(|(k, s)| match s {
-                Ok(s) => Some((k, s)),
-                Err(e) => {
-                    tracing::warn!(account = %crate::pool::supervisor::label_of(&k), error = %e, "stored pool state unreadable; starting that account afresh");
-                    None
-                }
-            })
-            .collect();
-        for (key, record) in store.accounts()? {
-            let record = match record {
-                Ok(r) => r,
-                Err(e) => {
-                    unusable.push(Rejected {
-                        name: key,
-                        reason: e.to_string(),
-                    });
-                    continue;
-                }
-            };
-            let name = record
-                .source_file
-                .clone()
-                .unwrap_or_else(|| record.email.clone());
-            let credentials = credentials_of(&record, &settings.default_config);
-            if let Err(reason) = &credentials {
-                unusable.push(Rejected {
-                    name,
-                    reason: reason.clone(),
-                });
-            }
-            let status = states.remove(&key);
-            // Credentials replaced (file import) after the account was found dead: serve again.
-            let changed = match (&status, record.updated_at) {
-                (Some(s), Some(updated)) => match &s.state {
-                    crate::pool::account_state::AccountState::NeedsRelogin { since, .. } => {
-                        updated > *since
-                    }
-                    _ => false,
-                },
-                _ => false,
-            };
-            accounts.push(NewAccount {
-                email: record.email.clone(),
-                source_file: record.source_file.clone(),
-                credentials,
-                status,
-                changed,
-            });
-        }
+        // The pool's first members: the stored accounts with their persisted state.
+        let (accounts, unusable) =
+            crate::accounts::service::load(&store, &settings.default_config)?;
         for u in &unusable {
             tracing::warn!(account = %u.name, reason = %u.reason, "account cannot be used");
         }
@@ -318,7 +271,8 @@ impl Application {
                 store: Arc::clone(&store),
                 accounts_dir: accounts_dir.clone(),
             }),
-        );
+        )
+        .map_err(StartupError::Pool)?;
         let upstream_for_reload = Arc::clone(&client);
         // The model registry: every upstream, its models and the pool it draws from.
         let mut registry = ModelRegistry::new();
@@ -364,6 +318,7 @@ impl Application {
             })?;
         let state = web::Data::new(AppState {
             chat,
+            accounts: crate::accounts::AccountsService::new(Arc::clone(&store), pool.clone()),
             store,
             accounts_dir: accounts_dir.clone(),
             mode,

@@ -4,7 +4,11 @@
 //! - [`credentials`]: [`Credentials`], the long-lived secrets of one account (cookies,
 //!   `csesidx`, `configId`, the web app's `authorization`), as the account file carries them.
 //!   An upstream adapter turns them into a short-lived token ([`crate::upstream::Authenticator`]).
+//! - [`service`]: the one place where new credentials merge with a stored account and reach
+//!   the account's actor ([`AccountsService`], [`service::merge`], [`service::load`]).
 
 pub mod credentials;
+pub mod service;
 
 pub use credentials::{Cookie, Credentials};
+pub use service::{AccountsService, Incoming, Merged};

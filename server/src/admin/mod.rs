@@ -30,16 +30,17 @@ use business2api_shared::secret::matches_any;
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 
+use crate::accounts::Incoming;
 use crate::config::live::LiveConfig;
 use crate::dialects::read_body;
+use crate::pool::AccountView;
 use crate::pool::account_state::{AccountState, Capability};
 use crate::pool::files::{parse_documents, reference_json};
-use crate::pool::import::{Rejected, credentials_of, import_dir};
+use crate::pool::import::Rejected;
 use crate::pool::supervisor::key_of;
-use crate::pool::{AccountView, NewAccount};
 use crate::reload::{ReloadError, Reloader};
 use crate::startup::AppState;
-use crate::store::{AccountRecord, Store, StoreError, Upsert};
+use crate::store::{StoreError, Upsert};
 
 fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": message.into() }))
@@ -118,18 +119,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
+/// A failed store operation, as the admin API answers it (the cause goes to the log).
+fn store_error(e: &StoreError) -> HttpResponse {
+    tracing::error!(error = %e, "admin: store operation failed");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the data store failed; see the server log",
+    )
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, HttpResponse> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "admin: store operation failed");
-            Err(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the data store failed; see the server log",
-            ))
-        }
+        Ok(Err(e)) => Err(store_error(&e)),
         Err(e) => {
             tracing::error!(error = %e, "admin: store task failed");
             Err(error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))
@@ -184,50 +188,16 @@ async fn accounts(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "count": views.len(), "accounts": views }))
 }
 
-/// Reads every stored record and turns them into pool updates; `changed` marks the e-mails
-/// whose credentials the store just updated.
-fn new_accounts(
-    store: &Store,
-    default_config: &str,
-    changed: &dyn Fn(&AccountRecord) -> bool,
-) -> Result<Vec<NewAccount>, StoreError> {
-    Ok(store
-        .accounts()?
-        .into_iter()
-        .filter_map(|(_, r)| r.ok())
-        .map(|record| NewAccount {
-            email: record.email.clone(),
-            source_file: record.source_file.clone(),
-            credentials: credentials_of(&record, default_config),
-            status: None,
-            changed: changed(&record),
-        })
-        .collect())
-}
-
 async fn refresh(state: web::Data<AppState>) -> HttpResponse {
-    let store = Arc::clone(&state.store);
-    let dir = state.accounts_dir.clone();
-    let default_config = state.default_config();
-    let result = blocking(move || {
-        let report = import_dir(&dir, &store)?;
-        let changed: Vec<String> = report
-            .imported
-            .iter()
-            .filter(|(_, u)| *u != Upsert::Unchanged)
-            .map(|(name, _)| name.clone())
-            .collect();
-        let accounts = new_accounts(&store, &default_config, &|r| {
-            r.source_file.as_ref().is_some_and(|f| changed.contains(f))
-        })?;
-        Ok((report, accounts))
-    })
-    .await;
-    let (report, accounts) = match result {
-        Ok(v) => v,
-        Err(resp) => return resp,
+    let merged = match state
+        .accounts
+        .import_dir(state.accounts_dir.clone(), state.default_config())
+        .await
+    {
+        Ok(m) => m,
+        Err(e) => return store_error(&e),
     };
-    state.chat.pool().upsert(accounts).await;
+    let report = merged.report;
     let summary = state.chat.pool().summary().await;
     let count = |u: Upsert| report.imported.iter().filter(|(_, x)| *x == u).count();
     HttpResponse::Ok().json(json!({
@@ -393,38 +363,29 @@ async fn import(
                 Ok(mut record) => {
                     // Accounts imported over HTTP have no file in the data dir.
                     record.source_file = None;
-                    records.push(record);
+                    records.push(Incoming {
+                        name: record.email.clone(),
+                        record,
+                    });
                 }
                 Err(r) => rejected.push(r),
             }
         }
     }
-    let store = Arc::clone(&state.store);
-    let default_config = state.default_config();
-    let result = blocking(move || {
-        let mut outcomes = Vec::new();
-        for record in &records {
-            let outcome = store.upsert_account(record)?;
-            outcomes.push((record.email.clone(), outcome));
-        }
-        let changed: Vec<String> = outcomes
-            .iter()
-            .filter(|(_, u)| *u != Upsert::Unchanged)
-            .map(|(e, _)| key_of(e))
-            .collect();
-        let accounts: Vec<NewAccount> =
-            new_accounts(&store, &default_config, &|r| changed.contains(&r.key()))?
-                .into_iter()
-                .filter(|a| changed.contains(&key_of(&a.email)))
-                .collect();
-        Ok((outcomes, accounts))
-    })
-    .await;
-    let (outcomes, accounts) = match result {
-        Ok(v) => v,
-        Err(resp) => return resp,
+    let merged = match state
+        .accounts
+        .import(records, rejected, state.default_config())
+        .await
+    {
+        Ok(m) => m,
+        Err(e) => return store_error(&e),
     };
-    state.chat.pool().upsert(accounts).await;
+    let rejected = merged.report.rejected;
+    let outcomes: Vec<(String, Upsert)> = merged
+        .emails
+        .into_iter()
+        .zip(merged.report.imported.into_iter().map(|(_, u)| u))
+        .collect();
     let status = if outcomes.is_empty() {
         StatusCode::BAD_REQUEST
     } else {

@@ -155,7 +155,89 @@ pub enum AccountState {
     /// Google refused the cookies: only a re-login (or new credentials) brings it back.
     NeedsRelogin { since: UnixMs, reason: String },
     /// Out of rotation until an operator acts.
-    Disabled { reason: String },
+    Disabled { reason: DisabledReason },
+}
+
+/// Why an account is out of rotation. Persisted as `"relogin_exhausted"`,
+/// `{"unusable_credentials": "…"}` and so on; records written before the reason was typed hold
+/// a sentence, which still loads ([`DisabledReason::from`] a string). Displayed as a sentence
+/// (admin API, logs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", from = "ReasonRepr")]
+pub enum DisabledReason {
+    /// The stored credentials cannot be used (no session cookie, …).
+    UnusableCredentials(String),
+    /// Re-login was given up; the account waits for the operator (`expired_action: "queue"`).
+    ReloginExhausted,
+    /// Re-login was given up and the account is deleted (`expired_action: "delete"`).
+    ReloginExhaustedDeleted,
+    /// The operator took it out of rotation (or an older record's reason that names no
+    /// known cause).
+    Operator(String),
+}
+
+const UNUSABLE_PREFIX: &str = "unusable credentials: ";
+const RELOGIN_EXHAUSTED: &str =
+    "re-login exhausted; waiting for the operator (new cookies or enable)";
+const RELOGIN_EXHAUSTED_DELETED: &str = "re-login exhausted; deleted (expired_action \"delete\")";
+
+impl std::fmt::Display for DisabledReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DisabledReason::UnusableCredentials(why) => write!(f, "{UNUSABLE_PREFIX}{why}"),
+            DisabledReason::ReloginExhausted => f.write_str(RELOGIN_EXHAUSTED),
+            DisabledReason::ReloginExhaustedDeleted => f.write_str(RELOGIN_EXHAUSTED_DELETED),
+            DisabledReason::Operator(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<&str> for DisabledReason {
+    /// Reads the sentence an older record holds.
+    fn from(s: &str) -> DisabledReason {
+        if let Some(why) = s.strip_prefix(UNUSABLE_PREFIX) {
+            DisabledReason::UnusableCredentials(why.to_owned())
+        } else if s == RELOGIN_EXHAUSTED_DELETED {
+            DisabledReason::ReloginExhaustedDeleted
+        } else if s.starts_with("re-login exhausted") {
+            DisabledReason::ReloginExhausted
+        } else {
+            DisabledReason::Operator(s.to_owned())
+        }
+    }
+}
+
+/// How a [`DisabledReason`] is read: the typed form, or an older record's sentence.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ReasonRepr {
+    Typed(TypedReason),
+    Legacy(String),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum TypedReason {
+    UnusableCredentials(String),
+    ReloginExhausted,
+    ReloginExhaustedDeleted,
+    Operator(String),
+}
+
+impl From<ReasonRepr> for DisabledReason {
+    fn from(r: ReasonRepr) -> DisabledReason {
+        match r {
+            ReasonRepr::Typed(TypedReason::UnusableCredentials(s)) => {
+                DisabledReason::UnusableCredentials(s)
+            }
+            ReasonRepr::Typed(TypedReason::ReloginExhausted) => DisabledReason::ReloginExhausted,
+            ReasonRepr::Typed(TypedReason::ReloginExhaustedDeleted) => {
+                DisabledReason::ReloginExhaustedDeleted
+            }
+            ReasonRepr::Typed(TypedReason::Operator(s)) => DisabledReason::Operator(s),
+            ReasonRepr::Legacy(s) => DisabledReason::from(s.as_str()),
+        }
+    }
 }
 
 impl AccountState {
@@ -388,7 +470,7 @@ pub enum Event {
     CredentialsReplaced,
     /// The operator took the account out of rotation / put it back.
     Disable {
-        reason: String,
+        reason: DisabledReason,
     },
     Enable,
     /// Time passed (cooldown ends, re-login retry rounds).
@@ -656,13 +738,12 @@ impl AccountStatus {
             }
             ExpiredAction::Queue => {
                 self.state = AccountState::Disabled {
-                    reason: "re-login exhausted; waiting for the operator (new cookies or enable)"
-                        .to_owned(),
+                    reason: DisabledReason::ReloginExhausted,
                 };
             }
             ExpiredAction::Delete => {
                 self.state = AccountState::Disabled {
-                    reason: "re-login exhausted; deleted (expired_action \"delete\")".to_owned(),
+                    reason: DisabledReason::ReloginExhaustedDeleted,
                 };
                 fx.delete = true;
             }
@@ -1084,6 +1165,59 @@ mod tests {
         let json = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<AccountStatus>(&json).unwrap(), s);
         assert!(json.contains("\"state\":\"needs_relogin\""), "{json}");
+    }
+
+    #[test]
+    fn disabled_reasons_are_typed_and_older_sentences_still_load() {
+        // Records written before the reason was typed hold a sentence.
+        for (old, typed) in [
+            (
+                "re-login exhausted; waiting for the operator (new cookies or enable)",
+                DisabledReason::ReloginExhausted,
+            ),
+            (
+                "re-login exhausted; deleted (expired_action \\\"delete\\\")",
+                DisabledReason::ReloginExhaustedDeleted,
+            ),
+            (
+                "unusable credentials: no __Secure-C_SES cookie",
+                DisabledReason::UnusableCredentials("no __Secure-C_SES cookie".into()),
+            ),
+            (
+                "paused by hand",
+                DisabledReason::Operator("paused by hand".into()),
+            ),
+        ] {
+            let json = format!(
+                r#"{{"state":{{"state":"disabled","reason":"{old}"}},"cooldowns":{{"text":null,"image":null,"video":null}},"consecutive_failures":0,"rate_limit_strikes":{{"text":0,"image":0,"video":0}},"relogin_attempts":0,"relogin_exhausted_at":null,"counters":{{"success":7,"failed":0,"refreshes":0,"refresh_failures":0,"daily":{{"day":0,"counts":{{"text":0,"image":0,"video":0}}}}}},"last_error":null,"last_used":null}}"#
+            );
+            let s: AccountStatus = serde_json::from_str(&json).unwrap();
+            assert_eq!(
+                s.state,
+                AccountState::Disabled {
+                    reason: typed.clone()
+                }
+            );
+            assert_eq!(s.counters.success, 7);
+            // Shown as the same sentence (admin API) …
+            assert_eq!(typed.to_string(), old.replace("\\\"", "\""));
+            // … and written in the typed form, which reads back.
+            let new = serde_json::to_string(&s).unwrap();
+            assert_eq!(serde_json::from_str::<AccountStatus>(&new).unwrap(), s);
+        }
+        let json = serde_json::to_string(&AccountState::Disabled {
+            reason: DisabledReason::ReloginExhausted,
+        })
+        .unwrap();
+        assert_eq!(json, r#"{"state":"disabled","reason":"relogin_exhausted"}"#);
+        let json = serde_json::to_string(&AccountState::Disabled {
+            reason: DisabledReason::UnusableCredentials("x".into()),
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            r#"{"state":"disabled","reason":{"unusable_credentials":"x"}}"#
+        );
     }
 
     fn arb_failure() -> impl Strategy<Value = Failure> {

@@ -1,217 +1,305 @@
-//! [`AccountActor`]: one task per account that owns its credentials and session token.
+//! [`AccountActor`]: one actix actor per account. It owns the account's credentials, its
+//! session token and the single mint in flight; the supervisor owns the account's state.
 //!
-//! Messages ([`AccountMsg`]):
-//! - `Auth`: the token for a call — the cached one while it is usable, otherwise the caller waits
-//!   for the one mint in flight (started if none is). Every waiter gets the same result.
-//! - `Refresh`: mint a new token (proactive, forced, or after the upstream refused the token
-//!   of generation `g` — a refusal of an older generation is ignored, so N requests refused
-//!   together cause one refresh, not N).
-//! - `Credentials`: new cookies (import, re-login): the token is dropped, a mint in flight is
-//!   disowned.
-//! - `Stop`.
+//! Messages (each documented with its reply):
+//! - [`Auth`] → the token for one call: the cached one while it is usable, otherwise the caller
+//!   waits for the one mint in flight (started if none is). Every waiter gets the same result.
+//! - [`Refresh`] → `()`: mint a new token (proactive, forced, or after the upstream refused the
+//!   token of generation `g` — a refusal of an older token generation is ignored, so N requests
+//!   refused together cause one mint, not N).
+//! - [`NewCredentials`] → `()`: new cookies (import, upload, re-login) with the credential
+//!   generation the supervisor gave them. The token is dropped, a mint in flight is disowned.
+//! - [`Stop`] → `()`.
 //!
-//! A mint runs in its own task holding a permit of the pool-wide refresh semaphore, so mints
-//! across the pool are bounded and a slow or failing account never blocks another. Its start
-//! and outcome are reported to the supervisor, which owns the account's state.
+//! Two generations:
+//! - the **credential generation** grows whenever new credentials arrive. A mint carries the
+//!   generation it started from, to this actor and to the supervisor's
+//!   [`RefreshStarted`]/[`RefreshFinished`]; a result of an older generation is ignored (logged
+//!   at debug), so a slow mint with old cookies cannot undo new ones.
+//! - the **token generation** grows with every minted token; a lease reports which one a
+//!   failed call used.
+//!
+//! A mint runs as a future on this actor's context (`ctx.spawn(fut.into_actor(self).map(..))`)
+//! holding a permit of the pool-wide refresh semaphore (`refresh_concurrency`), so mints across
+//! the pool are bounded and a slow or failing account never blocks another; its result is
+//! handled back on the actor.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use actix::prelude::*;
+use business2api_shared::AccountKey;
+use tokio::sync::{Semaphore, oneshot};
 
-use super::supervisor::Command;
 use crate::accounts::Credentials;
-use crate::upstream::{AccessToken, Authenticator, CallAuth, UpstreamError};
+use crate::upstream::{AccessToken, Authenticator, CallAuth, ErrorKind, UpstreamError};
 
-/// Messages an account actor understands.
-pub enum AccountMsg {
-    Auth {
-        reply: oneshot::Sender<Result<(CallAuth, u64), UpstreamError>>,
-    },
-    Refresh {
-        /// Only if the current token is of this generation (`None` = unconditionally).
-        generation: Option<u64>,
-    },
-    Credentials(Box<Credentials>),
-    MintDone {
-        epoch: u64,
-        result: Result<AccessToken, UpstreamError>,
-    },
-    Stop,
-}
+/// Capacity of an account actor's mailbox for [`Auth`] requests (`send` waits for room).
+/// Control messages are sent with `do_send`, which actix queues regardless of this capacity.
+pub const MAILBOX: usize = 256;
 
-/// Capacity of an account's mailbox; senders wait when it is full.
-const MAILBOX: usize = 256;
-
-/// The address of an account actor.
+/// The token for one upstream call, and the generations it belongs to.
 #[derive(Debug, Clone)]
-pub struct AccountHandle {
-    tx: mpsc::Sender<AccountMsg>,
+pub struct Grant {
+    pub auth: CallAuth,
+    pub token_generation: u64,
+    pub credential_generation: u64,
 }
 
-impl AccountHandle {
-    /// The token for one call and its generation.
-    pub async fn auth(&self) -> Result<(CallAuth, u64), UpstreamError> {
-        let (reply, rx) = oneshot::channel();
-        let gone = || {
-            UpstreamError::new(
-                crate::upstream::ErrorKind::Transport,
-                "pool",
-                "the account was removed from the pool",
-            )
-        };
-        self.tx
-            .send(AccountMsg::Auth { reply })
-            .await
-            .map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
-    }
+/// The token for one call. Reply: the token, or why none could be minted.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Grant, UpstreamError>")]
+pub struct Auth;
 
-    /// Fire-and-forget; a full or closed mailbox drops the message (a refresh is re-requested
-    /// by the supervisor's schedule).
-    pub fn send(&self, msg: AccountMsg) {
-        let _ = self.tx.try_send(msg);
-    }
-
-    /// Sends, waiting for room in the mailbox.
-    pub async fn send_wait(&self, msg: AccountMsg) {
-        let _ = self.tx.send(msg).await;
-    }
+/// Mint a new token. Reply: none.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Refresh {
+    /// Only if the current token is of this token generation (`None` = unconditionally).
+    pub token_generation: Option<u64>,
 }
 
-/// Shared by every actor of a pool.
+/// New credentials for the account. Reply: none. Sent with `do_send` so a full mailbox
+/// cannot drop it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NewCredentials {
+    pub credentials: Arc<Credentials>,
+    /// The credential generation the supervisor assigned to them.
+    pub generation: u64,
+}
+
+/// Stop the actor (account removed or credentials unusable). Reply: none.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+/// The start of a mint, for the supervisor. Reply: none.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RefreshStarted {
+    pub key: AccountKey,
+    /// The credential generation the mint started from.
+    pub generation: u64,
+}
+
+/// The end of a mint, for the supervisor. Reply: none.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RefreshFinished {
+    pub key: AccountKey,
+    /// The credential generation the mint started from.
+    pub generation: u64,
+    pub result: Result<(), UpstreamError>,
+}
+
+/// What every account actor of a pool shares.
 #[derive(Clone)]
-pub struct ActorContext {
+pub struct Shared {
     pub authenticator: Arc<dyn Authenticator>,
+    /// Bounds the mints in flight across the pool (`refresh_concurrency`).
     pub refresh_permits: Arc<Semaphore>,
-    pub supervisor: mpsc::Sender<Command>,
+    pub started: Recipient<RefreshStarted>,
+    pub finished: Recipient<RefreshFinished>,
 }
 
-struct AccountActor {
-    key: Arc<str>,
+type Waiter = oneshot::Sender<Result<Grant, UpstreamError>>;
+
+/// One account: credentials, token, single-flight mint.
+pub struct AccountActor {
+    key: AccountKey,
+    label: String,
     credentials: Arc<Credentials>,
+    credential_generation: u64,
     token: Option<(AccessToken, u64)>,
-    generation: u64,
-    /// Incremented when the credentials change; a mint of an older epoch is disowned.
-    epoch: u64,
-    minting: bool,
-    waiters: Vec<oneshot::Sender<Result<(CallAuth, u64), UpstreamError>>>,
-    ctx: ActorContext,
-    me: mpsc::Sender<AccountMsg>,
-}
-
-/// Starts the actor of one account.
-pub fn spawn(key: Arc<str>, credentials: Credentials, ctx: ActorContext) -> AccountHandle {
-    let (tx, rx) = mpsc::channel(MAILBOX);
-    let actor = AccountActor {
-        key,
-        credentials: Arc::new(credentials),
-        token: None,
-        generation: 0,
-        epoch: 0,
-        minting: false,
-        waiters: Vec::new(),
-        ctx,
-        me: tx.clone(),
-    };
-    tokio::spawn(actor.run(rx));
-    AccountHandle { tx }
+    token_generation: u64,
+    /// The credential generation of the mint in flight that this actor waits for.
+    minting: Option<u64>,
+    waiters: Vec<Waiter>,
+    shared: Shared,
 }
 
 impl AccountActor {
-    async fn run(mut self, mut rx: mpsc::Receiver<AccountMsg>) {
-        while let Some(msg) = rx.recv().await {
-            match msg {
-                AccountMsg::Auth { reply } => self.auth(reply),
-                AccountMsg::Refresh { generation } => {
-                    let current = self.token.as_ref().map(|(_, g)| *g);
-                    if generation.is_none() || generation == current {
-                        if generation.is_some() {
-                            // That token was refused: never hand it out again.
-                            self.token = None;
-                        }
-                        self.start_mint();
-                    }
-                }
-                AccountMsg::Credentials(credentials) => {
-                    self.credentials = Arc::new(*credentials);
-                    self.token = None;
-                    self.epoch += 1;
-                    self.minting = false;
-                    if !self.waiters.is_empty() {
-                        self.start_mint();
-                    }
-                }
-                AccountMsg::MintDone { epoch, result } => {
-                    if epoch != self.epoch {
-                        continue;
-                    }
-                    self.minting = false;
-                    let reply = match result {
-                        Ok(token) => {
-                            self.generation += 1;
-                            let auth = self.call_auth(&token);
-                            self.token = Some((token, self.generation));
-                            Ok((auth, self.generation))
-                        }
-                        Err(e) => Err(e),
-                    };
-                    for waiter in self.waiters.drain(..) {
-                        let _ = waiter.send(reply.clone());
-                    }
-                }
-                AccountMsg::Stop => break,
+    pub fn new(
+        key: AccountKey,
+        credentials: Arc<Credentials>,
+        credential_generation: u64,
+        shared: Shared,
+    ) -> AccountActor {
+        AccountActor {
+            label: key.label(),
+            key,
+            credentials,
+            credential_generation,
+            token: None,
+            token_generation: 0,
+            minting: None,
+            waiters: Vec::new(),
+            shared,
+        }
+    }
+
+    fn grant(&self, token: &AccessToken, token_generation: u64) -> Grant {
+        Grant {
+            auth: CallAuth {
+                token: token.value.clone(),
+                credentials: Arc::clone(&self.credentials),
+            },
+            token_generation,
+            credential_generation: self.credential_generation,
+        }
+    }
+
+    fn start_mint(&mut self, ctx: &mut Context<Self>) {
+        if self.minting.is_some() {
+            return;
+        }
+        let generation = self.credential_generation;
+        self.minting = Some(generation);
+        let key = self.key.clone();
+        let credentials = Arc::clone(&self.credentials);
+        let shared = self.shared.clone();
+        let mint = async move {
+            // Closed only at shutdown; minting without a permit then is harmless.
+            let _permit = shared.refresh_permits.acquire_owned().await.ok();
+            shared.started.do_send(RefreshStarted {
+                key: key.clone(),
+                generation,
+            });
+            let result = shared.authenticator.authenticate(&credentials).await;
+            shared.finished.do_send(RefreshFinished {
+                key,
+                generation,
+                result: result.as_ref().map(|_| ()).map_err(Clone::clone),
+            });
+            result
+        };
+        ctx.spawn(
+            mint.into_actor(self)
+                .map(move |result, act, _ctx| act.minted(generation, result)),
+        );
+    }
+
+    /// A mint ended; handled on the actor.
+    fn minted(&mut self, generation: u64, result: Result<AccessToken, UpstreamError>) {
+        if generation != self.credential_generation {
+            tracing::debug!(
+                account = %self.label,
+                generation,
+                current = self.credential_generation,
+                "a mint of older credentials ended; ignored"
+            );
+            return;
+        }
+        self.minting = None;
+        let reply = match result {
+            Ok(token) => {
+                self.token_generation += 1;
+                let grant = self.grant(&token, self.token_generation);
+                self.token = Some((token, self.token_generation));
+                Ok(grant)
             }
+            Err(e) => Err(e),
+        };
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(reply.clone());
         }
     }
+}
 
-    fn call_auth(&self, token: &AccessToken) -> CallAuth {
-        CallAuth {
-            token: token.value.clone(),
-            credentials: Arc::clone(&self.credentials),
-        }
+impl Actor for AccountActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX);
     }
+}
 
-    fn auth(&mut self, reply: oneshot::Sender<Result<(CallAuth, u64), UpstreamError>>) {
+fn gone() -> UpstreamError {
+    UpstreamError::new(
+        ErrorKind::Transport,
+        "pool",
+        "the account was removed from the pool",
+    )
+}
+
+impl Handler<Auth> for AccountActor {
+    type Result = ResponseFuture<Result<Grant, UpstreamError>>;
+
+    fn handle(&mut self, _: Auth, ctx: &mut Self::Context) -> Self::Result {
         if let Some((token, generation)) = &self.token
             && token.usable_at(Instant::now())
         {
-            let _ = reply.send(Ok((self.call_auth(token), *generation)));
-            return;
+            let grant = self.grant(token, *generation);
+            return Box::pin(std::future::ready(Ok(grant)));
         }
+        let (tx, rx) = oneshot::channel();
         self.waiters.retain(|w| !w.is_closed());
-        self.waiters.push(reply);
-        self.start_mint();
+        self.waiters.push(tx);
+        self.start_mint(ctx);
+        Box::pin(async move { rx.await.unwrap_or_else(|_| Err(gone())) })
     }
+}
 
-    fn start_mint(&mut self) {
-        if self.minting {
+impl Handler<Refresh> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Refresh, ctx: &mut Self::Context) {
+        let current = self.token.as_ref().map(|(_, g)| *g);
+        if msg.token_generation.is_none() || msg.token_generation == current {
+            if msg.token_generation.is_some() {
+                // That token was refused: never hand it out again.
+                self.token = None;
+            }
+            self.start_mint(ctx);
+        }
+    }
+}
+
+impl Handler<NewCredentials> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: NewCredentials, ctx: &mut Self::Context) {
+        if msg.generation < self.credential_generation {
+            tracing::debug!(account = %self.label, "credentials of an older generation; ignored");
             return;
         }
-        self.minting = true;
-        let epoch = self.epoch;
-        let key = Arc::clone(&self.key);
-        let credentials = Arc::clone(&self.credentials);
-        let ctx = self.ctx.clone();
-        let me = self.me.clone();
-        tokio::spawn(async move {
-            // Closed only at shutdown; minting without a permit then is harmless.
-            let _permit = ctx.refresh_permits.acquire_owned().await.ok();
-            let _ = ctx
-                .supervisor
-                .send(Command::RefreshStarted {
-                    key: Arc::clone(&key),
-                })
-                .await;
-            let result = ctx.authenticator.authenticate(&credentials).await;
-            let _ = ctx
-                .supervisor
-                .send(Command::RefreshFinished {
-                    key,
-                    result: result.as_ref().map(|_| ()).map_err(Clone::clone),
-                })
-                .await;
-            let _ = me.send(AccountMsg::MintDone { epoch, result }).await;
-        });
+        self.credentials = msg.credentials;
+        self.credential_generation = msg.generation;
+        self.token = None;
+        // The mint in flight (if any) is of older credentials: its result will be ignored.
+        self.minting = None;
+        if !self.waiters.is_empty() {
+            self.start_mint(ctx);
+        }
+    }
+}
+
+impl Handler<Stop> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// Test-only: the actor stops reading its mailbox until `0` resolves (its thread stays free),
+/// so a test can fill the mailbox while the supervisor keeps running.
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Pause(pub oneshot::Receiver<()>);
+
+#[cfg(test)]
+impl Handler<Pause> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Pause, ctx: &mut Self::Context) {
+        ctx.wait(
+            async move {
+                let _ = msg.0.await;
+            }
+            .into_actor(self),
+        );
     }
 }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::accounts::Incoming;
 use crate::pool::import::{
     ImportReport, KNOWN_KEYS, Rejected, json_files_in, parse_account_object,
 };
@@ -322,7 +323,7 @@ pub fn parse_documents(name: &str, bytes: &[u8]) -> Vec<Result<AccountRecord, Re
         .collect()
 }
 
-fn import_file(store: &Store, path: &Path, report: &mut ImportReport) -> Result<(), StoreError> {
+fn read_file(path: &Path, incoming: &mut Vec<Incoming>, rejected: &mut Vec<Rejected>) {
     let label = path.display().to_string();
     let source = path
         .file_name()
@@ -331,23 +332,19 @@ fn import_file(store: &Store, path: &Path, report: &mut ImportReport) -> Result<
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) => {
-            report.rejected.push(Rejected {
+            rejected.push(Rejected {
                 name: label,
                 reason: format!("cannot be read ({e})"),
             });
-            return Ok(());
+            return;
         }
     };
     for (name, parsed) in parse_labelled(&source, &label, &bytes) {
         match parsed {
-            Ok(record) => {
-                let outcome = store.upsert_account(&record)?;
-                report.imported.push((name, outcome));
-            }
-            Err(reason) => report.rejected.push(Rejected { name, reason }),
+            Ok(record) => incoming.push(Incoming { name, record }),
+            Err(reason) => rejected.push(Rejected { name, reason }),
         }
     }
-    Ok(())
 }
 
 /// Imports each path: a file (one account object or an array of them), or a directory (every
@@ -355,33 +352,36 @@ fn import_file(store: &Store, path: &Path, report: &mut ImportReport) -> Result<
 /// the path as given (with `[i]` for array elements); each account's source file is the file's
 /// name. A path that does not exist, or a directory without `*.json` files, is rejected.
 pub fn import_paths(store: &Store, paths: &[PathBuf]) -> Result<ImportReport, StoreError> {
-    let mut report = ImportReport::default();
+    let mut incoming = Vec::new();
+    let mut rejected = Vec::new();
     for path in paths {
         let label = path.display().to_string();
         match std::fs::metadata(path) {
-            Err(e) => report.rejected.push(Rejected {
+            Err(e) => rejected.push(Rejected {
                 name: label,
                 reason: format!("cannot be read ({e})"),
             }),
             Ok(meta) if meta.is_dir() => match json_files_in(path) {
-                Ok(files) if files.is_empty() => report.rejected.push(Rejected {
+                Ok(files) if files.is_empty() => rejected.push(Rejected {
                     name: label,
                     reason: "the directory holds no *.json file".to_owned(),
                 }),
                 Ok(files) => {
                     for file in files {
-                        import_file(store, &file, &mut report)?;
+                        read_file(&file, &mut incoming, &mut rejected);
                     }
                 }
-                Err(e) => report.rejected.push(Rejected {
+                Err(e) => rejected.push(Rejected {
                     name: label,
                     reason: format!("cannot list the directory ({e})"),
                 }),
             },
-            Ok(_) => import_file(store, path, &mut report)?,
+            Ok(_) => read_file(path, &mut incoming, &mut rejected),
         }
     }
-    Ok(report)
+    // The gateway is not running (the CLI holds the database): the pool picks the changed
+    // records up at its next start.
+    Ok(crate::accounts::service::merge(store, incoming, rejected, "")?.report)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ use business2api_shared::Secret;
 use serde_json::{Map, Value};
 
 use crate::accounts::credentials::SESSION_COOKIE;
-use crate::accounts::{Cookie, Credentials};
+use crate::accounts::{Cookie, Credentials, Incoming};
 use crate::store::{
     ACCOUNT_SCHEMA_VERSION, AccountRecord, Store, StoreError, StoredCookie, Upsert,
 };
@@ -193,18 +193,20 @@ pub(crate) fn json_files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
-/// Imports every `*.json` directly in `dir` (not recursive) into the store.
-pub fn import_dir(dir: &Path, store: &Store) -> Result<ImportReport, StoreError> {
-    let mut report = ImportReport::default();
+/// Reads every `*.json` directly in `dir` (not recursive): the records it holds, and the files
+/// that could not be read or parsed, with the reason. A missing directory holds nothing.
+pub fn read_dir(dir: &Path) -> (Vec<Incoming>, Vec<Rejected>) {
+    let mut incoming = Vec::new();
+    let mut rejected = Vec::new();
     let paths = match json_files_in(dir) {
         Ok(paths) => paths,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (incoming, rejected),
         Err(e) => {
-            report.rejected.push(Rejected {
+            rejected.push(Rejected {
                 name: dir.display().to_string(),
                 reason: format!("cannot list the directory: {e}"),
             });
-            return Ok(report);
+            return (incoming, rejected);
         }
     };
     for path in paths {
@@ -216,14 +218,18 @@ pub fn import_dir(dir: &Path, store: &Store) -> Result<ImportReport, StoreError>
             .map_err(|e| format!("cannot be read ({e})"))
             .and_then(|bytes| parse_account_file(&name, &bytes));
         match parsed {
-            Ok(record) => {
-                let outcome = store.upsert_account(&record)?;
-                report.imported.push((name, outcome));
-            }
-            Err(reason) => report.rejected.push(Rejected { name, reason }),
+            Ok(record) => incoming.push(Incoming { name, record }),
+            Err(reason) => rejected.push(Rejected { name, reason }),
         }
     }
-    Ok(report)
+    (incoming, rejected)
+}
+
+/// Imports every `*.json` directly in `dir` (not recursive) into the store, through the
+/// accounts service's merge ([`crate::accounts::service::merge`]).
+pub fn import_dir(dir: &Path, store: &Store) -> Result<ImportReport, StoreError> {
+    let (incoming, rejected) = read_dir(dir);
+    Ok(crate::accounts::service::merge(store, incoming, rejected, "")?.report)
 }
 
 #[cfg(test)]

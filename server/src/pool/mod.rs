@@ -1,36 +1,55 @@
-//! The account pool: an actor per account around pure state, and a supervisor.
+//! The account pool: actix actors around pure state.
 //!
 //! Layout:
 //! - [`account_state`]: `AccountState` / `AccountStatus` and every transition, pure.
 //! - [`selection`]: round robin, least recently used, fill first; concurrency and daily caps, pure.
-//! - [`actor`]: `AccountActor`, one task per account: credentials, token, single-flight mint.
-//! - [`supervisor`]: `PoolSupervisor`, one task: leases, outcomes, refresh schedule, persistence.
+//! - [`state`]: [`state::PoolState`], the narrow interface to the pool's shared bookkeeping
+//!   (statuses, leases in flight, cooldowns, counters, credential generations), and its
+//!   in-process implementation.
+//! - [`actor`]: `AccountActor`, one actix actor per account: credentials, token, single-flight
+//!   mint, credential generation.
+//! - [`supervisor`]: `PoolSupervisor`, one actix actor (restarted by actix supervision from the
+//!   persisted state): leases, outcomes, effects, refresh schedule, persistence ticks; and the
+//!   `Persister`, a sync actor that does the redb writes.
 //! - [`import`], [`files`]: the reference account-file format in and out.
 //!
 //! The request path sees only [`Pool`] and [`Lease`]: lease an account for a capability, get
 //! its token, report how the attempt ended (dropping a lease without an outcome reports
 //! "abandoned").
+//!
+//! Where the actors live: the pool runs on **its own thread with its own actix system**, started
+//! by [`Pool::start`] and stopped by [`Pool::shutdown`] (or when the last `Pool` handle is
+//! dropped). The supervisor starts the account actors, so they share that thread's arbiter; the
+//! persister is a one-thread `SyncArbiter`. Addresses (`Addr<A>`) are `Send`, so every HTTP
+//! worker thread talks to the pool through them. This way the pool works the same whether
+//! `Application::build` runs in the binary's actix system or in a plain `#[tokio::test]`
+//! runtime, and a slow handler on an HTTP worker never delays the pool.
 
 pub mod account_state;
 pub mod actor;
 pub mod files;
 pub mod import;
 pub mod selection;
+pub mod state;
 pub mod supervisor;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use actix::prelude::*;
+use business2api_shared::AccountKey;
 
 pub use account_state::Capability;
 pub use supervisor::{AccountView, NewAccount, Outcome, Persistence, PoolConfig};
 
 use crate::config::{ExpiredAction, Settings};
-use crate::upstream::{Authenticator, CallAuth, UpstreamError};
+use crate::upstream::{Authenticator, CallAuth, ErrorKind, UpstreamError};
 use account_state::FailurePolicy;
+use actor::AccountActor;
 use selection::SelectionPolicy;
-use supervisor::{Command, Grant};
+use supervisor::PoolSupervisor;
 
 /// No account can take the request now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,55 +134,94 @@ impl PoolSummary {
     }
 }
 
-/// The handle the rest of the gateway uses. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct Pool {
-    tx: mpsc::Sender<Command>,
+/// Stops the pool's thread when the last [`Pool`] handle goes (after writing the state), in
+/// case [`Pool::shutdown`] was not called.
+struct PoolThread {
+    supervisor: Addr<PoolSupervisor>,
 }
 
+impl Drop for PoolThread {
+    fn drop(&mut self) {
+        // Ignored when the pool was shut down already (its mailbox is closed then).
+        self.supervisor.do_send(supervisor::Shutdown);
+    }
+}
+
+/// The handle the rest of the gateway uses. Cheap to clone.
+#[derive(Clone)]
+pub struct Pool {
+    supervisor: Addr<PoolSupervisor>,
+    _thread: Arc<PoolThread>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").finish_non_exhaustive()
+    }
+}
+
+/// The name of the pool's thread.
+const THREAD_NAME: &str = "pool";
+
 impl Pool {
-    /// Starts the supervisor and one actor per usable account.
+    /// Starts the pool's thread and actix system, the supervisor (under actix supervision),
+    /// the persister and one actor per usable account. Fails only when the thread cannot be
+    /// started.
     pub fn start(
         config: PoolConfig,
         accounts: Vec<NewAccount>,
         authenticator: Arc<dyn Authenticator>,
         persistence: Option<Persistence>,
-    ) -> Pool {
-        Pool {
-            tx: supervisor::start(config, accounts, authenticator, persistence),
-        }
-    }
-
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).await.ok()?;
-        rx.await.ok()
+    ) -> std::io::Result<Pool> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name(THREAD_NAME.to_owned())
+            .spawn(move || {
+                let runner = System::new();
+                runner.block_on(async move {
+                    let system = System::current();
+                    let supervisor =
+                        PoolSupervisor::new(config, accounts, authenticator, persistence)
+                            .with_system(system);
+                    let addr = actix::Supervisor::start(move |_| supervisor);
+                    let _ = tx.send(addr);
+                });
+                if let Err(e) = runner.run() {
+                    tracing::error!(error = %e, "the pool's actix system failed");
+                }
+            })?;
+        // A short wait at start-up, for the thread to hand its supervisor's address over.
+        let supervisor = rx
+            .recv()
+            .map_err(|_| std::io::Error::other("the pool thread ended before it started"))?;
+        Ok(Pool {
+            _thread: Arc::new(PoolThread {
+                supervisor: supervisor.clone(),
+            }),
+            supervisor,
+        })
     }
 
     /// Leases an account for `cap` that is not in `exclude` (keys already tried).
-    pub async fn lease(&self, cap: Capability, exclude: &[Arc<str>]) -> Result<Lease, Unavailable> {
-        let exclude = exclude.to_vec();
-        let grant = self
-            .ask(|reply| Command::Lease {
+    pub async fn lease(
+        &self,
+        cap: Capability,
+        exclude: &[AccountKey],
+    ) -> Result<Lease, Unavailable> {
+        self.supervisor
+            .send(supervisor::LeaseRequest {
                 cap,
-                exclude,
-                reply,
+                exclude: exclude.to_vec(),
             })
             .await
-            .ok_or_else(stopped)?
-            .map_err(|retry_after| Unavailable { retry_after })?;
-        Ok(Lease {
-            grant,
-            cap,
-            tx: self.tx.clone(),
-            generation: None,
-            done: false,
-        })
+            .map_err(|_| stopped())?
+            .map_err(|retry_after| Unavailable { retry_after })
     }
 
     /// Every account, for the admin API.
     pub async fn snapshot(&self) -> Vec<AccountView> {
-        self.ask(|reply| Command::Snapshot { reply })
+        self.supervisor
+            .send(supervisor::Snapshot)
             .await
             .unwrap_or_default()
     }
@@ -174,22 +232,21 @@ impl Pool {
 
     /// Adds or updates accounts.
     pub async fn upsert(&self, accounts: Vec<NewAccount>) {
-        let _ = self.ask(|reply| Command::Upsert { accounts, reply }).await;
+        let _ = self.supervisor.send(supervisor::Upsert(accounts)).await;
     }
 
     /// Removes accounts by e-mail; returns the keys removed.
     pub async fn remove(&self, emails: Vec<String>) -> Vec<String> {
-        self.ask(|reply| Command::Remove {
-            keys: emails,
-            reply,
-        })
-        .await
-        .unwrap_or_default()
+        self.supervisor
+            .send(supervisor::Remove(emails))
+            .await
+            .unwrap_or_default()
     }
 
     /// Mints new tokens for every serving account; returns how many.
     pub async fn force_refresh(&self) -> usize {
-        self.ask(|reply| Command::ForceRefresh { reply })
+        self.supervisor
+            .send(supervisor::ForceRefresh)
             .await
             .unwrap_or(0)
     }
@@ -200,78 +257,118 @@ impl Pool {
         refresh: Option<Duration>,
         use_: Option<Duration>,
     ) -> Option<(Duration, Duration)> {
-        self.ask(|reply| Command::SetCooldowns {
-            refresh,
-            use_,
-            reply,
-        })
-        .await
+        self.supervisor
+            .send(supervisor::SetCooldowns { refresh, use_ })
+            .await
+            .ok()
     }
 
-    /// Replaces the pool's policy (selection, cooldowns, caps, failure handling) after a
-    /// configuration reload; `refresh_concurrency` stays as started.
+    /// Replaces the pool's knobs (live configuration) for the next decisions.
     pub async fn reconfigure(&self, config: PoolConfig) {
-        let _ = self
-            .ask(|reply| Command::Reconfigure { config, reply })
-            .await;
+        let _ = self.supervisor.send(supervisor::Reconfigure(config)).await;
     }
 
-    /// Writes all state and stops the supervisor and the actors.
+    /// Writes all state and stops the supervisor, the actors and the pool's thread.
     pub async fn shutdown(&self) {
-        let _ = self.ask(|reply| Command::Shutdown { reply }).await;
+        let _ = self.supervisor.send(supervisor::Shutdown).await;
+    }
+
+    /// The supervisor's address (tests).
+    #[cfg(test)]
+    pub(crate) fn supervisor(&self) -> &Addr<PoolSupervisor> {
+        &self.supervisor
     }
 }
 
 /// An account leased to one attempt. Report the outcome with [`Lease::succeed`] or
 /// [`Lease::fail`]; dropping it without reports "abandoned".
-#[derive(Debug)]
 pub struct Lease {
-    grant: Grant,
+    // Boxed: a lease travels inside every chat stream, which should stay small.
+    inner: Box<LeaseInner>,
+}
+
+struct LeaseInner {
+    key: AccountKey,
+    email: String,
+    label: String,
     cap: Capability,
-    tx: mpsc::Sender<Command>,
-    generation: Option<u64>,
+    actor: Addr<AccountActor>,
+    supervisor: Addr<PoolSupervisor>,
+    /// (token, credential) generations of the token handed out by [`Lease::auth`].
+    generations: Option<(u64, u64)>,
     done: bool,
 }
 
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("account", &self.inner.label)
+            .field("cap", &self.inner.cap)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Lease {
-    pub fn key(&self) -> &Arc<str> {
-        &self.grant.key
+    pub(crate) fn new(
+        key: AccountKey,
+        email: String,
+        label: String,
+        cap: Capability,
+        actor: Addr<AccountActor>,
+        supervisor: Addr<PoolSupervisor>,
+    ) -> Lease {
+        Lease {
+            inner: Box::new(LeaseInner {
+                key,
+                email,
+                label,
+                cap,
+                actor,
+                supervisor,
+                generations: None,
+                done: false,
+            }),
+        }
+    }
+
+    pub fn key(&self) -> &AccountKey {
+        &self.inner.key
     }
 
     pub fn email(&self) -> &str {
-        &self.grant.email
+        &self.inner.email
     }
 
     /// The account's log label.
     pub fn label(&self) -> &str {
-        &self.grant.label
+        &self.inner.label
     }
 
     /// The token for the upstream call (shared mint when none is usable).
     pub async fn auth(&mut self) -> Result<CallAuth, UpstreamError> {
-        let (auth, generation) = self.grant.handle.auth().await?;
-        self.generation = Some(generation);
-        Ok(auth)
+        let grant = self
+            .inner
+            .actor
+            .send(actor::Auth)
+            .await
+            .map_err(|_| removed())??;
+        self.inner.generations = Some((grant.token_generation, grant.credential_generation));
+        Ok(grant.auth)
     }
 
     fn finish(&mut self, outcome: Outcome) {
-        if self.done {
+        let inner = &mut self.inner;
+        if inner.done {
             return;
         }
-        self.done = true;
-        let cmd = Command::Finish {
-            key: Arc::clone(&self.grant.key),
-            cap: self.cap,
+        inner.done = true;
+        // `do_send` queues whatever the mailbox's fill (actix ignores the capacity for it): an
+        // outcome is never dropped, and `Drop` cannot wait.
+        inner.supervisor.do_send(supervisor::Finish {
+            key: inner.key.clone(),
+            cap: inner.cap,
             outcome,
-        };
-        if let Err(mpsc::error::TrySendError::Full(cmd)) = self.tx.try_send(cmd) {
-            let tx = self.tx.clone();
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    let _ = tx.send(cmd).await;
-                });
-            }
-        }
+        });
     }
 
     pub fn succeed(mut self) {
@@ -279,10 +376,14 @@ impl Lease {
     }
 
     pub fn fail(mut self, error: &UpstreamError) {
-        let generation = self.generation;
+        let (token_generation, credential_generation) = match self.inner.generations {
+            Some((t, c)) => (Some(t), Some(c)),
+            None => (None, None),
+        };
         self.finish(Outcome::Failed {
             error: error.clone(),
-            generation,
+            token_generation,
+            credential_generation,
         });
     }
 
@@ -296,4 +397,12 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.finish(Outcome::Abandoned);
     }
+}
+
+fn removed() -> UpstreamError {
+    UpstreamError::new(
+        ErrorKind::Transport,
+        "pool",
+        "the account was removed from the pool",
+    )
 }

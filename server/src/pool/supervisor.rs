@@ -1,33 +1,49 @@
-//! The pool supervisor: one task that owns every account's [`AccountStatus`], chooses accounts
-//! for requests, applies outcomes through the pure state machine, schedules token refreshes and
-//! hands state to the persister.
+//! [`PoolSupervisor`]: one actix actor that chooses accounts for requests, applies outcomes
+//! through the pure state machine ([`AccountStatus::apply`]), carries out the effects, schedules
+//! token refreshes and hands state to the [`Persister`].
 //!
-//! Because one task owns all the bookkeeping, leases, in-flight counts and daily caps are exact
-//! under any concurrency, and no lock is shared with the request path.
+//! Its bookkeeping (statuses, leases in flight, cooldown ends, daily counters, credential
+//! generations) sits behind [`PoolState`]; what is local to this process (the account actors'
+//! addresses, the refresh schedule, labels) sits in its own entries. Because one actor owns
+//! the bookkeeping, leases, in-flight counts and daily caps are exact under any concurrency,
+//! and no lock is shared with the request path.
 //!
-//! Messages ([`Command`]) — see each variant. Timing: a tick every [`TICK`] ends cooldowns,
-//! starts due refreshes and writes changed state (at most one write transaction per tick).
+//! Messages (each documented with its reply): [`LeaseRequest`], [`Finish`],
+//! [`RefreshStarted`], [`RefreshFinished`] (from the account actors), [`Snapshot`], [`Upsert`],
+//! [`Remove`], [`ForceRefresh`], [`SetCooldowns`], [`Reconfigure`], [`Shutdown`].
+//!
+//! Timing: `ctx.run_interval` every [`TICK`] ends cooldowns, starts due refreshes and writes
+//! changed state (at most one write transaction per tick).
+//!
+//! Supervision: started by [`actix::Supervisor`]; when the actor stops while addresses remain
+//! (a failure), actix restarts it on the same mailbox and [`Supervised::restarting`] reloads
+//! every account's status from the store, so the pool carries on from the persisted state.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actix::prelude::*;
+use business2api_shared::AccountKey;
 use rand::Rng as _;
 use serde::Serialize;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::Semaphore;
 
+use super::Lease;
 use super::account_state::{
-    AccountState, AccountStatus, Capability, Effects, Event, Failure, FailurePolicy, LastError,
-    PerCapability, UnixMs, ms,
+    AccountState, AccountStatus, Capability, DisabledReason, Effects, Event, Failure,
+    FailurePolicy, LastError, PerCapability, UnixMs, ms,
 };
-use super::actor::{self, AccountHandle, AccountMsg, ActorContext};
-use super::selection::{self, Candidate, Choice, SelectionPolicy};
+use super::actor::{
+    AccountActor, NewCredentials, Refresh, RefreshFinished, RefreshStarted, Shared, Stop,
+};
+use super::selection::{self, SelectionPolicy};
+use super::state::{InProcessState, PoolState};
 use crate::accounts::Credentials;
 use crate::store::{StateBatch, Store};
-use crate::upstream::Authenticator;
-use crate::upstream::UpstreamError;
 use crate::upstream::gemini_business::client::TOKEN_USE_WINDOW;
+use crate::upstream::{Authenticator, UpstreamError};
 
 /// How often the supervisor looks at the clock.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -35,7 +51,7 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub const REFRESH_LEAD: Duration = Duration::from_secs(30);
 /// Proactive refreshes are spread by up to this much so that accounts do not mint in lockstep.
 pub const REFRESH_JITTER: Duration = Duration::from_secs(20);
-/// Capacity of the supervisor's mailbox.
+/// Capacity of the supervisor's mailbox for requests sent with `send` (which waits for room).
 const MAILBOX: usize = 4096;
 
 pub fn now_ms() -> UnixMs {
@@ -45,14 +61,29 @@ pub fn now_ms() -> UnixMs {
         .unwrap_or(0)
 }
 
+/// A stable, non-identifying label for logs (see [`AccountKey::label`]).
+pub fn label_of(email: &str) -> String {
+    AccountKey::new(email).label()
+}
+
+/// The key of an account as a string: its lower-cased, trimmed e-mail address (see
+/// [`AccountKey`]).
+pub fn key_of(email: &str) -> String {
+    AccountKey::new(email).as_str().to_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages.
+
 /// How a leased attempt ended.
 #[derive(Debug)]
 pub enum Outcome {
     Success,
-    /// The upstream call failed; `generation` is the token generation the call used.
+    /// The upstream call failed with the token and credentials of these generations.
     Failed {
         error: UpstreamError,
-        generation: Option<u64>,
+        token_generation: Option<u64>,
+        credential_generation: Option<u64>,
     },
     /// No token could be minted (the mint's failure was already applied to the account).
     AuthFailed(UpstreamError),
@@ -60,14 +91,75 @@ pub enum Outcome {
     Abandoned,
 }
 
-/// A granted lease, as the supervisor hands it out.
-#[derive(Debug)]
-pub struct Grant {
-    pub key: Arc<str>,
-    pub email: String,
-    pub label: String,
-    pub handle: AccountHandle,
+/// Choose an account for `cap`, not one of `exclude`, and count the lease. Reply: the lease, or
+/// when it is worth trying again. A lease that cannot be delivered (the caller went away) is
+/// dropped, which reports it abandoned.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Lease, Duration>")]
+pub struct LeaseRequest {
+    pub cap: Capability,
+    pub exclude: Vec<AccountKey>,
 }
+
+/// A leased attempt ended. Reply: none. Sent with `do_send` (also from `Drop`): actix queues
+/// it whatever the mailbox's fill, so no lease is ever lost.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Finish {
+    pub key: AccountKey,
+    pub cap: Capability,
+    pub outcome: Outcome,
+}
+
+/// Every account, for the admin API. Reply: the views, in key order.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<AccountView>")]
+pub struct Snapshot;
+
+/// Add or update accounts. Reply: `()` once they are in the pool.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Upsert(pub Vec<NewAccount>);
+
+/// Remove accounts by e-mail (operator). Reply: the keys removed.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<String>")]
+pub struct Remove(pub Vec<String>);
+
+/// Mint new tokens for every account that can serve; old tokens stay in use meanwhile. Reply:
+/// how many.
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct ForceRefresh;
+
+/// Change `refresh_cooldown_sec` / `use_cooldown_sec`. Reply: both values now in force.
+#[derive(Debug, Message)]
+#[rtype(result = "(Duration, Duration)")]
+pub struct SetCooldowns {
+    pub refresh: Option<Duration>,
+    pub use_: Option<Duration>,
+}
+
+/// Replace the pool's knobs (live configuration). Reply: none. The size of the mint semaphore
+/// (`refresh_concurrency`) is fixed at start.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Reconfigure(pub PoolConfig);
+
+/// Write every state, stop the account actors and then the pool's actix system. Reply: `()`
+/// once the state is on disk.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Test-only: stops the supervisor's context as a failure would, so actix restarts it.
+#[cfg(test)]
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Crash;
+
+// ---------------------------------------------------------------------------------------------
+// Data.
 
 /// One account as the admin API shows it. No credentials. Times are Unix milliseconds.
 #[derive(Debug, Clone, Serialize)]
@@ -109,60 +201,6 @@ pub struct NewAccount {
     pub changed: bool,
 }
 
-/// Messages the supervisor understands.
-pub enum Command {
-    /// Choose an account for `cap`, not one of `exclude`.
-    Lease {
-        cap: Capability,
-        exclude: Vec<Arc<str>>,
-        reply: oneshot::Sender<Result<Grant, Duration>>,
-    },
-    /// A leased attempt ended.
-    Finish {
-        key: Arc<str>,
-        cap: Capability,
-        outcome: Outcome,
-    },
-    RefreshStarted {
-        key: Arc<str>,
-    },
-    RefreshFinished {
-        key: Arc<str>,
-        result: Result<(), UpstreamError>,
-    },
-    Snapshot {
-        reply: oneshot::Sender<Vec<AccountView>>,
-    },
-    Upsert {
-        accounts: Vec<NewAccount>,
-        reply: oneshot::Sender<()>,
-    },
-    /// Remove accounts (operator); replies with the e-mails removed.
-    Remove {
-        keys: Vec<String>,
-        reply: oneshot::Sender<Vec<String>>,
-    },
-    /// Mint new tokens for every account that can serve; old tokens stay in use meanwhile.
-    ForceRefresh {
-        reply: oneshot::Sender<usize>,
-    },
-    SetCooldowns {
-        refresh: Option<Duration>,
-        use_: Option<Duration>,
-        reply: oneshot::Sender<(Duration, Duration)>,
-    },
-    /// Replace the pool's policy (configuration reload). Applies from the next lease, outcome
-    /// and tick; the refresh concurrency stays as started (its semaphore is sized once).
-    Reconfigure {
-        config: PoolConfig,
-        reply: oneshot::Sender<()>,
-    },
-    /// Write everything and stop.
-    Shutdown {
-        reply: oneshot::Sender<()>,
-    },
-}
-
 /// The pool's knobs.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolConfig {
@@ -175,167 +213,171 @@ pub struct PoolConfig {
 }
 
 /// Where state goes.
+#[derive(Clone)]
 pub struct Persistence {
     pub store: Arc<Store>,
     /// Where account files live (deleted accounts' files are moved to `expired/` there).
     pub accounts_dir: PathBuf,
 }
 
-enum PersistMsg {
-    Write {
-        batch: StateBatch,
-        retire: Vec<String>,
-    },
-    /// Release the store and confirm: the last message.
-    Close(oneshot::Sender<()>),
+// ---------------------------------------------------------------------------------------------
+// The persister.
+
+/// Writes pool state to redb on its own thread (a [`SyncArbiter`] of one), so the supervisor
+/// never blocks on the disk. Messages: [`Write`] → `()`, [`Close`] → `()`.
+pub struct Persister {
+    persistence: Option<Persistence>,
 }
 
+impl Actor for Persister {
+    type Context = SyncContext<Self>;
+}
+
+/// One batch: one redb transaction, then the account files to retire. Reply: `()` once done.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Write {
+    pub batch: StateBatch,
+    pub retire: Vec<String>,
+}
+
+/// Release the store. Reply: `()` once released; later writes are dropped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Close;
+
+impl Handler<Write> for Persister {
+    type Result = ();
+
+    fn handle(&mut self, msg: Write, _: &mut Self::Context) {
+        let Some(p) = &self.persistence else { return };
+        if let Err(e) = p.store.write_states(&msg.batch) {
+            tracing::error!(error = %e, "cannot persist the pool state");
+        }
+        for name in msg.retire {
+            match super::files::retire_file(&p.accounts_dir, &name) {
+                Ok(Some(to)) => {
+                    tracing::info!(file = %name, moved_to = %to.display(), "account file retired");
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(file = %name, error = %e, "cannot retire an account file");
+                }
+            }
+        }
+    }
+}
+
+impl Handler<Close> for Persister {
+    type Result = ();
+
+    fn handle(&mut self, _: Close, _: &mut Self::Context) {
+        self.persistence = None;
+    }
+}
+
+/// Starts the persister; must run inside an actix system.
+fn start_persister(p: Persistence) -> Addr<Persister> {
+    // The factory is `Fn` (a sync arbiter may call it again after a panic); the store is handed
+    // over once so that `Close` really releases it.
+    let slot = Mutex::new(Some(p));
+    SyncArbiter::start(1, move || Persister {
+        persistence: slot.lock().ok().and_then(|mut s| s.take()),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The supervisor.
+
+/// What only this process knows about an account.
 struct Entry {
-    key: Arc<str>,
     email: String,
     label: String,
     source_file: Option<String>,
-    status: AccountStatus,
-    in_flight: PerCapability<u32>,
-    handle: Option<AccountHandle>,
+    actor: Option<Addr<AccountActor>>,
     refresh_due: Option<UnixMs>,
     relogin_pending: bool,
 }
 
-struct Supervisor {
-    entries: Vec<Entry>,
-    index: HashMap<Arc<str>, usize>,
-    cursor: usize,
+/// The pool supervisor actor.
+pub struct PoolSupervisor {
+    entries: HashMap<AccountKey, Entry>,
+    state: Box<dyn PoolState>,
     config: PoolConfig,
-    ctx: ActorContext,
-    persist: Option<mpsc::Sender<PersistMsg>>,
-    dirty: HashSet<Arc<str>>,
-    deleted: Vec<String>,
-    retire: Vec<String>,
-}
-
-/// A stable, non-identifying label for logs: `acct-` and 8 hex digits of the SHA-256 of the
-/// lower-cased e-mail address.
-pub fn label_of(email: &str) -> String {
-    business2api_shared::AccountKey::new(email).label()
-}
-
-/// The key of an account: its lower-cased, trimmed e-mail address.
-pub fn key_of(email: &str) -> String {
-    email.trim().to_lowercase()
-}
-
-/// Starts the supervisor (and the persister when `persistence` is given).
-pub fn start(
-    config: PoolConfig,
-    accounts: Vec<NewAccount>,
     authenticator: Arc<dyn Authenticator>,
-    persistence: Option<Persistence>,
-) -> mpsc::Sender<Command> {
-    let (tx, rx) = mpsc::channel(MAILBOX);
-    let persist = persistence.map(|p| {
-        let (ptx, prx) = mpsc::channel(64);
-        tokio::spawn(persister(p, prx));
-        ptx
-    });
-    let ctx = ActorContext {
-        authenticator,
-        refresh_permits: Arc::new(Semaphore::new(config.refresh_concurrency.max(1))),
-        supervisor: tx.clone(),
-    };
-    let mut sup = Supervisor {
-        entries: Vec::new(),
-        index: HashMap::new(),
-        cursor: 0,
-        config,
-        ctx,
-        persist,
-        dirty: HashSet::new(),
-        deleted: Vec::new(),
-        retire: Vec::new(),
-    };
-    sup.upsert(accounts, true);
-    tokio::spawn(sup.run(rx));
-    tx
+    refresh_permits: Arc<Semaphore>,
+    /// Accounts to add once the actor has its context (account actors need its address).
+    initial: Vec<NewAccount>,
+    store: Option<Arc<Store>>,
+    persister: Option<Addr<Persister>>,
+    /// A batch the persister had no room for; merged into the next one.
+    pending: Option<StateBatch>,
+    retire: Vec<String>,
+    /// The pool's own actix system, stopped by [`Shutdown`].
+    system: Option<System>,
 }
 
-async fn persister(p: Persistence, mut rx: mpsc::Receiver<PersistMsg>) {
-    while let Some(msg) = rx.recv().await {
-        match msg {
-            PersistMsg::Write { batch, retire } => {
-                let store = Arc::clone(&p.store);
-                let dir = p.accounts_dir.clone();
-                let done = tokio::task::spawn_blocking(move || {
-                    if let Err(e) = store.write_states(&batch) {
-                        tracing::error!(error = %e, "cannot persist the pool state");
-                    }
-                    for name in retire {
-                        match super::files::retire_file(&dir, &name) {
-                            Ok(Some(to)) => {
-                                tracing::info!(file = %name, moved_to = %to.display(), "account file retired");
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                tracing::error!(file = %name, error = %e, "cannot retire an account file");
-                            }
-                        }
-                    }
-                })
-                .await;
-                if let Err(e) = done {
-                    tracing::error!(error = %e, "the persistence task failed");
-                }
-            }
-            PersistMsg::Close(reply) => {
-                drop(p);
-                let _ = reply.send(());
-                return;
-            }
-        }
-    }
-}
-
-impl Supervisor {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(Command::Shutdown { reply }) => {
-                        self.shutdown().await;
-                        let _ = reply.send(());
-                        return;
-                    }
-                    Some(cmd) => self.handle(cmd),
-                    None => {
-                        self.shutdown().await;
-                        return;
-                    }
-                },
-                _ = tick.tick() => self.tick(),
-            }
+impl PoolSupervisor {
+    /// A supervisor for `accounts`; they join when the actor starts.
+    pub fn new(
+        config: PoolConfig,
+        accounts: Vec<NewAccount>,
+        authenticator: Arc<dyn Authenticator>,
+        persistence: Option<Persistence>,
+    ) -> PoolSupervisor {
+        PoolSupervisor {
+            entries: HashMap::new(),
+            state: Box::new(InProcessState::new()),
+            refresh_permits: Arc::new(Semaphore::new(config.refresh_concurrency.max(1))),
+            config,
+            authenticator,
+            initial: accounts,
+            store: persistence.as_ref().map(|p| Arc::clone(&p.store)),
+            persister: persistence.map(start_persister),
+            pending: None,
+            retire: Vec::new(),
+            system: None,
         }
     }
 
-    fn reindex(&mut self) {
-        self.entries.sort_by(|a, b| a.key.cmp(&b.key));
-        self.index = self
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (Arc::clone(&e.key), i))
-            .collect();
+    /// Stops this system too at [`Shutdown`] (the pool's dedicated thread).
+    pub fn with_system(mut self, system: System) -> PoolSupervisor {
+        self.system = Some(system);
+        self
     }
 
-    fn upsert(&mut self, accounts: Vec<NewAccount>, at_start: bool) {
+    fn shared(&self, ctx: &Context<Self>) -> Shared {
+        let me = ctx.address();
+        Shared {
+            authenticator: Arc::clone(&self.authenticator),
+            refresh_permits: Arc::clone(&self.refresh_permits),
+            started: me.clone().recipient(),
+            finished: me.recipient(),
+        }
+    }
+
+    fn spawn_actor(
+        &self,
+        key: &AccountKey,
+        credentials: Credentials,
+        generation: u64,
+        ctx: &Context<Self>,
+    ) -> Addr<AccountActor> {
+        AccountActor::new(
+            key.clone(),
+            Arc::new(credentials),
+            generation,
+            self.shared(ctx),
+        )
+        .start()
+    }
+
+    fn upsert(&mut self, accounts: Vec<NewAccount>, at_start: bool, ctx: &Context<Self>) {
         let now = now_ms();
+        let policy = self.config.failure;
         for a in accounts {
-            let key: Arc<str> = Arc::from(key_of(&a.email));
-            if let Some(&i) = self.index.get(&key) {
-                let Some(e) = self.entries.get_mut(i) else {
-                    continue;
-                };
+            let key = AccountKey::new(&a.email);
+            if let Some(e) = self.entries.get_mut(&key) {
                 e.email = a.email.clone();
                 e.source_file = a.source_file.clone().or(e.source_file.take());
                 if !a.changed {
@@ -343,37 +385,49 @@ impl Supervisor {
                 }
                 match a.credentials {
                     Ok(credentials) => {
-                        match &e.handle {
-                            Some(h) => h.send(AccountMsg::Credentials(Box::new(credentials))),
+                        let generation = self.state.next_credential_generation(&key);
+                        match &e.actor {
+                            // `do_send`: queued even when the mailbox is full (never dropped).
+                            Some(actor) => actor.do_send(NewCredentials {
+                                credentials: Arc::new(credentials),
+                                generation,
+                            }),
                             None => {
-                                e.handle = Some(actor::spawn(
-                                    Arc::clone(&key),
-                                    credentials,
-                                    self.ctx.clone(),
-                                ));
+                                let actor = AccountActor::new(
+                                    key.clone(),
+                                    Arc::new(credentials),
+                                    generation,
+                                    self.shared(ctx),
+                                )
+                                .start();
+                                if let Some(e) = self.entries.get_mut(&key) {
+                                    e.actor = Some(actor);
+                                }
                             }
                         }
-                        let fx =
-                            e.status
-                                .apply(Event::CredentialsReplaced, now, &self.config.failure);
-                        e.relogin_pending = false;
-                        e.refresh_due = Some(now);
-                        if fx.changed {
-                            self.dirty.insert(Arc::clone(&key));
+                        if let Some(e) = self.entries.get_mut(&key) {
+                            e.relogin_pending = false;
+                            e.refresh_due = Some(now);
+                        }
+                        if let Some(fx) =
+                            self.state
+                                .apply(&key, Event::CredentialsReplaced, now, &policy)
+                        {
+                            self.effects(&key, fx, None);
                         }
                     }
                     Err(reason) => {
-                        if let Some(h) = e.handle.take() {
-                            h.send(AccountMsg::Stop);
+                        if let Some(actor) = e.actor.take() {
+                            actor.do_send(Stop);
                         }
-                        e.status.apply(
+                        self.state.apply(
+                            &key,
                             Event::Disable {
-                                reason: format!("unusable credentials: {reason}"),
+                                reason: DisabledReason::UnusableCredentials(reason),
                             },
                             now,
-                            &self.config.failure,
+                            &policy,
                         );
-                        self.dirty.insert(Arc::clone(&key));
                     }
                 }
                 continue;
@@ -383,65 +437,60 @@ impl Supervisor {
             if status.state == AccountState::RefreshingToken {
                 status.state = AccountState::Ready;
             }
-            let (handle, refresh_due) = match a.credentials {
-                Ok(credentials) => {
-                    if let AccountState::Disabled { reason } = &status.state
-                        && reason.starts_with("unusable credentials")
+            let usable = a.credentials.is_ok();
+            match &a.credentials {
+                Ok(_) => {
+                    if let AccountState::Disabled {
+                        reason: DisabledReason::UnusableCredentials(_),
+                    } = &status.state
                     {
                         status.state = AccountState::Ready;
                     }
                     if a.changed {
-                        status.apply(Event::CredentialsReplaced, now, &self.config.failure);
+                        status.apply(Event::CredentialsReplaced, now, &policy);
                     }
-                    let due = (!at_start || self.config.refresh_on_startup).then_some(now);
-                    (
-                        Some(actor::spawn(
-                            Arc::clone(&key),
-                            credentials,
-                            self.ctx.clone(),
-                        )),
-                        due,
-                    )
                 }
                 Err(reason) => {
                     status.state = AccountState::Disabled {
-                        reason: format!("unusable credentials: {reason}"),
+                        reason: DisabledReason::UnusableCredentials(reason.clone()),
                     };
-                    (None, None)
                 }
+            }
+            let relogin_pending = matches!(status.state, AccountState::NeedsRelogin { .. });
+            self.state.insert(key.clone(), status);
+            let actor = match a.credentials {
+                Ok(credentials) => {
+                    let generation = self.state.credential_generation(&key);
+                    Some(self.spawn_actor(&key, credentials, generation, ctx))
+                }
+                Err(_) => None,
             };
-            self.dirty.insert(Arc::clone(&key));
-            self.entries.push(Entry {
-                key,
-                label: label_of(&a.email),
-                email: a.email,
-                source_file: a.source_file,
-                relogin_pending: matches!(status.state, AccountState::NeedsRelogin { .. }),
-                status,
-                in_flight: PerCapability::default(),
-                handle,
-                refresh_due,
-            });
+            let refresh_due =
+                (usable && (!at_start || self.config.refresh_on_startup)).then_some(now);
+            self.entries.insert(
+                key.clone(),
+                Entry {
+                    label: key.label(),
+                    email: a.email,
+                    source_file: a.source_file,
+                    actor,
+                    refresh_due,
+                    relogin_pending,
+                },
+            );
         }
-        self.reindex();
-    }
-
-    fn entry(&mut self, key: &str) -> Option<&mut Entry> {
-        let i = *self.index.get(key)?;
-        self.entries.get_mut(i)
     }
 
     /// Carries out what a transition asks for.
-    fn effects(&mut self, key: &Arc<str>, fx: Effects, refused_generation: Option<u64>) {
-        if fx.changed {
-            self.dirty.insert(Arc::clone(key));
-        }
-        let Some(e) = self.entry(key) else { return };
+    fn effects(&mut self, key: &AccountKey, fx: Effects, refused_token: Option<u64>) {
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
         if fx.refresh_token
-            && let Some(h) = &e.handle
+            && let Some(actor) = &e.actor
         {
-            h.send(AccountMsg::Refresh {
-                generation: refused_generation,
+            actor.do_send(Refresh {
+                token_generation: refused_token,
             });
             e.refresh_due = None;
         }
@@ -451,338 +500,450 @@ impl Supervisor {
         }
         if fx.delete {
             tracing::warn!(account = %e.label, "re-login exhausted: deleting the account (expired_action \"delete\")");
-            let key = Arc::clone(key);
-            self.remove(&key);
+            self.remove(key);
         }
     }
 
-    fn remove(&mut self, key: &str) -> bool {
-        let Some(&i) = self.index.get(key) else {
+    fn remove(&mut self, key: &AccountKey) -> bool {
+        let Some(e) = self.entries.remove(key) else {
             return false;
         };
-        if i >= self.entries.len() {
-            return false;
-        }
-        let e = self.entries.remove(i);
-        if let Some(h) = &e.handle {
-            h.send(AccountMsg::Stop);
+        if let Some(actor) = &e.actor {
+            actor.do_send(Stop);
         }
         if let Some(f) = e.source_file {
             self.retire.push(f);
         }
-        self.dirty.remove(&e.key);
-        self.deleted.push(e.key.to_string());
-        self.reindex();
+        self.state.remove(key);
         true
     }
 
-    fn handle(&mut self, cmd: Command) {
-        let now = now_ms();
-        match cmd {
-            Command::Lease {
-                cap,
-                exclude,
-                reply,
-            } => {
-                let candidates: Vec<Candidate<'_>> = self
-                    .entries
-                    .iter()
-                    .map(|e| Candidate {
-                        status: &e.status,
-                        in_flight: e.in_flight,
-                        excluded: e.handle.is_none() || exclude.contains(&e.key),
-                    })
-                    .collect();
-                let choice = selection::select(
-                    &candidates,
-                    cap,
-                    now,
-                    &self.config.selection,
-                    &mut self.cursor,
-                );
-                let result = match choice {
-                    Choice::Picked(i) => match self.entries.get_mut(i) {
-                        Some(e) => match &e.handle {
-                            Some(handle) => {
-                                *e.in_flight.get_mut(cap) += 1;
-                                e.status.last_used = Some(now);
-                                self.dirty.insert(Arc::clone(&e.key));
-                                Ok(Grant {
-                                    key: Arc::clone(&e.key),
-                                    email: e.email.clone(),
-                                    label: e.label.clone(),
-                                    handle: handle.clone(),
-                                })
-                            }
-                            None => Err(selection::NO_ACCOUNT_RETRY),
-                        },
-                        None => Err(selection::NO_ACCOUNT_RETRY),
-                    },
-                    Choice::Unavailable { retry_after } => Err(retry_after),
-                };
-                if let Err(Ok(grant)) = reply.send(result) {
-                    // The requester went away: undo.
-                    if let Some(e) = self.entry(&grant.key) {
-                        let n = e.in_flight.get_mut(cap);
-                        *n = n.saturating_sub(1);
-                    }
-                }
-            }
-            Command::Finish { key, cap, outcome } => {
-                let failure_policy = self.config.failure;
-                let Some(e) = self.entry(&key) else { return };
-                let n = e.in_flight.get_mut(cap);
-                *n = n.saturating_sub(1);
-                let (event, generation) = match outcome {
-                    Outcome::Success => (Event::RequestSucceeded { cap }, None),
-                    Outcome::Failed { error, generation } => (
-                        Event::RequestFailed {
-                            cap,
-                            failure: Failure::of(&error),
-                            error: LastError::of(now, &error),
-                        },
-                        generation,
-                    ),
-                    Outcome::AuthFailed(error) => (
-                        Event::RequestFailed {
-                            cap,
-                            failure: Failure::NotAccount,
-                            error: LastError::of(now, &error),
-                        },
-                        None,
-                    ),
-                    Outcome::Abandoned => return,
-                };
-                let fx = e.status.apply(event, now, &failure_policy);
-                self.effects(&key, fx, generation);
-            }
-            Command::RefreshStarted { key } => {
-                let p = self.config.failure;
-                let Some(e) = self.entry(&key) else { return };
-                let fx = e.status.apply(Event::RefreshStarted, now, &p);
-                self.effects(&key, fx, None);
-            }
-            Command::RefreshFinished { key, result } => {
-                let p = self.config.failure;
-                let period = self
-                    .config
-                    .refresh_period
-                    .min(TOKEN_USE_WINDOW.saturating_sub(REFRESH_LEAD));
-                let Some(e) = self.entry(&key) else { return };
-                let fx = match result {
-                    Ok(()) => {
-                        let jitter = rand::rng().random_range(0..=ms(REFRESH_JITTER));
-                        e.refresh_due =
-                            Some((now + ms(period)).saturating_sub(jitter).max(now + 1000));
-                        e.status.apply(Event::RefreshSucceeded, now, &p)
-                    }
-                    Err(error) => {
-                        tracing::warn!(account = %e.label, error = %error, "token refresh failed");
-                        let fx = e.status.apply(
-                            Event::RefreshFailed {
-                                failure: Failure::of(&error),
-                                error: LastError::of(now, &error),
-                            },
-                            now,
-                            &p,
-                        );
-                        e.refresh_due = match e.status.state {
-                            AccountState::CoolingDown { until, .. } => Some(until),
-                            _ => None,
-                        };
-                        fx
-                    }
-                };
-                self.effects(&key, fx, None);
-            }
-            Command::Snapshot { reply } => {
-                let views = self
-                    .entries
-                    .iter()
-                    .map(|e| AccountView {
-                        email: e.email.clone(),
-                        label: e.label.clone(),
-                        source_file: e.source_file.clone(),
-                        usable_credentials: e.handle.is_some(),
-                        state: e.status.state.name(),
-                        state_until: match &e.status.state {
-                            AccountState::CoolingDown { until, .. } => Some(*until),
-                            _ => None,
-                        },
-                        state_since: match &e.status.state {
-                            AccountState::NeedsRelogin { since, .. } => Some(*since),
-                            _ => None,
-                        },
-                        state_reason: match &e.status.state {
-                            AccountState::CoolingDown { reason, .. } => {
-                                serde_json::to_value(reason)
-                                    .ok()
-                                    .and_then(|v| v.as_str().map(str::to_owned))
-                            }
-                            AccountState::NeedsRelogin { reason, .. }
-                            | AccountState::Disabled { reason } => Some(reason.clone()),
-                            _ => None,
-                        },
-                        cooldowns: e.status.cooldowns,
-                        counters: e.status.counters,
-                        last_error: e.status.last_error.clone(),
-                        last_used: e.status.last_used,
-                        relogin_attempts: e.status.relogin_attempts,
-                        status: e.status.clone(),
-                        in_flight: e.in_flight,
-                        relogin_pending: e.relogin_pending,
-                        next_refresh: e.refresh_due,
-                    })
-                    .collect();
-                let _ = reply.send(views);
-            }
-            Command::Upsert { accounts, reply } => {
-                self.upsert(accounts, false);
-                let _ = reply.send(());
-            }
-            Command::Remove { keys, reply } => {
-                let mut removed = Vec::new();
-                for k in keys {
-                    let k = key_of(&k);
-                    if self.remove(&k) {
-                        removed.push(k);
-                    }
-                }
-                let _ = reply.send(removed);
-            }
-            Command::ForceRefresh { reply } => {
-                let mut n = 0;
-                for e in &mut self.entries {
-                    let serving = matches!(
-                        e.status.state,
-                        AccountState::Ready | AccountState::CoolingDown { .. }
-                    );
-                    if let (true, Some(h)) = (serving, &e.handle) {
-                        h.send(AccountMsg::Refresh { generation: None });
-                        e.refresh_due = None;
-                        n += 1;
-                    }
-                }
-                let _ = reply.send(n);
-            }
-            Command::SetCooldowns {
-                refresh,
-                use_,
-                reply,
-            } => {
-                if let Some(r) = refresh {
-                    self.config.refresh_period = r;
-                }
-                if let Some(u) = use_ {
-                    self.config.selection.use_cooldown = u;
-                }
-                let _ = reply.send((
-                    self.config.refresh_period,
-                    self.config.selection.use_cooldown,
-                ));
-            }
-            Command::Reconfigure { config, reply } => {
-                let refresh_concurrency = self.config.refresh_concurrency;
-                self.config = PoolConfig {
-                    refresh_concurrency,
-                    ..config
-                };
-                let _ = reply.send(());
-            }
-            // `run` handles Shutdown before dispatching here (it needs to await the writes).
-            Command::Shutdown { reply } => {
-                let _ = reply.send(());
-            }
+    /// Whether a result of credential generation `generation` still speaks for the account.
+    fn current(&self, key: &AccountKey, generation: u64, what: &str) -> bool {
+        let current = self.state.credential_generation(key);
+        if generation != current {
+            tracing::debug!(
+                account = %key.label(),
+                generation,
+                current,
+                "{what} of older credentials; ignored"
+            );
+            return false;
         }
+        true
+    }
+
+    fn view(&self, key: &AccountKey, e: &Entry) -> Option<AccountView> {
+        let status = self.state.status(key)?;
+        Some(AccountView {
+            email: e.email.clone(),
+            label: e.label.clone(),
+            source_file: e.source_file.clone(),
+            usable_credentials: e.actor.is_some(),
+            state: status.state.name(),
+            state_until: match &status.state {
+                AccountState::CoolingDown { until, .. } => Some(*until),
+                _ => None,
+            },
+            state_since: match &status.state {
+                AccountState::NeedsRelogin { since, .. } => Some(*since),
+                _ => None,
+            },
+            state_reason: match &status.state {
+                AccountState::CoolingDown { reason, .. } => serde_json::to_value(reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned)),
+                AccountState::NeedsRelogin { reason, .. } => Some(reason.clone()),
+                AccountState::Disabled { reason } => Some(reason.to_string()),
+                _ => None,
+            },
+            cooldowns: status.cooldowns,
+            counters: status.counters,
+            last_error: status.last_error.clone(),
+            last_used: status.last_used,
+            relogin_attempts: status.relogin_attempts,
+            in_flight: self.state.in_flight(key),
+            relogin_pending: e.relogin_pending,
+            next_refresh: e.refresh_due,
+            status,
+        })
     }
 
     fn tick(&mut self) {
         let now = now_ms();
-        let p = self.config.failure;
-        let mut pending = Vec::new();
-        for e in &mut self.entries {
-            let fx = e.status.apply(Event::Tick, now, &p);
-            if fx != Effects::default() {
-                pending.push((Arc::clone(&e.key), fx));
-            }
-            if let (Some(due), Some(h)) = (e.refresh_due, &e.handle)
-                && due <= now
-                && e.status.state == AccountState::Ready
+        let policy = self.config.failure;
+        let keys: Vec<AccountKey> = self.entries.keys().cloned().collect();
+        for key in keys {
+            if let Some(fx) = self.state.apply(&key, Event::Tick, now, &policy)
+                && fx != Effects::default()
             {
-                h.send(AccountMsg::Refresh { generation: None });
+                self.effects(&key, fx, None);
+            }
+            let ready = self
+                .state
+                .status(&key)
+                .is_some_and(|s| s.state == AccountState::Ready);
+            if let Some(e) = self.entries.get_mut(&key)
+                && let (Some(due), Some(actor)) = (e.refresh_due, &e.actor)
+                && due <= now
+                && ready
+            {
+                actor.do_send(Refresh {
+                    token_generation: None,
+                });
                 e.refresh_due = None;
             }
-        }
-        for (key, fx) in pending {
-            self.effects(&key, fx, None);
         }
         self.flush(false);
     }
 
     /// Hands changed state to the persister (all state with `all`).
     fn flush(&mut self, all: bool) {
-        let Some(persist) = &self.persist else {
-            self.dirty.clear();
+        let mut batch = self.state.take_changes(all);
+        let Some(persister) = &self.persister else {
+            self.retire.clear();
             return;
         };
-        if !all && self.dirty.is_empty() && self.deleted.is_empty() && self.retire.is_empty() {
+        if let Some(mut pending) = self.pending.take() {
+            // Older first: a later status of the same account overwrites it in the transaction.
+            pending.states.append(&mut batch.states);
+            pending.deleted.append(&mut batch.deleted);
+            batch = pending;
+        }
+        if batch.states.is_empty() && batch.deleted.is_empty() && self.retire.is_empty() {
             return;
         }
-        let states = self
-            .entries
-            .iter()
-            .filter(|e| all || self.dirty.contains(&e.key))
-            .map(|e| (e.key.to_string(), e.status.clone()))
-            .collect();
-        let msg = PersistMsg::Write {
-            batch: StateBatch {
-                states,
-                deleted: std::mem::take(&mut self.deleted),
-            },
+        let msg = Write {
+            batch,
             retire: std::mem::take(&mut self.retire),
         };
-        match persist.try_send(msg) {
-            Ok(()) => self.dirty.clear(),
-            Err(mpsc::error::TrySendError::Full(PersistMsg::Write { batch, retire })) => {
+        match persister.try_send(msg) {
+            Ok(()) => {}
+            Err(SendError::Full(Write { batch, retire })) => {
                 // The disk is behind; keep the work for the next tick.
-                self.deleted = batch.deleted;
+                self.pending = Some(batch);
                 self.retire = retire;
             }
-            Err(_) => {}
+            Err(SendError::Closed(_)) => {}
         }
     }
 
-    async fn shutdown(&mut self) {
-        for e in &self.entries {
-            if let Some(h) = &e.handle {
-                h.send(AccountMsg::Stop);
+    /// Replaces every status with the stored one (after a restart).
+    fn reload(&mut self) {
+        let Some(store) = &self.store else { return };
+        // A blocking read, on the pool's own thread (never an HTTP worker), and only on restart.
+        let stored = match store.states() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reload the pool state after a restart");
+                return;
+            }
+        };
+        let mut n = 0;
+        for (key, status) in stored {
+            let key = AccountKey::new(&key);
+            if let (true, Ok(mut status)) = (self.entries.contains_key(&key), status) {
+                if status.state == AccountState::RefreshingToken {
+                    status.state = AccountState::Ready;
+                }
+                self.state.insert(key, status);
+                n += 1;
             }
         }
-        let Some(persist) = self.persist.clone() else {
+        tracing::warn!(
+            accounts = n,
+            "pool supervisor restarted from the persisted state"
+        );
+    }
+}
+
+impl Actor for PoolSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX);
+        let initial = std::mem::take(&mut self.initial);
+        if !initial.is_empty() {
+            self.upsert(initial, true, ctx);
+        }
+        ctx.run_interval(TICK, |act, _| act.tick());
+    }
+}
+
+impl Supervised for PoolSupervisor {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        self.reload();
+    }
+}
+
+impl Handler<LeaseRequest> for PoolSupervisor {
+    type Result = Result<Lease, Duration>;
+
+    fn handle(&mut self, msg: LeaseRequest, ctx: &mut Self::Context) -> Self::Result {
+        let now = now_ms();
+        let entries = &self.entries;
+        let skip = |k: &AccountKey| {
+            msg.exclude.contains(k) || entries.get(k).is_none_or(|e| e.actor.is_none())
+        };
+        let key = self
+            .state
+            .lease(msg.cap, now, &self.config.selection, &skip)?;
+        let Some(e) = self.entries.get(&key) else {
+            self.state.release(&key, msg.cap);
+            return Err(selection::NO_ACCOUNT_RETRY);
+        };
+        let Some(actor) = e.actor.clone() else {
+            self.state.release(&key, msg.cap);
+            return Err(selection::NO_ACCOUNT_RETRY);
+        };
+        Ok(Lease::new(
+            key,
+            e.email.clone(),
+            e.label.clone(),
+            msg.cap,
+            actor,
+            ctx.address(),
+        ))
+    }
+}
+
+impl Handler<Finish> for PoolSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Finish, _: &mut Self::Context) {
+        let now = now_ms();
+        let Finish { key, cap, outcome } = msg;
+        self.state.release(&key, cap);
+        let (event, refused_token) = match outcome {
+            Outcome::Success => (Event::RequestSucceeded { cap }, None),
+            Outcome::Failed {
+                error,
+                token_generation,
+                credential_generation,
+            } => {
+                if let Some(g) = credential_generation
+                    && !self.current(&key, g, "a failed call")
+                {
+                    return;
+                }
+                (
+                    Event::RequestFailed {
+                        cap,
+                        failure: Failure::of(&error),
+                        error: LastError::of(now, &error),
+                    },
+                    token_generation,
+                )
+            }
+            Outcome::AuthFailed(error) => (
+                Event::RequestFailed {
+                    cap,
+                    failure: Failure::NotAccount,
+                    error: LastError::of(now, &error),
+                },
+                None,
+            ),
+            Outcome::Abandoned => return,
+        };
+        if let Some(fx) = self.state.apply(&key, event, now, &self.config.failure) {
+            self.effects(&key, fx, refused_token);
+        }
+    }
+}
+
+impl Handler<RefreshStarted> for PoolSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RefreshStarted, _: &mut Self::Context) {
+        if !self.current(&msg.key, msg.generation, "a mint start") {
+            return;
+        }
+        let now = now_ms();
+        if let Some(fx) =
+            self.state
+                .apply(&msg.key, Event::RefreshStarted, now, &self.config.failure)
+        {
+            self.effects(&msg.key, fx, None);
+        }
+    }
+}
+
+impl Handler<RefreshFinished> for PoolSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RefreshFinished, _: &mut Self::Context) {
+        let RefreshFinished {
+            key,
+            generation,
+            result,
+        } = msg;
+        if !self.current(&key, generation, "a mint result") {
+            return;
+        }
+        let now = now_ms();
+        let policy = self.config.failure;
+        let period = self
+            .config
+            .refresh_period
+            .min(TOKEN_USE_WINDOW.saturating_sub(REFRESH_LEAD));
+        let Some(label) = self.entries.get(&key).map(|e| e.label.clone()) else {
             return;
         };
-        let states = self
-            .entries
-            .iter()
-            .map(|e| {
-                let mut s = e.status.clone();
-                if s.state == AccountState::RefreshingToken {
-                    s.state = AccountState::Ready;
-                }
-                (e.key.to_string(), s)
-            })
-            .collect();
-        let batch = StateBatch {
-            states,
-            deleted: std::mem::take(&mut self.deleted),
+        let (fx, due) = match result {
+            Ok(()) => {
+                let jitter = rand::rng().random_range(0..=ms(REFRESH_JITTER));
+                let due = (now + ms(period)).saturating_sub(jitter).max(now + 1000);
+                (
+                    self.state
+                        .apply(&key, Event::RefreshSucceeded, now, &policy),
+                    Some(due),
+                )
+            }
+            Err(error) => {
+                tracing::warn!(account = %label, error = %error, "token refresh failed");
+                let fx = self.state.apply(
+                    &key,
+                    Event::RefreshFailed {
+                        failure: Failure::of(&error),
+                        error: LastError::of(now, &error),
+                    },
+                    now,
+                    &policy,
+                );
+                let due = match self.state.status(&key).map(|s| s.state) {
+                    Some(AccountState::CoolingDown { until, .. }) => Some(until),
+                    _ => None,
+                };
+                (fx, due)
+            }
         };
-        let retire = std::mem::take(&mut self.retire);
-        let _ = persist.send(PersistMsg::Write { batch, retire }).await;
-        let (tx, rx) = oneshot::channel();
-        if persist.send(PersistMsg::Close(tx)).await.is_ok() {
-            let _ = rx.await;
+        if let Some(e) = self.entries.get_mut(&key) {
+            e.refresh_due = due;
         }
-        self.dirty.clear();
-        self.persist = None;
+        if let Some(fx) = fx {
+            self.effects(&key, fx, None);
+        }
+    }
+}
+
+impl Handler<Snapshot> for PoolSupervisor {
+    type Result = Vec<AccountView>;
+
+    fn handle(&mut self, _: Snapshot, _: &mut Self::Context) -> Vec<AccountView> {
+        let mut keys: Vec<&AccountKey> = self.entries.keys().collect();
+        keys.sort();
+        keys.into_iter()
+            .filter_map(|k| self.entries.get(k).and_then(|e| self.view(k, e)))
+            .collect()
+    }
+}
+
+impl Handler<Upsert> for PoolSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Upsert, ctx: &mut Self::Context) {
+        self.upsert(msg.0, false, ctx);
+    }
+}
+
+impl Handler<Remove> for PoolSupervisor {
+    type Result = Vec<String>;
+
+    fn handle(&mut self, msg: Remove, _: &mut Self::Context) -> Vec<String> {
+        msg.0
+            .iter()
+            .map(|e| AccountKey::new(e))
+            .filter(|k| self.remove(k))
+            .map(|k| k.as_str().to_owned())
+            .collect()
+    }
+}
+
+impl Handler<ForceRefresh> for PoolSupervisor {
+    type Result = usize;
+
+    fn handle(&mut self, _: ForceRefresh, _: &mut Self::Context) -> usize {
+        let mut n = 0;
+        for (key, e) in &mut self.entries {
+            let serving = self.state.status(key).is_some_and(|s| {
+                matches!(
+                    s.state,
+                    AccountState::Ready | AccountState::CoolingDown { .. }
+                )
+            });
+            if let (true, Some(actor)) = (serving, &e.actor) {
+                actor.do_send(Refresh {
+                    token_generation: None,
+                });
+                e.refresh_due = None;
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+impl Handler<SetCooldowns> for PoolSupervisor {
+    type Result = MessageResult<SetCooldowns>;
+
+    fn handle(&mut self, msg: SetCooldowns, _: &mut Self::Context) -> Self::Result {
+        if let Some(r) = msg.refresh {
+            self.config.refresh_period = r;
+        }
+        if let Some(u) = msg.use_ {
+            self.config.selection.use_cooldown = u;
+        }
+        MessageResult((
+            self.config.refresh_period,
+            self.config.selection.use_cooldown,
+        ))
+    }
+}
+
+impl Handler<Reconfigure> for PoolSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reconfigure, _: &mut Self::Context) {
+        self.config = msg.0;
+    }
+}
+
+impl Handler<Shutdown> for PoolSupervisor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
+        for e in self.entries.values() {
+            if let Some(actor) = &e.actor {
+                actor.do_send(Stop);
+            }
+        }
+        let mut batch = self.state.take_changes(true);
+        if let Some(mut pending) = self.pending.take() {
+            pending.states.append(&mut batch.states);
+            pending.deleted.append(&mut batch.deleted);
+            batch = pending;
+        }
+        let retire = std::mem::take(&mut self.retire);
+        let persister = self.persister.take();
+        self.store = None;
+        let system = self.system.take();
+        Box::pin(async move {
+            if let Some(persister) = persister {
+                let _ = persister.send(Write { batch, retire }).await;
+                let _ = persister.send(Close).await;
+            }
+            if let Some(system) = system {
+                system.stop();
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+impl Handler<Crash> for PoolSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
