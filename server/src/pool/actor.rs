@@ -90,7 +90,8 @@ pub struct RefreshFinished {
     pub key: AccountKey,
     /// The credential generation the mint started from.
     pub generation: u64,
-    pub result: Result<(), UpstreamError>,
+    /// How long the new token may be used (the upstream's token lifetime), or why none came.
+    pub result: Result<std::time::Duration, UpstreamError>,
 }
 
 /// What every account actor of a pool shares.
@@ -170,7 +171,14 @@ impl AccountActor {
             shared.finished.do_send(RefreshFinished {
                 key,
                 generation,
-                result: result.as_ref().map(|_| ()).map_err(Clone::clone),
+                result: result
+                    .as_ref()
+                    .map(|token| {
+                        token
+                            .use_until
+                            .saturating_duration_since(std::time::Instant::now())
+                    })
+                    .map_err(Clone::clone),
             });
             result
         };

@@ -42,7 +42,6 @@ use super::selection::{self, SelectionPolicy};
 use super::state::{InProcessState, PoolState};
 use crate::accounts::Credentials;
 use crate::store::{StateBatch, Store};
-use crate::upstream::gemini_business::client::TOKEN_USE_WINDOW;
 use crate::upstream::{Authenticator, UpstreamError};
 
 /// How often the supervisor looks at the clock.
@@ -782,17 +781,21 @@ impl Handler<RefreshFinished> for PoolSupervisor {
         }
         let now = now_ms();
         let policy = self.config.failure;
-        let period = self
-            .config
-            .refresh_period
-            .min(TOKEN_USE_WINDOW.saturating_sub(REFRESH_LEAD));
+        // Refresh before the token stops being usable (its lifetime is the upstream's word).
+        let period = |usable: Duration| {
+            self.config
+                .refresh_period
+                .min(usable.saturating_sub(REFRESH_LEAD))
+        };
         let Some(label) = self.entries.get(&key).map(|e| e.label.clone()) else {
             return;
         };
         let (fx, due) = match result {
-            Ok(()) => {
+            Ok(usable) => {
                 let jitter = rand::rng().random_range(0..=ms(REFRESH_JITTER));
-                let due = (now + ms(period)).saturating_sub(jitter).max(now + 1000);
+                let due = (now + ms(period(usable)))
+                    .saturating_sub(jitter)
+                    .max(now + 1000);
                 (
                     self.state
                         .apply(&key, Event::RefreshSucceeded, now, &policy),
