@@ -128,6 +128,40 @@ pub struct StartupReport {
     pub accounts: usize,
 }
 
+/// The actor topology a mode runs: the three shapes of the one binary, side by side.
+///
+/// | topology | actors | serves |
+/// |---|---|---|
+/// | `Local` | `PoolSupervisor` + one `AccountActor` per account (+ an in-process worker actor for browser re-login: the workers issue) | the HTTP API |
+/// | `Server` | `PoolSupervisor` + `AccountActor`s + one session actor per connected worker at `/ws` (the workers issue) | the HTTP API |
+/// | `Client` | worker actors only: connect out to a server, run its tasks (the workers issue); no pool | nothing |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    Local,
+    Server,
+    Client,
+}
+
+impl Topology {
+    pub fn of(mode: Mode) -> Topology {
+        match mode {
+            Mode::Local => Topology::Local,
+            Mode::Server => Topology::Server,
+            Mode::Client => Topology::Client,
+        }
+    }
+
+    /// The actors this build starts for the topology (the start-up log says which).
+    pub fn actors(self) -> &'static str {
+        match self {
+            Topology::Local | Topology::Server => {
+                "pool supervisor + one account actor per account (pool thread)"
+            }
+            Topology::Client => "worker actors (not in this build yet)",
+        }
+    }
+}
+
 /// An upstream added to the registry besides the ones the configuration enables (tests, and
 /// embedders of the library): it serves `models` from the account pool.
 #[derive(Debug, Clone)]
@@ -201,9 +235,18 @@ impl Application {
     ) -> Result<Application, StartupError> {
         install_crypto_provider();
         let mode = settings.mode();
-        if mode == Mode::Client {
-            return Err(StartupError::ClientModeUnavailable);
+        let topology = Topology::of(mode);
+        match topology {
+            // API + the account pool's actors; `Server` adds the worker endpoint (workers issue).
+            Topology::Local | Topology::Server => {}
+            // Worker actors only, no API and no pool: not in this build yet.
+            Topology::Client => return Err(StartupError::ClientModeUnavailable),
         }
+        tracing::info!(
+            mode = mode.as_str(),
+            actors = topology.actors(),
+            "building the topology"
+        );
         let data_dir = settings.data_dir.clone();
         let accounts_dir = settings.accounts_dir().to_path_buf();
         for dir in [&data_dir, &accounts_dir] {
