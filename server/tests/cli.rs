@@ -2,20 +2,10 @@
 
 use std::process::Command;
 
+mod common;
+
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_business2api"));
-    for var in [
-        "LISTEN_ADDR",
-        "DATA_DIR",
-        "PROXY",
-        "CONFIG_ID",
-        "API_KEYS",
-        "API_KEY",
-        "BUSINESS2API_CONFIG",
-    ] {
-        c.env_remove(var);
-    }
-    c
+    common::gateway_command()
 }
 
 #[test]

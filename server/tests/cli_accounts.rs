@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
 /// As the reference gateway writes it: HTML characters in a cookie escaped, non-ASCII name,
 /// response headers, no cookie_string.
 const ALICE: &str = r#"{
@@ -84,19 +86,7 @@ const SECRETS: [&str; 10] = [
 ];
 
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_business2api"));
-    for var in [
-        "LISTEN_ADDR",
-        "DATA_DIR",
-        "PROXY",
-        "CONFIG_ID",
-        "API_KEYS",
-        "API_KEY",
-        "BUSINESS2API_CONFIG",
-    ] {
-        c.env_remove(var);
-    }
-    c
+    common::gateway_command()
 }
 
 /// A config file whose data dir is `data_dir`; returns its path.

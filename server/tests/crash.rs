@@ -3,38 +3,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use common::free_port;
 use serde_json::{Value, json};
-use upstream_sim::{Endpoint, Fault, FaultRule, SimAccount, Simulator};
+use upstream_sim::{Endpoint, Fault, FaultRule, Simulator};
+
+mod common;
 
 const API_KEY: &str = "crash-test-api-key-0123456789";
 const ADMIN_KEY: &str = "crash-test-admin-key-0123456789";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start(config: &std::path::Path) -> Child {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_business2api"));
-    for var in [
-        "LISTEN_ADDR",
-        "DATA_DIR",
-        "PROXY",
-        "CONFIG_ID",
-        "API_KEYS",
-        "API_KEY",
-        "ADMIN_KEY",
-        "ADMIN_KEYS",
-    ] {
-        c.env_remove(var);
-    }
-    c.args(["serve", "--config"])
+    common::gateway_command()
+        .args(["serve", "--config"])
         .arg(config)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -73,15 +56,7 @@ async fn sigkill_under_load_loses_no_account_and_leaves_a_consistent_state() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let accounts_in: Vec<SimAccount> = (0..4).map(SimAccount::demo).collect();
-    for a in &accounts_in {
-        sim.add_account(a.clone());
-        std::fs::write(
-            data.join(format!("{}.json", a.email)),
-            serde_json::to_vec_pretty(&a.account_file_json()).unwrap(),
-        )
-        .unwrap();
-    }
+    let accounts_in = common::write_demo_accounts(&sim, &data, 4);
     // Some turbulence: rate limits and refused tokens keep the state changing.
     sim.add_fault(
         FaultRule::always(

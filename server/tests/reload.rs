@@ -8,20 +8,15 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::free_port;
 use serde_json::{Value, json};
 use upstream_sim::{Answer, Endpoint, Fault, FaultRule, SimAccount, Simulator};
+
+mod common;
 
 const ADMIN_KEY: &str = "reload-test-admin-key-0123456789";
 /// Changes must be visible within this bound.
 const WITHIN: Duration = Duration::from_secs(2);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Gateway {
     child: Child,
@@ -51,15 +46,7 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
-        let accounts: Vec<SimAccount> = (0..1).map(SimAccount::demo).collect();
-        for a in &accounts {
-            sim.add_account(a.clone());
-            std::fs::write(
-                data.join(format!("{}.json", a.email)),
-                serde_json::to_vec_pretty(&a.account_file_json()).unwrap(),
-            )
-            .unwrap();
-        }
+        let accounts = common::write_demo_accounts(&sim, &data, 1);
         let port = free_port();
         let config_path = dir.path().join("etc").join("config.json");
         std::fs::create_dir_all(config_path.parent().unwrap()).unwrap();
@@ -74,20 +61,7 @@ impl Gateway {
             _dir: dir,
         };
         gw.write(config);
-        let mut c = Command::new(env!("CARGO_BIN_EXE_business2api"));
-        for var in [
-            "LISTEN_ADDR",
-            "DATA_DIR",
-            "PROXY",
-            "CONFIG_ID",
-            "API_KEYS",
-            "API_KEY",
-            "ADMIN_KEY",
-            "ADMIN_KEYS",
-            "BUSINESS2API_CONFIG",
-        ] {
-            c.env_remove(var);
-        }
+        let mut c = common::gateway_command();
         for (k, v) in env {
             c.env(k, v);
         }
