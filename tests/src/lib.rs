@@ -229,6 +229,16 @@ impl TestApp {
         response.json().await.expect("a JSON body")
     }
 
+    /// `GET path` with the given headers (a key in the dialect's own header), as JSON.
+    pub async fn get_json_with(&self, path: &str, headers: &[(&str, &str)]) -> Value {
+        let mut request = self.client.get(self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("request reaches the gateway");
+        response.json().await.expect("a JSON body")
+    }
+
     /// The server's handle (to stop it from a test).
     pub fn server_handle(&self) -> ServerHandle {
         self.handle.clone()

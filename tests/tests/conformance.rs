@@ -667,16 +667,10 @@ async fn a_second_upstream_registered_in_the_registry_serves_every_dialect() {
     assert!(app.sim.requests(Endpoint::CreateSession).is_empty());
 
     // The registry lists it in every dialect's model listing, and it can be retrieved.
-    let openai: Value = app
-        .client
-        .get(app.url("/v1/models"))
-        .bearer_auth(TEST_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let bearer = format!("Bearer {TEST_KEY}");
+    let openai = app
+        .get_json_with("/v1/models", &[("authorization", &bearer)])
+        .await;
     assert!(
         openai["data"]
             .as_array()
@@ -685,16 +679,9 @@ async fn a_second_upstream_registered_in_the_registry_serves_every_dialect() {
             .any(|m| m["id"] == echo::MODEL),
         "{openai}"
     );
-    let google: Value = app
-        .client
-        .get(app.url("/v1beta/models"))
-        .header("x-goog-api-key", TEST_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let google = app
+        .get_json_with("/v1beta/models", &[("x-goog-api-key", TEST_KEY)])
+        .await;
     assert!(
         google["models"]
             .as_array()
@@ -703,17 +690,12 @@ async fn a_second_upstream_registered_in_the_registry_serves_every_dialect() {
             .any(|m| m["name"] == format!("models/{}", echo::MODEL)),
         "{google}"
     );
-    let anthropic: Value = app
-        .client
-        .get(app.url(&format!("/v1/models/{}", echo::MODEL)))
-        .header("x-api-key", TEST_KEY)
-        .header("anthropic-version", "2023-06-01")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let anthropic = app
+        .get_json_with(
+            &format!("/v1/models/{}", echo::MODEL),
+            &[("x-api-key", TEST_KEY), ("anthropic-version", "2023-06-01")],
+        )
+        .await;
     assert_eq!(anthropic["id"], echo::MODEL, "{anthropic}");
     // A suffix is not a name of a model that takes none.
     let unknown = d_request_status(&app, &format!("{}-image", echo::MODEL)).await;
