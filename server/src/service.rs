@@ -33,6 +33,16 @@ use crate::upstream::{CallError, ErrorKind, EventStream, ModelRegistry, Route, U
 /// The `endpoint` of errors the service itself raises about a turn.
 const TURN: &str = "turn";
 
+/// The limits one request runs under (read once, at its start).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_attempts: usize,
+    /// Longest time spent finding an account that starts the answer.
+    deadline: Duration,
+    /// Largest inline media file.
+    max_media_bytes: u64,
+}
+
 /// Runs chat turns: routes each request by the model registry and fails over across the
 /// members of the upstream's pool.
 #[derive(Debug, Clone)]
@@ -40,14 +50,9 @@ pub struct ChatService {
     registry: Arc<ModelRegistry>,
     /// The account pool (admin and health views).
     pool: Pool,
-    max_attempts: u32,
-    /// Longest time spent finding an account that starts the answer.
-    deadline: Duration,
-    /// Largest inline media file (`media.fetch_max_mb`).
-    max_media_bytes: u64,
-    /// When set, `max_attempts`, the deadline and the media limit are read from it at each
-    /// request instead of the values above (live configuration).
-    live: Option<LiveConfig>,
+    /// `gemini_business.max_attempts`, `pool.failover_deadline_sec` and `media.fetch_max_mb`
+    /// are read from it at each request.
+    live: LiveConfig,
 }
 
 /// An answer that has started: its first event plus the rest, bound to the account serving it.
@@ -155,55 +160,23 @@ pub fn check_inline_media(
 }
 
 impl ChatService {
-    pub fn new(
-        registry: Arc<ModelRegistry>,
-        pool: Pool,
-        max_attempts: u32,
-        deadline: Duration,
-    ) -> Self {
+    pub fn new(registry: Arc<ModelRegistry>, pool: Pool, live: LiveConfig) -> Self {
         Self {
             registry,
             pool,
-            max_attempts: max_attempts.max(1),
-            deadline,
-            max_media_bytes: u64::MAX,
-            live: None,
+            live,
         }
     }
 
-    /// Reads `gemini_business.max_attempts`, `pool.failover_deadline_sec` and
-    /// `media.fetch_max_mb` from the live configuration at each request.
-    pub fn with_live(mut self, live: LiveConfig) -> Self {
-        self.live = Some(live);
-        self
-    }
-
-    fn max_attempts(&self) -> usize {
-        let n = match &self.live {
-            Some(live) => live.load().gemini_business.max_attempts,
-            None => self.max_attempts,
-        };
-        usize::try_from(n.max(1)).unwrap_or(1)
-    }
-
-    fn deadline(&self) -> Duration {
-        match &self.live {
-            Some(live) => live.load().pool.failover_deadline,
-            None => self.deadline,
+    /// The per-request limits, from one look at the live configuration.
+    fn limits(&self) -> Limits {
+        let settings = self.live.load();
+        Limits {
+            max_attempts: usize::try_from(settings.gemini_business.max_attempts.max(1))
+                .unwrap_or(1),
+            deadline: settings.pool.failover_deadline,
+            max_media_bytes: settings.media.fetch_max_bytes,
         }
-    }
-
-    fn max_media_bytes(&self) -> u64 {
-        match &self.live {
-            Some(live) => live.load().media.fetch_max_bytes,
-            None => self.max_media_bytes,
-        }
-    }
-
-    /// Sets the size limit of one inline media file.
-    pub fn with_max_media_bytes(mut self, max: u64) -> Self {
-        self.max_media_bytes = max;
-        self
     }
 
     /// The account pool.
@@ -233,30 +206,39 @@ impl ChatService {
     /// Starts a streamed answer: resolves once the first event exists, or with the error to
     /// send when no account could start it (within the attempt budget and the deadline).
     pub async fn stream(&self, request: ChatRequest) -> Result<ChatStream, GatewayError> {
+        let limits = self.limits();
         let route = self.route(&request)?.clone();
-        let request = Arc::new(check_inline_media(request, self.max_media_bytes())?);
+        let request = Arc::new(check_inline_media(request, limits.max_media_bytes)?);
         let mut tried = Vec::new();
-        let deadline = self.deadline();
-        tokio::time::timeout(deadline, self.start(&route, &request, &mut tried, None))
-            .await
-            .unwrap_or_else(|_| Err(deadline_passed(deadline)))
+        tokio::time::timeout(
+            limits.deadline,
+            self.start(&route, &request, limits.max_attempts, &mut tried, None),
+        )
+        .await
+        .unwrap_or_else(|_| Err(deadline_passed(limits.deadline)))
     }
 
     /// A whole answer, for non-streaming requests. Nothing has reached the client until it is
     /// complete, so a failure mid-answer may still move to another account.
     pub async fn complete(&self, request: ChatRequest) -> Result<Vec<StreamEvent>, GatewayError> {
+        let limits = self.limits();
         let route = self.route(&request)?.clone();
-        let request = Arc::new(check_inline_media(request, self.max_media_bytes())?);
+        let request = Arc::new(check_inline_media(request, limits.max_media_bytes)?);
         let mut tried = Vec::new();
         let mut last = None;
-        while tried.len() < self.max_attempts() {
-            let deadline = self.deadline();
+        while tried.len() < limits.max_attempts {
             let mut stream = tokio::time::timeout(
-                deadline,
-                self.start(&route, &request, &mut tried, last.take()),
+                limits.deadline,
+                self.start(
+                    &route,
+                    &request,
+                    limits.max_attempts,
+                    &mut tried,
+                    last.take(),
+                ),
             )
             .await
-            .unwrap_or_else(|_| Err(deadline_passed(deadline)))?;
+            .unwrap_or_else(|_| Err(deadline_passed(limits.deadline)))?;
             let mut events = Vec::new();
             let mut failed = None;
             while let Some(item) = stream.next().await {
@@ -283,11 +265,12 @@ impl ChatService {
         &self,
         route: &Route,
         request: &Arc<ChatRequest>,
+        max_attempts: usize,
         tried: &mut Vec<business2api_shared::AccountKey>,
         mut last: Option<UpstreamError>,
     ) -> Result<ChatStream, GatewayError> {
         let cap = Capability::of(&request.model);
-        while tried.len() < self.max_attempts() {
+        while tried.len() < max_attempts {
             let mut lease = match route.pool.lease(cap, tried).await {
                 Ok(lease) => lease,
                 Err(unavailable) => {

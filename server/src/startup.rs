@@ -328,14 +328,7 @@ impl Application {
         for e in extra {
             registry.register(e.upstream, pool.clone(), e.models, None)?;
         }
-        let chat = ChatService::new(
-            Arc::new(registry),
-            pool.clone(),
-            settings.gemini_business.max_attempts,
-            settings.pool.failover_deadline,
-        )
-        .with_max_media_bytes(settings.media.fetch_max_bytes)
-        .with_live(live.clone());
+        let chat = ChatService::new(Arc::new(registry), pool.clone(), live.clone());
         let media = {
             let dir = data_dir.clone();
             let media_settings = settings.media.clone();
