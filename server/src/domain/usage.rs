@@ -12,7 +12,7 @@
 //!   sends the flattened conversation) plus its attachments; output = answer text plus
 //!   reasoning text plus generated media. Each side is at least 1.
 
-use super::chat::{Media, MediaKind, StreamEvent};
+use super::chat::{MediaKind, StreamEvent};
 
 /// Tokens charged for one image.
 pub const IMAGE_TOKENS: u32 = 258;
@@ -36,29 +36,49 @@ impl Usage {
 
 /// Estimated tokens of a text (see the module docs).
 pub fn text_tokens(text: &str) -> u32 {
-    let mut ascii: u64 = 0;
-    let mut other: u64 = 0;
-    for c in text.chars() {
-        if c.is_ascii() {
-            ascii += 1;
-        } else {
-            other += 1;
-        }
-    }
-    u32::try_from(ascii.div_ceil(4) + other).unwrap_or(u32::MAX)
+    let mut counter = TextTokenCounter::default();
+    counter.add(text);
+    counter.tokens()
 }
 
-fn media_tokens(kind: MediaKind) -> u32 {
+/// Counts the estimated tokens of text written to it, without keeping the text: an upstream
+/// can estimate what it would send by writing it here instead of into a string.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TextTokenCounter {
+    ascii: u64,
+    other: u64,
+}
+
+impl TextTokenCounter {
+    fn add(&mut self, text: &str) {
+        for c in text.chars() {
+            if c.is_ascii() {
+                self.ascii += 1;
+            } else {
+                self.other += 1;
+            }
+        }
+    }
+
+    /// The estimate of everything written so far (the same as [`text_tokens`] of it).
+    pub fn tokens(&self) -> u32 {
+        u32::try_from(self.ascii.div_ceil(4) + self.other).unwrap_or(u32::MAX)
+    }
+}
+
+impl std::fmt::Write for TextTokenCounter {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.add(s);
+        Ok(())
+    }
+}
+
+/// Tokens charged for one media input or output of `kind`.
+pub fn media_tokens(kind: MediaKind) -> u32 {
     match kind {
         MediaKind::Image => IMAGE_TOKENS,
         _ => OTHER_MEDIA_TOKENS,
     }
-}
-
-/// Estimated input tokens of what an upstream is sent: its text and its media.
-pub fn input_tokens(text: &str, media: &[Media]) -> u32 {
-    let media: u32 = media.iter().map(|m| media_tokens(m.kind())).sum();
-    text_tokens(text).saturating_add(media).max(1)
 }
 
 /// Accumulates output usage as stream events pass by, without keeping their text.
@@ -102,7 +122,7 @@ impl OutputMeter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::chat::{GeneratedMedia, Media};
+    use crate::domain::chat::GeneratedMedia;
     use bytes::Bytes;
 
     #[test]
@@ -117,12 +137,29 @@ mod tests {
     #[test]
     fn input_counts_media_by_kind_not_bytes() {
         let big = Bytes::from(vec![0u8; 1_000_000]);
-        let media = vec![Media::Inline {
+        let media = crate::domain::Media::Inline {
             mime: "image/png".into(),
             data: big,
-        }];
-        assert_eq!(input_tokens("describe", &media), 2 + IMAGE_TOKENS);
-        assert_eq!(input_tokens("", &[]), 1);
+        };
+        assert_eq!(media_tokens(media.kind()), IMAGE_TOKENS);
+        assert_eq!(media_tokens(MediaKind::Document), OTHER_MEDIA_TOKENS);
+    }
+
+    #[test]
+    fn the_counter_agrees_with_text_tokens_across_pieces() {
+        use std::fmt::Write as _;
+        let text = "hello 你好, a longer piece of ASCII text; ünïcode";
+        let mut counter = TextTokenCounter::default();
+        // Written in pieces that split the ASCII runs at odd places.
+        for piece in [
+            "hel",
+            "lo 你",
+            "好, a longer piece of ASC",
+            "II text; ünïcode",
+        ] {
+            counter.write_str(piece).unwrap();
+        }
+        assert_eq!(counter.tokens(), text_tokens(text));
     }
 
     #[test]

@@ -30,14 +30,10 @@
 //! * Media from **every** turn is attached, in conversation order; in a transcript each turn that
 //!   carries media is marked with `[attachment N: kind]` so the model can tell which turn sent it.
 
-use std::fmt::Write as _;
+use std::fmt;
 
-use crate::domain::{Media, MediaKind, Message, Role};
-
-/// Estimated input tokens of a query (what the answers and the count-tokens routes report).
-pub fn input_tokens(query: &UpstreamQuery) -> u32 {
-    crate::domain::usage::input_tokens(&query.text, &query.attachments)
-}
+use crate::domain::usage::{TextTokenCounter, media_tokens};
+use crate::domain::{Media, MediaKind, Message, Part, Role};
 
 /// What is sent upstream for one request.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,80 +53,112 @@ fn kind_label(kind: MediaKind) -> &'static str {
 
 /// Flattens `messages` into one query (see the module docs for the format).
 pub fn flatten(messages: &[Message]) -> UpstreamQuery {
-    let mut attachments: Vec<Media> = Vec::new();
+    let mut text = String::new();
+    let mut attachments = Vec::new();
+    // Writing into a String cannot fail.
+    let _ = write_query(messages, &mut text, |m| attachments.push(m.clone()));
+    UpstreamQuery { text, attachments }
+}
 
+/// The estimated input tokens of the query `messages` flatten into (what the answers and the
+/// count-tokens routes report), counted as it is written, without building it.
+pub fn input_tokens(messages: &[Message]) -> u32 {
+    let mut text = TextTokenCounter::default();
+    let mut media: u32 = 0;
+    // Counting cannot fail.
+    let _ = write_query(messages, &mut text, |m| {
+        media = media.saturating_add(media_tokens(m.kind()));
+    });
+    text.tokens().saturating_add(media).max(1)
+}
+
+/// The text parts of `message`, joined without separator.
+fn write_text(message: &Message, out: &mut impl fmt::Write) -> fmt::Result {
+    for part in &message.parts {
+        if let Part::Text(t) = part {
+            out.write_str(t)?;
+        }
+    }
+    Ok(())
+}
+
+fn has_text(message: &Message, visible: fn(&str) -> bool) -> bool {
+    message
+        .parts
+        .iter()
+        .any(|p| matches!(p, Part::Text(t) if visible(t)))
+}
+
+/// Writes the query text of `messages` to `out` (the format in the module docs) and hands
+/// every attachment, in conversation order, to `attach`.
+fn write_query(
+    messages: &[Message],
+    out: &mut impl fmt::Write,
+    mut attach: impl FnMut(&Media),
+) -> fmt::Result {
     if let [only] = messages
         && only.role == Role::User
     {
-        attachments.extend(only.media().cloned());
-        return UpstreamQuery {
-            text: only.text(),
-            attachments,
-        };
+        only.media().for_each(&mut attach);
+        return write_text(only, out);
     }
 
-    let mut system = Vec::new();
-    let mut lines: Vec<String> = Vec::new();
+    let mut in_system = false;
+    for message in messages
+        .iter()
+        .filter(|m| m.role == Role::System && has_text(m, |t| !t.trim().is_empty()))
+    {
+        out.write_str(if in_system { "\n\n" } else { "<system>\n" })?;
+        in_system = true;
+        write_text(message, out)?;
+    }
+    if in_system {
+        out.write_str("\n</system>\n\n")?;
+    }
+
+    let mut attached = 0usize;
     for message in messages {
-        let text = message.text();
-        match message.role {
+        let speaker = match message.role {
             Role::System => {
-                if !text.trim().is_empty() {
-                    system.push(text);
-                }
-                // Media in a system turn is unusual but not dropped.
-                attachments.extend(message.media().cloned());
-            }
-            Role::User | Role::Assistant | Role::Tool => {
-                let speaker = match message.role {
-                    Role::User => "Human".to_owned(),
-                    Role::Assistant => "Assistant".to_owned(),
-                    _ => format!(
-                        "Tool Result [{}]",
-                        message.tool_name.as_deref().unwrap_or("tool")
-                    ),
-                };
-                let mut line = String::new();
-                if !text.is_empty() {
-                    line.push_str(&text);
-                }
+                // Media in a system turn is unusual but not dropped (and not marked).
                 for media in message.media() {
-                    attachments.push(media.clone());
-                    if !line.is_empty() {
-                        line.push(' ');
-                    }
-                    let _ = write!(
-                        line,
-                        "[attachment {}: {}]",
-                        attachments.len(),
-                        kind_label(media.kind())
-                    );
+                    attached += 1;
+                    attach(media);
                 }
-                if !line.is_empty() {
-                    lines.push(format!("{speaker}: {line}"));
-                }
-                for call in &message.tool_calls {
-                    lines.push(format!(
-                        "Assistant: [tool call {}({})]",
-                        call.name, call.arguments
-                    ));
-                }
+                continue;
             }
+            Role::User => "Human",
+            Role::Assistant => "Assistant",
+            Role::Tool => "Tool Result",
+        };
+        let text = has_text(message, |t| !t.is_empty());
+        let mut media = message.media().peekable();
+        if text || media.peek().is_some() {
+            out.write_str(speaker)?;
+            if message.role == Role::Tool {
+                write!(out, " [{}]", message.tool_name.as_deref().unwrap_or("tool"))?;
+            }
+            out.write_str(": ")?;
+            write_text(message, out)?;
+            for (i, m) in media.enumerate() {
+                attached += 1;
+                attach(m);
+                if text || i > 0 {
+                    out.write_char(' ')?;
+                }
+                write!(out, "[attachment {attached}: {}]", kind_label(m.kind()))?;
+            }
+            out.write_str("\n\n")?;
+        }
+        for call in &message.tool_calls {
+            write!(
+                out,
+                "Assistant: [tool call {}({})]\n\n",
+                call.name, call.arguments
+            )?;
         }
     }
-
-    let mut text = String::new();
-    if !system.is_empty() {
-        text.push_str("<system>\n");
-        text.push_str(&system.join("\n\n"));
-        text.push_str("\n</system>\n\n");
-    }
-    for line in &lines {
-        text.push_str(line);
-        text.push_str("\n\n");
-    }
-    text.push_str("Assistant:");
-    UpstreamQuery { text, attachments }
+    out.write_str("Assistant:")
 }
 
 #[cfg(test)]
@@ -232,5 +260,45 @@ mod tests {
         let q = flatten(&[m]);
         assert_eq!(q.text, "what is this");
         assert_eq!(q.attachments, vec![image(7)]);
+    }
+
+    #[test]
+    fn the_estimate_counts_exactly_what_flatten_writes() {
+        use crate::domain::usage::text_tokens;
+        let mut with_media = msg(Role::User, "look at this, 你好");
+        with_media.parts.push(Part::Media(image(1)));
+        let mut system_media = msg(Role::System, "  ");
+        system_media.parts.push(Part::Media(image(2)));
+        let mut tool = msg(Role::Tool, "sunny");
+        tool.tool_name = Some("get_weather".into());
+        let mut call = msg(Role::Assistant, "");
+        call.tool_calls.push(ToolCall {
+            id: "c1".into(),
+            name: "get_weather".into(),
+            arguments: r#"{"city":"Paris"}"#.into(),
+        });
+        let conversations = [
+            vec![msg(Role::User, "hello there")],
+            vec![with_media.clone()],
+            vec![
+                msg(Role::System, "be brief"),
+                system_media,
+                msg(Role::System, "and kind"),
+                with_media,
+                call,
+                tool,
+                msg(Role::User, "thanks"),
+            ],
+        ];
+        for messages in conversations {
+            let q = flatten(&messages);
+            let media: u32 = q.attachments.iter().map(|m| media_tokens(m.kind())).sum();
+            assert_eq!(
+                input_tokens(&messages),
+                (text_tokens(&q.text) + media).max(1),
+                "{}",
+                q.text
+            );
+        }
     }
 }
