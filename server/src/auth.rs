@@ -191,6 +191,13 @@ impl ApiKeyGate {
         configured: &[Secret],
         allow_unauthenticated: bool,
     ) -> std::io::Result<KeySource> {
+        if configured.is_empty() && !allow_unauthenticated && self.generated.get().is_some() {
+            // The generated key of this process stays the one that is checked: never generate
+            // or read another one (the file may have been deleted since start).
+            return Ok(KeySource::StoredGenerated(
+                self.data_dir.join(GENERATED_KEY_FILE),
+            ));
+        }
         let (keys, source) = resolve(configured, allow_unauthenticated, &self.data_dir)?;
         if let (KeySource::StoredGenerated(_) | KeySource::NewlyGenerated(..), ApiKeys::Required(k)) =
             (&source, keys)
@@ -279,5 +286,27 @@ mod tests {
         assert!(matches!(k, ApiKeys::Open));
         assert_eq!(s, KeySource::Unauthenticated);
         assert!(!dir.path().join(GENERATED_KEY_FILE).exists());
+    }
+
+    #[test]
+    fn the_generated_key_of_a_running_gate_never_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = LiveConfig::new(crate::config::Settings::defaults());
+        let (gate, source) = ApiKeyGate::start(live, dir.path()).unwrap();
+        let KeySource::NewlyGenerated(path, key) = source else {
+            panic!("{source:?}")
+        };
+        // The operator deletes the key file; a reload that keeps "no keys" must not create a
+        // second key that the gate would not check.
+        std::fs::remove_file(&path).unwrap();
+        gate.prepare(&[], false).unwrap();
+        assert!(!path.exists(), "no new key file was written");
+        let with = |k: &str| {
+            TestRequest::default()
+                .insert_header(("authorization", format!("Bearer {k}")))
+                .to_http_request()
+        };
+        assert!(gate.check(&with(key.expose())).is_ok());
+        assert!(gate.check(&with("sk-other")).is_err());
     }
 }

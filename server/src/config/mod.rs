@@ -593,6 +593,10 @@ mod tests {
         // API keys are secrets: their values never appear in messages.
         assert_eq!(e[1].message, "expected a string, found a number");
         assert_eq!(e[2].message, "expected an object, found an array");
+        // A value in place of a section is never echoed: it is often a URL with a password.
+        let e = load_err(r#"{"proxy_pool": "http://user:hunter2@proxy.example:3128"}"#);
+        assert_eq!(paths(&e), ["proxy_pool"]);
+        assert!(!e[0].message.contains("hunter2"), "{}", e[0].message);
     }
 
     #[test]

@@ -86,7 +86,9 @@ impl<'a> Section<'a> {
             None => None,
             Some(Value::Object(m)) => Some(m),
             Some(other) => {
-                r.error(self.key_path(key), expected("an object", other, false));
+                // Never echoed: a value in place of a section is often a URL or a key
+                // (`"proxy_pool": "http://user:password@host"`).
+                r.error(self.key_path(key), expected("an object", other, true));
                 None
             }
         };
