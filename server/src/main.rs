@@ -37,7 +37,11 @@ enum Command {
     /// Run the gateway (the default when no subcommand is given). Environment overrides:
     /// LISTEN_ADDR, DATA_DIR, PROXY, CONFIG_ID, API_KEYS (comma-separated, replaces),
     /// API_KEY (appends).
-    Serve,
+    Serve {
+        /// Do not watch the configuration file; reload only with POST /admin/reload-config.
+        #[arg(long)]
+        no_watch: bool,
+    },
     /// Try the gateway without a Google account: starts it with a simulated Gemini Business
     /// upstream in-process and one demo account, in a temporary data dir, and prints a curl
     /// line that streams an answer. Nothing leaves this machine.
@@ -61,8 +65,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => actix_web::rt::System::new().block_on(serve(cli.config)),
+    match cli.command.unwrap_or(Command::Serve { no_watch: false }) {
+        Command::Serve { no_watch } => {
+            actix_web::rt::System::new().block_on(serve(cli.config, !no_watch))
+        }
         #[cfg(feature = "demo")]
         Command::Demo { listen, pace_ms } => {
             actix_web::rt::System::new().block_on(demo(listen, pace_ms))
@@ -94,7 +100,7 @@ fn load_config_with(
     })
 }
 
-async fn serve(path: PathBuf) -> ExitCode {
+async fn serve(path: PathBuf, watch: bool) -> ExitCode {
     // The environment as it is now: every reload applies the same overrides again.
     let environment = Environment::of_process();
     let loaded = match load_config_with(&path, &|name| environment.get(name)) {
@@ -112,7 +118,7 @@ async fn serve(path: PathBuf) -> ExitCode {
     let source = ConfigSource {
         path,
         env: environment,
-        watch: true,
+        watch,
     };
     run(loaded.settings, Some(source), None).await
 }

@@ -40,7 +40,7 @@ impl Drop for Gateway {
 impl Gateway {
     /// Starts a simulator with one account and the binary with `config` (merged over a base
     /// configuration pointing at the simulator) and the given environment.
-    async fn start(config: Value, env: &[(&str, &str)]) -> Gateway {
+    async fn start(config: Value, env: &[(&str, &str)], watch: bool) -> Gateway {
         business2api::startup::install_crypto_provider();
         let sim = Simulator::start().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -66,15 +66,40 @@ impl Gateway {
             c.env(k, v);
         }
         let _ = gw.child.wait();
+        c.args(["serve", "--config"]).arg(&gw.config);
+        if !watch {
+            // Only the admin API reloads: a test of the route cannot be pre-empted by the
+            // watcher seeing the same write.
+            c.arg("--no-watch");
+        }
+        let log = std::fs::File::create(gw.log_path()).unwrap();
         gw.child = c
-            .args(["serve", "--config"])
-            .arg(&gw.config)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(log))
             .spawn()
             .unwrap();
         gw.wait_ready().await;
         gw
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self._dir.path().join("gateway.log")
+    }
+
+    /// Waits (bounded) until the gateway's log contains `needle`.
+    async fn log_shows(&self, needle: &str) {
+        let deadline = Instant::now() + WITHIN;
+        loop {
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            if log.contains(needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the log never showed {needle:?}:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -206,7 +231,7 @@ fn chat(stream: bool) -> Value {
 /// keys and the ones that need a restart, which keep serving with their old value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_reload_swaps_api_keys_while_a_stream_completes() {
-    let gw = Gateway::start(json!({"api_keys": ["key-old"]}), &[]).await;
+    let gw = Gateway::start(json!({"api_keys": ["key-old"]}), &[], false).await;
     assert_eq!(gw.models_status("key-old").await, 200);
     assert_eq!(gw.models_status("key-new").await, 401);
 
@@ -277,7 +302,7 @@ async fn admin_reload_swaps_api_keys_while_a_stream_completes() {
 /// Rewriting the file is enough: the watcher reloads, new key in, old key out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watcher_applies_a_rewritten_file() {
-    let gw = Gateway::start(json!({"api_keys": ["key-a"]}), &[]).await;
+    let gw = Gateway::start(json!({"api_keys": ["key-a"]}), &[], true).await;
     assert_eq!(gw.models_status("key-a").await, 200);
     gw.write(json!({"api_keys": ["key-b"]}));
     gw.key_becomes("key-b", 200).await;
@@ -299,13 +324,13 @@ async fn the_watcher_applies_a_rewritten_file() {
 /// and through the watcher.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_file_changes_nothing_and_its_error_names_the_key() {
-    let gw = Gateway::start(json!({"api_keys": ["key-a"]}), &[]).await;
+    let gw = Gateway::start(json!({"api_keys": ["key-a"]}), &[], true).await;
     gw.write(json!({
         "api_keys": ["key-b"],
         "pool": { "max_fail_count": "lots", "selection": "random" },
     }));
-    // Give the watcher time to see (and refuse) the file.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The watcher saw the file and refused it, naming the key.
+    gw.log_shows("pool.max_fail_count").await;
     assert_eq!(gw.models_status("key-a").await, 200);
     assert_eq!(gw.models_status("key-b").await, 401);
 
@@ -348,6 +373,7 @@ async fn a_changed_backoff_applies_to_the_next_failure() {
     let gw = Gateway::start(
         json!({"api_keys": ["key-a"], "pool": {"max_fail_count": 2, "max_backoff_sec": 3}}),
         &[],
+        false,
     )
     .await;
     let request = || async {
@@ -404,7 +430,12 @@ async fn a_changed_backoff_applies_to_the_next_failure() {
 /// `API_KEYS`-free files keep their own keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn environment_overrides_keep_applying_after_a_reload() {
-    let gw = Gateway::start(json!({"api_keys": ["file-a"]}), &[("API_KEY", "env-key")]).await;
+    let gw = Gateway::start(
+        json!({"api_keys": ["file-a"]}),
+        &[("API_KEY", "env-key")],
+        false,
+    )
+    .await;
     assert_eq!(gw.models_status("env-key").await, 200);
     assert_eq!(gw.models_status("file-a").await, 200);
 
@@ -431,7 +462,7 @@ async fn environment_overrides_keep_applying_after_a_reload() {
 /// and after a reload that removes every configured key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_generated_key_guards_the_api_when_a_reload_removes_every_key() {
-    let gw = Gateway::start(json!({"api_keys": ["key-a"]}), &[]).await;
+    let gw = Gateway::start(json!({"api_keys": ["key-a"]}), &[], false).await;
     gw.write(json!({}));
     let (status, body) = gw.reload().await;
     assert_eq!(status, 200, "{body}");
@@ -450,7 +481,7 @@ async fn the_generated_key_guards_the_api_when_a_reload_removes_every_key() {
 /// Reload needs the admin key like every admin route.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_requires_the_admin_key() {
-    let gw = Gateway::start(json!({"api_keys": ["key-a"]}), &[]).await;
+    let gw = Gateway::start(json!({"api_keys": ["key-a"]}), &[], false).await;
     for key in [None, Some("key-a")] {
         let mut r = gw.client.post(format!("{}/admin/reload-config", gw.base));
         if let Some(k) = key {
@@ -458,4 +489,34 @@ async fn reload_requires_the_admin_key() {
         }
         assert_eq!(r.send().await.unwrap().status(), 401);
     }
+}
+
+/// Sections that are read but not implemented yet say so at start (log) and on every reload
+/// (log and reply), and are reported as having no effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unimplemented_sections_warn_at_start_and_on_reload() {
+    let gw = Gateway::start(
+        json!({"api_keys": ["key-a"], "proxy_pool": {"health_check": true}}),
+        &[],
+        false,
+    )
+    .await;
+    gw.log_shows("the proxy_pool section has no effect").await;
+    gw.write(json!({"flow": {"enable": true}, "proxy_pool": {"health_check": true}}));
+    let (status, body) = gw.reload().await;
+    assert_eq!(status, 200, "{body}");
+    let warnings = body["warnings"].to_string();
+    assert!(
+        warnings.contains("the flow section has no effect"),
+        "{body}"
+    );
+    assert!(
+        warnings.contains("the proxy_pool section has no effect"),
+        "{body}"
+    );
+    assert!(
+        body["no_effect"].to_string().contains("flow.enable"),
+        "{body}"
+    );
+    gw.log_shows("the flow section has no effect").await;
 }
