@@ -272,19 +272,60 @@ async fn a_token_refused_by_many_requests_is_minted_again_once() {
     }
     assert_eq!(auth.mints(), 1);
     let refused = UpstreamError::new(ErrorKind::AuthExpired, "converse", "refused");
+    let mut leases = leases.into_iter();
+    leases.next().unwrap().fail(&refused);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while auth.mints() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the refused token was never replaced"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The other nine report the same, older token, one at a time, after the new token exists:
+    // each would start a mint if refusals were not matched against the token's generation.
     for lease in leases {
         lease.fail(&refused);
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     until(&pool, "settled", |v| {
-        v.in_flight.text == 0 && v.counters.refreshes >= 1 && v.state == "ready"
+        v.in_flight.text == 0 && v.state == "ready"
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
         auth.mints(),
         2,
         "one refresh for the refused generation, not ten"
     );
+    pool.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stale_mint_succeeding_after_new_credentials_arrived_is_ignored() {
+    let auth = Arc::new(FakeAuth::default());
+    // The old cookies still work, slowly.
+    auth.script(
+        "old",
+        &[Step {
+            delay: Duration::from_millis(300),
+            fail: None,
+        }],
+    );
+    let pool = start(&auth, vec![account(A, "old", false)]).await;
+    let mut waiting = pool.lease(Capability::Text, &[]).await.unwrap();
+    let waiter = tokio::spawn(async move {
+        let r = waiting.auth().await.map(|a| a.token.expose().to_owned());
+        waiting.succeed();
+        r
+    });
+    until(&pool, "refreshing", |v| v.state == "refreshing_token").await;
+    pool.upsert(vec![account(A, "new", true)]).await;
+    assert_eq!(waiter.await.unwrap().unwrap(), "token-of-new");
+    // The old mint succeeds now; its token must not replace the new one.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(auth.mints(), 2);
+    assert_eq!(token(&pool).await, "token-of-new");
     pool.shutdown().await;
 }
 
