@@ -36,9 +36,7 @@ pub struct Incoming {
 pub struct Merged {
     /// Per incoming record: its name and what the store did, plus what was rejected.
     pub report: ImportReport,
-    /// The e-mail of each entry of `report.imported`, in the same order.
-    pub emails: Vec<String>,
-    /// Pool updates for the accounts whose records changed.
+    /// Pool updates for the accounts whose records changed (taken by [`AccountsService`]).
     pub updates: Vec<NewAccount>,
 }
 
@@ -68,7 +66,6 @@ pub fn merge(
                 changed: true,
             });
         }
-        merged.emails.push(record.email);
         merged.report.imported.push((name, outcome));
     }
     Ok(merged)
@@ -156,8 +153,9 @@ impl AccountsService {
         default_config: String,
     ) -> Result<Merged, StoreError> {
         let store = Arc::clone(&self.store);
-        let merged = blocking(move || merge(&store, incoming, rejected, &default_config)).await?;
-        self.pool.upsert(merged.updates.clone()).await;
+        let mut merged =
+            blocking(move || merge(&store, incoming, rejected, &default_config)).await?;
+        self.pool.upsert(std::mem::take(&mut merged.updates)).await;
         Ok(merged)
     }
 
@@ -173,7 +171,8 @@ impl AccountsService {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs a store operation off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f)
@@ -262,7 +261,6 @@ mod tests {
             vec![Upsert::Unchanged, Upsert::Updated]
         );
         assert_eq!(second.report.rejected.len(), 1);
-        assert_eq!(second.emails, vec!["a@x.org", "B@x.org"]);
         assert_eq!(second.updates.len(), 1);
         let creds = second.updates[0].credentials.as_ref().unwrap();
         assert_eq!(creds.cookies[0].value.expose(), "two");

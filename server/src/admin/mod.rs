@@ -131,14 +131,9 @@ fn store_error(e: &StoreError) -> HttpResponse {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, HttpResponse> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(store_error(&e)),
-        Err(e) => {
-            tracing::error!(error = %e, "admin: store task failed");
-            Err(error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))
-        }
-    }
+    crate::accounts::service::blocking(f)
+        .await
+        .map_err(|e| store_error(&e))
 }
 
 fn rate(ok: u64, total: u64) -> String {
@@ -380,12 +375,9 @@ async fn import(
         Ok(m) => m,
         Err(e) => return store_error(&e),
     };
+    // Each record was named by its e-mail.
     let rejected = merged.report.rejected;
-    let outcomes: Vec<(String, Upsert)> = merged
-        .emails
-        .into_iter()
-        .zip(merged.report.imported.into_iter().map(|(_, u)| u))
-        .collect();
+    let outcomes = merged.report.imported;
     let status = if outcomes.is_empty() {
         StatusCode::BAD_REQUEST
     } else {

@@ -223,7 +223,8 @@ impl Actor for AccountActor {
     }
 }
 
-fn gone() -> UpstreamError {
+/// The account's actor is gone (the account was removed, or the pool stopped).
+pub(super) fn gone() -> UpstreamError {
     UpstreamError::new(
         ErrorKind::Transport,
         "pool",

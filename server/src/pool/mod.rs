@@ -45,7 +45,7 @@ pub use account_state::Capability;
 pub use supervisor::{AccountView, NewAccount, Outcome, Persistence, PoolConfig};
 
 use crate::config::{ExpiredAction, Settings};
-use crate::upstream::{Authenticator, CallAuth, ErrorKind, UpstreamError};
+use crate::upstream::{Authenticator, CallAuth, UpstreamError};
 use account_state::FailurePolicy;
 use actor::AccountActor;
 use selection::SelectionPolicy;
@@ -289,8 +289,6 @@ pub struct Lease {
 
 struct LeaseInner {
     key: AccountKey,
-    email: String,
-    label: String,
     cap: Capability,
     actor: Addr<AccountActor>,
     supervisor: Addr<PoolSupervisor>,
@@ -302,7 +300,7 @@ struct LeaseInner {
 impl std::fmt::Debug for Lease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lease")
-            .field("account", &self.inner.label)
+            .field("account", &self.inner.key)
             .field("cap", &self.inner.cap)
             .finish_non_exhaustive()
     }
@@ -311,8 +309,6 @@ impl std::fmt::Debug for Lease {
 impl Lease {
     pub(crate) fn new(
         key: AccountKey,
-        email: String,
-        label: String,
         cap: Capability,
         actor: Addr<AccountActor>,
         supervisor: Addr<PoolSupervisor>,
@@ -320,8 +316,6 @@ impl Lease {
         Lease {
             inner: Box::new(LeaseInner {
                 key,
-                email,
-                label,
                 cap,
                 actor,
                 supervisor,
@@ -335,13 +329,9 @@ impl Lease {
         &self.inner.key
     }
 
-    pub fn email(&self) -> &str {
-        &self.inner.email
-    }
-
-    /// The account's log label.
-    pub fn label(&self) -> &str {
-        &self.inner.label
+    /// The account's log label (computed when asked: only failure paths log it).
+    pub fn label(&self) -> String {
+        self.inner.key.label()
     }
 
     /// The token for the upstream call (shared mint when none is usable).
@@ -351,7 +341,7 @@ impl Lease {
             .actor
             .send(actor::Auth)
             .await
-            .map_err(|_| removed())??;
+            .map_err(|_| actor::gone())??;
         self.inner.generations = Some((grant.token_generation, grant.credential_generation));
         Ok(grant.auth)
     }
@@ -397,12 +387,4 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.finish(Outcome::Abandoned);
     }
-}
-
-fn removed() -> UpstreamError {
-    UpstreamError::new(
-        ErrorKind::Transport,
-        "pool",
-        "the account was removed from the pool",
-    )
 }

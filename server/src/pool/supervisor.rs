@@ -392,13 +392,7 @@ impl PoolSupervisor {
                                 generation,
                             }),
                             None => {
-                                let actor = AccountActor::new(
-                                    key.clone(),
-                                    Arc::new(credentials),
-                                    generation,
-                                    self.shared(ctx),
-                                )
-                                .start();
+                                let actor = self.spawn_actor(&key, credentials, generation, ctx);
                                 if let Some(e) = self.entries.get_mut(&key) {
                                     e.actor = Some(actor);
                                 }
@@ -695,14 +689,7 @@ impl Handler<LeaseRequest> for PoolSupervisor {
             self.state.release(&key, msg.cap);
             return Err(selection::NO_ACCOUNT_RETRY);
         };
-        Ok(Lease::new(
-            key,
-            e.email.clone(),
-            e.label.clone(),
-            msg.cap,
-            actor,
-            ctx.address(),
-        ))
+        Ok(Lease::new(key, msg.cap, actor, ctx.address()))
     }
 }
 

@@ -122,9 +122,11 @@ pub struct StateRecord {
 use crate::pool::supervisor::now_ms;
 
 impl AccountRecord {
-    /// The key of the record: the lower-cased e-mail address.
+    /// The key of the record: its normalised e-mail address (`AccountKey`).
     pub fn key(&self) -> String {
-        self.email.trim().to_lowercase()
+        business2api_shared::AccountKey::new(&self.email)
+            .as_str()
+            .to_owned()
     }
 }
 
