@@ -176,7 +176,6 @@ pub struct Application {
     server: Server,
     report: StartupReport,
     pool: Pool,
-    reloader: Reloader,
     /// The configuration file watcher, when one runs.
     watcher: Option<tokio::task::JoinHandle<()>>,
 }
@@ -455,7 +454,6 @@ impl Application {
             server,
             report,
             pool,
-            reloader,
             watcher,
         })
     }
@@ -472,11 +470,6 @@ impl Application {
 
     pub fn report(&self) -> &StartupReport {
         &self.report
-    }
-
-    /// Reloads the configuration (what `POST /admin/reload-config` does).
-    pub fn reloader(&self) -> Reloader {
-        self.reloader.clone()
     }
 
     /// A handle to stop the server (gracefully or not).

@@ -368,15 +368,14 @@ impl GeminiBusinessClient {
         method: &str,
         body: &B,
     ) -> Result<T, UpstreamError> {
+        let timeout = self.knobs().request_timeout;
         let request = self
             .http
             .post(self.method_url(method))
             .headers(self.api_headers(auth)?)
-            .timeout(self.knobs().request_timeout)
+            .timeout(timeout)
             .json(body);
-        let response = self
-            .send(endpoint, request, self.knobs().request_timeout)
-            .await?;
+        let response = self.send(endpoint, request, timeout).await?;
         self.json(endpoint, response).await
     }
 
@@ -394,6 +393,7 @@ impl GeminiBusinessClient {
         let mut cookie = HeaderValue::from_str(cookie.expose())
             .map_err(|_| protocol(endpoint, "a cookie is not a valid header value"))?;
         cookie.set_sensitive(true);
+        let timeout = self.knobs().request_timeout;
         let request = self
             .http
             .get(&self.getoxsrf_url)
@@ -401,11 +401,9 @@ impl GeminiBusinessClient {
             .header(header::COOKIE, cookie)
             .header(header::USER_AGENT, U1_USER_AGENT)
             .header(header::REFERER, WEB_REFERER)
-            .timeout(self.knobs().request_timeout);
+            .timeout(timeout);
         let started = Instant::now();
-        let response = self
-            .send(endpoint, request, self.knobs().request_timeout)
-            .await?;
+        let response = self.send(endpoint, request, timeout).await?;
         let content_type = header_str(&response, header::CONTENT_TYPE);
         let body = response.bytes().await.map_err(|e| transport(endpoint, e))?;
         if is_html(content_type.as_deref(), &body) {
@@ -573,10 +571,11 @@ impl GeminiBusinessClient {
             .post(self.method_url("widgetStreamAssist"))
             .headers(self.api_headers(auth)?)
             .json(&body);
+        let knobs = self.knobs();
         let response = self
-            .send(endpoint, request, self.knobs().stream_first_byte_timeout)
+            .send(endpoint, request, knobs.stream_first_byte_timeout)
             .await?;
-        Ok(assist_items(response, self.knobs().stream_idle_timeout))
+        Ok(assist_items(response, knobs.stream_idle_timeout))
     }
 
     /// U5: the AI-generated files of a session.
@@ -616,6 +615,7 @@ impl GeminiBusinessClient {
         file_id: &str,
     ) -> Result<Bytes, UpstreamError> {
         let endpoint = Endpoint::DownloadFile;
+        let knobs = self.knobs();
         let url = format!(
             "{}/download/v1alpha/{full_session}:downloadFile",
             self.api_base
@@ -625,11 +625,9 @@ impl GeminiBusinessClient {
             .get(url)
             .query(&[("fileId", file_id), ("alt", "media")])
             .headers(self.api_headers(auth)?)
-            .timeout(self.knobs().download_timeout);
-        let mut response = self
-            .send(endpoint, request, self.knobs().download_timeout)
-            .await?;
-        let limit = self.knobs().max_download_bytes;
+            .timeout(knobs.download_timeout);
+        let mut response = self.send(endpoint, request, knobs.download_timeout).await?;
+        let limit = knobs.max_download_bytes;
         let too_big = || {
             protocol(
                 endpoint,
