@@ -156,6 +156,23 @@ async fn token(pool: &Pool) -> String {
     auth.token.expose().to_owned()
 }
 
+/// Starts a pool with the account's "old" credentials, makes a request wait for a token (the
+/// mint with the old credentials starts, slowed by `auth`'s script), sends the "new" credentials
+/// while that mint runs, and checks the waiting request gets a token of the new ones.
+async fn new_credentials_during_a_slow_mint(auth: &Arc<FakeAuth>) -> Pool {
+    let pool = start(auth, vec![account(A, "old", false)]).await;
+    let mut waiting = pool.lease(Capability::Text, &[]).await.unwrap();
+    let waiter = tokio::spawn(async move {
+        let r = waiting.auth().await.map(|a| a.token.expose().to_owned());
+        waiting.succeed();
+        r
+    });
+    until(&pool, "refreshing", |v| v.state == "refreshing_token").await;
+    pool.upsert(vec![account(A, "new", true)]).await;
+    assert_eq!(waiter.await.unwrap().unwrap(), "token-of-new");
+    pool
+}
+
 #[tokio::test]
 async fn a_stale_mint_failing_after_new_credentials_arrived_is_ignored() {
     let auth = Arc::new(FakeAuth::default());
@@ -167,21 +184,7 @@ async fn a_stale_mint_failing_after_new_credentials_arrived_is_ignored() {
             fail: Some(ErrorKind::CookiesInvalid),
         }],
     );
-    let pool = start(&auth, vec![account(A, "old", false)]).await;
-    // A request needs a token: the mint with the old cookies starts.
-    let mut waiting = pool.lease(Capability::Text, &[]).await.unwrap();
-    let waiter = tokio::spawn(async move {
-        let r = waiting.auth().await.map(|a| a.token.expose().to_owned());
-        waiting.succeed();
-        r
-    });
-    until(&pool, "refreshing", |v| v.state == "refreshing_token").await;
-
-    // New credentials arrive while the old mint is still running.
-    pool.upsert(vec![account(A, "new", true)]).await;
-
-    // The request that waited gets a token of the new credentials.
-    assert_eq!(waiter.await.unwrap().unwrap(), "token-of-new");
+    let pool = new_credentials_during_a_slow_mint(&auth).await;
     // Let the old mint fail (300 ms), then look.
     tokio::time::sleep(Duration::from_millis(450)).await;
     let v = view(&pool).await;
@@ -312,16 +315,7 @@ async fn a_stale_mint_succeeding_after_new_credentials_arrived_is_ignored() {
             fail: None,
         }],
     );
-    let pool = start(&auth, vec![account(A, "old", false)]).await;
-    let mut waiting = pool.lease(Capability::Text, &[]).await.unwrap();
-    let waiter = tokio::spawn(async move {
-        let r = waiting.auth().await.map(|a| a.token.expose().to_owned());
-        waiting.succeed();
-        r
-    });
-    until(&pool, "refreshing", |v| v.state == "refreshing_token").await;
-    pool.upsert(vec![account(A, "new", true)]).await;
-    assert_eq!(waiter.await.unwrap().unwrap(), "token-of-new");
+    let pool = new_credentials_during_a_slow_mint(&auth).await;
     // The old mint succeeds now; its token must not replace the new one.
     tokio::time::sleep(Duration::from_millis(450)).await;
     assert_eq!(auth.mints(), 2);
