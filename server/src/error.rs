@@ -52,6 +52,15 @@ pub enum GatewayError {
     },
     #[error("the request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The client stopped sending its request body (`http.body_read_timeout_sec`).
+    #[error(
+        "the request body did not arrive: no bytes for {} s (http.body_read_timeout_sec)",
+        after.as_secs()
+    )]
+    BodyTimeout { after: Duration },
+    /// Too many request bodies are being received or parsed at once (`http.inflight_body_mb`).
+    #[error("the gateway is busy receiving other large requests; retry shortly")]
+    Busy,
     #[error("{0}")]
     Model(ModelError),
     #[error("no upstream account is available right now")]
@@ -103,13 +112,14 @@ impl GatewayError {
             GatewayError::MissingApiKey | GatewayError::InvalidApiKey => Category::Authentication,
             GatewayError::InvalidRequest { .. }
             | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::BodyTimeout { .. }
             | GatewayError::MethodNotAllowed
             | GatewayError::Input(_) => Category::InvalidRequest,
             GatewayError::Model(ModelError::Missing) => Category::InvalidRequest,
             GatewayError::Model(ModelError::Unknown(_)) | GatewayError::NotFound => {
                 Category::NotFound
             }
-            GatewayError::NoAccountAvailable { .. } => Category::Unavailable,
+            GatewayError::NoAccountAvailable { .. } | GatewayError::Busy => Category::Unavailable,
             GatewayError::Internal => Category::Internal,
             GatewayError::Upstream(e) => match e.kind {
                 ErrorKind::BadRequest => Category::InvalidRequest,
@@ -131,6 +141,7 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Input(InputError {
                 too_large: true, ..
@@ -152,6 +163,7 @@ impl GatewayError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             GatewayError::NoAccountAvailable { retry_after } => Some(*retry_after),
+            GatewayError::Busy => Some(Duration::from_secs(1)),
             GatewayError::Upstream(e) => match self.category() {
                 Category::RateLimited | Category::QuotaExhausted => {
                     Some(e.retry_after().unwrap_or(DEFAULT_RATE_LIMIT_RETRY))

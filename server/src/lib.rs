@@ -14,6 +14,8 @@
 //! - [`service`]: one chat request end to end: route by the registry, lease an account, call
 //!   the upstream, fail over before the first byte.
 //! - [`store`]: persistence in redb.
+//! - [`body`]: what a request body may cost before a handler reads it (size, silence, the
+//!   global budget of bytes in flight).
 //! - [`auth`]: API keys (generated on first start when none is configured).
 //! - [`cli_accounts`]: the `accounts` subcommands (import, export, list the stored accounts).
 //! - [`telemetry`]: tracing setup and the request root span.
@@ -21,6 +23,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod auth;
+pub mod body;
 pub mod cli_accounts;
 pub mod config;
 pub mod dialects;

@@ -373,6 +373,9 @@ impl Application {
             Arc::clone(&upstream_for_reload),
         );
         let keys = web::Data::new(keys);
+        let body_budget = web::Data::new(crate::body::BodyBudget::new(
+            settings.http.inflight_body_bytes,
+        ));
         let live_data = web::Data::new(live);
         let reloader_data = web::Data::new(reloader.clone());
 
@@ -392,6 +395,7 @@ impl Application {
                 .app_data(live_data.clone())
                 .app_data(reloader_data.clone())
                 .app_data(media_data.clone())
+                .app_data(body_budget.clone())
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .route("/", web::get().to(health::root))
                 .route("/health", web::get().to(health::health))
@@ -399,6 +403,7 @@ impl Application {
                 .route("/media/{name}", web::head().to(crate::media::store::serve))
                 .service(
                     web::scope("/v1")
+                        .wrap(from_fn(crate::body::guard_body))
                         .wrap(from_fn(dialects::require_api_key))
                         .configure(openai::routes)
                         .configure(dialects::anthropic::routes)
@@ -411,11 +416,13 @@ impl Application {
                 )
                 .service(
                     web::scope("/v1beta")
+                        .wrap(from_fn(crate::body::guard_body))
                         .wrap(from_fn(dialects::require_api_key))
                         .configure(dialects::gemini::routes_v1beta),
                 )
                 .service(
                     web::scope("/admin")
+                        .wrap(from_fn(crate::body::guard_body))
                         .wrap(from_fn(crate::admin::require_admin_key))
                         .configure(crate::admin::routes),
                 )

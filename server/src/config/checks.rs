@@ -72,6 +72,16 @@ pub(super) fn cross_checks(settings: &mut Settings, r: &mut Reader) {
         ));
     }
 
+    let http = &settings.http;
+    if http.inflight_body_bytes < http.max_request_body_bytes {
+        r.warn(format!(
+            "http.inflight_body_mb ({} MiB) is below http.max_request_body_mb ({} MiB): a body \
+             of the largest allowed size waits until no other body is in flight",
+            http.inflight_body_bytes / (1024 * 1024),
+            http.max_request_body_bytes / (1024 * 1024)
+        ));
+    }
+
     if settings
         .api_keys
         .iter()
@@ -167,6 +177,14 @@ mod tests {
 
         let loaded = load(r#"{"pool": {"refresh_cooldown_sec": 600}}"#);
         assert!(loaded.warnings[0].contains("refresh_cooldown_sec"));
+
+        let loaded = load(r#"{"http": {"max_request_body_mb": 64, "inflight_body_mb": 32}}"#);
+        assert!(loaded.warnings[0].contains("http.inflight_body_mb (32 MiB)"));
+        assert!(
+            load(r#"{"http": {"inflight_body_mb": 32}}"#)
+                .warnings
+                .is_empty()
+        );
 
         let loaded = load(r#"{"allow_unauthenticated": true}"#);
         assert!(loaded.settings.allow_unauthenticated);

@@ -240,6 +240,9 @@ pub static KEYS: &[KeySpec] = &[
         Live,
         http.nonstream_keepalive_after
     ),
+    key!("http.body_read_timeout_sec", Live, http.body_read_timeout),
+    key!("http.inflight_body_mb", Restart, http.inflight_body_bytes),
+    key!("http.inflight_wait_ms", Live, http.inflight_wait),
     key!("media.public_base_url", Restart, media.public_base_url),
     key!("media.inline_in_chat", Live, media.inline_in_chat),
     key!("media.store_max_mb", Restart, media.store_max_bytes),

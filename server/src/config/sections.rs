@@ -225,6 +225,12 @@ pub struct HttpSettings {
     /// Non-streamed image/video answers: after this long without an answer the response
     /// commits to 200 and sends whitespace keep-alives (0 = never commit early).
     pub nonstream_keepalive_after: Duration,
+    /// Longest wait for the next bytes of a request body (408 after it).
+    pub body_read_timeout: Duration,
+    /// Bytes of request bodies being read or parsed at once, over all requests.
+    pub inflight_body_bytes: usize,
+    /// How long a request waits for room in that budget before a 503.
+    pub inflight_wait: Duration,
 }
 
 /// Media in (client URLs the gateway fetches) and out (generated files it serves).
@@ -509,6 +515,24 @@ pub(super) fn read_http(top: &mut Section<'_>, r: &mut Reader) -> HttpSettings {
     };
     let shutdown_timeout = s.secs(r, "shutdown_timeout_sec", 30, ANY);
     let nonstream_keepalive_after = s.secs(r, "nonstream_keepalive_after_sec", 20, ANY);
+    let body_read_timeout = s.secs(r, "body_read_timeout_sec", 30, Range { min: 1, max: 3600 });
+    let inflight_mb = s.u32(r, "inflight_body_mb", 128, Range { min: 1, max: 65536 });
+    let inflight_body_bytes = match usize::try_from(u64::from(inflight_mb) * MIB) {
+        Ok(n) => n,
+        Err(_) => {
+            r.error("http.inflight_body_mb", "too large for this platform");
+            128 * 1024 * 1024
+        }
+    };
+    let inflight_wait = Duration::from_millis(s.uint(
+        r,
+        "inflight_wait_ms",
+        2_000,
+        Range {
+            min: 0,
+            max: 60_000,
+        },
+    ));
     s.finish(r);
     HttpSettings {
         workers,
@@ -516,6 +540,9 @@ pub(super) fn read_http(top: &mut Section<'_>, r: &mut Reader) -> HttpSettings {
         max_request_body_bytes,
         shutdown_timeout,
         nonstream_keepalive_after,
+        body_read_timeout,
+        inflight_body_bytes,
+        inflight_wait,
     }
 }
 

@@ -60,6 +60,16 @@ impl Dialect {
         Dialect::OpenAi
     }
 
+    /// The dialect of a request to the API (`/v1…`, `/v1beta…`); `None` for other paths (the
+    /// admin API, health, media).
+    pub fn of_api(req: &HttpRequest) -> Option<Dialect> {
+        let path = req.path();
+        let api = ["/v1", "/v1beta"]
+            .iter()
+            .any(|p| path == *p || path.starts_with(&format!("{p}/")));
+        api.then(|| Dialect::of(req))
+    }
+
     /// The dialect of `GET /v1/models[/{m}]`, from the headers.
     fn of_models_listing(req: &HttpRequest) -> Dialect {
         let headers = req.headers();
@@ -153,12 +163,7 @@ pub async fn require_api_key(
 pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, GatewayError> {
     let mut buf = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| match e {
-            actix_web::error::PayloadError::Overflow => GatewayError::PayloadTooLarge { limit },
-            other => {
-                GatewayError::invalid(format!("the request body could not be read: {other}"), None)
-            }
-        })?;
+        let chunk = chunk.map_err(|e| crate::body::payload_error(e, limit))?;
         if buf.len() + chunk.len() > limit {
             return Err(GatewayError::PayloadTooLarge { limit });
         }

@@ -19,6 +19,8 @@ fn type_and_code(error: &GatewayError) -> (&'static str, Option<&'static str>) {
             ("invalid_request_error", Some("model_not_found"))
         }
         GatewayError::NoAccountAvailable { .. } => ("server_error", Some("no_account_available")),
+        GatewayError::Busy => ("server_error", Some("server_busy")),
+        GatewayError::BodyTimeout { .. } => ("invalid_request_error", Some("request_timeout")),
         _ => match error.category() {
             Category::Authentication | Category::InvalidRequest => ("invalid_request_error", None),
             Category::NotFound => ("invalid_request_error", Some("not_found")),
