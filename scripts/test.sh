@@ -10,6 +10,8 @@
 #   5. Official SDKs                 pytest tests/sdk (openai, anthropic 2.x, google-genai 3.x)
 #                                    against the binaries built in step 1, then
 #                                    tests/sdk/test_anthropic.py again with anthropic 0.69
+#   6. Hostile input                 bench/hostile.sh: the release binary under the memory
+#                                    probe's shapes (peak RSS bound, /health within 100 ms)
 #
 # Needs: a Rust toolchain, python3 with the venv module (Debian: python3-venv), and PyPI access
 # the first time (and whenever the requirements change). Exits non-zero on the first failure.
@@ -140,6 +142,10 @@ step_done
 
 step "Legacy anthropic SDK (x-api-key) against the running binary: pytest $SDK_DIR/test_anthropic.py ($LEGACY_VENV)"
 run_pytest "$LEGACY_VENV" legacy "$ROOT/$SDK_DIR/test_anthropic.py"
+step_done
+
+step "Hostile input against the release binary: bench/hostile.sh"
+"$ROOT/bench/hostile.sh"
 step_done
 
 current_step=""
