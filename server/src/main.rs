@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use business2api::accounts::email::printable;
 use business2api::auth::KeySource;
 use business2api::cli_accounts::{self, AccountsCommand};
 use business2api::config::{LoadedConfig, Settings};
@@ -190,7 +191,11 @@ async fn run(settings: Settings, source: Option<ConfigSource>, banner: Option<St
     };
     let report = app.report();
     for r in report.import.rejected.iter().chain(&report.unusable) {
-        println!("business2api: account {} not used: {}", r.name, r.reason);
+        println!(
+            "business2api: account {} not used: {}",
+            printable(&r.name),
+            printable(&r.reason)
+        );
     }
     let addr = app.address();
     let shown = if addr.ip().is_unspecified() {
