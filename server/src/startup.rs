@@ -110,6 +110,9 @@ pub enum StartupError {
     MediaFetcher(String),
     #[error("cannot register the models: {0}")]
     Registry(#[from] RegistryError),
+    /// An admin key equals the generated API key (the message names the file, not the key).
+    #[error("{0}")]
+    AdminKeyIsApiKey(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -288,6 +291,13 @@ impl Application {
                 path: data_dir.display().to_string(),
                 source,
             })?;
+        if let Some(conflict) = keys.admin_key_conflict(
+            &settings.api_keys,
+            settings.allow_unauthenticated,
+            &settings.admin_keys,
+        ) {
+            return Err(StartupError::AdminKeyIsApiKey(conflict));
+        }
         if matches!(key_source, KeySource::Unauthenticated) {
             tracing::warn!(
                 "allow_unauthenticated is set and no API key is configured: the API is open to anyone who can reach it"
@@ -351,6 +361,9 @@ impl Application {
                     .to_string(),
                 source,
             })?;
+        for warning in crate::auth::tighten_secret_files(&data_dir) {
+            tracing::warn!("{warning}");
+        }
         let state = web::Data::new(AppState {
             chat,
             accounts: crate::accounts::AccountsService::new(Arc::clone(&store), pool.clone()),

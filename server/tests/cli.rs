@@ -1,5 +1,5 @@
 //! The `business2api` binary's command line: help, configuration errors, client mode, the
-//! configuration path.
+//! configuration path, start-up key checks.
 
 // The helpers below run only inside tests; a failed unwrap there is a failed test.
 #![allow(
@@ -335,4 +335,119 @@ fn a_missing_default_config_still_starts_with_the_defaults() {
         run.stderr
     );
     assert_eq!(entries(cwd.path()), ["data"], "the default data dir");
+}
+
+/// A config file for a gateway on a free local port with `data` as its data dir.
+fn write_config(
+    dir: &std::path::Path,
+    data: &std::path::Path,
+    extra: serde_json::Value,
+) -> std::path::PathBuf {
+    let mut config = serde_json::json!({
+        "listen_addr": format!("127.0.0.1:{}", common::free_port()),
+        "data_dir": data,
+        "pool": { "refresh_on_startup": false },
+    });
+    if let (Some(c), serde_json::Value::Object(extra)) = (config.as_object_mut(), extra) {
+        c.extend(extra);
+    }
+    let path = dir.join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Start-up warnings: a very short admin key (named by position, never printed), and key files
+/// that group or others may read (made private, 0600, and said so). The gateway still starts.
+#[test]
+fn weak_keys_and_exposed_key_files_are_warned_about_without_printing_them() {
+    const SHORT_ADMIN: &str = "Zq7";
+    const STORED: &str = "sk-b2a-stored-generated-key-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("api_key"), format!("{STORED}\n")).unwrap();
+    std::fs::write(data.join("thinking-signing.key"), [9u8; 32]).unwrap();
+    #[cfg(unix)]
+    for name in ["api_key", "thinking-signing.key"] {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(data.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let config = write_config(
+        dir.path(),
+        &data,
+        serde_json::json!({"admin_keys": [SHORT_ADMIN]}),
+    );
+    let mut command = bin();
+    command.args(["serve", "--config"]).arg(&config);
+    let run = run_until_listening(command);
+    assert_eq!(run.code, None, "it started: {}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("admin key #1 (") && run.stderr.contains("shorter than 16 characters"),
+        "{}",
+        run.stderr
+    );
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(!all.contains(SHORT_ADMIN), "{all}");
+    assert!(!all.contains(STORED), "{all}");
+    assert!(
+        run.stdout.contains("using the generated API key stored in"),
+        "{}",
+        run.stdout
+    );
+    #[cfg(unix)]
+    for name in ["api_key", "thinking-signing.key"] {
+        assert!(
+            run.stderr.contains(&format!(
+                "{name} was readable by group or others (mode 0644)"
+            )),
+            "{name}: {}",
+            run.stderr
+        );
+        assert_eq!(mode(&data.join(name)), 0o600, "{name}");
+    }
+}
+
+/// The generated key (`<data_dir>/api_key`) is an API key like a configured one: an admin key
+/// equal to it is refused at start, as `admin_keys` equal to `api_keys` is, without printing it.
+#[test]
+fn an_admin_key_equal_to_the_generated_key_is_refused_at_start() {
+    const STORED: &str = "sk-b2a-stored-generated-key-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("api_key"), format!("{STORED}\n")).unwrap();
+    let config = write_config(
+        dir.path(),
+        &data,
+        serde_json::json!({"admin_keys": ["another-admin-key-0123456789", STORED]}),
+    );
+    let mut command = bin();
+    command.args(["serve", "--config"]).arg(&config);
+    let run = run_until_listening(command);
+    assert_eq!(run.code, Some(1), "refused: {}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("an admin key equals the generated API key stored in")
+            && run.stderr.contains("api_key"),
+        "{}",
+        run.stderr
+    );
+    assert!(!format!("{}{}", run.stdout, run.stderr).contains(STORED));
+
+    // Configured API keys take precedence: the generated key is not in use, nothing to refuse.
+    let config = write_config(
+        dir.path(),
+        &data,
+        serde_json::json!({"admin_keys": [STORED], "api_keys": ["configured-api-key-0123456789"]}),
+    );
+    let mut command = bin();
+    command.args(["serve", "--config"]).arg(&config);
+    let run = run_until_listening(command);
+    assert_eq!(run.code, None, "it started: {}{}", run.stdout, run.stderr);
 }
