@@ -451,3 +451,34 @@ fn an_admin_key_equal_to_the_generated_key_is_refused_at_start() {
     let run = run_until_listening(command);
     assert_eq!(run.code, None, "it started: {}{}", run.stdout, run.stderr);
 }
+
+/// A file in the accounts dir whose name carries a newline and an escape sequence cannot forge
+/// a line of the start-up output or the log: its name is printed escaped.
+#[cfg(unix)]
+#[test]
+fn start_up_rejections_print_file_names_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("evil\nFAKE LINE \u{1b}[2J.json"), "{").unwrap();
+    let config = write_config(
+        dir.path(),
+        &data,
+        serde_json::json!({"api_keys": ["configured-api-key-0123456789"]}),
+    );
+    let mut command = bin();
+    command.args(["serve", "--config"]).arg(&config);
+    let run = run_until_listening(command);
+    assert_eq!(run.code, None, "it started: {}{}", run.stdout, run.stderr);
+    for output in [&run.stdout, &run.stderr] {
+        assert!(
+            output.contains("evil\\nFAKE LINE \\u{1b}[2J.json"),
+            "{output}"
+        );
+        assert!(
+            !output.lines().any(|l| l.starts_with("FAKE LINE")),
+            "{output}"
+        );
+        assert!(!output.contains('\u{1b}'), "{output:?}");
+    }
+}
