@@ -107,6 +107,54 @@ fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The files in the data dir that hold secrets the gateway reads: the generated API key and
+/// the thinking-signing key.
+pub fn secret_files(data_dir: &Path) -> [PathBuf; 2] {
+    [
+        data_dir.join(GENERATED_KEY_FILE),
+        data_dir.join(crate::dialects::anthropic::signature::KEY_FILE),
+    ]
+}
+
+/// Makes every existing [`secret_files`] file readable by its owner only: a file that group or
+/// others may access (`mode & 0o077 != 0`) is changed to mode 0600. Returns a warning for each
+/// file changed, or that could not be changed. Run at start and on every reload.
+pub fn tighten_secret_files(data_dir: &Path) -> Vec<String> {
+    secret_files(data_dir)
+        .iter()
+        .filter_map(|path| tighten_secret_file(path))
+        .collect()
+}
+
+#[cfg(unix)]
+fn tighten_secret_file(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return None;
+    }
+    Some(
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => format!(
+                "{} was readable by group or others (mode {mode:04o}); it holds a secret, so \
+                 its mode is now 0600",
+                path.display()
+            ),
+            Err(e) => format!(
+                "{} is readable by group or others (mode {mode:04o}) and its mode could not be \
+                 changed ({e}); it holds a secret: run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            ),
+        },
+    )
+}
+
+#[cfg(not(unix))]
+fn tighten_secret_file(_: &Path) -> Option<String> {
+    None
+}
+
 /// The key a request carries, from (in this order) `Authorization: Bearer`, `x-api-key`,
 /// `x-goog-api-key` or the `key` query parameter.
 pub fn presented_key(req: &HttpRequest) -> Option<String> {
@@ -208,6 +256,30 @@ impl ApiKeyGate {
         Ok(source)
     }
 
+    /// The refusal when the generated key would be the API key under `api_keys` /
+    /// `allow_unauthenticated` and one of `admin_keys` equals it: like a configured API key
+    /// listed as an admin key, the generated key must never grant the admin routes. Call after
+    /// [`ApiKeyGate::prepare`]. The message names the file, never the key.
+    pub fn admin_key_conflict(
+        &self,
+        api_keys: &[Secret],
+        allow_unauthenticated: bool,
+        admin_keys: &[Secret],
+    ) -> Option<String> {
+        if !api_keys.is_empty() || allow_unauthenticated {
+            return None;
+        }
+        let generated = self.generated.get()?;
+        matches_any(admin_keys, generated.expose().as_bytes()).then(|| {
+            format!(
+                "an admin key equals the generated API key stored in {}; admin and API keys \
+                 must differ (an API key must never grant the admin routes): configure another \
+                 admin key",
+                self.data_dir.join(GENERATED_KEY_FILE).display()
+            )
+        })
+    }
+
     /// Whether the request may use the API, by the configuration in force now.
     pub fn check(&self, req: &HttpRequest) -> Result<(), GatewayError> {
         let settings = self.live.load();
@@ -286,6 +358,51 @@ mod tests {
         assert!(matches!(k, ApiKeys::Open));
         assert_eq!(s, KeySource::Unauthenticated);
         assert!(!dir.path().join(GENERATED_KEY_FILE).exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn secret_files_readable_by_others_are_made_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let [api_key, signing] = secret_files(dir.path());
+        assert!(tighten_secret_files(dir.path()).is_empty(), "missing files");
+        std::fs::write(&api_key, "sk-b2a-SECRET\n").unwrap();
+        std::fs::write(&signing, [7u8; 32]).unwrap();
+        std::fs::set_permissions(&api_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(&signing, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let warnings = tighten_secret_files(dir.path());
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("mode 0644") && warnings[0].contains("now 0600"));
+        assert!(!warnings[0].contains("SECRET"));
+        for path in [&api_key, &signing] {
+            let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        assert!(
+            tighten_secret_files(dir.path()).is_empty(),
+            "once is enough"
+        );
+    }
+
+    #[test]
+    fn an_admin_key_equal_to_the_generated_key_is_a_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = LiveConfig::new(crate::config::Settings::defaults());
+        let (gate, source) = ApiKeyGate::start(live, dir.path()).unwrap();
+        let KeySource::NewlyGenerated(_, key) = source else {
+            panic!("{source:?}")
+        };
+        let admin = [Secret::new("another-admin-key-0123"), key.clone()];
+        let message = gate.admin_key_conflict(&[], false, &admin).unwrap();
+        assert!(message.contains("api_key") && !message.contains(key.expose()));
+        // Not in use: configured API keys, or the open gateway.
+        assert!(
+            gate.admin_key_conflict(&[Secret::new("k")], false, &admin)
+                .is_none()
+        );
+        assert!(gate.admin_key_conflict(&[], true, &admin).is_none());
+        assert!(gate.admin_key_conflict(&[], false, &admin[..1]).is_none());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 use serde::Serialize;
 
+use crate::accounts::email::printable;
 use crate::config::Settings;
 use crate::pool::files::{self, export_to_dir, import_paths};
 use crate::pool::import::{credentials_of, json_files_in, parse_account_file};
@@ -217,10 +218,16 @@ fn import(
                 "unchanged"
             }
         };
-        writeln!(out, "{word:<9}  {name}")?;
+        writeln!(out, "{word:<9}  {}", printable(name))?;
     }
     for r in &report.rejected {
-        writeln!(out, "{:<9}  {}: {}", "rejected", r.name, r.reason)?;
+        writeln!(
+            out,
+            "{:<9}  {}: {}",
+            "rejected",
+            printable(&r.name),
+            printable(&r.reason)
+        )?;
     }
     writeln!(
         out,
@@ -239,7 +246,8 @@ fn import(
             err,
             "business2api: note: {} holds a different copy of {email}; the gateway imports \
              that directory at start-up and would put that copy back. Replace or remove the file.",
-            path.display()
+            printable(&path.display().to_string()),
+            email = printable(&email),
         )?;
     }
     Ok(if report.rejected.is_empty() {
@@ -292,10 +300,15 @@ fn export(
         }
     };
     for (_, path) in &report.written {
-        writeln!(out, "wrote    {}", path.display())?;
+        writeln!(out, "wrote    {}", printable(&path.display().to_string()))?;
     }
     for r in &report.skipped {
-        writeln!(out, "skipped  {}: {}", r.name, r.reason)?;
+        writeln!(
+            out,
+            "skipped  {}: {}",
+            printable(&r.name),
+            printable(&r.reason)
+        )?;
     }
     writeln!(
         out,
@@ -331,19 +344,21 @@ fn list(
         writeln!(out)?;
         return Ok(EXIT_OK);
     }
-    let width = accounts.iter().map(|a| a.email.len()).max().unwrap_or(0);
-    for a in &accounts {
+    // Stored values are printed escaped: a record imported by an older version may hold control
+    // characters that a terminal would act on.
+    let emails: Vec<_> = accounts.iter().map(|a| printable(&a.email)).collect();
+    let width = emails.iter().map(|e| e.chars().count()).max().unwrap_or(0);
+    for (a, email) in accounts.iter().zip(&emails) {
         let state = if a.usable { "usable  " } else { "unusable" };
         write!(
             out,
-            "{:<width$}  {state}  config={}  cookies={}  source={}",
-            a.email,
-            a.config_id.as_deref().unwrap_or("-"),
+            "{email:<width$}  {state}  config={}  cookies={}  source={}",
+            printable(a.config_id.as_deref().unwrap_or("-")),
             a.cookies,
-            a.source_file.as_deref().unwrap_or("-"),
+            printable(a.source_file.as_deref().unwrap_or("-")),
         )?;
         match &a.reason {
-            Some(reason) => writeln!(out, "  ({reason})")?,
+            Some(reason) => writeln!(out, "  ({})", printable(reason))?,
             None => writeln!(out)?,
         }
     }

@@ -5,20 +5,23 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use business2api::accounts::email::printable;
 use business2api::auth::KeySource;
 use business2api::cli_accounts::{self, AccountsCommand};
 use business2api::config::{LoadedConfig, Settings};
 use business2api::reload::{ConfigSource, Environment};
 use business2api::startup::{Application, StartupError};
 use business2api::telemetry;
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 /// A gateway that lets OpenAI, Anthropic and Gemini clients use Gemini Business through a pool
 /// of accounts you own.
 #[derive(Debug, Parser)]
 #[command(name = "business2api", version, propagate_version = true)]
 struct Cli {
-    /// Configuration file (JSON). A missing file means "all defaults"; see config/README.md.
+    /// Configuration file (JSON). The default path missing means "all defaults" (see
+    /// config/README.md); a path given with --config or BUSINESS2API_CONFIG must exist.
     #[arg(
         long,
         short = 'c',
@@ -64,7 +67,22 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    // Given by the operator (command line or environment), as opposed to the default path.
+    let explicit = matches!(
+        matches.value_source("config"),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    );
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // Before anything is created (data dir, socket): a mistyped path must not start a gateway
+    // with every default, listening on every interface.
+    if let Err(message) = check_config_path(&cli.config, explicit) {
+        eprintln!("business2api: {message}");
+        return ExitCode::from(2);
+    }
     match cli.command.unwrap_or(Command::Serve { no_watch: false }) {
         Command::Serve { no_watch } => {
             actix_web::rt::System::new().block_on(serve(cli.config, !no_watch))
@@ -74,6 +92,28 @@ fn main() -> ExitCode {
             actix_web::rt::System::new().block_on(demo(listen, pace_ms))
         }
         Command::Accounts { command } => accounts(&cli.config, &command),
+    }
+}
+
+/// The configuration path is usable: not a directory, and — when the operator named it — a
+/// file that exists. Only the implicit default path may be missing (then every key takes its
+/// default).
+fn check_config_path(path: &Path, explicit: bool) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(format!(
+            "the configuration path {} is a directory, not a JSON file",
+            path.display()
+        )),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "the configuration file {} does not exist (given with --config or \
+             BUSINESS2API_CONFIG); nothing was started. Check the path, or leave the option out \
+             to run with the defaults",
+            path.display()
+        )),
+        // Unreadable for another reason: the loader reports it with the path.
+        Err(_) => Ok(()),
     }
 }
 
@@ -151,7 +191,11 @@ async fn run(settings: Settings, source: Option<ConfigSource>, banner: Option<St
     };
     let report = app.report();
     for r in report.import.rejected.iter().chain(&report.unusable) {
-        println!("business2api: account {} not used: {}", r.name, r.reason);
+        println!(
+            "business2api: account {} not used: {}",
+            printable(&r.name),
+            printable(&r.reason)
+        );
     }
     let addr = app.address();
     let shown = if addr.ip().is_unspecified() {

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::auth::ApiKeyGate;
 use crate::config::live::LiveConfig;
 use crate::config::reload::{Apply, Change, changes, pin_restart_keys};
-use crate::config::{ConfigErrors, Settings};
+use crate::config::{ConfigError, ConfigErrors, Settings};
 use crate::media::MediaFetcher;
 use crate::pool::{Pool, PoolConfig};
 use crate::upstream::gemini_business::GeminiBusinessClient;
@@ -243,6 +243,17 @@ impl Reloader {
                     ))
                 })?;
         }
+        // The generated key is checked like a configured API key: no admin key may equal it.
+        if let Some(message) = inner.keys.admin_key_conflict(
+            &next.api_keys,
+            next.allow_unauthenticated,
+            &next.admin_keys,
+        ) {
+            return Err(ReloadError::Invalid(ConfigErrors(vec![ConfigError {
+                path: "admin_keys".to_owned(),
+                message,
+            }])));
+        }
         let fetcher = if changed.iter().any(|c| c.path.starts_with("media.fetch_")) {
             Some(Arc::new(MediaFetcher::new(&next.media).map_err(|e| {
                 ReloadError::Internal(format!("cannot set up the media fetcher: {e}"))
@@ -276,6 +287,7 @@ impl Reloader {
 
         let mut warnings = loaded.warnings;
         warnings.extend(unimplemented_warnings(&next));
+        warnings.extend(crate::auth::tighten_secret_files(&next.data_dir));
         for w in &warnings {
             tracing::warn!("config: {w}");
         }

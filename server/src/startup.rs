@@ -110,6 +110,9 @@ pub enum StartupError {
     MediaFetcher(String),
     #[error("cannot register the models: {0}")]
     Registry(#[from] RegistryError),
+    /// An admin key equals the generated API key (the message names the file, not the key).
+    #[error("{0}")]
+    AdminKeyIsApiKey(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -268,14 +271,22 @@ impl Application {
             .map_err(|e| StoreError::Corrupt(format!("start-up task failed: {e}")))??
         };
         for rejected in &import.rejected {
-            tracing::warn!(file = %rejected.name, reason = %rejected.reason, "account file not imported");
+            tracing::warn!(
+                file = %crate::accounts::email::printable(&rejected.name),
+                reason = %rejected.reason,
+                "account file not imported"
+            );
         }
 
         // The pool's first members: the stored accounts with their persisted state.
         let (accounts, unusable) =
             crate::accounts::service::load(&store, &settings.default_config)?;
         for u in &unusable {
-            tracing::warn!(account = %u.name, reason = %u.reason, "account cannot be used");
+            tracing::warn!(
+                account = %crate::accounts::email::printable(&u.name),
+                reason = %u.reason,
+                "account cannot be used"
+            );
         }
         let store = Arc::new(store);
 
@@ -288,6 +299,13 @@ impl Application {
                 path: data_dir.display().to_string(),
                 source,
             })?;
+        if let Some(conflict) = keys.admin_key_conflict(
+            &settings.api_keys,
+            settings.allow_unauthenticated,
+            &settings.admin_keys,
+        ) {
+            return Err(StartupError::AdminKeyIsApiKey(conflict));
+        }
         if matches!(key_source, KeySource::Unauthenticated) {
             tracing::warn!(
                 "allow_unauthenticated is set and no API key is configured: the API is open to anyone who can reach it"
@@ -351,6 +369,9 @@ impl Application {
                     .to_string(),
                 source,
             })?;
+        for warning in crate::auth::tighten_secret_files(&data_dir) {
+            tracing::warn!("{warning}");
+        }
         let state = web::Data::new(AppState {
             chat,
             accounts: crate::accounts::AccountsService::new(Arc::clone(&store), pool.clone()),

@@ -1,4 +1,11 @@
-//! The `business2api` binary's command line: help, configuration errors, client mode.
+//! The `business2api` binary's command line: help, configuration errors, client mode, the
+//! configuration path, start-up key checks.
+
+// The helpers below run only inside tests; a failed unwrap there is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
 
 use std::process::Command;
 
@@ -65,10 +72,11 @@ fn an_invalid_config_reports_every_error_with_its_path_and_exits_non_zero() {
 
 #[test]
 fn environment_errors_are_reported_too() {
+    // No configuration file (the default path, missing): the environment alone is checked.
     let dir = tempfile::tempdir().unwrap();
     let out = bin()
-        .args(["serve", "--config"])
-        .arg(dir.path().join("missing.json"))
+        .arg("serve")
+        .current_dir(dir.path())
         .env("LISTEN_ADDR", "not an address")
         .env("PROXY", "gopher://proxy")
         .output()
@@ -180,4 +188,297 @@ fn the_demo_prints_a_working_curl_line() {
     assert!(response.contains("text/event-stream"), "{response}");
     assert!(response.contains("You asked: «Hello!»"), "{response}");
     assert!(response.contains("data: [DONE]"), "{response}");
+}
+
+/// What a run of the binary left: exit code (`None`: still running when stopped), stdout and
+/// stderr.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `command` until it exits, or until its stdout shows the gateway listening (then it is
+/// killed), or for at most 20 s. A gateway that starts when it should not is stopped, not
+/// left hanging the test.
+fn run_until_listening(mut command: Command) -> Run {
+    use std::time::{Duration, Instant};
+    let logs = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (logs.path().join("out"), logs.path().join("err"));
+    let mut child = command
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        let listening = std::fs::read_to_string(&out_path)
+            .unwrap_or_default()
+            .contains("business2api listening on");
+        if listening || Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Run {
+        code,
+        stdout: std::fs::read_to_string(&out_path).unwrap(),
+        stderr: std::fs::read_to_string(&err_path).unwrap(),
+    }
+}
+
+/// The names in `dir`, sorted.
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A mistyped `--config` must not start a gateway with every default on every interface: the
+/// path given (on the command line or in BUSINESS2API_CONFIG) must exist, for every
+/// subcommand, and nothing is created before that is checked.
+#[test]
+fn an_explicit_config_that_does_not_exist_is_refused_before_anything_is_created() {
+    let cwd = tempfile::tempdir().unwrap();
+    let port = common::free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let cases: [(&[&str], Option<&str>); 5] = [
+        (&["serve", "--config", "confg.json"], None),
+        (&["--config", "confg.json"], None),
+        (&["-c", "confg.json", "accounts", "list"], None),
+        (
+            &["accounts", "import", "x.json", "--config", "confg.json"],
+            None,
+        ),
+        (&["serve"], Some("confg.json")),
+    ];
+    for (args, env) in cases {
+        let mut command = bin();
+        command
+            .args(args)
+            .current_dir(cwd.path())
+            .env("LISTEN_ADDR", &listen);
+        if let Some(path) = env {
+            command.env("BUSINESS2API_CONFIG", path);
+        }
+        let run = run_until_listening(command);
+        assert_eq!(
+            run.code,
+            Some(2),
+            "{args:?} {env:?}: {}{}",
+            run.stdout,
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("confg.json") && run.stderr.contains("does not exist"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(
+            entries(cwd.path()).is_empty(),
+            "{args:?} created {:?}",
+            entries(cwd.path())
+        );
+    }
+
+    // A directory is not a configuration file, whether named or at the default path.
+    std::fs::create_dir_all(cwd.path().join("config").join("config.json")).unwrap();
+    for args in [&["serve", "--config", "config"][..], &["serve"][..]] {
+        let mut command = bin();
+        command
+            .args(args)
+            .current_dir(cwd.path())
+            .env("LISTEN_ADDR", &listen);
+        let run = run_until_listening(command);
+        assert_eq!(run.code, Some(2), "{args:?}: {}{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains("is a directory"), "{}", run.stderr);
+        assert_eq!(entries(cwd.path()), ["config"]);
+    }
+}
+
+/// The implicit default `config/config.json` may be missing: every key takes its default (the
+/// environment still applies) and the log says so.
+#[test]
+fn a_missing_default_config_still_starts_with_the_defaults() {
+    let cwd = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let mut command = bin();
+    command
+        .arg("serve")
+        .current_dir(cwd.path())
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"));
+    let run = run_until_listening(command);
+    assert_eq!(
+        run.code, None,
+        "it was running: {}{}",
+        run.stdout, run.stderr
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "business2api listening on http://127.0.0.1:{port}"
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("no configuration file; using defaults")
+            && run.stderr.contains("config/config.json"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(entries(cwd.path()), ["data"], "the default data dir");
+}
+
+/// A config file for a gateway on a free local port with `data` as its data dir.
+fn write_config(
+    dir: &std::path::Path,
+    data: &std::path::Path,
+    extra: serde_json::Value,
+) -> std::path::PathBuf {
+    let mut config = serde_json::json!({
+        "listen_addr": format!("127.0.0.1:{}", common::free_port()),
+        "data_dir": data,
+        "pool": { "refresh_on_startup": false },
+    });
+    if let (Some(c), serde_json::Value::Object(extra)) = (config.as_object_mut(), extra) {
+        c.extend(extra);
+    }
+    let path = dir.join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Start-up warnings: a very short admin key (named by position, never printed), and key files
+/// that group or others may read (made private, 0600, and said so). The gateway still starts.
+#[test]
+fn weak_keys_and_exposed_key_files_are_warned_about_without_printing_them() {
+    const SHORT_ADMIN: &str = "Zq7";
+    const STORED: &str = "sk-b2a-stored-generated-key-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("api_key"), format!("{STORED}\n")).unwrap();
+    std::fs::write(data.join("thinking-signing.key"), [9u8; 32]).unwrap();
+    #[cfg(unix)]
+    for name in ["api_key", "thinking-signing.key"] {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(data.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let config = write_config(
+        dir.path(),
+        &data,
+        serde_json::json!({"admin_keys": [SHORT_ADMIN]}),
+    );
+    let mut command = bin();
+    command.args(["serve", "--config"]).arg(&config);
+    let run = run_until_listening(command);
+    assert_eq!(run.code, None, "it started: {}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("admin key #1 (") && run.stderr.contains("shorter than 16 characters"),
+        "{}",
+        run.stderr
+    );
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(!all.contains(SHORT_ADMIN), "{all}");
+    assert!(!all.contains(STORED), "{all}");
+    assert!(
+        run.stdout.contains("using the generated API key stored in"),
+        "{}",
+        run.stdout
+    );
+    #[cfg(unix)]
+    for name in ["api_key", "thinking-signing.key"] {
+        assert!(
+            run.stderr.contains(&format!(
+                "{name} was readable by group or others (mode 0644)"
+            )),
+            "{name}: {}",
+            run.stderr
+        );
+        assert_eq!(mode(&data.join(name)), 0o600, "{name}");
+    }
+}
+
+/// The generated key (`<data_dir>/api_key`) is an API key like a configured one: an admin key
+/// equal to it is refused at start, as `admin_keys` equal to `api_keys` is, without printing it.
+#[test]
+fn an_admin_key_equal_to_the_generated_key_is_refused_at_start() {
+    const STORED: &str = "sk-b2a-stored-generated-key-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("api_key"), format!("{STORED}\n")).unwrap();
+    let config = write_config(
+        dir.path(),
+        &data,
+        serde_json::json!({"admin_keys": ["another-admin-key-0123456789", STORED]}),
+    );
+    let mut command = bin();
+    command.args(["serve", "--config"]).arg(&config);
+    let run = run_until_listening(command);
+    assert_eq!(run.code, Some(1), "refused: {}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("an admin key equals the generated API key stored in")
+            && run.stderr.contains("api_key"),
+        "{}",
+        run.stderr
+    );
+    assert!(!format!("{}{}", run.stdout, run.stderr).contains(STORED));
+
+    // Configured API keys take precedence: the generated key is not in use, nothing to refuse.
+    let config = write_config(
+        dir.path(),
+        &data,
+        serde_json::json!({"admin_keys": [STORED], "api_keys": ["configured-api-key-0123456789"]}),
+    );
+    let mut command = bin();
+    command.args(["serve", "--config"]).arg(&config);
+    let run = run_until_listening(command);
+    assert_eq!(run.code, None, "it started: {}{}", run.stdout, run.stderr);
+}
+
+/// A file in the accounts dir whose name carries a newline and an escape sequence cannot forge
+/// a line of the start-up output or the log: its name is printed escaped.
+#[cfg(unix)]
+#[test]
+fn start_up_rejections_print_file_names_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("evil\nFAKE LINE \u{1b}[2J.json"), "{").unwrap();
+    let config = write_config(
+        dir.path(),
+        &data,
+        serde_json::json!({"api_keys": ["configured-api-key-0123456789"]}),
+    );
+    let mut command = bin();
+    command.args(["serve", "--config"]).arg(&config);
+    let run = run_until_listening(command);
+    assert_eq!(run.code, None, "it started: {}{}", run.stdout, run.stderr);
+    for output in [&run.stdout, &run.stderr] {
+        assert!(
+            output.contains("evil\\nFAKE LINE \\u{1b}[2J.json"),
+            "{output}"
+        );
+        assert!(
+            !output.lines().any(|l| l.starts_with("FAKE LINE")),
+            "{output}"
+        );
+        assert!(!output.contains('\u{1b}'), "{output:?}");
+    }
 }

@@ -520,3 +520,50 @@ async fn unimplemented_sections_warn_at_start_and_on_reload() {
     );
     gw.log_shows("the flow section has no effect").await;
 }
+
+/// The generated key counts as an API key on reload: a reload that would make it the API key
+/// while an admin key equals it is refused (naming `admin_keys`, never the key), and a key file
+/// readable by others is made private (0600) with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_refuses_an_admin_key_equal_to_the_generated_key_and_tightens_the_key_file() {
+    const CONFIGURED: &str = "configured-api-key-0123456789";
+    const STORED: &str = "sk-b2a-stored-generated-key-0123456789";
+    let gw = Gateway::start(json!({"api_keys": [CONFIGURED]}), &[], false).await;
+    // Written while configured keys are in force, so the gateway has not read it yet.
+    let key_file = gw.data_dir().join("api_key");
+    std::fs::write(&key_file, format!("{STORED}\n")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+
+    gw.write(json!({"api_keys": [], "admin_keys": [ADMIN_KEY, STORED]}));
+    let (status, body) = gw.reload().await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"][0]["path"], "admin_keys", "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("generated API key"), "{message}");
+    assert!(!body.to_string().contains(STORED), "{body}");
+    // Nothing changed: the configured key still serves, the stored one does not.
+    assert_eq!(gw.models_status(CONFIGURED).await, 200);
+    assert_eq!(gw.models_status(STORED).await, 401);
+
+    gw.write(json!({"api_keys": []}));
+    let (status, body) = gw.reload().await;
+    assert_eq!(status, 200, "{body}");
+    gw.key_becomes(STORED, 200).await;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let warnings = body["warnings"].to_string();
+        assert!(
+            warnings.contains("api_key was readable by group or others (mode 0644)"),
+            "{warnings}"
+        );
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let log = std::fs::read_to_string(gw.log_path()).unwrap();
+    assert!(!log.contains(STORED), "{log}");
+}

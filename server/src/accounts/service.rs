@@ -41,7 +41,9 @@ pub struct Merged {
 }
 
 /// Stores `incoming` and computes the pool updates (see the module docs). `rejected` (what
-/// could not even be parsed) is carried into the report unchanged. Blocking (redb).
+/// could not even be parsed) is carried into the report unchanged; a record whose e-mail is not
+/// a plausible address ([`crate::accounts::email::check`]) is added to it and not stored, so no
+/// source can put one in the store. Blocking (redb).
 pub fn merge(
     store: &Store,
     incoming: Vec<Incoming>,
@@ -56,6 +58,13 @@ pub fn merge(
         ..Merged::default()
     };
     for Incoming { name, record } in incoming {
+        if let Some(reason) = crate::accounts::email::rejection(&record.email) {
+            merged.report.rejected.push(Rejected {
+                name: crate::accounts::email::printable(&name).into_owned(),
+                reason,
+            });
+            continue;
+        }
         let outcome = store.upsert_account(&record)?;
         if outcome != Upsert::Unchanged {
             merged.updates.push(NewAccount {
@@ -264,6 +273,41 @@ mod tests {
         assert_eq!(second.updates.len(), 1);
         let creds = second.updates[0].credentials.as_ref().unwrap();
         assert_eq!(creds.cookies[0].value.expose(), "two");
+    }
+
+    #[test]
+    fn records_with_implausible_emails_are_rejected_by_name_and_the_others_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Records that did not come through the file parser (which refuses them already).
+        let mut evil = record("a@x.org", "c");
+        evil.email = "../../etc/x\n@x.org".into();
+        let merged = merge(
+            &store,
+            vec![
+                Incoming {
+                    name: "relogin\u{1b}[2J".into(),
+                    record: evil,
+                },
+                incoming(record("good@x.org", "c")),
+            ],
+            Vec::new(),
+            "",
+        )
+        .unwrap();
+        assert_eq!(merged.report.imported.len(), 1);
+        assert_eq!(merged.report.rejected.len(), 1);
+        let r = &merged.report.rejected[0];
+        assert_eq!(r.name, "relogin\\u{1b}[2J");
+        assert!(r.reason.contains("\"../../etc/x\\n@x.org\""), "{r:?}");
+        assert_eq!(merged.updates.len(), 1);
+        let keys: Vec<String> = store
+            .accounts()
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["good@x.org"]);
     }
 
     #[test]

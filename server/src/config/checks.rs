@@ -122,6 +122,35 @@ pub(super) fn cross_checks(settings: &mut Settings, r: &mut Reader) {
             );
         }
     }
+
+    short_key_warnings(settings, r);
+}
+
+/// A warning for every API or admin key shorter than [`MIN_SECRET_LEN`], naming the key by its
+/// position (never by its value). The example file's placeholder has its own warning.
+fn short_key_warnings(settings: &Settings, r: &mut Reader) {
+    for (list, keys, sources) in [
+        (
+            "API",
+            &settings.api_keys,
+            "api_keys in file order, or API_KEYS, then API_KEY",
+        ),
+        (
+            "admin",
+            &settings.admin_keys,
+            "admin_keys in file order, or ADMIN_KEYS, then ADMIN_KEY",
+        ),
+    ] {
+        for (i, key) in keys.iter().enumerate() {
+            if key.expose() != EXAMPLE_API_KEY && key.expose().chars().count() < MIN_SECRET_LEN {
+                r.warn(format!(
+                    "{list} key #{} ({sources}) is shorter than {MIN_SECRET_LEN} characters; \
+                     use a long random value (e.g. `openssl rand -base64 32`)",
+                    i + 1
+                ));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -166,6 +195,42 @@ mod tests {
         assert_eq!(
             s.pool_server.server_addr.unwrap().as_str(),
             "http://10.0.0.1:8000/"
+        );
+    }
+
+    #[test]
+    fn short_and_repeated_keys_are_pointed_out_without_their_values() {
+        let long = "0123456789abcdef";
+        let loaded = load_env(
+            &format!(
+                r#"{{"api_keys": ["{long}", "tiny-api", "{long}", " {long} "],
+                    "admin_keys": ["{long}-admin", "x"]}}"#
+            ),
+            &[("API_KEY", "tiny-api")],
+        )
+        .unwrap();
+        let w = &loaded.warnings;
+        assert_eq!(w.len(), 4, "{w:?}");
+        assert!(w[0].starts_with("api_keys lists the same key more than once (2 repeat(s))"));
+        assert!(w[1].starts_with("env API_KEY is already one of the API keys"));
+        assert!(w[2].starts_with("API key #2 (") && w[2].contains("shorter than 16"));
+        assert!(w[3].starts_with("admin key #2 (") && w[3].contains("shorter than 16"));
+        for warning in w {
+            assert!(
+                !warning.contains("tiny-api") && !warning.contains(long),
+                "{warning}"
+            );
+            assert!(!warning.contains("\"x\""), "{warning}");
+        }
+        let loaded = load_env(
+            &format!(r#"{{"api_keys": ["{long}"]}}"#),
+            &[("API_KEYS", "a1b2c3d4e5f6g7h8i9,a1b2c3d4e5f6g7h8i9")],
+        )
+        .unwrap();
+        assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+        assert!(
+            loaded.warnings[0]
+                .starts_with("env API_KEYS lists the same key more than once (1 repeat(s))")
         );
     }
 

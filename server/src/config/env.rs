@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::Settings;
 use super::proxy::ProxyUrl;
-use super::reader::{Reader, dedup_secrets, parse_listen_addr};
+use super::reader::{Reader, dedup_secrets, parse_listen_addr, repeated_keys_warning, repeats};
 
 /// Environment overrides, applied after the file. A variable set to the empty string counts as
 /// unset (as in the reference, which tested `!= ""`).
@@ -35,7 +35,12 @@ pub(super) fn apply_env(
         settings.default_config = v.trim().to_owned();
     }
     if let Some(v) = var("API_KEYS") {
-        settings.api_keys = dedup_secrets(v.split(',').map(str::to_owned));
+        let keys: Vec<&str> = v.split(',').collect();
+        match repeats(&keys) {
+            0 => {}
+            n => r.warn(repeated_keys_warning("env API_KEYS", n)),
+        }
+        settings.api_keys = dedup_secrets(keys.into_iter().map(str::to_owned));
     }
     if let Some(v) = var("ADMIN_KEYS") {
         settings.admin_keys = dedup_secrets(v.split(',').map(str::to_owned));
@@ -55,6 +60,9 @@ pub(super) fn apply_env(
             .iter()
             .map(|k| k.expose().to_owned())
             .collect();
+        if keys.iter().any(|k| k == v.trim()) {
+            r.warn("env API_KEY is already one of the API keys; it adds nothing");
+        }
         keys.push(v);
         settings.api_keys = dedup_secrets(keys);
     }

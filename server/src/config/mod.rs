@@ -41,7 +41,7 @@ pub use sections::{
     Mode, PoolServerSettings, PoolSettings, ProxyPoolSettings, Selection,
 };
 
-use reader::{Reader, Section, dedup_secrets, describe};
+use reader::{Reader, Section, dedup_secrets, describe, repeated_keys_warning, repeats};
 
 /// Fully validated settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -251,6 +251,10 @@ fn build(
     }
     let note = top.string_list(r, "note", false);
     let api_keys = top.string_list(r, "api_keys", true);
+    match repeats(&api_keys) {
+        0 => {}
+        n => r.warn(repeated_keys_warning("api_keys", n)),
+    }
     let admin_keys = top.string_list(r, "admin_keys", true);
     let allow_unauthenticated = top.bool(r, "allow_unauthenticated", false);
 
@@ -458,7 +462,12 @@ mod tests {
     #[test]
     fn a_full_reference_file_loads() {
         let loaded = load(REFERENCE_FILE);
-        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        // Its keys are short: each draws a warning naming its position, never its value.
+        assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
+        for (i, w) in loaded.warnings.iter().enumerate() {
+            assert!(w.starts_with(&format!("API key #{} (", i + 1)), "{w}");
+            assert!(w.contains("shorter than 16") && !w.contains("sk-"), "{w}");
+        }
         let s = loaded.settings;
         assert_eq!(s.listen_addr, "0.0.0.0:9000".parse().unwrap());
         assert_eq!(s.data_dir, PathBuf::from("/srv/b2a/data"));

@@ -371,6 +371,29 @@ fn parse_base_url(s: &str) -> Result<url::Url, String> {
 }
 
 /// API keys or tokens: trimmed, blank ones dropped, duplicates removed (first kept).
+/// How many of `values` (trimmed, blanks ignored) repeat an earlier one.
+pub(super) fn repeats<S: AsRef<str>>(values: &[S]) -> usize {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut repeated = 0;
+    for v in values {
+        let v = v.as_ref().trim();
+        if v.is_empty() {
+            continue;
+        }
+        if seen.contains(&v) {
+            repeated += 1;
+        } else {
+            seen.push(v);
+        }
+    }
+    repeated
+}
+
+/// The warning for `n` repeated keys in `what`; no value is named.
+pub(super) fn repeated_keys_warning(what: &str, n: usize) -> String {
+    format!("{what} lists the same key more than once ({n} repeat(s)); each key is used once")
+}
+
 pub(super) fn dedup_secrets(values: impl IntoIterator<Item = String>) -> Vec<Secret> {
     let mut out: Vec<Secret> = Vec::new();
     for v in values {

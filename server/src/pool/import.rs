@@ -74,6 +74,9 @@ pub fn parse_account_object(
     if email.trim().is_empty() {
         return Err("no `email`".to_owned());
     }
+    if let Some(reason) = crate::accounts::email::rejection(&email) {
+        return Err(reason);
+    }
     let mut cookies = Vec::new();
     match obj.get("cookies") {
         None | Some(Value::Null) => {}
