@@ -268,14 +268,14 @@ impl Application {
             .map_err(|e| StoreError::Corrupt(format!("start-up task failed: {e}")))??
         };
         for rejected in &import.rejected {
-            tracing::warn!(file = %rejected.name, reason = %rejected.reason, "account file not imported");
+            tracing::warn!(file = %crate::telemetry::untrusted(&rejected.name), reason = %crate::telemetry::untrusted(&rejected.reason), "account file not imported");
         }
 
         // The pool's first members: the stored accounts with their persisted state.
         let (accounts, unusable) =
             crate::accounts::service::load(&store, &settings.default_config)?;
         for u in &unusable {
-            tracing::warn!(account = %u.name, reason = %u.reason, "account cannot be used");
+            tracing::warn!(account = %crate::telemetry::untrusted(&u.name), reason = %crate::telemetry::untrusted(&u.reason), "account cannot be used");
         }
         let store = Arc::new(store);
 
