@@ -376,6 +376,14 @@ impl Application {
         let live_data = web::Data::new(live);
         let reloader_data = web::Data::new(reloader.clone());
 
+        if settings.media.public_base_url.is_none() {
+            tracing::warn!(
+                "media.public_base_url is not set: links to generated media follow each request's \
+                 Host header (validated; forwarding headers only from http.trusted_proxies), else \
+                 the listening address, else they are relative; set media.public_base_url to the \
+                 gateway's public address"
+            );
+        }
         let listener =
             TcpListener::bind(settings.listen_addr).map_err(|source| StartupError::Bind {
                 addr: settings.listen_addr,
@@ -392,6 +400,8 @@ impl Application {
                 .app_data(live_data.clone())
                 .app_data(reloader_data.clone())
                 .app_data(media_data.clone())
+                // Head limits first (inside the request span, so refusals are logged too).
+                .wrap(from_fn(crate::head_limits::enforce))
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .route("/", web::get().to(health::root))
                 .route("/health", web::get().to(health::health))

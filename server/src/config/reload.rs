@@ -240,6 +240,7 @@ pub static KEYS: &[KeySpec] = &[
         Live,
         http.nonstream_keepalive_after
     ),
+    key!("http.trusted_proxies", Live, http.trusted_proxies),
     key!("media.public_base_url", Restart, media.public_base_url),
     key!("media.inline_in_chat", Live, media.inline_in_chat),
     key!("media.store_max_mb", Restart, media.store_max_bytes),

@@ -225,6 +225,8 @@ pub struct HttpSettings {
     /// Non-streamed image/video answers: after this long without an answer the response
     /// commits to 200 and sends whitespace keep-alives (0 = never commit early).
     pub nonstream_keepalive_after: Duration,
+    /// Peers whose forwarding headers (`Forwarded`, `X-Forwarded-*`) are believed.
+    pub trusted_proxies: crate::forwarded::TrustedProxies,
 }
 
 /// Media in (client URLs the gateway fetches) and out (generated files it serves).
@@ -509,6 +511,14 @@ pub(super) fn read_http(top: &mut Section<'_>, r: &mut Reader) -> HttpSettings {
     };
     let shutdown_timeout = s.secs(r, "shutdown_timeout_sec", 30, ANY);
     let nonstream_keepalive_after = s.secs(r, "nonstream_keepalive_after_sec", 20, ANY);
+    let trusted_proxies =
+        crate::forwarded::TrustedProxies::parse(&s.string_list(r, "trusted_proxies", false))
+            .unwrap_or_else(|errors| {
+                for (i, why) in errors {
+                    r.error(format!("http.trusted_proxies[{i}]"), why);
+                }
+                crate::forwarded::TrustedProxies::default()
+            });
     s.finish(r);
     HttpSettings {
         workers,
@@ -516,6 +526,7 @@ pub(super) fn read_http(top: &mut Section<'_>, r: &mut Reader) -> HttpSettings {
         max_request_body_bytes,
         shutdown_timeout,
         nonstream_keepalive_after,
+        trusted_proxies,
     }
 }
 
@@ -643,6 +654,30 @@ mod tests {
             errors[0].to_string().contains("prefix length"),
             "{}",
             errors[0]
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_are_validated() {
+        let ok = load(r#"{"http": {"trusted_proxies": ["127.0.0.1", "10.0.0.0/8", "fd00::/8"]}}"#);
+        assert!(
+            ok.settings
+                .http
+                .trusted_proxies
+                .contains("10.1.2.3".parse().unwrap())
+        );
+        assert!(load(r#"{}"#).settings.http.trusted_proxies.is_empty());
+        let errors = load_err(
+            r#"{"http": {"trusted_proxies": ["10.0.0.0/33", "proxy.internal", "1.2.3.4", 7]}}"#,
+        );
+        assert_eq!(
+            paths(&errors),
+            [
+                "http.trusted_proxies[3]",
+                "http.trusted_proxies[0]",
+                "http.trusted_proxies[1]"
+            ],
+            "{errors:?}"
         );
     }
 }
