@@ -324,7 +324,11 @@ async fn start_gateway(binary: &PathBuf, inflight_mb: u64) -> Result<Gateway> {
     let base = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await? {
             if let Some(rest) = line.split("listening on ").nth(1) {
-                let url = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                let url = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
                 return Ok::<String, anyhow::Error>(url);
             }
         }
@@ -388,7 +392,10 @@ async fn main_inner(cli: Cli) -> Result<bool> {
     let mut alive = true;
     for (name, shapes) in scenarios {
         let mut gateway = start_gateway(&cli.gateway, cli.inflight_mb).await?;
-        eprintln!("hostile: {name}: gateway at {} (pid {})", gateway.base, gateway.pid);
+        eprintln!(
+            "hostile: {name}: gateway at {} (pid {})",
+            gateway.base, gateway.pid
+        );
         outcomes.push(run(name, shapes, &client, &gateway.base, gateway.pid).await?);
         if gateway.child.try_wait()?.is_some() {
             eprintln!("hostile: the gateway died during {name}");

@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 use serde::Serialize;
 
-use crate::accounts::email::printable;
 use crate::config::Settings;
 use crate::pool::files::{self, export_to_dir, import_paths};
 use crate::pool::import::{credentials_of, json_files_in, parse_account_file};
 use crate::store::{AccountRecord, Store, StoreError, Upsert};
+use crate::telemetry::printable;
 
 /// The `accounts` subcommands.
 #[derive(Debug, Clone, Subcommand)]

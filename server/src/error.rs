@@ -75,6 +75,12 @@ pub enum GatewayError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The URL (path and query) is longer than the gateway accepts (414).
+    #[error("the request URL is longer than the limit of {limit} bytes")]
+    UriTooLong { limit: usize },
+    /// Too many header lines, or too many header bytes (431).
+    #[error("{0}")]
+    HeadersTooLarge(String),
     /// A bug or an environment failure; details are logged, never sent.
     #[error("internal error")]
     Internal,
@@ -114,6 +120,8 @@ impl GatewayError {
             | GatewayError::PayloadTooLarge { .. }
             | GatewayError::BodyTimeout { .. }
             | GatewayError::MethodNotAllowed
+            | GatewayError::UriTooLong { .. }
+            | GatewayError::HeadersTooLarge(_)
             | GatewayError::Input(_) => Category::InvalidRequest,
             GatewayError::Model(ModelError::Missing) => Category::InvalidRequest,
             GatewayError::Model(ModelError::Unknown(_)) | GatewayError::NotFound => {
@@ -143,6 +151,8 @@ impl GatewayError {
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            GatewayError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::Input(InputError {
                 too_large: true, ..
             }) => StatusCode::PAYLOAD_TOO_LARGE,

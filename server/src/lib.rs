@@ -18,7 +18,9 @@
 //!   global budget of bytes in flight).
 //! - [`auth`]: API keys (generated on first start when none is configured).
 //! - [`cli_accounts`]: the `accounts` subcommands (import, export, list the stored accounts).
-//! - [`telemetry`]: tracing setup and the request root span.
+//! - [`forwarded`]: trusted proxies and the scheme and host of the gateway's own links.
+//! - [`head_limits`]: URL and header limits answered in the caller's dialect.
+//! - [`telemetry`]: tracing setup, the request root span, escaping untrusted text in logs.
 
 pub mod accounts;
 pub mod admin;
@@ -29,6 +31,8 @@ pub mod config;
 pub mod dialects;
 pub mod domain;
 pub mod error;
+pub mod forwarded;
+pub mod head_limits;
 pub mod health;
 pub mod media;
 pub mod pool;

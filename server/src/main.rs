@@ -5,13 +5,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use business2api::accounts::email::printable;
 use business2api::auth::KeySource;
 use business2api::cli_accounts::{self, AccountsCommand};
 use business2api::config::{LoadedConfig, Settings};
 use business2api::reload::{ConfigSource, Environment};
 use business2api::startup::{Application, StartupError};
 use business2api::telemetry;
+use business2api::telemetry::printable;
 use clap::parser::ValueSource;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 

@@ -91,7 +91,7 @@ impl Stream for ChatStream {
             }
             Poll::Ready(Some(Err(e))) => {
                 if let Some(lease) = self.lease.take() {
-                    tracing::warn!(account = %lease.label(), error = %e, "upstream failed mid-answer");
+                    tracing::warn!(account = %lease.label(), error = %crate::telemetry::untrusted(&e.to_string()), "upstream failed mid-answer");
                     match &e {
                         CallError::Upstream(u) => lease.fail(u),
                         // The client's input: no outcome for the account.
@@ -191,7 +191,7 @@ impl ChatService {
 
     fn route(&self, request: &ChatRequest) -> Result<&Route, GatewayError> {
         self.registry.route(&request.model).ok_or_else(|| {
-            tracing::error!(model = %request.model, "a parsed model has no registered upstream");
+            tracing::error!(model = %crate::telemetry::untrusted(&request.model.to_string()), "a parsed model has no registered upstream");
             GatewayError::Internal
         })
     }
@@ -286,7 +286,7 @@ impl ChatService {
             let auth = match lease.auth().await {
                 Ok(auth) => auth,
                 Err(e) => {
-                    tracing::warn!(account = %lease.label(), error = %e, "no session token");
+                    tracing::warn!(account = %lease.label(), error = %crate::telemetry::untrusted(&e.to_string()), "no session token");
                     lease.fail_auth(&e);
                     last = Some(e);
                     continue;
@@ -303,14 +303,14 @@ impl ChatService {
                 }
                 Some(Err(CallError::Input(e))) => {
                     // The client's media, not the account: release the lease without an outcome.
-                    tracing::info!(account = %lease.label(), error = %e, "client media not usable");
+                    tracing::info!(account = %lease.label(), error = %crate::telemetry::untrusted(&e.to_string()), "client media not usable");
                     drop(lease);
                     return Err(e.into());
                 }
                 Some(Err(CallError::Upstream(e))) => e,
                 None => empty_answer(),
             };
-            tracing::warn!(account = %lease.label(), error = %error, "attempt failed before the first byte");
+            tracing::warn!(account = %lease.label(), error = %crate::telemetry::untrusted(&error.to_string()), "attempt failed before the first byte");
             lease.fail(&error);
             if !error.retry_elsewhere() {
                 return Err(error.into());

@@ -271,22 +271,14 @@ impl Application {
             .map_err(|e| StoreError::Corrupt(format!("start-up task failed: {e}")))??
         };
         for rejected in &import.rejected {
-            tracing::warn!(
-                file = %crate::accounts::email::printable(&rejected.name),
-                reason = %rejected.reason,
-                "account file not imported"
-            );
+            tracing::warn!(file = %crate::telemetry::untrusted(&rejected.name), reason = %crate::telemetry::untrusted(&rejected.reason), "account file not imported");
         }
 
         // The pool's first members: the stored accounts with their persisted state.
         let (accounts, unusable) =
             crate::accounts::service::load(&store, &settings.default_config)?;
         for u in &unusable {
-            tracing::warn!(
-                account = %crate::accounts::email::printable(&u.name),
-                reason = %u.reason,
-                "account cannot be used"
-            );
+            tracing::warn!(account = %crate::telemetry::untrusted(&u.name), reason = %crate::telemetry::untrusted(&u.reason), "account cannot be used");
         }
         let store = Arc::new(store);
 
@@ -400,6 +392,14 @@ impl Application {
         let live_data = web::Data::new(live);
         let reloader_data = web::Data::new(reloader.clone());
 
+        if settings.media.public_base_url.is_none() {
+            tracing::warn!(
+                "media.public_base_url is not set: links to generated media follow each request's \
+                 Host header (validated; forwarding headers only from http.trusted_proxies), else \
+                 the listening address, else they are relative; set media.public_base_url to the \
+                 gateway's public address"
+            );
+        }
         let listener =
             TcpListener::bind(settings.listen_addr).map_err(|source| StartupError::Bind {
                 addr: settings.listen_addr,
@@ -417,6 +417,8 @@ impl Application {
                 .app_data(reloader_data.clone())
                 .app_data(media_data.clone())
                 .app_data(body_budget.clone())
+                // Head limits first (inside the request span, so refusals are logged too).
+                .wrap(from_fn(crate::head_limits::enforce))
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .route("/", web::get().to(health::root))
                 .route("/health", web::get().to(health::health))

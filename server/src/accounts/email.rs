@@ -4,9 +4,7 @@
 //! and its log lines, so only a plausible address `local@domain` is imported: no control
 //! characters, no whitespace, no `/` or `\`, no leading `.`, no `..`, at most 254 bytes, exactly
 //! one `@` with something on both sides. Records stored by older versions may still hold other
-//! values; [`printable`] escapes them wherever they are printed.
-
-use std::borrow::Cow;
+//! values; `telemetry::printable` escapes them wherever they are printed.
 
 /// The longest e-mail imported, in bytes (RFC 5321's limit on a forward path).
 pub const MAX_EMAIL_LEN: usize = 254;
@@ -29,7 +27,7 @@ pub fn check(email: &str) -> Result<(), &'static str> {
     if email.chars().any(char::is_whitespace) {
         return Err("it contains whitespace");
     }
-    if email.chars().any(is_bidi_control) {
+    if email.chars().any(crate::telemetry::is_unsafe_char) {
         return Err("it contains a bidirectional-text control character");
     }
     if email.contains(['/', '\\']) {
@@ -70,28 +68,6 @@ fn quoted(value: &str) -> String {
         Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
         None => format!("{value:?}"),
     }
-}
-
-/// Unicode's explicit bidirectional formatting characters: they reorder what a terminal shows.
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-}
-
-/// `text` safe to print on a terminal: control and bidirectional-formatting characters are
-/// escaped (`\n`, `\u{1b}`, `\u{202e}`); everything else is unchanged.
-pub fn printable(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(|c| c.is_control() || is_bidi_control(c)) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c.is_control() || is_bidi_control(c) {
-            out.extend(c.escape_debug());
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -146,9 +122,7 @@ mod tests {
         ] {
             let message = rejection(bad).unwrap_or_else(|| panic!("{bad:?} passed"));
             assert!(
-                !message
-                    .chars()
-                    .any(|c| c.is_control() || is_bidi_control(c)),
+                !message.chars().any(crate::telemetry::is_unsafe_char),
                 "{message:?}"
             );
             assert!(message.len() < 200, "the value is shortened: {message}");
@@ -160,15 +134,6 @@ mod tests {
         assert_eq!(
             rejection("../../etc/x").unwrap(),
             "invalid `email` \"../../etc/x\": it contains `/` or `\\`"
-        );
-    }
-
-    #[test]
-    fn printable_escapes_only_what_a_terminal_would_act_on() {
-        assert!(matches!(printable("Zoë@x.com"), Cow::Borrowed(_)));
-        assert_eq!(
-            printable("a\u{1b}[31mred\n\u{202e}\u{9b}x"),
-            "a\\u{1b}[31mred\\n\\u{202e}\\u{9b}x"
         );
     }
 }

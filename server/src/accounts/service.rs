@@ -60,7 +60,7 @@ pub fn merge(
     for Incoming { name, record } in incoming {
         if let Some(reason) = crate::accounts::email::rejection(&record.email) {
             merged.report.rejected.push(Rejected {
-                name: crate::accounts::email::printable(&name).into_owned(),
+                name: crate::telemetry::printable(&name).into_owned(),
                 reason,
             });
             continue;

@@ -243,6 +243,7 @@ pub static KEYS: &[KeySpec] = &[
     key!("http.body_read_timeout_sec", Live, http.body_read_timeout),
     key!("http.inflight_body_mb", Restart, http.inflight_body_bytes),
     key!("http.inflight_wait_ms", Live, http.inflight_wait),
+    key!("http.trusted_proxies", Live, http.trusted_proxies),
     key!("media.public_base_url", Restart, media.public_base_url),
     key!("media.inline_in_chat", Live, media.inline_in_chat),
     key!("media.store_max_mb", Restart, media.store_max_bytes),

@@ -231,6 +231,8 @@ pub struct HttpSettings {
     pub inflight_body_bytes: usize,
     /// How long a request waits for room in that budget before a 503.
     pub inflight_wait: Duration,
+    /// Peers whose forwarding headers (`Forwarded`, `X-Forwarded-*`) are believed.
+    pub trusted_proxies: crate::forwarded::TrustedProxies,
 }
 
 /// Media in (client URLs the gateway fetches) and out (generated files it serves).
@@ -533,6 +535,14 @@ pub(super) fn read_http(top: &mut Section<'_>, r: &mut Reader) -> HttpSettings {
             max: 60_000,
         },
     ));
+    let trusted_proxies =
+        crate::forwarded::TrustedProxies::parse(&s.string_list(r, "trusted_proxies", false))
+            .unwrap_or_else(|errors| {
+                for (i, why) in errors {
+                    r.error(format!("http.trusted_proxies[{i}]"), why);
+                }
+                crate::forwarded::TrustedProxies::default()
+            });
     s.finish(r);
     HttpSettings {
         workers,
@@ -543,6 +553,7 @@ pub(super) fn read_http(top: &mut Section<'_>, r: &mut Reader) -> HttpSettings {
         body_read_timeout,
         inflight_body_bytes,
         inflight_wait,
+        trusted_proxies,
     }
 }
 
@@ -670,6 +681,30 @@ mod tests {
             errors[0].to_string().contains("prefix length"),
             "{}",
             errors[0]
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_are_validated() {
+        let ok = load(r#"{"http": {"trusted_proxies": ["127.0.0.1", "10.0.0.0/8", "fd00::/8"]}}"#);
+        assert!(
+            ok.settings
+                .http
+                .trusted_proxies
+                .contains("10.1.2.3".parse().unwrap())
+        );
+        assert!(load(r#"{}"#).settings.http.trusted_proxies.is_empty());
+        let errors = load_err(
+            r#"{"http": {"trusted_proxies": ["10.0.0.0/33", "proxy.internal", "1.2.3.4", 7]}}"#,
+        );
+        assert_eq!(
+            paths(&errors),
+            [
+                "http.trusted_proxies[3]",
+                "http.trusted_proxies[0]",
+                "http.trusted_proxies[1]"
+            ],
+            "{errors:?}"
         );
     }
 }

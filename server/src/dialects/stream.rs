@@ -26,7 +26,7 @@ use crate::startup::AppState;
 
 /// Logs a refused request and renders the refusal in `dialect`'s shape.
 pub fn refused(dialect: Dialect, error: &GatewayError) -> HttpResponse {
-    tracing::info!(status = error.status().as_u16(), error = %error, ?dialect, "request refused");
+    tracing::info!(status = error.status().as_u16(), error = %crate::telemetry::untrusted(&error.to_string()), ?dialect, "request refused");
     dialect.error_response(error)
 }
 
@@ -154,7 +154,7 @@ pub fn body<E: StreamEncoder>(
                     }
                     Ok(Ok(stream)) => break stream,
                     Ok(Err(e)) => {
-                        tracing::info!(status = e.status().as_u16(), error = %e, "stream failed before its first event");
+                        tracing::info!(status = e.status().as_u16(), error = %crate::telemetry::untrusted(&e.to_string()), "stream failed before its first event");
                         encoder.fail(&e, meter.usage(input_tokens), &mut out);
                         yield Ok(out.split().freeze());
                         return;
@@ -178,7 +178,7 @@ pub fn body<E: StreamEncoder>(
                     encoder.event(&event, &mut out);
                 }
                 Ok(Some(Err(e))) => {
-                    tracing::info!(error = %e, "upstream failed mid-stream");
+                    tracing::info!(error = %crate::telemetry::untrusted(&e.to_string()), "upstream failed mid-stream");
                     encoder.fail(&e, meter.usage(input_tokens), &mut out);
                     yield Ok(out.split().freeze());
                     return;
@@ -275,7 +275,7 @@ where
             .content_type("application/json")
             .body(body),
         Some(Err(e)) => {
-            tracing::info!(status = e.status().as_u16(), error = %e, "request refused");
+            tracing::info!(status = e.status().as_u16(), error = %crate::telemetry::untrusted(&e.to_string()), "request refused");
             dialect.error_response(&e)
         }
         None => {
@@ -289,7 +289,7 @@ where
                             break;
                         }
                         Ok(Err(e)) => {
-                            tracing::info!(status = e.status().as_u16(), error = %e, "long request failed after the response was committed");
+                            tracing::info!(status = e.status().as_u16(), error = %crate::telemetry::untrusted(&e.to_string()), "long request failed after the response was committed");
                             yield Ok(dialect.error_body(&e));
                             break;
                         }

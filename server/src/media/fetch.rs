@@ -624,9 +624,11 @@ impl MediaFetcher {
         };
         match &result {
             Ok(f) => {
-                tracing::info!(url = %shown, mime = %f.mime, bytes = f.data.len(), "fetched client media")
+                tracing::info!(url = %crate::telemetry::untrusted(&shown), mime = %crate::telemetry::untrusted(&f.mime), bytes = f.data.len(), "fetched client media")
             }
-            Err(e) => tracing::info!(error = %e, "client media not fetched"),
+            Err(e) => {
+                tracing::info!(error = %crate::telemetry::untrusted(&e.to_string()), "client media not fetched")
+            }
         }
         result
     }

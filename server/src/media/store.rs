@@ -10,6 +10,9 @@
 //! modification time is its creation time, its type comes from its extension), so links
 //! survive a restart until they expire. Files are written under a temporary name and renamed,
 //! so a crash never leaves a half-written file behind a link. `GET` and `HEAD` are served.
+//!
+//! Links start with `media.public_base_url`; without it, with the request's origin as
+//! [`crate::forwarded`] trusts it, or are relative (`/media/<name>`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +27,7 @@ use bytes::Bytes;
 use rand::RngCore as _;
 
 use crate::config::MediaSettings;
+use crate::config::live::LiveConfig;
 use crate::domain::GeneratedMedia;
 
 /// One stored file.
@@ -159,14 +163,19 @@ impl MediaStore {
         })
     }
 
-    /// The base the links of a request's media start with: `media.public_base_url`, else
-    /// the scheme and host the request came in on.
+    /// The base the links of a request's media start with: `media.public_base_url`, else the
+    /// origin the request came in on as far as it can be trusted ([`crate::forwarded::origin`]:
+    /// forwarding headers only from `http.trusted_proxies`, else a valid `Host`, else the
+    /// listening address), else `""` (relative links).
     pub fn base_url(&self, req: &HttpRequest) -> String {
         match &self.public_base_url {
             Some(base) => base.clone(),
             None => {
-                let info = req.connection_info();
-                format!("{}://{}", info.scheme(), info.host())
+                let origin = match req.app_data::<web::Data<LiveConfig>>() {
+                    Some(live) => crate::forwarded::origin(req, &live.load().http.trusted_proxies),
+                    None => crate::forwarded::origin(req, &Default::default()),
+                };
+                origin.base()
             }
         }
     }

@@ -256,11 +256,11 @@ impl Handler<Write> for Persister {
         for name in msg.retire {
             match super::files::retire_file(&p.accounts_dir, &name) {
                 Ok(Some(to)) => {
-                    tracing::info!(file = %name, moved_to = %to.display(), "account file retired");
+                    tracing::info!(file = %crate::telemetry::untrusted(&name), moved_to = %crate::telemetry::untrusted(&to.display().to_string()), "account file retired");
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::error!(file = %name, error = %e, "cannot retire an account file");
+                    tracing::error!(file = %crate::telemetry::untrusted(&name), error = %e, "cannot retire an account file");
                 }
             }
         }

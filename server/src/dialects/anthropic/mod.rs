@@ -56,7 +56,10 @@ async fn handle(
     let request = convert::parse(&body, &state.thinking_signer, state.chat.models())?;
     drop(body);
     tracing::Span::current()
-        .record("model", request.model.public_name())
+        .record(
+            "model",
+            tracing::field::display(crate::telemetry::untrusted(request.model.public_name())),
+        )
         .record("stream", request.stream);
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     let model_name = request.model.public_name().to_owned();

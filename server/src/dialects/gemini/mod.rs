@@ -167,7 +167,10 @@ pub async fn action(
     let result = match state.chat.models().parse(model) {
         Err(e) => Err(GatewayError::Model(e)),
         Ok(model) => {
-            tracing::Span::current().record("model", model.public_name());
+            tracing::Span::current().record(
+                "model",
+                tracing::field::display(crate::telemetry::untrusted(model.public_name())),
+            );
             match method {
                 Method::CountTokens => count_tokens(&state, model, payload).await,
                 Method::Generate | Method::Stream => {

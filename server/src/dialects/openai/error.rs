@@ -15,6 +15,8 @@ fn type_and_code(error: &GatewayError) -> (&'static str, Option<&'static str>) {
         GatewayError::PayloadTooLarge { .. } => {
             ("invalid_request_error", Some("request_too_large"))
         }
+        GatewayError::UriTooLong { .. } => ("invalid_request_error", Some("uri_too_long")),
+        GatewayError::HeadersTooLarge(_) => ("invalid_request_error", Some("headers_too_large")),
         GatewayError::Model(ModelError::Unknown(_)) => {
             ("invalid_request_error", Some("model_not_found"))
         }

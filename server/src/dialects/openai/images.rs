@@ -170,7 +170,10 @@ async fn handle(
     let parsed = parse(&body_bytes, state.chat.models())?;
     drop(body_bytes);
     tracing::Span::current()
-        .record("model", parsed.model.public_name())
+        .record(
+            "model",
+            tracing::field::display(crate::telemetry::untrusted(parsed.model.public_name())),
+        )
         .record("n", parsed.n);
     let request = ChatRequest::new(
         parsed.model.clone(),
@@ -209,7 +212,7 @@ async fn handle(
                     }));
                 }
                 Err(e) => {
-                    tracing::info!(error = %e, "one image generation failed");
+                    tracing::info!(error = %crate::telemetry::untrusted(&e.to_string()), "one image generation failed");
                     first_error.get_or_insert(e);
                 }
             }

@@ -92,7 +92,10 @@ async fn handle(
     drop(body);
     let request = parsed.request;
     tracing::Span::current()
-        .record("model", request.model.public_name())
+        .record(
+            "model",
+            tracing::field::display(crate::telemetry::untrusted(request.model.public_name())),
+        )
         .record("stream", request.stream);
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();

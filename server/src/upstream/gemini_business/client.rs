@@ -516,7 +516,7 @@ impl GeminiBusinessClient {
                     .to_owned(),
             })));
         };
-        tracing::info!(url = %display_url(url), error = %refused, "the upstream did not take a media URL; fetching it");
+        tracing::info!(url = %crate::telemetry::untrusted(&display_url(url)), error = %crate::telemetry::untrusted(&refused.to_string()), "the upstream did not take a media URL; fetching it");
         let fetched = fetcher.fetch(url).await.map_err(InputError::from)?;
         Ok(self
             .upload(
