@@ -10,17 +10,38 @@
 //! Non-streaming: nothing reaches the client before the whole answer exists, so a failure at
 //! any point may still move the request to another account (within the same attempt budget).
 //!
+//! Failures the request causes do not drain the pool. A failure that follows one request from
+//! account to account is the request's, not the accounts':
+//! - an upstream bad request (400/413/422) is the request's by the upstream's own word: the
+//!   client gets it at once, no other account is tried, and the account is released with no
+//!   outcome;
+//! - an upstream 5xx, or a cut (the connection broke, or the answer was malformed or empty),
+//!   may be either. The failed attempt's outcome waits for the next attempt (`Deferred`). If
+//!   the next account fails the same way (5xx after 5xx, cut after cut; for non-streamed
+//!   requests also mid-answer), failover stops: the client gets that error and both accounts
+//!   are released with no outcome (no failure, no cooldown), so no other account is tried
+//!   either. If the next account answers, fails differently, or there is no next account, the
+//!   first failure counts against its account as usual.
+//!
+//! So one such request costs at most two upstream calls and no cooldown. An upstream outage
+//! that fails every account alike looks the same, and is treated the same: the requests end
+//! after two attempts and the accounts stay in rotation (cooling them would not help).
+//! Account-caused failures (rate limit, quota, a refused token, dead cookies, a challenge,
+//! timeouts) keep failing over and count against their account.
+//!
 //! Media: before any account is leased, inline attachments are checked once for every dialect
 //! and upstream ([`check_inline_media`]): a file over `media.fetch_max_mb` is a 413, a type the
 //! upstream cannot take a 400, and a generic or wrong label is corrected from the magic bytes. A
 //! media URL the gateway cannot fetch ([`InputError`]) fails the request without trying other
 //! accounts and without counting against the account.
 
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use business2api_shared::AccountKey;
 use futures_util::{Stream, StreamExt};
 
 use crate::config::live::LiveConfig;
@@ -104,6 +125,114 @@ impl Stream for ChatStream {
             Poll::Pending => Poll::Pending,
         }
     }
+}
+
+/// A failure that may be the request's own as well as the account's: when the same kind
+/// follows one request to a second account, it is the request's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Suspect {
+    /// `ErrorKind::Server` of this status class (5 for any 5xx).
+    Server(u16),
+    /// `ErrorKind::Transport` or `ErrorKind::Protocol`: the connection broke, or the answer
+    /// was malformed or empty.
+    Cut,
+}
+
+impl Suspect {
+    fn of(error: &UpstreamError) -> Option<Suspect> {
+        match error.kind {
+            ErrorKind::Server { status } => Some(Suspect::Server(status / 100)),
+            ErrorKind::Transport | ErrorKind::Protocol => Some(Suspect::Cut),
+            _ => None,
+        }
+    }
+}
+
+/// A failed attempt whose outcome waits for the next attempt. Dropped, it reports the failure
+/// to its account as usual; [`Deferred::forgive`] releases the account with no outcome.
+struct Deferred {
+    lease: Option<Lease>,
+    error: UpstreamError,
+    suspect: Suspect,
+}
+
+impl Deferred {
+    /// The failure was the request's: no outcome for the account.
+    fn forgive(mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release();
+        }
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.fail(&self.error);
+        }
+    }
+}
+
+/// One request's failover: the accounts tried, the failure to answer with when no account is
+/// left, and the failed attempt whose outcome waits for the next one (reported when this is
+/// dropped, unless the next attempt showed the failure was the request's).
+#[derive(Default)]
+struct Attempts {
+    tried: Vec<AccountKey>,
+    last: Option<UpstreamError>,
+    deferred: Option<Deferred>,
+}
+
+impl Attempts {
+    /// An attempt on `lease` failed with `error` while nothing had reached the client. Breaks
+    /// with the error to answer when failover stops here.
+    fn failed(&mut self, lease: Lease, error: UpstreamError) -> ControlFlow<GatewayError> {
+        tracing::warn!(account = %lease.label(), error = %crate::telemetry::untrusted(&error.to_string()), "attempt failed before the answer reached the client");
+        let suspect = Suspect::of(&error);
+        match self.deferred.take() {
+            Some(previous) if Some(previous.suspect) == suspect => {
+                tracing::warn!(
+                    error = %error,
+                    "the same failure on a second account: the request's, not the accounts'; failover stops"
+                );
+                previous.forgive();
+                lease.release();
+                return ControlFlow::Break(error.into());
+            }
+            // Settled: it counts against its account.
+            previous => drop(previous),
+        }
+        if !error.retry_elsewhere() {
+            // The upstream refused the request itself: another account would refuse it too,
+            // and it says nothing about this one.
+            lease.release();
+            return ControlFlow::Break(error.into());
+        }
+        match suspect {
+            Some(suspect) => {
+                self.deferred = Some(Deferred {
+                    lease: Some(lease),
+                    error: error.clone(),
+                    suspect,
+                });
+            }
+            None => lease.fail(&error),
+        }
+        self.last = Some(error);
+        ControlFlow::Continue(())
+    }
+
+    /// The answer when no account is left: the last failure, else `otherwise`.
+    fn give_up(&self, otherwise: GatewayError) -> GatewayError {
+        self.last.clone().map_or(otherwise, GatewayError::Upstream)
+    }
+}
+
+/// An attempt that produced its first event.
+struct Started {
+    first: StreamEvent,
+    rest: EventStream,
+    lease: Lease,
 }
 
 fn empty_answer() -> UpstreamError {
@@ -209,13 +338,20 @@ impl ChatService {
         let limits = self.limits();
         let route = self.route(&request)?.clone();
         let request = Arc::new(check_inline_media(request, limits.max_media_bytes)?);
-        let mut tried = Vec::new();
-        tokio::time::timeout(
+        // Once the answer has started, a deferred failure of an earlier account is reported as
+        // `attempts` goes.
+        let mut attempts = Attempts::default();
+        let started = tokio::time::timeout(
             limits.deadline,
-            self.start(&route, &request, limits.max_attempts, &mut tried, None),
+            self.start(&route, &request, limits.max_attempts, &mut attempts),
         )
         .await
-        .unwrap_or_else(|_| Err(deadline_passed(limits.deadline)))
+        .unwrap_or_else(|_| Err(deadline_passed(limits.deadline)))?;
+        Ok(ChatStream {
+            first: Some(started.first),
+            rest: started.rest,
+            lease: Some(started.lease),
+        })
     }
 
     /// A whole answer, for non-streaming requests. Nothing has reached the client until it is
@@ -224,81 +360,83 @@ impl ChatService {
         let limits = self.limits();
         let route = self.route(&request)?.clone();
         let request = Arc::new(check_inline_media(request, limits.max_media_bytes)?);
-        let mut tried = Vec::new();
-        let mut last = None;
-        while tried.len() < limits.max_attempts {
-            let mut stream = tokio::time::timeout(
+        let mut attempts = Attempts::default();
+        loop {
+            let Started {
+                first,
+                mut rest,
+                lease,
+            } = tokio::time::timeout(
                 limits.deadline,
-                self.start(
-                    &route,
-                    &request,
-                    limits.max_attempts,
-                    &mut tried,
-                    last.take(),
-                ),
+                self.start(&route, &request, limits.max_attempts, &mut attempts),
             )
             .await
             .unwrap_or_else(|_| Err(deadline_passed(limits.deadline)))?;
-            let mut events = Vec::new();
-            let mut failed = None;
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok(event) => events.push(event),
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
+            let mut events = vec![first];
+            let failure = loop {
+                match rest.next().await {
+                    Some(Ok(event)) => events.push(event),
+                    Some(Err(e)) => break Some(e),
+                    None => break None,
+                }
+            };
+            match failure {
+                None => {
+                    lease.succeed();
+                    return Ok(events);
+                }
+                Some(CallError::Input(e)) => {
+                    // The client's media, not the account: release the lease without an outcome.
+                    tracing::info!(account = %lease.label(), error = %crate::telemetry::untrusted(&e.to_string()), "client media not usable");
+                    drop(lease);
+                    return Err(e.into());
+                }
+                Some(CallError::Upstream(e)) => {
+                    if let ControlFlow::Break(e) = attempts.failed(lease, e) {
+                        return Err(e);
                     }
                 }
             }
-            match failed {
-                None => return Ok(events),
-                Some(GatewayError::Upstream(e)) if e.retry_elsewhere() => last = Some(e),
-                Some(e) => return Err(e),
-            }
         }
-        Err(last.map_or(GatewayError::Internal, GatewayError::Upstream))
     }
 
-    /// Tries pool members not in `tried` until one produces a first event, the attempt budget
-    /// is spent, or the failure is one no other member would avoid.
+    /// Tries pool members not yet tried until one produces a first event, the attempt budget
+    /// is spent, or failover stops (see [`Attempts::failed`]). A deferred failure stays in
+    /// `attempts` for the caller to settle.
     async fn start(
         &self,
         route: &Route,
         request: &Arc<ChatRequest>,
         max_attempts: usize,
-        tried: &mut Vec<business2api_shared::AccountKey>,
-        mut last: Option<UpstreamError>,
-    ) -> Result<ChatStream, GatewayError> {
+        attempts: &mut Attempts,
+    ) -> Result<Started, GatewayError> {
         let cap = Capability::of(&request.model);
-        while tried.len() < max_attempts {
-            let mut lease = match route.pool.lease(cap, tried).await {
+        while attempts.tried.len() < max_attempts {
+            let mut lease = match route.pool.lease(cap, &attempts.tried).await {
                 Ok(lease) => lease,
                 Err(unavailable) => {
-                    return Err(last.map_or(
-                        GatewayError::NoAccountAvailable {
-                            retry_after: unavailable.retry_after,
-                        },
-                        GatewayError::Upstream,
-                    ));
+                    return Err(attempts.give_up(GatewayError::NoAccountAvailable {
+                        retry_after: unavailable.retry_after,
+                    }));
                 }
             };
-            tried.push(lease.key().clone());
+            attempts.tried.push(lease.key().clone());
             let auth = match lease.auth().await {
                 Ok(auth) => auth,
                 Err(e) => {
                     tracing::warn!(account = %lease.label(), error = %crate::telemetry::untrusted(&e.to_string()), "no session token");
                     lease.fail_auth(&e);
-                    last = Some(e);
+                    attempts.last = Some(e);
                     continue;
                 }
             };
             let mut events = route.upstream.converse(auth, Arc::clone(request));
             let error = match events.next().await {
                 Some(Ok(first)) => {
-                    return Ok(ChatStream {
-                        first: Some(first),
+                    return Ok(Started {
+                        first,
                         rest: events,
-                        lease: Some(lease),
+                        lease,
                     });
                 }
                 Some(Err(CallError::Input(e))) => {
@@ -310,13 +448,10 @@ impl ChatService {
                 Some(Err(CallError::Upstream(e))) => e,
                 None => empty_answer(),
             };
-            tracing::warn!(account = %lease.label(), error = %crate::telemetry::untrusted(&error.to_string()), "attempt failed before the first byte");
-            lease.fail(&error);
-            if !error.retry_elsewhere() {
-                return Err(error.into());
+            if let ControlFlow::Break(e) = attempts.failed(lease, error) {
+                return Err(e);
             }
-            last = Some(error);
         }
-        Err(last.map_or(GatewayError::Internal, GatewayError::Upstream))
+        Err(attempts.give_up(GatewayError::Internal))
     }
 }

@@ -15,7 +15,9 @@
 //!
 //! The request path sees only [`Pool`] and [`Lease`]: lease an account for a capability, get
 //! its token, report how the attempt ended (dropping a lease without an outcome reports
-//! "abandoned").
+//! "abandoned"), or release it with no outcome when the failure was the request's own (see the
+//! failover rule in [`crate::service`]: a failure that follows one request to a second account
+//! counts against neither account).
 //!
 //! Where the actors live: the pool runs on **its own thread with its own actix system**, started
 //! by [`Pool::start`] and stopped by [`Pool::shutdown`] (or when the last `Pool` handle is
@@ -281,7 +283,8 @@ impl Pool {
 }
 
 /// An account leased to one attempt. Report the outcome with [`Lease::succeed`] or
-/// [`Lease::fail`]; dropping it without reports "abandoned".
+/// [`Lease::fail`], or give it back with no outcome with [`Lease::release`] (a failure that is
+/// the request's, not the account's); dropping it without reports "abandoned".
 pub struct Lease {
     // Boxed: a lease travels inside every chat stream, which should stay small.
     inner: Box<LeaseInner>,
@@ -375,6 +378,13 @@ impl Lease {
             token_generation,
             credential_generation,
         });
+    }
+
+    /// Gives the account back with no outcome: the attempt failed because of the request
+    /// itself, so nothing is counted against the account (no failure, no cooldown, no last
+    /// error).
+    pub fn release(mut self) {
+        self.finish(Outcome::Released);
     }
 
     /// No token could be minted for this attempt.

@@ -88,6 +88,9 @@ pub enum Outcome {
     AuthFailed(UpstreamError),
     /// The caller went away before an outcome.
     Abandoned,
+    /// The attempt failed because of the request itself (the upstream refused it, or the same
+    /// failure followed it to a second account): released with no outcome for the account.
+    Released,
 }
 
 /// Choose an account for `cap`, not one of `exclude`, and count the lease. Reply: the lease, or
@@ -729,7 +732,7 @@ impl Handler<Finish> for PoolSupervisor {
                 },
                 None,
             ),
-            Outcome::Abandoned => return,
+            Outcome::Abandoned | Outcome::Released => return,
         };
         if let Some(fx) = self.state.apply(&key, event, now, &self.config.failure) {
             self.effects(&key, fx, refused_token);

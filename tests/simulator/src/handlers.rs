@@ -138,8 +138,28 @@ enum FaultOutcome {
     Respond(HttpResponse),
 }
 
-async fn apply_fault(state: &State, endpoint: Endpoint, csesidx: &str) -> FaultOutcome {
-    let Some(fault) = state.take_fault(endpoint, csesidx) else {
+/// The prompt of a U4 body: the texts of `streamAssistRequest.query.parts`, one per line
+/// (read leniently: fault rules are matched before the body is validated).
+fn prompt_of(body: Option<&Value>) -> Option<String> {
+    let parts = body?
+        .pointer("/streamAssistRequest/query/parts")?
+        .as_array()?;
+    Some(
+        parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
+async fn apply_fault(
+    state: &State,
+    endpoint: Endpoint,
+    csesidx: &str,
+    prompt: Option<&str>,
+) -> FaultOutcome {
+    let Some(fault) = state.take_fault(endpoint, csesidx, prompt) else {
         return FaultOutcome::Proceed;
     };
     match fault {
@@ -183,7 +203,7 @@ async fn getoxsrf(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
         }
     }
     let _done = Done(&state, &csesidx);
-    match apply_fault(&state, Endpoint::GetOxsrf, &csesidx).await {
+    match apply_fault(&state, Endpoint::GetOxsrf, &csesidx, None).await {
         FaultOutcome::Respond(resp) => return rec.finish(&state, resp),
         FaultOutcome::Proceed | FaultOutcome::Cut(_) => {}
     }
@@ -269,7 +289,12 @@ async fn v1alpha(req: HttpRequest, payload: web::Payload, state: web::Data<State
         return rec.finish(&state, unauthenticated());
     };
     rec.rec.csesidx = Some(csesidx.clone());
-    let cut = match apply_fault(&state, endpoint, &csesidx).await {
+    let prompt = if endpoint == Endpoint::StreamAssist {
+        prompt_of(body.as_ref())
+    } else {
+        None
+    };
+    let cut = match apply_fault(&state, endpoint, &csesidx, prompt.as_deref()).await {
         FaultOutcome::Respond(resp) => return rec.finish(&state, resp),
         FaultOutcome::Cut(n) => Some(n),
         FaultOutcome::Proceed => None,
@@ -386,7 +411,7 @@ async fn download(req: HttpRequest, tail: &str, state: Arc<State>) -> HttpRespon
         return rec.finish(&state, unauthenticated());
     };
     rec.rec.csesidx = Some(csesidx.clone());
-    match apply_fault(&state, Endpoint::Download, &csesidx).await {
+    match apply_fault(&state, Endpoint::Download, &csesidx, None).await {
         FaultOutcome::Respond(resp) => return rec.finish(&state, resp),
         FaultOutcome::Proceed | FaultOutcome::Cut(_) => {}
     }

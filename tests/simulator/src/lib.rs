@@ -15,8 +15,9 @@
 //!   inspection of what arrived ([`Simulator::requests`], [`Simulator::stats`]).
 //!
 //! Fault rules apply after authentication passed: a request with a bad JWT is always a 401
-//! (counted in [`SimStats::jwts_rejected`]); the first matching rule (insertion order) then
-//! decides, before the body is validated.
+//! (counted in [`SimStats::jwts_rejected`]); the first matching rule (insertion order; a rule
+//! matches by endpoint, optionally by account and, for U4, by a marker in the prompt — see
+//! [`FaultRule::when_prompt_contains`]) then decides, before the body is validated.
 //!
 //! # Layout
 //! * `lib.rs` — [`Simulator`] (start/stop, scripting and inspection API) and [`SimOptions`].

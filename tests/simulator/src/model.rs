@@ -159,14 +159,17 @@ pub enum FileUris {
     EmptyFileId,
 }
 
-/// A scripted fault: applies to requests of `endpoint` (optionally only for one account),
-/// `times` times or forever.
+/// A scripted fault: applies to requests of `endpoint` (optionally only for one account, and
+/// only for U4 prompts containing a marker), `times` times or forever.
 #[derive(Clone, Debug)]
 pub struct FaultRule {
     /// The endpoint the rule applies to.
     pub endpoint: Endpoint,
     /// Only requests of this account (`csesidx`); `None` = any account.
     pub csesidx: Option<String>,
+    /// Only U4 requests whose prompt (the texts of `streamAssistRequest.query.parts`) contains
+    /// this marker; `None` = any request. A rule with a marker never matches other endpoints.
+    pub prompt_contains: Option<String>,
     /// How many more times the rule fires; `None` = forever. The rule is dropped at 0.
     pub times: Option<u32>,
     /// What happens.
@@ -179,6 +182,7 @@ impl FaultRule {
         FaultRule {
             endpoint,
             csesidx: None,
+            prompt_contains: None,
             times: Some(1),
             fault,
         }
@@ -189,6 +193,7 @@ impl FaultRule {
         FaultRule {
             endpoint,
             csesidx: None,
+            prompt_contains: None,
             times: None,
             fault,
         }
@@ -198,6 +203,23 @@ impl FaultRule {
     pub fn for_account(mut self, csesidx: &str) -> Self {
         self.csesidx = Some(csesidx.to_string());
         self
+    }
+
+    /// Restricts the rule to U4 requests whose prompt contains `marker` (for any account,
+    /// unless [`FaultRule::for_account`] narrows it too): a failure the request itself causes.
+    pub fn when_prompt_contains(mut self, marker: &str) -> Self {
+        self.prompt_contains = Some(marker.to_string());
+        self
+    }
+
+    /// Whether the rule applies to a request of `endpoint` by `csesidx` with `prompt` (U4).
+    pub(crate) fn matches(&self, endpoint: Endpoint, csesidx: &str, prompt: Option<&str>) -> bool {
+        self.endpoint == endpoint
+            && self.csesidx.as_deref().is_none_or(|c| c == csesidx)
+            && self
+                .prompt_contains
+                .as_deref()
+                .is_none_or(|m| prompt.is_some_and(|p| p.contains(m)))
     }
 
     /// Makes the rule fire `n` times.

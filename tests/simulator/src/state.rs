@@ -298,11 +298,17 @@ impl State {
     }
 
     /// The first matching fault rule's fault (counting the rule down).
-    pub(crate) fn take_fault(&self, endpoint: Endpoint, csesidx: &str) -> Option<Fault> {
+    pub(crate) fn take_fault(
+        &self,
+        endpoint: Endpoint,
+        csesidx: &str,
+        prompt: Option<&str>,
+    ) -> Option<Fault> {
         let mut inner = self.lock();
-        let idx = inner.faults.iter().position(|r| {
-            r.endpoint == endpoint && r.csesidx.as_deref().is_none_or(|c| c == csesidx)
-        })?;
+        let idx = inner
+            .faults
+            .iter()
+            .position(|r| r.matches(endpoint, csesidx, prompt))?;
         let rule = inner.faults.get_mut(idx)?;
         let fault = rule.fault.clone();
         let exhausted = match rule.times.as_mut() {
@@ -393,22 +399,44 @@ mod tests {
             FaultRule::always(Endpoint::StreamAssist, Fault::ServerError(503)).for_account("7"),
         );
         assert!(matches!(
-            s.take_fault(Endpoint::StreamAssist, "1"),
+            s.take_fault(Endpoint::StreamAssist, "1", None),
             Some(Fault::Unauthorized)
         ));
-        assert!(s.take_fault(Endpoint::CreateSession, "1").is_none());
+        assert!(s.take_fault(Endpoint::CreateSession, "1", None).is_none());
         assert!(matches!(
-            s.take_fault(Endpoint::StreamAssist, "1"),
+            s.take_fault(Endpoint::StreamAssist, "1", None),
             Some(Fault::Unauthorized)
         ));
-        assert!(s.take_fault(Endpoint::StreamAssist, "1").is_none());
+        assert!(s.take_fault(Endpoint::StreamAssist, "1", None).is_none());
         assert!(matches!(
-            s.take_fault(Endpoint::StreamAssist, "7"),
+            s.take_fault(Endpoint::StreamAssist, "7", None),
             Some(Fault::ServerError(503))
         ));
         assert!(matches!(
-            s.take_fault(Endpoint::StreamAssist, "7"),
+            s.take_fault(Endpoint::StreamAssist, "7", None),
             Some(Fault::ServerError(503))
         ));
+    }
+
+    #[test]
+    fn a_prompt_marker_picks_the_requests_of_every_account_that_carry_it() {
+        let s = State::new(String::new(), Duration::ZERO);
+        s.add_fault(
+            FaultRule::always(Endpoint::StreamAssist, Fault::ServerError(500))
+                .when_prompt_contains("POISON"),
+        );
+        for account in ["1", "7"] {
+            assert!(matches!(
+                s.take_fault(Endpoint::StreamAssist, account, Some("x POISON y")),
+                Some(Fault::ServerError(500))
+            ));
+            assert!(
+                s.take_fault(Endpoint::StreamAssist, account, Some("clean"))
+                    .is_none()
+            );
+        }
+        // Without a prompt (other endpoints) a marker rule never matches.
+        assert!(s.take_fault(Endpoint::StreamAssist, "1", None).is_none());
+        assert!(s.take_fault(Endpoint::CreateSession, "1", None).is_none());
     }
 }
