@@ -192,7 +192,7 @@ impl Attempts {
         match self.deferred.take() {
             Some(previous) if Some(previous.suspect) == suspect => {
                 tracing::warn!(
-                    error = %error,
+                    error = %crate::telemetry::untrusted(&error.to_string()),
                     "the same failure on a second account: the request's, not the accounts'; failover stops"
                 );
                 previous.forgive();
