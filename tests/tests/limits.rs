@@ -118,6 +118,11 @@ impl Route {
         if let (Some(b), Value::Object(extra)) = (body.as_object_mut(), extra) {
             b.extend(extra);
         }
+        if self == Route::GeminiCount {
+            // Tools and generation options travel inside a whole generateContentRequest.
+            body["model"] = json!(format!("models/{MODEL}"));
+            body = json!({"generateContentRequest": body});
+        }
         body
     }
 
@@ -276,7 +281,11 @@ async fn too_many_parts_are_refused_in_every_dialect_counting_the_whole_request(
 
 #[tokio::test]
 async fn too_many_tools_are_refused_in_every_dialect() {
-    let app = small_limits().await;
+    // The tools' schemas count against max_parts too: leave room for them.
+    let app = spawn_app_with(
+        TestOptions::default().config(json!({"limits": {"max_tools": 2, "max_parts": 1000}})),
+    )
+    .await;
     for route in ROUTES {
         let (status, body) = post(
             &app,
@@ -459,36 +468,51 @@ async fn the_attachment_limit_applies_in_every_chat_dialect() {
 async fn negative_max_tokens_are_refused_in_every_dialect() {
     let app = spawn_app().await;
     let cases = [
+        // Anthropic already required a positive integer.
         (
             Route::AnthropicMessages,
             json!({"max_tokens": -1}),
-            "max_tokens",
+            "max_tokens: must be a positive integer",
         ),
-        (Route::OpenAiChat, json!({"max_tokens": -1}), "max_tokens"),
+        (
+            Route::AnthropicCount,
+            json!({"max_tokens": -1}),
+            "max_tokens: must be a positive integer",
+        ),
+        (
+            Route::OpenAiChat,
+            json!({"max_tokens": -1}),
+            "max_tokens: must not be negative",
+        ),
         (
             Route::OpenAiChat,
             json!({"max_completion_tokens": -5}),
-            "max_completion_tokens",
+            "max_completion_tokens: must not be negative",
         ),
         (
             Route::Responses,
             json!({"max_output_tokens": -1}),
-            "max_output_tokens",
+            "max_output_tokens: must not be negative",
         ),
         (
             Route::GeminiGenerate,
             json!({"generationConfig": {"maxOutputTokens": -1}}),
-            "maxOutputTokens",
+            "maxOutputTokens: must not be negative",
         ),
         (
             Route::GeminiStream,
             json!({"generation_config": {"max_output_tokens": -1}}),
-            "maxOutputTokens",
+            "maxOutputTokens: must not be negative",
+        ),
+        (
+            Route::GeminiCount,
+            json!({"generationConfig": {"maxOutputTokens": -1}}),
+            "maxOutputTokens: must not be negative",
         ),
     ];
-    for (route, extra, field) in cases {
+    for (route, extra, needle) in cases {
         let (status, body) = post(&app, route, &route.body(vec![route.message("q")], extra)).await;
-        assert_refused(route, status, &body, &[field, "negative"]);
+        assert_refused(route, status, &body, &[needle]);
     }
     assert_untouched(&app);
     app.stop().await;
