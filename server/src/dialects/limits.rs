@@ -712,6 +712,27 @@ mod tests {
         assert!(serde_json::from_str::<TextOr<'_, Url>>("[1]").is_err());
     }
 
+    #[tokio::test]
+    async fn large_bodies_are_parsed_off_the_calling_thread() {
+        let here = std::thread::current().id();
+        let thread_of = |_: &Vec<u8>| Ok(std::thread::current().id());
+        let small = vec![0u8; OFF_THREAD_BYTES];
+        let small_len = small.len();
+        assert_eq!(parse_body(small, small_len, thread_of).await.unwrap(), here);
+        let large = vec![0u8; OFF_THREAD_BYTES + 1];
+        let large_len = large.len();
+        assert_ne!(parse_body(large, large_len, thread_of).await.unwrap(), here);
+        // The parse's error comes back as it is.
+        let e = parse_body(
+            vec![0u8; OFF_THREAD_BYTES + 1],
+            OFF_THREAD_BYTES + 1,
+            |_| Err::<(), _>(GatewayError::invalid("bad", None)),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.status(), 400);
+    }
+
     #[test]
     fn negative_max_tokens() {
         assert!(check_max_tokens(Some(&serde_json::json!(-1)), "max_tokens").is_err());
