@@ -35,9 +35,10 @@ fn invalid(message: impl Into<String>, param: impl Into<String>) -> GatewayError
 struct Request<'a> {
     #[serde(default)]
     model: Option<String>,
-    /// A string or raw items, counted as they are read (`dialects::limits`).
+    /// A string or raw items, counted as they are read (`dialects::limits`); read after the
+    /// body so a wrong type gets an error naming `input`.
     #[serde(borrow, default)]
-    input: Option<TextOrSeq<'a, MessagesKind>>,
+    input: Option<&'a RawValue>,
     #[serde(default)]
     instructions: Option<Bounded>,
     #[serde(default)]
@@ -509,7 +510,14 @@ fn parse_within_budget(body: &[u8], models: &ModelRegistry) -> Result<Parsed, Ga
     if let Some(text) = instructions.as_ref().filter(|t| !t.is_empty()) {
         messages.push(Message::new(Role::System, vec![Part::Text(text.clone())]));
     }
-    match wire.input {
+    let input: Option<TextOrSeq<'_, MessagesKind>> = match present(wire.input) {
+        None => None,
+        Some(raw) => Some(
+            parse_raw(raw)
+                .map_err(|_| invalid("input must be a string or an array of items", "input"))?,
+        ),
+    };
+    match input {
         Some(TextOrSeq::Text(s)) => {
             messages.push(Message::new(Role::User, vec![Part::Text(s.into_owned())]))
         }
@@ -691,6 +699,7 @@ mod tests {
                 "input[0].content[0]",
             ),
             (json!({"model": "gemini-2.5-flash"}), "input"),
+            (json!({"model": "gemini-2.5-flash", "input": 5}), "input"),
             (
                 json!({"model": "gemini-2.5-flash", "input": [{"type": "item_reference", "id": "msg_1"}]}),
                 "input[0]",
