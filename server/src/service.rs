@@ -31,7 +31,8 @@
 //!
 //! Media: before any account is leased, inline attachments are checked once for every dialect
 //! and upstream ([`check_inline_media`]): a file over `media.fetch_max_mb` is a 413, a type the
-//! upstream cannot take a 400, and a generic or wrong label is corrected from the magic bytes. A
+//! upstream cannot take a 400, and a generic or wrong label is corrected from the magic bytes;
+//! more than `limits.max_attachments` attachments (inline or URL) is a 400. A
 //! media URL the gateway cannot fetch ([`InputError`]) fails the request without trying other
 //! accounts and without counting against the account.
 
@@ -62,6 +63,8 @@ struct Limits {
     deadline: Duration,
     /// Largest inline media file.
     max_media_bytes: u64,
+    /// Attachments per request (`limits.max_attachments`).
+    max_attachments: u32,
 }
 
 /// Runs chat turns: routes each request by the model registry and fails over across the
@@ -262,7 +265,20 @@ fn deadline_passed(deadline: Duration) -> GatewayError {
 pub fn check_inline_media(
     mut request: ChatRequest,
     max_bytes: u64,
+    max_attachments: u32,
 ) -> Result<ChatRequest, InputError> {
+    let total = request
+        .messages
+        .iter()
+        .flat_map(|m| &m.parts)
+        .filter(|p| matches!(p, Part::Media(_)))
+        .count();
+    if total > max_attachments as usize {
+        return Err(InputError::invalid(format!(
+            "attachments: {total} attachments exceed the limit of {max_attachments} \
+             (limits.max_attachments)"
+        )));
+    }
     let mut n = 0;
     for message in &mut request.messages {
         for part in &mut message.parts {
@@ -305,6 +321,7 @@ impl ChatService {
                 .unwrap_or(1),
             deadline: settings.pool.failover_deadline,
             max_media_bytes: settings.media.fetch_max_bytes,
+            max_attachments: settings.limits.max_attachments,
         }
     }
 
@@ -337,7 +354,11 @@ impl ChatService {
     pub async fn stream(&self, request: ChatRequest) -> Result<ChatStream, GatewayError> {
         let limits = self.limits();
         let route = self.route(&request)?.clone();
-        let request = Arc::new(check_inline_media(request, limits.max_media_bytes)?);
+        let request = Arc::new(check_inline_media(
+            request,
+            limits.max_media_bytes,
+            limits.max_attachments,
+        )?);
         // Once the answer has started, a deferred failure of an earlier account is reported as
         // `attempts` goes.
         let mut attempts = Attempts::default();
@@ -359,7 +380,11 @@ impl ChatService {
     pub async fn complete(&self, request: ChatRequest) -> Result<Vec<StreamEvent>, GatewayError> {
         let limits = self.limits();
         let route = self.route(&request)?.clone();
-        let request = Arc::new(check_inline_media(request, limits.max_media_bytes)?);
+        let request = Arc::new(check_inline_media(
+            request,
+            limits.max_media_bytes,
+            limits.max_attachments,
+        )?);
         let mut attempts = Attempts::default();
         loop {
             let Started {

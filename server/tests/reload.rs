@@ -567,3 +567,33 @@ async fn a_reload_refuses_an_admin_key_equal_to_the_generated_key_and_tightens_t
     let log = std::fs::read_to_string(gw.log_path()).unwrap();
     assert!(!log.contains(STORED), "{log}");
 }
+
+/// `limits.*` reload live: after the reload, a body the new limit refuses is a 400 that names
+/// the key, on the very next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lowered_request_limit_applies_to_the_next_request() {
+    let gw = Gateway::start(json!({"api_keys": ["key-a"]}), &[], false).await;
+    let body = json!({"model": "gemini-2.5-flash", "messages": [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"}]});
+    let send = || {
+        gw.client
+            .post(format!("{}/v1/chat/completions", gw.base))
+            .bearer_auth("key-a")
+            .json(&body)
+            .send()
+    };
+    assert_eq!(send().await.unwrap().status(), 200);
+
+    gw.write(json!({"api_keys": ["key-a"], "limits": {"max_messages": 2}}));
+    let (status, reply) = gw.reload().await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply.to_string().contains("limits.max_messages"), "{reply}");
+    let refused = send().await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let v: Value = refused.json().await.unwrap();
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("messages: more than 2"), "{v}");
+    assert!(message.contains("limits.max_messages"), "{v}");
+}

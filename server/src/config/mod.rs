@@ -36,6 +36,7 @@ use serde_json::{Map, Value};
 
 pub use proxy::ProxyUrl;
 pub use reader::parse_listen_addr;
+pub use sections::LimitsSettings;
 pub use sections::{
     DailyLimits, ExpiredAction, FlowSettings, GeminiBusinessSettings, HttpSettings, MediaSettings,
     Mode, PoolServerSettings, PoolSettings, ProxyPoolSettings, Selection,
@@ -74,6 +75,7 @@ pub struct Settings {
     pub gemini_business: GeminiBusinessSettings,
     pub http: HttpSettings,
     pub media: MediaSettings,
+    pub limits: LimitsSettings,
 }
 
 /// One problem in the configuration.
@@ -265,6 +267,7 @@ fn build(
     let gemini_business = sections::read_gemini_business(&mut top, r);
     let http = sections::read_http(&mut top, r);
     let media = sections::read_media(&mut top, r);
+    let limits = sections::read_limits(&mut top, r);
     top.finish(r);
 
     let mut settings = Settings {
@@ -285,6 +288,7 @@ fn build(
         gemini_business,
         http,
         media,
+        limits,
     };
     env::apply_env(&mut settings, env, r);
     checks::cross_checks(&mut settings, r);

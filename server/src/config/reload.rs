@@ -252,6 +252,11 @@ pub static KEYS: &[KeySpec] = &[
     key!("media.fetch_max_mb", Live, media.fetch_max_bytes),
     key!("media.fetch_timeout_sec", Live, media.fetch_timeout),
     key!("media.fetch_max_redirects", Live, media.fetch_max_redirects),
+    key!("limits.max_messages", Live, limits.max_messages),
+    key!("limits.max_parts", Live, limits.max_parts),
+    key!("limits.max_attachments", Live, limits.max_attachments),
+    key!("limits.max_tools", Live, limits.max_tools),
+    key!("limits.max_depth", Live, limits.max_depth),
 ];
 
 /// One changed key.
@@ -325,6 +330,7 @@ mod tests {
                         | "gemini_business"
                         | "http"
                         | "media"
+                        | "limits"
                 )
             })
             .collect();
@@ -395,6 +401,7 @@ mod tests {
                     "`gemini_business`" => "gemini_business",
                     "`http`" => "http",
                     "`media`" => "media",
+                    "`limits`" => "limits",
                     "Top" => "",
                     _ => "-",
                 };

@@ -1,5 +1,5 @@
 //! The section types of [`Settings`](super::Settings) (`pool`, `pool_server`, `proxy_pool`,
-//! `flow`, `gemini_business`, `http`, `media`) and how each is read from its JSON object.
+//! `flow`, `gemini_business`, `http`, `media`, `limits`) and how each is read from its JSON object.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -253,6 +253,33 @@ pub struct MediaSettings {
     pub fetch_max_bytes: u64,
     pub fetch_timeout: Duration,
     pub fetch_max_redirects: u32,
+}
+
+/// Structural limits on one request body, checked while it is parsed (every dialect).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsSettings {
+    /// Messages / `contents` / Responses `input` items per request.
+    pub max_messages: u32,
+    /// Content blocks / parts in the whole request (all messages, system included).
+    pub max_parts: u32,
+    /// Images, documents, audio and video (inline or URL) per request.
+    pub max_attachments: u32,
+    /// Tool definitions (all kinds).
+    pub max_tools: u32,
+    /// JSON nesting depth of the body.
+    pub max_depth: u32,
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        Self {
+            max_messages: 10_000,
+            max_parts: 100_000,
+            max_attachments: 256,
+            max_tools: 512,
+            max_depth: 64,
+        }
+    }
 }
 
 impl GeminiBusinessSettings {
@@ -593,6 +620,25 @@ pub(super) fn read_media(top: &mut Section<'_>, r: &mut Reader) -> MediaSettings
         fetch_max_bytes,
         fetch_timeout,
         fetch_max_redirects,
+    }
+}
+
+pub(super) fn read_limits(top: &mut Section<'_>, r: &mut Reader) -> LimitsSettings {
+    let d = LimitsSettings::default();
+    let mut s = top.section(r, "limits");
+    let max_messages = s.u32(r, "max_messages", d.max_messages, AT_LEAST_1);
+    let max_parts = s.u32(r, "max_parts", d.max_parts, AT_LEAST_1);
+    let max_attachments = s.u32(r, "max_attachments", d.max_attachments, ANY);
+    let max_tools = s.u32(r, "max_tools", d.max_tools, ANY);
+    // serde_json refuses bodies nested deeper than 128 levels on its own.
+    let max_depth = s.u32(r, "max_depth", d.max_depth, Range { min: 2, max: 128 });
+    s.finish(r);
+    LimitsSettings {
+        max_messages,
+        max_parts,
+        max_attachments,
+        max_tools,
+        max_depth,
     }
 }
 

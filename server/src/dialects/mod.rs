@@ -12,6 +12,7 @@
 
 pub mod anthropic;
 pub mod gemini;
+pub mod limits;
 pub mod openai;
 pub mod stream;
 

@@ -15,9 +15,13 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 
 use super::signature::ThinkingSigner;
+use serde_json::value::RawValue;
+
 use super::wire::{
-    BlockOut, Content, InBlock, InMessage, MessageOut, MessagesRequest, Source, System, UsageOut,
+    BlockOut, Content, Head, InBlock, InMessage, MessageOut, MessagesRequest, Source, UsageOut,
 };
+use crate::config::LimitsSettings;
+use crate::dialects::limits::{self, Names, TextOrSeq, parse_raw};
 use crate::dialects::openai::convert::{media_markdown, url_media_kind};
 use crate::dialects::parse_data_url;
 use crate::domain::{
@@ -34,10 +38,12 @@ fn invalid(path: impl Into<String>, message: impl AsRef<str>) -> GatewayError {
     GatewayError::invalid(format!("{path}: {}", message.as_ref()), Some(path))
 }
 
-fn block_type(raw: &serde_json::Value) -> &str {
-    raw.get("type")
-        .and_then(|t| t.as_str())
-        .unwrap_or("(missing)")
+/// A raw block's `type` (`(missing)` when it has none or is no object).
+fn block_type(raw: &RawValue) -> String {
+    parse_raw::<Head<'_>>(raw)
+        .ok()
+        .and_then(|h| h.kind)
+        .map_or_else(|| "(missing)".to_owned(), |k| k.into_owned())
 }
 
 /// `tool_choice` values that force a tool call, which the gateway cannot honour: client tools
@@ -86,14 +92,14 @@ fn url_media(url: &str, kind: MediaKind, path: &str) -> Result<Media, GatewayErr
 const FILES_API: &str = "file sources reference Anthropic's Files API, which this gateway does not host; send the bytes (base64) or a URL instead";
 
 /// The parts of an `image` block.
-fn image_parts(source: Source, path: &str) -> Result<Vec<Part>, GatewayError> {
-    let media = match source {
+fn image_parts(source: &RawValue, path: &str) -> Result<Vec<Part>, GatewayError> {
+    let media = match Source::parse(source).map_err(|e| invalid(path, e))? {
         Source::Base64 { media_type, data } => Media::Inline {
             mime: media_type.trim().to_ascii_lowercase(),
             data: decode_base64(&data, path)?,
         },
         Source::Url { url } => url_media(&url, MediaKind::Image, path)?,
-        Source::File { .. } => return Err(invalid(path, FILES_API)),
+        Source::File => return Err(invalid(path, FILES_API)),
         Source::Text { .. } | Source::Content { .. } => {
             return Err(invalid(
                 path,
@@ -106,14 +112,14 @@ fn image_parts(source: Source, path: &str) -> Result<Vec<Part>, GatewayError> {
 
 /// The parts of a `document` block: PDFs (and other files) as media, text documents as text.
 fn document_parts(
-    source: Source,
+    source: &RawValue,
     title: Option<String>,
     path: &str,
     signer: &ThinkingSigner,
 ) -> Result<Vec<Part>, GatewayError> {
     let heading = title.map(|t| format!("[document: {t}]\n"));
     let mut parts = Vec::new();
-    match source {
+    match Source::parse(source).map_err(|e| invalid(path, e))? {
         Source::Base64 { media_type, data } => {
             if let Some(h) = heading {
                 parts.push(Part::Text(h));
@@ -138,7 +144,7 @@ fn document_parts(
             }
             parts.extend(nested_parts(content, path, signer)?);
         }
-        Source::File { .. } => return Err(invalid(path, FILES_API)),
+        Source::File => return Err(invalid(path, FILES_API)),
     }
     Ok(parts)
 }
@@ -150,19 +156,19 @@ fn nested_parts(
     signer: &ThinkingSigner,
 ) -> Result<Vec<Part>, GatewayError> {
     match content {
-        Content::Text(t) => Ok(vec![Part::Text(t)]),
-        Content::Blocks(blocks) => {
+        TextOrSeq::Text(t) => Ok(vec![Part::Text(t.into_owned())]),
+        TextOrSeq::Seq(blocks) => {
             let mut parts = Vec::new();
-            for (k, raw) in blocks.into_iter().enumerate() {
+            for (k, raw) in blocks.items.into_iter().enumerate() {
                 let inner = format!("{path}.content.{k}");
-                let kind = block_type(&raw).to_owned();
-                let block: InBlock = serde_json::from_value(raw)
+                let kind = block_type(raw);
+                let block = InBlock::parse(raw, &kind)
                     .map_err(|e| invalid(&inner, format!("malformed `{kind}` block: {e}")))?;
                 match block {
-                    InBlock::Text { text } => parts.push(Part::Text(text)),
-                    InBlock::Image { source } => parts.extend(image_parts(source, &inner)?),
-                    InBlock::Document { source, title } => {
-                        parts.extend(document_parts(source, title, &inner, signer)?)
+                    InBlock::Text(b) => parts.push(Part::Text(b.text)),
+                    InBlock::Image(b) => parts.extend(image_parts(b.source, &inner)?),
+                    InBlock::Document(b) => {
+                        parts.extend(document_parts(b.source, b.title, &inner, signer)?)
                     }
                     _ => {
                         return Err(invalid(
@@ -180,13 +186,15 @@ fn nested_parts(
 /// Appends the domain messages of one Anthropic message. A user message's `tool_result`
 /// blocks become tool turns of their own, in order, between its other content.
 fn convert_message(
-    m: InMessage,
+    raw: &RawValue,
     i: usize,
     signer: &ThinkingSigner,
     calls: &mut Vec<ToolCall>,
     out: &mut Vec<Message>,
 ) -> Result<(), GatewayError> {
-    let role = match m.role.as_str() {
+    let m: InMessage<'_> =
+        parse_raw(raw).map_err(|e| invalid(format!("messages.{i}"), e.to_string()))?;
+    let role = match m.role.as_ref() {
         "user" => Role::User,
         "assistant" => Role::Assistant,
         other => {
@@ -197,29 +205,29 @@ fn convert_message(
         }
     };
     let blocks = match m.content {
-        Content::Text(t) => {
-            out.push(Message::new(role, vec![Part::Text(t)]));
+        TextOrSeq::Text(t) => {
+            out.push(Message::new(role, vec![Part::Text(t.into_owned())]));
             return Ok(());
         }
-        Content::Blocks(blocks) => blocks,
+        TextOrSeq::Seq(blocks) => blocks.items,
     };
     let mut current = Message::new(role, Vec::new());
     for (j, raw) in blocks.into_iter().enumerate() {
         let path = format!("messages.{i}.content.{j}");
-        let kind = block_type(&raw).to_owned();
-        let block: InBlock = serde_json::from_value(raw).map_err(|e| {
+        let kind = block_type(raw);
+        let block = InBlock::parse(raw, &kind).map_err(|e| {
             invalid(
                 &path,
                 format!("unsupported or malformed content block of type `{kind}`: {e}"),
             )
         })?;
         match block {
-            InBlock::Text { text } => current.parts.push(Part::Text(text)),
-            InBlock::Image { source } => current.parts.extend(image_parts(source, &path)?),
-            InBlock::Document { source, title } => current
+            InBlock::Text(b) => current.parts.push(Part::Text(b.text)),
+            InBlock::Image(b) => current.parts.extend(image_parts(b.source, &path)?),
+            InBlock::Document(b) => current
                 .parts
-                .extend(document_parts(source, title, &path, signer)?),
-            InBlock::ToolUse { id, name, input } => {
+                .extend(document_parts(b.source, b.title, &path, signer)?),
+            InBlock::ToolUse(super::wire::ToolUseBlock { id, name, input }) => {
                 if role != Role::Assistant {
                     return Err(invalid(
                         &path,
@@ -229,7 +237,7 @@ fn convert_message(
                 let call = ToolCall {
                     id,
                     name,
-                    arguments: match input {
+                    arguments: match input.map(crate::dialects::limits::Bounded::into_inner) {
                         None | Some(serde_json::Value::Null) => "{}".to_owned(),
                         Some(v) => v.to_string(),
                     },
@@ -237,11 +245,11 @@ fn convert_message(
                 calls.push(call.clone());
                 current.tool_calls.push(call);
             }
-            InBlock::ToolResult {
+            InBlock::ToolResult(super::wire::ToolResultBlock {
                 tool_use_id,
                 content,
                 is_error,
-            } => {
+            }) => {
                 if role != Role::User {
                     return Err(invalid(&path, "tool_result blocks belong to user messages"));
                 }
@@ -269,10 +277,10 @@ fn convert_message(
                 );
                 out.push(tool);
             }
-            InBlock::Thinking {
+            InBlock::Thinking(super::wire::ThinkingBlock {
                 thinking,
                 signature,
-            } => {
+            }) => {
                 let valid = signature
                     .as_deref()
                     .is_some_and(|s| signer.verify(&thinking, s));
@@ -283,7 +291,7 @@ fn convert_message(
                     ));
                 }
             }
-            InBlock::RedactedThinking {} => {}
+            InBlock::RedactedThinking => {}
         }
     }
     if !current.parts.is_empty() || !current.tool_calls.is_empty() {
@@ -292,25 +300,28 @@ fn convert_message(
     Ok(())
 }
 
-fn system_message(system: System) -> Result<Option<Message>, GatewayError> {
+fn system_message(system: Content<'_>) -> Result<Option<Message>, GatewayError> {
+    #[derive(serde::Deserialize)]
+    struct SystemText {
+        #[serde(default)]
+        text: Option<serde_json::Value>,
+    }
     let text = match system {
-        System::Text(t) => t,
-        System::Blocks(blocks) => {
-            let mut texts = Vec::with_capacity(blocks.len());
-            for (k, raw) in blocks.into_iter().enumerate() {
+        TextOrSeq::Text(t) => t.into_owned(),
+        TextOrSeq::Seq(blocks) => {
+            let mut texts = Vec::with_capacity(blocks.items.len());
+            for (k, raw) in blocks.items.into_iter().enumerate() {
                 let path = format!("system.{k}");
-                if block_type(&raw) != "text" {
+                let kind = block_type(raw);
+                if kind != "text" {
                     return Err(invalid(
                         path,
-                        format!(
-                            "system blocks must be text blocks (found `{}`)",
-                            block_type(&raw)
-                        ),
+                        format!("system blocks must be text blocks (found `{kind}`)"),
                     ));
                 }
-                match raw.get("text").and_then(|t| t.as_str()) {
-                    Some(t) => texts.push(t.to_owned()),
-                    None => return Err(invalid(path, "a text block needs `text`")),
+                match parse_raw::<SystemText>(raw).ok().and_then(|b| b.text) {
+                    Some(serde_json::Value::String(t)) => texts.push(t),
+                    _ => return Err(invalid(path, "a text block needs `text`")),
                 }
             }
             texts.join("\n\n")
@@ -325,8 +336,20 @@ pub fn parse(
     body: &[u8],
     signer: &ThinkingSigner,
     models: &ModelRegistry,
+    limits: &LimitsSettings,
 ) -> Result<ChatRequest, GatewayError> {
-    let wire: MessagesRequest = serde_json::from_slice(body).map_err(|e| {
+    limits::check_depth(body, limits.max_depth)?;
+    limits::with_budget(limits, Names::ANTHROPIC, || {
+        parse_within_budget(body, signer, models)
+    })
+}
+
+fn parse_within_budget(
+    body: &[u8],
+    signer: &ThinkingSigner,
+    models: &ModelRegistry,
+) -> Result<ChatRequest, GatewayError> {
+    let wire: MessagesRequest<'_> = serde_json::from_slice(body).map_err(|e| {
         GatewayError::invalid(
             format!("the request body is not valid JSON for this endpoint: {e}"),
             None,
@@ -338,13 +361,13 @@ pub fn parse(
     {
         return Err(invalid("max_tokens", "must be a positive integer"));
     }
-    if forces_tool(wire.tool_choice.as_ref()) {
+    if forces_tool(wire.tool_choice.as_deref()) {
         return Err(invalid(
             "tool_choice",
             "this gateway cannot force a tool call: tools are accepted but not passed to the upstream model; use tool_choice {\"type\": \"auto\"} or {\"type\": \"none\"}",
         ));
     }
-    let raw_messages = wire.messages.unwrap_or_default();
+    let raw_messages = wire.messages.unwrap_or_default().items;
     if raw_messages.is_empty() {
         return Err(invalid("messages", "must contain at least one message"));
     }
@@ -361,6 +384,7 @@ pub fn parse(
     let tools = wire
         .tools
         .unwrap_or_default()
+        .items
         .into_iter()
         .filter_map(|t| {
             Some(ToolSpec {
@@ -374,10 +398,10 @@ pub fn parse(
         })
         .collect();
     let options = crate::dialects::generation_options(
-        wire.max_tokens.as_ref(),
-        wire.temperature.as_ref(),
-        wire.top_p.as_ref(),
-        wire.stop_sequences.as_ref(),
+        wire.max_tokens.as_deref(),
+        wire.temperature.as_deref(),
+        wire.top_p.as_deref(),
+        wire.stop_sequences.as_deref(),
     );
     Ok(ChatRequest {
         model,
@@ -503,6 +527,7 @@ mod tests {
             &serde_json::to_vec(&v).unwrap(),
             &signer(),
             &ModelRegistry::gemini_business_names(),
+            &LimitsSettings::default(),
         )
     }
 
@@ -594,7 +619,13 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let e = parse(b"{nope", &signer(), &ModelRegistry::gemini_business_names()).unwrap_err();
+        let e = parse(
+            b"{nope",
+            &signer(),
+            &ModelRegistry::gemini_business_names(),
+            &LimitsSettings::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.status(), 400);
         let e = parse_json(
             json!({"model": "claude-9", "messages": [{"role": "user", "content": "x"}]}),

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use time::format_description::well_known::Rfc3339;
 
 use self::sse::MessageEncoder;
-use crate::dialects::{Dialect, read_body, stream};
+use crate::dialects::{Dialect, limits, read_body, stream};
 use crate::error::GatewayError;
 use crate::startup::AppState;
 
@@ -53,8 +53,17 @@ async fn handle(
     payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
     let body = read_body(payload, state.max_body_bytes()).await?;
-    let request = convert::parse(&body, &state.thinking_signer, state.chat.models())?;
-    drop(body);
+    let len = body.len();
+    let st = state.clone();
+    let request = limits::parse_body(body, len, move |body| {
+        convert::parse(
+            body,
+            &st.thinking_signer,
+            st.chat.models(),
+            &st.live.load().limits,
+        )
+    })
+    .await?;
     tracing::Span::current()
         .record(
             "model",
@@ -92,8 +101,18 @@ async fn handle(
 async fn count_tokens(state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
     let counted = async {
         let body = read_body(payload, state.max_body_bytes()).await?;
-        let request = convert::parse(&body, &state.thinking_signer, state.chat.models())?;
-        Ok::<u32, GatewayError>(state.chat.input_tokens(&request))
+        let len = body.len();
+        let st = state.clone();
+        limits::parse_body(body, len, move |body| {
+            let request = convert::parse(
+                body,
+                &st.thinking_signer,
+                st.chat.models(),
+                &st.live.load().limits,
+            )?;
+            Ok(st.chat.input_tokens(&request))
+        })
+        .await
     };
     match counted.await {
         Ok(n) => HttpResponse::Ok().json(serde_json::json!({ "input_tokens": n })),

@@ -5,99 +5,196 @@
 use serde::{Deserialize, Serialize};
 
 // ---- request ----------------------------------------------------------------------------
+//
+// Content is kept as raw elements borrowed from the body and counted as it is read
+// (`dialects::limits`); each block is then parsed on its own into its typed form.
+
+use std::borrow::Cow;
+
+use serde_json::value::RawValue;
+
+use crate::dialects::limits::{
+    Bounded, CountedVec, MessagesKind, PartsKind, RawSeq, TextOrSeq, ToolsKind, parse_raw as p,
+};
 
 #[derive(Debug, Deserialize)]
-pub struct MessagesRequest {
+pub struct MessagesRequest<'a> {
     #[serde(default)]
     pub model: Option<String>,
-    #[serde(default)]
-    pub messages: Option<Vec<InMessage>>,
-    #[serde(default)]
-    pub system: Option<System>,
+    #[serde(borrow, default)]
+    pub messages: Option<RawSeq<'a, MessagesKind>>,
+    #[serde(borrow, default)]
+    pub system: Option<Content<'a>>,
     #[serde(default)]
     pub stream: Option<bool>,
     /// Required by Anthropic; accepted when missing and not enforced (the upstream has no limit).
     #[serde(default)]
-    pub max_tokens: Option<serde_json::Value>,
+    pub max_tokens: Option<Bounded>,
     #[serde(default)]
-    pub tools: Option<Vec<serde_json::Value>>,
+    pub tools: Option<CountedVec<Bounded, ToolsKind>>,
     #[serde(default)]
-    pub tool_choice: Option<serde_json::Value>,
+    pub tool_choice: Option<Bounded>,
     #[serde(default)]
-    pub temperature: Option<serde_json::Value>,
+    pub temperature: Option<Bounded>,
     #[serde(default)]
-    pub top_p: Option<serde_json::Value>,
+    pub top_p: Option<Bounded>,
     #[serde(default)]
-    pub stop_sequences: Option<serde_json::Value>,
+    pub stop_sequences: Option<Bounded>,
+}
+
+/// A message's content (or `system`, or a nested `content`): a string or raw blocks.
+pub type Content<'a> = TextOrSeq<'a, PartsKind>;
+
+#[derive(Debug, Deserialize)]
+pub struct InMessage<'a> {
+    #[serde(borrow)]
+    pub role: Cow<'a, str>,
+    #[serde(borrow)]
+    pub content: Content<'a>,
+}
+
+/// A block's `type`, read first so an unknown type gets a precise error naming the block.
+#[derive(Debug, Deserialize)]
+pub struct Head<'a> {
+    #[serde(rename = "type", borrow, default)]
+    pub kind: Option<Cow<'a, str>>,
+}
+
+/// One content block of a request.
+#[derive(Debug)]
+pub enum InBlock<'a> {
+    Text(TextBlock),
+    Image(SourceBlock<'a>),
+    Document(SourceBlock<'a>),
+    ToolUse(ToolUseBlock),
+    ToolResult(ToolResultBlock<'a>),
+    Thinking(ThinkingBlock),
+    RedactedThinking,
+}
+
+const BLOCK_TYPES: &str =
+    "`text`, `image`, `document`, `tool_use`, `tool_result`, `thinking`, `redacted_thinking`";
+
+impl<'a> InBlock<'a> {
+    /// Parses one raw block; the error is serde's (or names the unknown type).
+    pub fn parse(raw: &'a RawValue, kind: &str) -> Result<InBlock<'a>, String> {
+        let e = |e: serde_json::Error| e.to_string();
+        Ok(match kind {
+            "text" => InBlock::Text(p(raw).map_err(e)?),
+            "image" => InBlock::Image(p(raw).map_err(e)?),
+            "document" => InBlock::Document(p(raw).map_err(e)?),
+            "tool_use" => InBlock::ToolUse(p(raw).map_err(e)?),
+            "tool_result" => InBlock::ToolResult(p(raw).map_err(e)?),
+            "thinking" => InBlock::Thinking(p(raw).map_err(e)?),
+            "redacted_thinking" => InBlock::RedactedThinking,
+            "(missing)" => return Err("missing field `type`".to_owned()),
+            other => {
+                return Err(format!(
+                    "unknown variant `{other}`, expected one of {BLOCK_TYPES}"
+                ));
+            }
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum System {
-    Text(String),
-    Blocks(Vec<serde_json::Value>),
+pub struct TextBlock {
+    pub text: String,
+}
+
+/// An `image` or `document` block.
+#[derive(Debug, Deserialize)]
+pub struct SourceBlock<'a> {
+    #[serde(borrow)]
+    pub source: &'a RawValue,
+    #[serde(default)]
+    pub title: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct InMessage {
-    pub role: String,
-    pub content: Content,
+pub struct ToolUseBlock {
+    #[serde(default)]
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub input: Option<Bounded>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Content {
-    Text(String),
-    Blocks(Vec<serde_json::Value>),
+pub struct ToolResultBlock<'a> {
+    pub tool_use_id: String,
+    #[serde(borrow, default)]
+    pub content: Option<Content<'a>>,
+    #[serde(default)]
+    pub is_error: Option<bool>,
 }
 
-/// One content block of a request. Parsed from a JSON value so an unknown `type` gets a
-/// precise error naming the block.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum InBlock {
-    Text {
-        text: String,
-    },
-    Image {
-        source: Source,
-    },
-    Document {
-        source: Source,
-        #[serde(default)]
-        title: Option<String>,
-    },
-    ToolUse {
-        #[serde(default)]
-        id: String,
-        name: String,
-        #[serde(default)]
-        input: Option<serde_json::Value>,
-    },
-    ToolResult {
-        tool_use_id: String,
-        #[serde(default)]
-        content: Option<Content>,
-        #[serde(default)]
-        is_error: Option<bool>,
-    },
-    Thinking {
-        thinking: String,
-        #[serde(default)]
-        signature: Option<String>,
-    },
-    RedactedThinking {},
+pub struct ThinkingBlock {
+    pub thinking: String,
+    #[serde(default)]
+    pub signature: Option<String>,
 }
 
 /// Where an image's or a document's bytes come from.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Source {
+#[derive(Debug)]
+pub enum Source<'a> {
     Base64 { media_type: String, data: String },
     Url { url: String },
     Text { data: String },
-    Content { content: Content },
-    File { file_id: String },
+    Content { content: Content<'a> },
+    File,
+}
+
+impl<'a> Source<'a> {
+    /// Parses a block's `source` by its `type`.
+    pub fn parse(raw: &'a RawValue) -> Result<Source<'a>, String> {
+        #[derive(Deserialize)]
+        struct Base64 {
+            media_type: String,
+            data: String,
+        }
+        #[derive(Deserialize)]
+        struct Url {
+            url: String,
+        }
+        #[derive(Deserialize)]
+        struct Text {
+            data: String,
+        }
+        #[derive(Deserialize)]
+        struct Nested<'a> {
+            #[serde(borrow)]
+            content: Content<'a>,
+        }
+        let e = |e: serde_json::Error| format!("source: {e}");
+        let head: Head<'_> = p(raw).map_err(e)?;
+        Ok(match head.kind.as_deref() {
+            Some("base64") => {
+                let b: Base64 = p(raw).map_err(e)?;
+                Source::Base64 {
+                    media_type: b.media_type,
+                    data: b.data,
+                }
+            }
+            Some("url") => Source::Url {
+                url: p::<Url>(raw).map_err(e)?.url,
+            },
+            Some("text") => Source::Text {
+                data: p::<Text>(raw).map_err(e)?.data,
+            },
+            Some("content") => Source::Content {
+                content: p::<Nested<'_>>(raw).map_err(e)?.content,
+            },
+            Some("file") => Source::File,
+            Some(other) => {
+                return Err(format!(
+                    "source: unknown variant `{other}`, expected one of `base64`, `url`, `text`, `content`, `file`"
+                ));
+            }
+            None => return Err("source: missing field `type`".to_owned()),
+        })
+    }
 }
 
 // ---- response ---------------------------------------------------------------------------

@@ -6,11 +6,15 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use bytes::Bytes;
 
+use serde_json::value::RawValue;
+
 use super::wire::{
     BlobOut, Candidate, Content, ContentOut, CountTokensRequest, FunctionCallOut,
-    GenerateContentRequest, GenerateContentResponse, Part as WirePart, PartOut, SystemInstruction,
-    ToolConfig, UsageMetadata,
+    GenerateContentRequest, GenerateContentResponse, Part as WirePart, PartOut, ToolConfig,
+    UsageMetadata,
 };
+use crate::config::LimitsSettings;
+use crate::dialects::limits::{self, Names, TextOr, parse_raw};
 use crate::dialects::openai::convert::url_media_kind;
 use crate::domain::{
     GenerationOptions, Media, MediaKind, Message, Part, Role, StreamEvent, ToolCall, ToolSpec,
@@ -46,9 +50,15 @@ fn not_json(e: &serde_json::Error) -> GatewayError {
 }
 
 /// Parses a `generateContent` / `streamGenerateContent` body.
-pub fn parse_generate(body: &[u8]) -> Result<Parsed, GatewayError> {
-    let wire: GenerateContentRequest = serde_json::from_slice(body).map_err(|e| not_json(&e))?;
-    if wire.contents.as_ref().is_none_or(Vec::is_empty) {
+pub fn parse_generate(body: &[u8], limits: &LimitsSettings) -> Result<Parsed, GatewayError> {
+    limits::check_depth(body, limits.max_depth)?;
+    limits::with_budget(limits, Names::GEMINI, || parse_generate_within_budget(body))
+}
+
+fn parse_generate_within_budget(body: &[u8]) -> Result<Parsed, GatewayError> {
+    let wire: GenerateContentRequest<'_> =
+        serde_json::from_slice(body).map_err(|e| not_json(&e))?;
+    if wire.contents.as_ref().is_none_or(|c| c.items.is_empty()) {
         return Err(invalid(
             "contents is not specified: send at least one Content",
         ));
@@ -57,8 +67,13 @@ pub fn parse_generate(body: &[u8]) -> Result<Parsed, GatewayError> {
 }
 
 /// Parses a `countTokens` body into the messages whose tokens are counted.
-pub fn parse_count(body: &[u8]) -> Result<Vec<Message>, GatewayError> {
-    let wire: CountTokensRequest = serde_json::from_slice(body).map_err(|e| not_json(&e))?;
+pub fn parse_count(body: &[u8], limits: &LimitsSettings) -> Result<Vec<Message>, GatewayError> {
+    limits::check_depth(body, limits.max_depth)?;
+    limits::with_budget(limits, Names::GEMINI, || parse_count_within_budget(body))
+}
+
+fn parse_count_within_budget(body: &[u8]) -> Result<Vec<Message>, GatewayError> {
+    let wire: CountTokensRequest<'_> = serde_json::from_slice(body).map_err(|e| not_json(&e))?;
     match (wire.contents, wire.generate_content_request) {
         (Some(_), Some(_)) => Err(invalid(
             "send either contents or generateContentRequest, not both",
@@ -75,8 +90,17 @@ pub fn parse_count(body: &[u8]) -> Result<Vec<Message>, GatewayError> {
     }
 }
 
-fn convert(wire: GenerateContentRequest) -> Result<Parsed, GatewayError> {
+/// One raw part, typed.
+fn part_of_raw(raw: &RawValue, at: &str) -> Result<WirePart, GatewayError> {
+    parse_raw(raw).map_err(|e| invalid(format!("Invalid JSON payload: {at}: {e}")))
+}
+
+fn convert(wire: GenerateContentRequest<'_>) -> Result<Parsed, GatewayError> {
     let config = wire.generation_config.unwrap_or_default();
+    limits::check_max_tokens(
+        config.max_output_tokens.as_deref(),
+        "generationConfig.maxOutputTokens",
+    )?;
     if config.candidate_count.is_some_and(|n| n > 1) {
         return Err(invalid(
             "generationConfig.candidateCount: only one candidate is supported by this gateway",
@@ -88,14 +112,15 @@ fn convert(wire: GenerateContentRequest) -> Result<Parsed, GatewayError> {
     let mut messages = Vec::new();
     if let Some(system) = wire.system_instruction {
         let text = match system {
-            SystemInstruction::Text(t) => t,
-            SystemInstruction::Content(c) => c
-                .parts
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|p| p.text)
-                .collect::<Vec<_>>()
-                .join("\n"),
+            TextOr::Text(t) => t.into_owned(),
+            TextOr::Object(c) => {
+                let mut texts = Vec::new();
+                for (j, raw) in c.parts.unwrap_or_default().items.into_iter().enumerate() {
+                    let part = part_of_raw(raw, &format!("systemInstruction.parts[{j}]"))?;
+                    texts.extend(part.text);
+                }
+                texts.join("\n")
+            }
         };
         if !text.trim().is_empty() {
             messages.push(Message::new(Role::System, vec![Part::Text(text)]));
@@ -113,19 +138,27 @@ fn convert(wire: GenerateContentRequest) -> Result<Parsed, GatewayError> {
         }
         messages.push(Message::new(Role::System, vec![Part::Text(text)]));
     }
-    for (i, content) in wire.contents.unwrap_or_default().into_iter().enumerate() {
+    for (i, raw) in wire
+        .contents
+        .unwrap_or_default()
+        .items
+        .into_iter()
+        .enumerate()
+    {
+        let content: Content<'_> = parse_raw(raw)
+            .map_err(|e| invalid(format!("Invalid JSON payload: contents[{i}]: {e}")))?;
         convert_content(content, i, &mut messages)?;
     }
     let options = crate::dialects::generation_options(
-        config.max_output_tokens.as_ref(),
-        config.temperature.as_ref(),
-        config.top_p.as_ref(),
-        config.stop_sequences.as_ref(),
+        config.max_output_tokens.as_deref(),
+        config.temperature.as_deref(),
+        config.top_p.as_deref(),
+        config.stop_sequences.as_deref(),
     );
     Ok(Parsed {
         options,
         messages,
-        tools: tools_of(wire.tools.as_deref().unwrap_or_default()),
+        tools: tools_of(wire.tools.unwrap_or_default().items),
         include_thoughts: config
             .thinking_config
             .and_then(|t| t.include_thoughts)
@@ -150,14 +183,11 @@ fn forces_tool(config: Option<&ToolConfig>) -> Option<String> {
     None
 }
 
-fn tools_of(tools: &[serde_json::Value]) -> Vec<ToolSpec> {
+fn tools_of(tools: Vec<super::wire::Tool>) -> Vec<ToolSpec> {
     let mut out = Vec::new();
     for tool in tools {
-        let declarations = tool
-            .get("functionDeclarations")
-            .or_else(|| tool.get("function_declarations"))
-            .and_then(|d| d.as_array());
-        for d in declarations.into_iter().flatten() {
+        let declarations = tool.function_declarations.unwrap_or_default().items;
+        for d in &declarations {
             let Some(name) = d.get("name").and_then(|n| n.as_str()) else {
                 continue;
             };
@@ -238,7 +268,7 @@ fn role_of(role: Option<&str>, at: &str) -> Result<Role, GatewayError> {
 /// Appends the messages of one `Content`: its text, media and function calls as one turn,
 /// each `functionResponse` as a tool turn of its own (in part order).
 fn convert_content(
-    content: Content,
+    content: Content<'_>,
     index: usize,
     out: &mut Vec<Message>,
 ) -> Result<(), GatewayError> {
@@ -248,9 +278,16 @@ fn convert_content(
         Role::Tool => Role::User,
         r => r,
     };
+    let raw_parts = content.parts.map(|p| p.items).unwrap_or_default();
+    if raw_parts.is_empty() {
+        return Err(invalid(format!(
+            "{at}.parts: must contain at least one part"
+        )));
+    }
     let mut current = Message::new(role, Vec::new());
-    for (j, part) in content.parts.unwrap_or_default().into_iter().enumerate() {
+    for (j, raw) in raw_parts.into_iter().enumerate() {
         let at = format!("{at}.parts[{j}]");
+        let part = part_of_raw(raw, &at)?;
         if part.thought == Some(true) {
             // The model's earlier reasoning is not part of the prompt.
             continue;
@@ -275,7 +312,10 @@ fn convert_content(
                     Message::new(role, Vec::new()),
                 ));
             }
-            let text = match response.response {
+            let text = match response
+                .response
+                .map(crate::dialects::limits::Bounded::into_inner)
+            {
                 None | Some(serde_json::Value::Null) => "{}".to_owned(),
                 Some(v) => v.to_string(),
             };
@@ -414,7 +454,7 @@ mod tests {
     use serde_json::{Value, json};
 
     fn parse(v: Value) -> Result<Parsed, GatewayError> {
-        parse_generate(v.to_string().as_bytes())
+        parse_generate(v.to_string().as_bytes(), &LimitsSettings::default())
     }
 
     fn message(e: GatewayError) -> String {
@@ -539,7 +579,7 @@ mod tests {
             parse(json!({"contents": [{"role": "system", "parts": [{"text": "x"}]}]})).is_err()
         );
         assert!(parse(json!({"contents": []})).is_err());
-        assert!(parse_generate(b"{not json").is_err());
+        assert!(parse_generate(b"{not json", &LimitsSettings::default()).is_err());
     }
 
     #[test]
@@ -557,14 +597,19 @@ mod tests {
 
     #[test]
     fn count_tokens_accepts_both_forms() {
-        let a = parse_count(br#"{"contents":[{"parts":[{"text":"hello"}]}]}"#).unwrap();
+        let a = parse_count(
+            br#"{"contents":[{"parts":[{"text":"hello"}]}]}"#,
+            &LimitsSettings::default(),
+        )
+        .unwrap();
         let b = parse_count(
             br#"{"generateContentRequest":{"model":"models/x","contents":[{"parts":[{"text":"hello"}]}]}}"#,
+            &LimitsSettings::default(),
         )
         .unwrap();
         assert_eq!(a[0].text(), "hello");
         assert_eq!(b[0].text(), "hello");
-        assert!(parse_count(b"{}").is_err());
+        assert!(parse_count(b"{}", &LimitsSettings::default()).is_err());
     }
 
     #[test]

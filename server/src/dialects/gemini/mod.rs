@@ -16,7 +16,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 
 use self::encoder::{ChunkEncoder, Framing};
-use crate::dialects::{Dialect, read_body, stream};
+use crate::dialects::{Dialect, limits, read_body, stream};
 use crate::domain::{ChatRequest, ModelId};
 use crate::error::GatewayError;
 use crate::startup::AppState;
@@ -183,13 +183,18 @@ pub async fn action(
 }
 
 async fn count_tokens(
-    state: &AppState,
+    state: &web::Data<AppState>,
     model: ModelId,
     payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
     let body = read_body(payload, state.max_body_bytes()).await?;
-    let messages = convert::parse_count(&body)?;
-    let total_tokens = state.chat.input_tokens(&ChatRequest::new(model, messages));
+    let len = body.len();
+    let st = state.clone();
+    let total_tokens = limits::parse_body(body, len, move |body| {
+        let messages = convert::parse_count(body, &st.live.load().limits)?;
+        Ok(st.chat.input_tokens(&ChatRequest::new(model, messages)))
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(wire::CountTokensResponse { total_tokens }))
 }
 
@@ -201,8 +206,12 @@ async fn generate(
     payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
     let body = read_body(payload, state.max_body_bytes()).await?;
-    let parsed = convert::parse_generate(&body)?;
-    drop(body);
+    let len = body.len();
+    let st = state.clone();
+    let parsed = limits::parse_body(body, len, move |body| {
+        convert::parse_generate(body, &st.live.load().limits)
+    })
+    .await?;
     let response_id = uuid::Uuid::new_v4().simple().to_string();
     let model_name = model.public_name().to_owned();
     let include_thoughts = parsed.include_thoughts;

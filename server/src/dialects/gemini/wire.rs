@@ -7,30 +7,37 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::dialects::limits::{
+    Bounded, CountedVec, MessagesKind, PartsKind, RawSeq, TextOr, ToolsKind,
+};
+
 // ---- request ----------------------------------------------------------------------------
 
 /// `POST models/{m}:generateContent` and `:streamGenerateContent`.
+///
+/// `contents` and each content's `parts` are kept as raw elements borrowed from the body and
+/// counted as they are read (`dialects::limits`); each part is then parsed on its own.
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct GenerateContentRequest {
-    #[serde(default)]
-    pub contents: Option<Vec<Content>>,
-    #[serde(default, alias = "system_instruction")]
-    pub system_instruction: Option<SystemInstruction>,
+pub struct GenerateContentRequest<'a> {
+    #[serde(borrow, default)]
+    pub contents: Option<RawSeq<'a, MessagesKind>>,
+    #[serde(borrow, default, alias = "system_instruction")]
+    pub system_instruction: Option<SystemInstruction<'a>>,
     #[serde(default, alias = "generation_config")]
     pub generation_config: Option<GenerationConfig>,
     /// Function declarations (`parameters` or `parametersJsonSchema`), `googleSearch`,
     /// `codeExecution`, `urlContext`…: accepted, never passed upstream.
     #[serde(default)]
-    pub tools: Option<Vec<Value>>,
+    pub tools: Option<CountedVec<Tool, ToolsKind>>,
     #[serde(default, alias = "tool_config")]
     pub tool_config: Option<ToolConfig>,
     /// Accepted and not applied.
     #[serde(default, alias = "safety_settings")]
-    pub safety_settings: Option<Value>,
+    pub safety_settings: Option<Bounded>,
     /// Accepted and not applied.
     #[serde(default, alias = "cached_content")]
-    pub cached_content: Option<Value>,
+    pub cached_content: Option<Bounded>,
     /// Present inside `countTokens`' `generateContentRequest`; the path's model wins.
     #[serde(default)]
     pub model: Option<String>,
@@ -39,27 +46,34 @@ pub struct GenerateContentRequest {
 /// `POST models/{m}:countTokens`: either `contents` or a whole `generateContentRequest`.
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct CountTokensRequest {
-    #[serde(default)]
-    pub contents: Option<Vec<Content>>,
-    #[serde(default, alias = "generate_content_request")]
-    pub generate_content_request: Option<GenerateContentRequest>,
+pub struct CountTokensRequest<'a> {
+    #[serde(borrow, default)]
+    pub contents: Option<RawSeq<'a, MessagesKind>>,
+    #[serde(borrow, default, alias = "generate_content_request")]
+    pub generate_content_request: Option<GenerateContentRequest<'a>>,
 }
 
 /// `systemInstruction`: a `Content` (its role is ignored) or, leniently, a plain string.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum SystemInstruction {
-    Content(Content),
-    Text(String),
-}
+pub type SystemInstruction<'a> = TextOr<'a, Content<'a>>;
 
 #[derive(Debug, Deserialize, Default)]
-pub struct Content {
+pub struct Content<'a> {
     #[serde(default)]
     pub role: Option<String>,
-    #[serde(default)]
-    pub parts: Option<Vec<Part>>,
+    #[serde(borrow, default)]
+    pub parts: Option<RawSeq<'a, PartsKind>>,
+}
+
+/// One entry of `tools`. Its function declarations count as tools too; the other kinds
+/// (`googleSearch`, `codeExecution`, …) are skipped unparsed.
+#[derive(Debug, Deserialize, Default)]
+pub struct Tool {
+    #[serde(
+        default,
+        rename = "functionDeclarations",
+        alias = "function_declarations"
+    )]
+    pub function_declarations: Option<CountedVec<Bounded, ToolsKind>>,
 }
 
 /// One part. Exactly one data field is expected; `thought` and `thoughtSignature` qualify it.
@@ -112,7 +126,7 @@ pub struct FunctionCall {
     pub id: Option<String>,
     pub name: String,
     #[serde(default)]
-    pub args: Option<Value>,
+    pub args: Option<Bounded>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,7 +135,7 @@ pub struct FunctionResponse {
     pub id: Option<String>,
     pub name: String,
     #[serde(default)]
-    pub response: Option<Value>,
+    pub response: Option<Bounded>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,17 +167,17 @@ pub struct GenerationConfig {
     #[serde(default, alias = "response_mime_type")]
     pub response_mime_type: Option<String>,
     #[serde(default, alias = "response_schema")]
-    pub response_schema: Option<Value>,
+    pub response_schema: Option<Bounded>,
     #[serde(default, alias = "response_json_schema")]
-    pub response_json_schema: Option<Value>,
+    pub response_json_schema: Option<Bounded>,
     #[serde(default, alias = "max_output_tokens")]
-    pub max_output_tokens: Option<Value>,
+    pub max_output_tokens: Option<Bounded>,
     #[serde(default)]
-    pub temperature: Option<Value>,
+    pub temperature: Option<Bounded>,
     #[serde(default, alias = "top_p")]
-    pub top_p: Option<Value>,
+    pub top_p: Option<Bounded>,
     #[serde(default, alias = "stop_sequences")]
-    pub stop_sequences: Option<Value>,
+    pub stop_sequences: Option<Bounded>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -7,7 +7,10 @@ use bytes::Bytes;
 use super::wire::{
     AssistantMessage, ChatCompletion, ChatCompletionRequest, ChatMessage, Choice,
     CompletionTokensDetails, ContentPart, FunctionOut, MessageContent, ToolCallOut, UsageOut,
+    url_of,
 };
+use crate::config::LimitsSettings;
+use crate::dialects::limits::{self, Bounded, Names, TextOrSeq, parse_raw};
 use crate::dialects::parse_data_url;
 use crate::domain::{
     ChatRequest, FinishReason, GeneratedMedia, Media, MediaKind, Message, Part, Role, StreamEvent,
@@ -74,19 +77,25 @@ pub(crate) fn media_from_url(
     ))
 }
 
-fn parts_of(content: &MessageContent, index: usize) -> Result<Vec<Part>, GatewayError> {
+fn parts_of(content: &MessageContent<'_>, index: usize) -> Result<Vec<Part>, GatewayError> {
     let items = match content {
-        MessageContent::Text(t) => return Ok(vec![Part::Text(t.clone())]),
-        MessageContent::Parts(items) => items,
+        TextOrSeq::Text(t) => return Ok(vec![Part::Text(t.clone().into_owned())]),
+        TextOrSeq::Seq(items) => &items.items,
     };
     let mut parts = Vec::with_capacity(items.len());
     for (j, raw) in items.iter().enumerate() {
         let param = format!("messages[{index}].content[{j}]");
-        let part: ContentPart = serde_json::from_value(raw.clone()).map_err(|e| {
-            let kind = raw
-                .get("type")
-                .and_then(|t| t.as_str())
-                .unwrap_or("(missing)");
+        let part = ContentPart::parse(raw).map_err(|e| {
+            #[derive(serde::Deserialize)]
+            struct Head {
+                #[serde(rename = "type", default)]
+                kind: Option<serde_json::Value>,
+            }
+            let kind = parse_raw::<Head>(raw)
+                .ok()
+                .and_then(|h| h.kind)
+                .and_then(|k| k.as_str().map(str::to_owned))
+                .unwrap_or_else(|| "(missing)".to_owned());
             invalid(
                 format!("unsupported or malformed content part of type `{kind}`: {e}"),
                 param.clone(),
@@ -94,14 +103,14 @@ fn parts_of(content: &MessageContent, index: usize) -> Result<Vec<Part>, Gateway
         })?;
         match part {
             ContentPart::Text { text } => parts.push(Part::Text(text)),
-            ContentPart::Refusal { .. } => {}
+            ContentPart::Refusal => {}
             ContentPart::ImageUrl { image_url } => parts.push(Part::Media(media_from_url(
-                image_url.url(),
+                url_of(&image_url),
                 MediaKind::Image,
                 &param,
             )?)),
             ContentPart::VideoUrl { video_url } => parts.push(Part::Media(media_from_url(
-                video_url.url(),
+                url_of(&video_url),
                 MediaKind::Video,
                 &param,
             )?)),
@@ -183,7 +192,7 @@ fn arguments_text(value: Option<&serde_json::Value>) -> String {
 }
 
 fn convert_message(
-    m: &ChatMessage,
+    m: &ChatMessage<'_>,
     index: usize,
     calls_so_far: &[ToolCall],
 ) -> Result<Message, GatewayError> {
@@ -207,7 +216,7 @@ fn convert_message(
     };
     let mut message = Message::new(role, parts);
     if role == Role::Assistant {
-        for (j, call) in m.tool_calls.iter().flatten().enumerate() {
+        for (j, call) in m.tool_calls.iter().flat_map(|c| &c.items).enumerate() {
             let function = call.function.as_ref().ok_or_else(|| {
                 invalid(
                     "a tool call needs a function",
@@ -217,14 +226,14 @@ fn convert_message(
             message.tool_calls.push(ToolCall {
                 id: call.id.clone().unwrap_or_default(),
                 name: function.name.clone(),
-                arguments: arguments_text(function.arguments.as_ref()),
+                arguments: arguments_text(function.arguments.as_deref()),
             });
         }
         if let Some(f) = &m.function_call {
             message.tool_calls.push(ToolCall {
                 id: String::new(),
                 name: f.name.clone(),
-                arguments: arguments_text(f.arguments.as_ref()),
+                arguments: arguments_text(f.arguments.as_deref()),
             });
         }
     }
@@ -255,25 +264,41 @@ fn forces_tool(choice: Option<&serde_json::Value>) -> bool {
 }
 
 /// Parses a request body; model names are read against `models`.
-pub fn parse(body: &[u8], models: &ModelRegistry) -> Result<Parsed, GatewayError> {
-    let wire: ChatCompletionRequest = serde_json::from_slice(body).map_err(|e| {
+pub fn parse(
+    body: &[u8],
+    models: &ModelRegistry,
+    limits: &LimitsSettings,
+) -> Result<Parsed, GatewayError> {
+    limits::check_depth(body, limits.max_depth)?;
+    limits::with_budget(limits, Names::OPENAI_CHAT, || {
+        parse_within_budget(body, models)
+    })
+}
+
+fn parse_within_budget(body: &[u8], models: &ModelRegistry) -> Result<Parsed, GatewayError> {
+    let wire: ChatCompletionRequest<'_> = serde_json::from_slice(body).map_err(|e| {
         GatewayError::invalid(
             format!("the request body is not valid JSON for this endpoint: {e}"),
             None,
         )
     })?;
     let model = models.parse(wire.model.as_deref().unwrap_or_default())?;
-    let raw_messages = wire.messages.unwrap_or_default();
+    let raw_messages = wire.messages.unwrap_or_default().items;
     if raw_messages.is_empty() {
         return Err(invalid(
             "messages must contain at least one message",
             "messages",
         ));
     }
+    limits::check_max_tokens(wire.max_tokens.as_deref(), "max_tokens")?;
+    limits::check_max_tokens(
+        wire.max_completion_tokens.as_deref(),
+        "max_completion_tokens",
+    )?;
     if wire.n.is_some_and(|n| n > 1) {
         return Err(invalid("only n = 1 is supported", "n"));
     }
-    if forces_tool(wire.tool_choice.as_ref()) || forces_tool(wire.function_call.as_ref()) {
+    if forces_tool(wire.tool_choice.as_deref()) || forces_tool(wire.function_call.as_deref()) {
         return Err(invalid(
             "this gateway cannot force a tool call: tools are accepted but not passed to the upstream model; use tool_choice \"auto\" or \"none\"",
             "tool_choice",
@@ -281,40 +306,44 @@ pub fn parse(body: &[u8], models: &ModelRegistry) -> Result<Parsed, GatewayError
     }
     let mut messages = Vec::with_capacity(raw_messages.len());
     let mut calls: Vec<ToolCall> = Vec::new();
-    for (i, m) in raw_messages.iter().enumerate() {
-        let message = convert_message(m, i, &calls)?;
+    for (i, raw) in raw_messages.iter().enumerate() {
+        let m: ChatMessage<'_> =
+            parse_raw(raw).map_err(|e| invalid(e.to_string(), format!("messages[{i}]")))?;
+        let message = convert_message(&m, i, &calls)?;
         calls.extend(message.tool_calls.iter().cloned());
         messages.push(message);
     }
     let mut tools: Vec<ToolSpec> = wire
         .tools
         .unwrap_or_default()
+        .items
         .into_iter()
         .filter_map(|t| t.function)
         .map(|f| ToolSpec {
             name: f.name,
             description: f.description,
-            parameters: f.parameters,
+            parameters: f.parameters.map(Bounded::into_inner),
         })
         .collect();
     tools.extend(
         wire.functions
             .unwrap_or_default()
+            .items
             .into_iter()
             .map(|f| ToolSpec {
                 name: f.name,
                 description: f.description,
-                parameters: f.parameters,
+                parameters: f.parameters.map(Bounded::into_inner),
             }),
     );
     let stream = wire.stream.unwrap_or(false);
     let options = crate::dialects::generation_options(
         wire.max_completion_tokens
-            .as_ref()
-            .or(wire.max_tokens.as_ref()),
-        wire.temperature.as_ref(),
-        wire.top_p.as_ref(),
-        wire.stop.as_ref(),
+            .as_deref()
+            .or(wire.max_tokens.as_deref()),
+        wire.temperature.as_deref(),
+        wire.top_p.as_deref(),
+        wire.stop.as_deref(),
     );
     Ok(Parsed {
         include_usage: stream
@@ -441,6 +470,7 @@ mod tests {
         parse(
             &serde_json::to_vec(&v).unwrap(),
             &ModelRegistry::gemini_business_names(),
+            &LimitsSettings::default(),
         )
     }
 
@@ -497,7 +527,12 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let e = parse(b"{not json", &ModelRegistry::gemini_business_names()).unwrap_err();
+        let e = parse(
+            b"{not json",
+            &ModelRegistry::gemini_business_names(),
+            &LimitsSettings::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.status(), 400);
         let e = parse_json(json!({"model": "gemini-2.5-flash", "messages": []})).unwrap_err();
         assert!(

@@ -66,7 +66,8 @@ fn invalid(message: impl Into<String>, param: &str) -> GatewayError {
     GatewayError::invalid(message, Some(param.to_owned()))
 }
 
-fn parse(body: &[u8], models: &ModelRegistry) -> Result<Parsed, GatewayError> {
+fn parse(body: &[u8], models: &ModelRegistry, max_depth: u32) -> Result<Parsed, GatewayError> {
+    crate::dialects::limits::check_depth(body, max_depth)?;
     let wire: Request = serde_json::from_slice(body).map_err(|e| {
         GatewayError::invalid(
             format!("the request body is not valid JSON for this endpoint: {e}"),
@@ -167,8 +168,12 @@ async fn handle(
     payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
     let body_bytes = read_body(payload, state.max_body_bytes()).await?;
-    let parsed = parse(&body_bytes, state.chat.models())?;
-    drop(body_bytes);
+    let len = body_bytes.len();
+    let st = state.clone();
+    let parsed = crate::dialects::limits::parse_body(body_bytes, len, move |body| {
+        parse(body, st.chat.models(), st.live.load().limits.max_depth)
+    })
+    .await?;
     tracing::Span::current()
         .record(
             "model",
@@ -242,6 +247,7 @@ mod tests {
         parse(
             &serde_json::to_vec(&v).unwrap(),
             &ModelRegistry::gemini_business_names(),
+            64,
         )
     }
 

@@ -20,7 +20,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 
 use self::sse::ChunkEncoder;
-use crate::dialects::{Dialect, read_body, stream};
+use crate::dialects::{Dialect, limits, read_body, stream};
 use crate::error::GatewayError;
 use crate::startup::AppState;
 
@@ -88,8 +88,12 @@ async fn handle(
     payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
     let body = read_body(payload, state.max_body_bytes()).await?;
-    let parsed = convert::parse(&body, state.chat.models())?;
-    drop(body);
+    let len = body.len();
+    let st = state.clone();
+    let parsed = limits::parse_body(body, len, move |body| {
+        convert::parse(body, st.chat.models(), &st.live.load().limits)
+    })
+    .await?;
     let request = parsed.request;
     tracing::Span::current()
         .record(

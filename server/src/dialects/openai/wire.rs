@@ -2,15 +2,23 @@
 //! fields ignored); responses carry exactly the fields the SDKs' types declare.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::dialects::limits::{
+    Bounded, CountedVec, MessagesKind, PartsKind, RawSeq, TextOr, TextOrSeq, ToolsKind, parse_raw,
+};
 
 // ---- request ----------------------------------------------------------------------------
+//
+// Messages and content parts are kept as raw elements borrowed from the body and counted as
+// they are read (`dialects::limits`); each is then parsed on its own into its typed form.
 
 #[derive(Debug, Deserialize)]
-pub struct ChatCompletionRequest {
+pub struct ChatCompletionRequest<'a> {
     #[serde(default)]
     pub model: Option<String>,
-    #[serde(default)]
-    pub messages: Option<Vec<ChatMessage>>,
+    #[serde(borrow, default)]
+    pub messages: Option<RawSeq<'a, MessagesKind>>,
     #[serde(default)]
     pub stream: Option<bool>,
     #[serde(default)]
@@ -18,23 +26,23 @@ pub struct ChatCompletionRequest {
     #[serde(default)]
     pub n: Option<u32>,
     #[serde(default)]
-    pub tools: Option<Vec<Tool>>,
+    pub tools: Option<CountedVec<Tool, ToolsKind>>,
     #[serde(default)]
-    pub tool_choice: Option<serde_json::Value>,
+    pub tool_choice: Option<Bounded>,
     #[serde(default)]
-    pub functions: Option<Vec<FunctionDef>>,
+    pub functions: Option<CountedVec<FunctionDef, ToolsKind>>,
     #[serde(default)]
-    pub function_call: Option<serde_json::Value>,
+    pub function_call: Option<Bounded>,
     #[serde(default)]
-    pub max_tokens: Option<serde_json::Value>,
+    pub max_tokens: Option<Bounded>,
     #[serde(default)]
-    pub max_completion_tokens: Option<serde_json::Value>,
+    pub max_completion_tokens: Option<Bounded>,
     #[serde(default)]
-    pub temperature: Option<serde_json::Value>,
+    pub temperature: Option<Bounded>,
     #[serde(default)]
-    pub top_p: Option<serde_json::Value>,
+    pub top_p: Option<Bounded>,
     #[serde(default)]
-    pub stop: Option<serde_json::Value>,
+    pub stop: Option<Bounded>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -44,51 +52,118 @@ pub struct StreamOptions {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct ChatMessage {
+pub struct ChatMessage<'a> {
     pub role: String,
-    #[serde(default)]
-    pub content: Option<MessageContent>,
+    #[serde(borrow, default)]
+    pub content: Option<MessageContent<'a>>,
     #[serde(default)]
     pub name: Option<String>,
+    /// Counted as parts of the message.
     #[serde(default)]
-    pub tool_calls: Option<Vec<ToolCallIn>>,
+    pub tool_calls: Option<CountedVec<ToolCallIn, PartsKind>>,
     #[serde(default)]
     pub tool_call_id: Option<String>,
     #[serde(default)]
     pub function_call: Option<FunctionCallIn>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum MessageContent {
-    Text(String),
-    Parts(Vec<serde_json::Value>),
-}
+/// A message's content: a string or raw parts.
+pub type MessageContent<'a> = TextOrSeq<'a, PartsKind>;
 
-/// One content part. Parsed from a JSON value so an unknown `type` gets a precise error.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ContentPart {
+/// One content part, parsed from its raw text by its `type` so an unknown `type` gets a
+/// precise error.
+#[derive(Debug)]
+pub enum ContentPart<'a> {
     Text { text: String },
-    ImageUrl { image_url: UrlRef },
-    VideoUrl { video_url: UrlRef },
+    ImageUrl { image_url: UrlRef<'a> },
+    VideoUrl { video_url: UrlRef<'a> },
     InputAudio { input_audio: InputAudio },
     File { file: FileInput },
-    Refusal { refusal: String },
+    Refusal,
 }
+
+const PART_TYPES: &str = "`text`, `image_url`, `video_url`, `input_audio`, `file`, `refusal`";
+
+impl<'a> ContentPart<'a> {
+    /// Parses one raw part; the error is serde's (or names the unknown type).
+    pub fn parse(raw: &'a RawValue) -> Result<ContentPart<'a>, String> {
+        #[derive(Deserialize)]
+        struct Head<'a> {
+            #[serde(rename = "type", borrow, default)]
+            kind: Option<std::borrow::Cow<'a, str>>,
+        }
+        #[derive(Deserialize)]
+        struct Text {
+            text: String,
+        }
+        #[derive(Deserialize)]
+        struct Image<'a> {
+            #[serde(borrow)]
+            image_url: UrlRef<'a>,
+        }
+        #[derive(Deserialize)]
+        struct Video<'a> {
+            #[serde(borrow)]
+            video_url: UrlRef<'a>,
+        }
+        #[derive(Deserialize)]
+        struct Audio {
+            input_audio: InputAudio,
+        }
+        #[derive(Deserialize)]
+        struct File {
+            file: FileInput,
+        }
+        #[derive(Deserialize)]
+        struct Refusal {
+            #[serde(rename = "refusal")]
+            _refusal: String,
+        }
+        let e = |e: serde_json::Error| e.to_string();
+        let head: Head<'_> = parse_raw(raw).map_err(e)?;
+        Ok(match head.kind.as_deref() {
+            Some("text") => ContentPart::Text {
+                text: parse_raw::<Text>(raw).map_err(e)?.text,
+            },
+            Some("image_url") => ContentPart::ImageUrl {
+                image_url: parse_raw::<Image<'_>>(raw).map_err(e)?.image_url,
+            },
+            Some("video_url") => ContentPart::VideoUrl {
+                video_url: parse_raw::<Video<'_>>(raw).map_err(e)?.video_url,
+            },
+            Some("input_audio") => ContentPart::InputAudio {
+                input_audio: parse_raw::<Audio>(raw).map_err(e)?.input_audio,
+            },
+            Some("file") => ContentPart::File {
+                file: parse_raw::<File>(raw).map_err(e)?.file,
+            },
+            Some("refusal") => {
+                parse_raw::<Refusal>(raw).map_err(e)?;
+                ContentPart::Refusal
+            }
+            Some(other) => {
+                return Err(format!(
+                    "unknown variant `{other}`, expected one of {PART_TYPES}"
+                ));
+            }
+            None => return Err("missing field `type`".to_owned()),
+        })
+    }
+}
+
+/// An image or video URL: `{"url": ...}` or, leniently, the URL itself.
+pub type UrlRef<'a> = TextOr<'a, UrlObject>;
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum UrlRef {
-    Object { url: String },
-    Plain(String),
+pub struct UrlObject {
+    pub url: String,
 }
 
-impl UrlRef {
-    pub fn url(&self) -> &str {
-        match self {
-            UrlRef::Object { url } | UrlRef::Plain(url) => url,
-        }
+/// The URL of a [`UrlRef`].
+pub fn url_of<'r>(r: &'r UrlRef<'_>) -> &'r str {
+    match r {
+        TextOr::Text(url) => url,
+        TextOr::Object(o) => &o.url,
     }
 }
 
@@ -127,7 +202,7 @@ pub struct FunctionCallIn {
     #[serde(default)]
     pub name: String,
     #[serde(default)]
-    pub arguments: Option<serde_json::Value>,
+    pub arguments: Option<Bounded>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,7 +218,7 @@ pub struct FunctionDef {
     #[serde(default)]
     pub description: Option<String>,
     #[serde(default)]
-    pub parameters: Option<serde_json::Value>,
+    pub parameters: Option<Bounded>,
 }
 
 // ---- response ---------------------------------------------------------------------------

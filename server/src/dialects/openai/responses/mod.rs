@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 use self::encode::ResponsesEncoder;
 use super::unix_now;
-use crate::dialects::{Dialect, read_body, stream};
+use crate::dialects::{Dialect, limits, read_body, stream};
 use crate::error::GatewayError;
 use crate::startup::AppState;
 
@@ -36,8 +36,12 @@ async fn handle(
     payload: web::Payload,
 ) -> Result<HttpResponse, GatewayError> {
     let body = read_body(payload, state.max_body_bytes()).await?;
-    let parsed = parse::parse(&body, state.chat.models())?;
-    drop(body);
+    let len = body.len();
+    let st = state.clone();
+    let parsed = limits::parse_body(body, len, move |body| {
+        parse::parse(body, st.chat.models(), &st.live.load().limits)
+    })
+    .await?;
     let request = parsed.request;
     tracing::Span::current()
         .record(

@@ -12,7 +12,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
+
+use crate::config::LimitsSettings;
+use crate::dialects::limits::{
+    self, Bounded, CountedVec, MessagesKind, Names, PartsKind, TextOrSeq, ToolsKind, parse_raw,
+};
 
 use crate::dialects::openai::convert::{media_from_url, mime_from_filename};
 use crate::domain::{
@@ -26,23 +32,25 @@ fn invalid(message: impl Into<String>, param: impl Into<String>) -> GatewayError
 }
 
 #[derive(Debug, Deserialize)]
-struct Request {
+struct Request<'a> {
     #[serde(default)]
     model: Option<String>,
+    /// A string or raw items, counted as they are read (`dialects::limits`); read after the
+    /// body so a wrong type gets an error naming `input`.
+    #[serde(borrow, default)]
+    input: Option<&'a RawValue>,
     #[serde(default)]
-    input: Option<Value>,
-    #[serde(default)]
-    instructions: Option<Value>,
+    instructions: Option<Bounded>,
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
-    tools: Option<Vec<Value>>,
+    tools: Option<CountedVec<Bounded, ToolsKind>>,
     #[serde(default)]
-    tool_choice: Option<Value>,
+    tool_choice: Option<Bounded>,
     #[serde(default)]
     previous_response_id: Option<String>,
     #[serde(default)]
-    conversation: Option<Value>,
+    conversation: Option<Bounded>,
     #[serde(default)]
     background: Option<bool>,
     #[serde(default)]
@@ -50,9 +58,9 @@ struct Request {
     #[serde(default)]
     top_p: Option<f64>,
     #[serde(default)]
-    max_output_tokens: Option<u64>,
+    max_output_tokens: Option<i64>,
     #[serde(default)]
-    metadata: Option<Value>,
+    metadata: Option<Bounded>,
     #[serde(default)]
     parallel_tool_calls: Option<bool>,
     #[serde(default)]
@@ -209,24 +217,65 @@ fn image_part(part: &Map<String, Value>, param: &str) -> Result<Media, GatewayEr
     Err(invalid("an input_image needs image_url", param))
 }
 
-fn parts_of(content: &Value, param: &str) -> Result<Vec<Part>, GatewayError> {
-    let items = match content {
-        Value::String(t) => return Ok(vec![Part::Text(t.clone())]),
-        Value::Null => return Ok(Vec::new()),
-        Value::Array(items) => items,
-        _ => {
-            return Err(invalid(
-                "content must be a string or an array of parts",
-                param,
-            ));
+/// The fields of a content part the gateway reads (everything else is skipped unparsed).
+#[derive(Deserialize)]
+struct PartIn {
+    #[serde(rename = "type", default)]
+    kind: Option<Bounded>,
+    #[serde(default)]
+    text: Option<Bounded>,
+    #[serde(default)]
+    image_url: Option<Bounded>,
+    #[serde(default)]
+    file_id: Option<Bounded>,
+    #[serde(default)]
+    file_data: Option<Bounded>,
+    #[serde(default)]
+    file_url: Option<Bounded>,
+    #[serde(default)]
+    filename: Option<Bounded>,
+}
+
+impl PartIn {
+    /// The part as an object of the fields it has.
+    fn into_map(self) -> Map<String, Value> {
+        let mut map = Map::new();
+        for (key, value) in [
+            ("type", self.kind),
+            ("text", self.text),
+            ("image_url", self.image_url),
+            ("file_id", self.file_id),
+            ("file_data", self.file_data),
+            ("file_url", self.file_url),
+            ("filename", self.filename),
+        ] {
+            if let Some(v) = value {
+                map.insert(key.to_owned(), v.into_inner());
+            }
         }
+        map
+    }
+}
+
+/// Parts from a raw `content` (or `output`): a string, null, or an array of parts.
+fn parts_of(content: Option<&RawValue>, param: &str) -> Result<Vec<Part>, GatewayError> {
+    let content: Option<TextOrSeq<'_, PartsKind>> = match content {
+        None => None,
+        Some(raw) => parse_raw(raw)
+            .map_err(|_| invalid("content must be a string or an array of parts", param))?,
+    };
+    let items = match content {
+        Some(TextOrSeq::Text(t)) => return Ok(vec![Part::Text(t.into_owned())]),
+        None => return Ok(Vec::new()),
+        Some(TextOrSeq::Seq(items)) => items.items,
     };
     let mut parts = Vec::with_capacity(items.len());
-    for (j, raw) in items.iter().enumerate() {
+    for (j, raw) in items.into_iter().enumerate() {
         let param = format!("{param}[{j}]");
-        let Some(part) = raw.as_object() else {
+        let Ok(part) = parse_raw::<PartIn>(raw) else {
             return Err(invalid("a content part must be an object", param));
         };
+        let part = &part.into_map();
         match part.get("type").and_then(Value::as_str).unwrap_or_default() {
             "input_text" | "output_text" | "text" | "summary_text" | "reasoning_text" => {
                 let text = part
@@ -283,14 +332,56 @@ fn arguments_text(value: Option<&Value>) -> String {
     }
 }
 
-fn convert_items(items: &[Value]) -> Result<Vec<Message>, GatewayError> {
+/// The fields of an input item the gateway reads (everything else is skipped unparsed);
+/// `content` and `output` stay raw until their parts are read.
+#[derive(Deserialize)]
+struct ItemIn<'a> {
+    #[serde(rename = "type", default)]
+    kind: Option<Bounded>,
+    #[serde(default)]
+    role: Option<Bounded>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+    #[serde(default)]
+    name: Option<Bounded>,
+    #[serde(default)]
+    call_id: Option<Bounded>,
+    #[serde(default)]
+    arguments: Option<Bounded>,
+    #[serde(default)]
+    input: Option<Bounded>,
+    #[serde(borrow, default)]
+    output: Option<&'a RawValue>,
+}
+
+/// A raw value that is JSON `null` counts as absent.
+fn present(raw: Option<&RawValue>) -> Option<&RawValue> {
+    raw.filter(|r| r.get().trim() != "null")
+}
+
+fn convert_items(items: &[&RawValue]) -> Result<Vec<Message>, GatewayError> {
     let mut messages: Vec<Message> = Vec::with_capacity(items.len());
     let mut calls: Vec<ToolCall> = Vec::new();
     for (i, raw) in items.iter().enumerate() {
         let param = format!("input[{i}]");
-        let Some(item) = raw.as_object() else {
+        let Ok(parsed) = parse_raw::<ItemIn<'_>>(raw) else {
             return Err(invalid("an input item must be an object", param));
         };
+        let (content, output) = (present(parsed.content), present(parsed.output));
+        let mut item = Map::new();
+        for (key, value) in [
+            ("type", parsed.kind),
+            ("role", parsed.role),
+            ("name", parsed.name),
+            ("call_id", parsed.call_id),
+            ("arguments", parsed.arguments),
+            ("input", parsed.input),
+        ] {
+            if let Some(v) = value {
+                item.insert(key.to_owned(), v.into_inner());
+            }
+        }
+        let item = &item;
         let kind = item.get("type").and_then(Value::as_str);
         match kind {
             None | Some("message") => {
@@ -299,7 +390,6 @@ fn convert_items(items: &[Value]) -> Result<Vec<Message>, GatewayError> {
                     .and_then(Value::as_str)
                     .ok_or_else(|| invalid("a message needs a role", format!("{param}.role")))?;
                 let role = role_of(role, &param)?;
-                let content = item.get("content").unwrap_or(&Value::Null);
                 let parts = parts_of(content, &format!("{param}.content"))?;
                 messages.push(Message::new(role, parts));
             }
@@ -329,10 +419,15 @@ fn convert_items(items: &[Value]) -> Result<Vec<Message>, GatewayError> {
             }
             Some("function_call_output" | "custom_tool_call_output") => {
                 let call_id = item.get("call_id").and_then(Value::as_str);
-                let output = item.get("output").unwrap_or(&Value::Null);
                 let parts = match output {
-                    Value::Array(_) => parts_of(output, &format!("{param}.output"))?,
-                    other => vec![Part::Text(text_of(other))],
+                    Some(raw) if raw.get().trim_start().starts_with('[') => {
+                        parts_of(Some(raw), &format!("{param}.output"))?
+                    }
+                    Some(raw) => {
+                        let value: Value = parse_raw(raw).unwrap_or(Value::Null);
+                        vec![Part::Text(text_of(&value))]
+                    }
+                    None => vec![Part::Text(String::new())],
                 };
                 let mut m = Message::new(Role::Tool, parts);
                 m.tool_name = call_id
@@ -368,8 +463,19 @@ fn metadata(value: Option<Value>) -> Result<Value, GatewayError> {
 }
 
 /// Parses a request body.
-pub fn parse(body: &[u8], models: &ModelRegistry) -> Result<Parsed, GatewayError> {
-    let wire: Request = serde_json::from_slice(body).map_err(|e| {
+pub fn parse(
+    body: &[u8],
+    models: &ModelRegistry,
+    limits: &LimitsSettings,
+) -> Result<Parsed, GatewayError> {
+    limits::check_depth(body, limits.max_depth)?;
+    limits::with_budget(limits, Names::RESPONSES, || {
+        parse_within_budget(body, models)
+    })
+}
+
+fn parse_within_budget(body: &[u8], models: &ModelRegistry) -> Result<Parsed, GatewayError> {
+    let wire: Request<'_> = serde_json::from_slice(body).map_err(|e| {
         GatewayError::invalid(
             format!("the request body is not valid JSON for this endpoint: {e}"),
             None,
@@ -394,8 +500,8 @@ pub fn parse(body: &[u8], models: &ModelRegistry) -> Result<Parsed, GatewayError
             "background",
         ));
     }
-    let tool_choice = tool_choice(wire.tool_choice.as_ref())?;
-    let instructions = match &wire.instructions {
+    let tool_choice = tool_choice(wire.tool_choice.as_deref())?;
+    let instructions = match wire.instructions.as_deref() {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(invalid("instructions must be a string", "instructions")),
@@ -404,18 +510,19 @@ pub fn parse(body: &[u8], models: &ModelRegistry) -> Result<Parsed, GatewayError
     if let Some(text) = instructions.as_ref().filter(|t| !t.is_empty()) {
         messages.push(Message::new(Role::System, vec![Part::Text(text.clone())]));
     }
-    match &wire.input {
-        Some(Value::String(s)) => {
-            messages.push(Message::new(Role::User, vec![Part::Text(s.clone())]))
+    let input: Option<TextOrSeq<'_, MessagesKind>> = match present(wire.input) {
+        None => None,
+        Some(raw) => Some(
+            parse_raw(raw)
+                .map_err(|_| invalid("input must be a string or an array of items", "input"))?,
+        ),
+    };
+    match input {
+        Some(TextOrSeq::Text(s)) => {
+            messages.push(Message::new(Role::User, vec![Part::Text(s.into_owned())]))
         }
-        Some(Value::Array(items)) => messages.extend(convert_items(items)?),
-        None | Some(Value::Null) => {}
-        Some(_) => {
-            return Err(invalid(
-                "input must be a string or an array of items",
-                "input",
-            ));
-        }
+        Some(TextOrSeq::Seq(items)) => messages.extend(convert_items(&items.items)?),
+        None => {}
     }
     if !messages.iter().any(|m| m.role != Role::System) {
         return Err(invalid(
@@ -426,6 +533,7 @@ pub fn parse(body: &[u8], models: &ModelRegistry) -> Result<Parsed, GatewayError
     let tools = wire
         .tools
         .unwrap_or_default()
+        .items
         .into_iter()
         .filter(|t| t.get("type").and_then(Value::as_str) == Some("function"))
         .filter_map(|t| {
@@ -439,12 +547,18 @@ pub fn parse(body: &[u8], models: &ModelRegistry) -> Result<Parsed, GatewayError
             })
         })
         .collect();
+    if wire.max_output_tokens.is_some_and(|n| n < 0) {
+        return Err(invalid(
+            "max_output_tokens: must not be negative",
+            "max_output_tokens",
+        ));
+    }
     let echo = Echo {
         instructions,
         temperature: wire.temperature,
         top_p: wire.top_p,
-        max_output_tokens: wire.max_output_tokens,
-        metadata: metadata(wire.metadata)?,
+        max_output_tokens: wire.max_output_tokens.and_then(|n| u64::try_from(n).ok()),
+        metadata: metadata(wire.metadata.map(Bounded::into_inner))?,
         parallel_tool_calls: wire.parallel_tool_calls.unwrap_or(true),
         tool_choice,
         truncation: match wire.truncation.as_deref() {
@@ -486,6 +600,7 @@ mod tests {
         parse(
             &serde_json::to_vec(&v).unwrap(),
             &ModelRegistry::gemini_business_names(),
+            &LimitsSettings::default(),
         )
     }
 
@@ -584,6 +699,7 @@ mod tests {
                 "input[0].content[0]",
             ),
             (json!({"model": "gemini-2.5-flash"}), "input"),
+            (json!({"model": "gemini-2.5-flash", "input": 5}), "input"),
             (
                 json!({"model": "gemini-2.5-flash", "input": [{"type": "item_reference", "id": "msg_1"}]}),
                 "input[0]",
