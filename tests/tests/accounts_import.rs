@@ -136,7 +136,7 @@ async fn the_start_up_import_rejects_implausible_emails_by_file_and_imports_the_
         );
     }
     let listing = admin_get(&app, "/admin/accounts").await;
-    assert_eq!(emails(&listing), [good.email.clone()]);
+    assert_eq!(emails(&listing), vec![good.email.clone()]);
     let store_keys = {
         let r = app
             .client
