@@ -226,7 +226,12 @@ async fn a_url_over_16_kib_is_414_in_the_callers_dialect() {
     let app = app(json!({})).await;
     let pad = "a".repeat(17 * 1024);
     for (path, key) in dialects() {
-        let (status, v) = send_raw(&app, &format!("{path}?pad={pad}"), &[key.clone()]).await;
+        let (status, v) = send_raw(
+            &app,
+            &format!("{path}?pad={pad}"),
+            std::slice::from_ref(&key),
+        )
+        .await;
         assert_eq!(status, 414, "{path}: {v}");
         assert_dialect_error(path, 414, &v, "URL");
         // Also before the key is checked: no key needed to get the right answer.
