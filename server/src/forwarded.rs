@@ -153,20 +153,8 @@ pub fn valid_host(text: &str) -> bool {
             && p.bytes().all(|b| b.is_ascii_digit())
             && p.parse::<u16>().is_ok()
     });
-    let host_ok = host.is_none_or(|h| {
-        let name = h.strip_suffix('.').unwrap_or(h);
-        !name.is_empty()
-            && name.len() <= 253
-            && name.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-            })
-    });
+    let host_ok =
+        host.is_none_or(|h| crate::media::fetch::valid_host_name(h.strip_suffix('.').unwrap_or(h)));
     port_ok && host_ok
 }
 

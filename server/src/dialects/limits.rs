@@ -218,6 +218,18 @@ pub fn with_budget<T>(
     }
 }
 
+/// Parses `body` under every structural limit: the depth scan first, then `parse` (which
+/// deserializes `body`) under the element budget of [`with_budget`].
+pub fn bounded<T>(
+    body: &[u8],
+    limits: &LimitsSettings,
+    names: Names,
+    parse: impl FnOnce() -> Result<T, GatewayError>,
+) -> Result<T, GatewayError> {
+    check_depth(body, limits.max_depth)?;
+    with_budget(limits, names, parse)
+}
+
 /// Refuses a body whose JSON nests deeper than `max_depth` (arrays and objects), without
 /// allocating. Malformed JSON is left to the parser.
 pub fn check_depth(body: &[u8], max_depth: u32) -> Result<(), GatewayError> {

@@ -321,7 +321,9 @@ fn parse_port(text: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("{text:?} is not a port (1..=65535)"))
 }
 
-fn valid_host_name(name: &str) -> bool {
+/// A DNS host name: dot-separated labels of letters, digits, `-` and `_` (1..=63 bytes, not
+/// starting or ending with `-`), 253 bytes at most.
+pub(crate) fn valid_host_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {

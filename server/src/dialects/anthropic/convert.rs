@@ -338,8 +338,7 @@ pub fn parse(
     models: &ModelRegistry,
     limits: &LimitsSettings,
 ) -> Result<ChatRequest, GatewayError> {
-    limits::check_depth(body, limits.max_depth)?;
-    limits::with_budget(limits, Names::ANTHROPIC, || {
+    limits::bounded(body, limits, Names::ANTHROPIC, || {
         parse_within_budget(body, signer, models)
     })
 }

@@ -51,8 +51,9 @@ fn not_json(e: &serde_json::Error) -> GatewayError {
 
 /// Parses a `generateContent` / `streamGenerateContent` body.
 pub fn parse_generate(body: &[u8], limits: &LimitsSettings) -> Result<Parsed, GatewayError> {
-    limits::check_depth(body, limits.max_depth)?;
-    limits::with_budget(limits, Names::GEMINI, || parse_generate_within_budget(body))
+    limits::bounded(body, limits, Names::GEMINI, || {
+        parse_generate_within_budget(body)
+    })
 }
 
 fn parse_generate_within_budget(body: &[u8]) -> Result<Parsed, GatewayError> {
@@ -68,8 +69,9 @@ fn parse_generate_within_budget(body: &[u8]) -> Result<Parsed, GatewayError> {
 
 /// Parses a `countTokens` body into the messages whose tokens are counted.
 pub fn parse_count(body: &[u8], limits: &LimitsSettings) -> Result<Vec<Message>, GatewayError> {
-    limits::check_depth(body, limits.max_depth)?;
-    limits::with_budget(limits, Names::GEMINI, || parse_count_within_budget(body))
+    limits::bounded(body, limits, Names::GEMINI, || {
+        parse_count_within_budget(body)
+    })
 }
 
 fn parse_count_within_budget(body: &[u8]) -> Result<Vec<Message>, GatewayError> {

@@ -269,8 +269,7 @@ pub fn parse(
     models: &ModelRegistry,
     limits: &LimitsSettings,
 ) -> Result<Parsed, GatewayError> {
-    limits::check_depth(body, limits.max_depth)?;
-    limits::with_budget(limits, Names::OPENAI_CHAT, || {
+    limits::bounded(body, limits, Names::OPENAI_CHAT, || {
         parse_within_budget(body, models)
     })
 }

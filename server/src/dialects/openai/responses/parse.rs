@@ -468,8 +468,7 @@ pub fn parse(
     models: &ModelRegistry,
     limits: &LimitsSettings,
 ) -> Result<Parsed, GatewayError> {
-    limits::check_depth(body, limits.max_depth)?;
-    limits::with_budget(limits, Names::RESPONSES, || {
+    limits::bounded(body, limits, Names::RESPONSES, || {
         parse_within_budget(body, models)
     })
 }
