@@ -2,6 +2,7 @@
 //! under, and the wire building blocks that let a parse stop early instead of building a tree.
 //!
 //! # How a body is parsed
+//! Every dialect's parser enters through [`bounded`], which runs steps 1 and 2:
 //! 1. [`check_depth`]: an allocation-free scan of the bytes refuses a body nested deeper than
 //!    `limits.max_depth` before anything is parsed.
 //! 2. [`with_budget`] installs a per-parse budget (a thread-local; the parse runs on one thread)
