@@ -268,9 +268,21 @@ pub fn check_depth(body: &[u8], max_depth: u32) -> Result<(), GatewayError> {
     Ok(())
 }
 
+/// How many large bodies are parsed at once: one fewer than the CPUs (at least one), so that
+/// however many large requests arrive together, a CPU stays free for the HTTP workers (and so
+/// for `/health` and small requests). The others wait their turn; their bytes are already
+/// accounted for by the body budget (`body.rs`).
+fn heavy_parses() -> &'static tokio::sync::Semaphore {
+    static HEAVY: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    HEAVY.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        tokio::sync::Semaphore::new(cpus.saturating_sub(1).max(1))
+    })
+}
+
 /// Parses `body` with `parse`: inline for a small body, on the blocking thread pool for one
-/// over [`OFF_THREAD_BYTES`]. The body is moved into the parse and dropped as soon as it is
-/// done, on whichever thread parsed it.
+/// over [`OFF_THREAD_BYTES`] (at most [`heavy_parses`] at once). The body is moved into the
+/// parse and dropped as soon as it is done, on whichever thread parsed it.
 pub async fn parse_body<B, T, F>(body: B, len: usize, parse: F) -> Result<T, GatewayError>
 where
     B: Send + 'static,
@@ -280,6 +292,10 @@ where
     if len <= OFF_THREAD_BYTES {
         return parse(&body);
     }
+    let _turn = heavy_parses().acquire().await.map_err(|_| {
+        tracing::error!("the large-parse semaphore is closed");
+        GatewayError::Internal
+    })?;
     actix_web::web::block(move || {
         let result = parse(&body);
         drop(body);
