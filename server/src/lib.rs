@@ -27,6 +27,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod cli_accounts;
+pub mod client_mode;
 pub mod config;
 pub mod dialects;
 pub mod domain;

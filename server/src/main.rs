@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use business2api::auth::KeySource;
 use business2api::cli_accounts::{self, AccountsCommand};
-use business2api::config::{LoadedConfig, Settings};
+use business2api::config::{LoadedConfig, Mode, Settings};
 use business2api::reload::{ConfigSource, Environment};
 use business2api::startup::{Application, StartupError};
 use business2api::telemetry;
@@ -155,12 +155,26 @@ async fn serve(path: PathBuf, watch: bool) -> ExitCode {
     for warning in &loaded.warnings {
         tracing::warn!("config: {warning}");
     }
+    if loaded.settings.mode() == Mode::Client {
+        return run_worker(&loaded.settings).await;
+    }
     let source = ConfigSource {
         path,
         env: environment,
         watch,
     };
     run(loaded.settings, Some(source), None).await
+}
+
+/// Client mode: the worker, until SIGTERM or Ctrl-C has drained it.
+async fn run_worker(settings: &Settings) -> ExitCode {
+    match business2api::client_mode::run(settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("business2api: cannot run the worker: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn accounts(path: &Path, command: &AccountsCommand) -> ExitCode {

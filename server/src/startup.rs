@@ -90,11 +90,12 @@ impl AppState {
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    /// Client mode runs a worker ([`crate::client_mode::run`]), not this application.
     #[error(
-        "pool_server.mode \"client\" runs a worker, which this build does not include yet; \
-         use mode \"local\" or \"server\""
+        "pool_server.mode \"client\" runs a worker, not the HTTP application \
+         (business2api serve starts it)"
     )]
-    ClientModeUnavailable,
+    ClientModeIsAWorker,
     #[error("cannot prepare the data dir {path}: {source}")]
     DataDir {
         path: String,
@@ -137,7 +138,7 @@ pub struct StartupReport {
 /// |---|---|---|
 /// | `Local` | `PoolSupervisor` + one `AccountActor` per account (+ an in-process worker actor for browser re-login: the workers issue) | the HTTP API |
 /// | `Server` | `PoolSupervisor` + `AccountActor`s + one session actor per connected worker at `/ws` (the workers issue) | the HTTP API |
-/// | `Client` | worker actors only: connect out to a server, run its tasks (the workers issue); no pool | nothing |
+/// | `Client` | the worker only (`client_mode::run`): connects out to a server, runs its tasks; no pool | nothing |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topology {
     Local,
@@ -160,7 +161,7 @@ impl Topology {
             Topology::Local | Topology::Server => {
                 "pool supervisor + one account actor per account (pool thread)"
             }
-            Topology::Client => "worker actors (not in this build yet)",
+            Topology::Client => "the worker: a WebSocket client of the server, no pool",
         }
     }
 }
@@ -241,8 +242,8 @@ impl Application {
         match topology {
             // API + the account pool's actors; `Server` adds the worker endpoint (workers issue).
             Topology::Local | Topology::Server => {}
-            // Worker actors only, no API and no pool: not in this build yet.
-            Topology::Client => return Err(StartupError::ClientModeUnavailable),
+            // The worker only, no API and no pool: `client_mode::run`, not this application.
+            Topology::Client => return Err(StartupError::ClientModeIsAWorker),
         }
         tracing::info!(
             mode = mode.as_str(),

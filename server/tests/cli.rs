@@ -1,5 +1,5 @@
-//! The `business2api` binary's command line: help, configuration errors, client mode, the
-//! configuration path, start-up key checks.
+//! The `business2api` binary's command line: help, configuration errors, the configuration
+//! path, start-up key checks (client mode: `client_mode.rs`).
 
 // The helpers below run only inside tests; a failed unwrap there is a failed test.
 #![allow(
@@ -91,31 +91,6 @@ fn environment_errors_are_reported_too() {
         !err.contains("gopher://proxy"),
         "values of secret settings are not echoed: {err}"
     );
-}
-
-#[test]
-fn client_mode_is_refused_clearly_rather_than_pretending() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.json");
-    let data = dir.path().join("data");
-    std::fs::write(
-        &config,
-        serde_json::json!({
-            "listen_addr": "127.0.0.1:0",
-            "data_dir": data,
-            "pool_server": {"enable": true, "mode": "client", "server_addr": "http://127.0.0.1:9", "secret": "0123456789abcdef0123"}
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let out = bin()
-        .args(["serve", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("client"), "{err}");
 }
 
 /// README's first command: `business2api demo` prints a key and a curl line, and that request

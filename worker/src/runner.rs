@@ -1,0 +1,151 @@
+//! What runs a task: the [`TaskRunner`] trait, the [`TaskContext`] a running task talks through,
+//! and the production runner of this build ([`NoBrowserRunner`]).
+
+use business2api_shared::Secret;
+use business2api_shared::protocol::{
+    FailureReason, ProgressStage, Task, TaskId, TaskKindName, TaskOutcome, TaskSpec,
+};
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+
+/// Runs tasks. The worker calls [`TaskRunner::run`] once per accepted task, at most its
+/// capacity at once; a task the server cancels (or that outlives a drain) is stopped by dropping
+/// its future, so a runner must release what it holds on drop (a browser session, a mailbox).
+pub trait TaskRunner: Send + Sync + 'static {
+    /// The task kinds this runner takes (announced in `hello`; others are declined as
+    /// `unsupported`).
+    fn kinds(&self) -> Vec<TaskKindName>;
+
+    /// Runs `task` to its end. `ctx` reports progress (which renews the lease) and receives the
+    /// one-time codes an operator types for it.
+    fn run(&self, task: Task, ctx: TaskContext) -> BoxFuture<'static, TaskOutcome>;
+}
+
+/// What a running task sends to the connection.
+#[derive(Debug)]
+pub(crate) enum TaskEvent {
+    Progress(TaskId, ProgressStage),
+    Done(TaskId, TaskOutcome),
+}
+
+/// A running task's line to its session.
+#[derive(Debug)]
+pub struct TaskContext {
+    task: TaskId,
+    events: mpsc::UnboundedSender<TaskEvent>,
+    codes: mpsc::Receiver<Secret>,
+}
+
+/// How many typed codes wait for a task at most (more are dropped: an operator retyping).
+pub(crate) const CODE_QUEUE: usize = 4;
+
+impl TaskContext {
+    pub(crate) fn new(
+        task: TaskId,
+        events: mpsc::UnboundedSender<TaskEvent>,
+    ) -> (TaskContext, mpsc::Sender<Secret>) {
+        let (tx, codes) = mpsc::channel(CODE_QUEUE);
+        (
+            TaskContext {
+                task,
+                events,
+                codes,
+            },
+            tx,
+        )
+    }
+
+    /// A context attached to nothing (tests of runners, local use): progress goes nowhere and
+    /// no code ever arrives.
+    pub fn detached(task: TaskId) -> TaskContext {
+        let (events, _) = mpsc::unbounded_channel();
+        TaskContext::new(task, events).0
+    }
+
+    /// The task this context belongs to.
+    pub fn task(&self) -> &TaskId {
+        &self.task
+    }
+
+    /// Reports where the task is (sent as `progress`, which renews its lease).
+    pub fn progress(&self, stage: ProgressStage) {
+        // The session is gone only when the task is being dropped too.
+        let _ = self
+            .events
+            .send(TaskEvent::Progress(self.task.clone(), stage));
+    }
+
+    /// The next one-time code the server forwards for this task (`otp`), or `None` once the
+    /// session is gone. Callers bound the wait themselves (the task's own timeout).
+    pub async fn next_code(&mut self) -> Option<Secret> {
+        self.codes.recv().await
+    }
+}
+
+/// The production runner of this build, honest about what exists: there is no browser
+/// automation yet, so a `relogin` fails with [`FailureReason::Unsupported`] and a message saying
+/// so; a `probe` fails the same way (the worker does not embed the gateway's Gemini Business
+/// client, which lives in the server crate). The server learns at once instead of waiting for a
+/// lease to expire.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoBrowserRunner;
+
+/// The message of a `relogin` this build cannot run.
+pub const NO_BROWSER_MESSAGE: &str =
+    "this worker build has no browser automation yet: it cannot re-login accounts";
+/// The message of a `probe` this build cannot run.
+pub const NO_PROBE_MESSAGE: &str = "this worker build cannot probe accounts yet";
+
+impl TaskRunner for NoBrowserRunner {
+    fn kinds(&self) -> Vec<TaskKindName> {
+        vec![TaskKindName::Relogin, TaskKindName::Probe]
+    }
+
+    fn run(&self, task: Task, _ctx: TaskContext) -> BoxFuture<'static, TaskOutcome> {
+        let message = match task.spec {
+            TaskSpec::Relogin(_) => NO_BROWSER_MESSAGE,
+            TaskSpec::Probe(_) => NO_PROBE_MESSAGE,
+            TaskSpec::Unknown => "unknown task kind",
+        };
+        Box::pin(async move {
+            TaskOutcome::Failed {
+                reason: FailureReason::Unsupported,
+                message: message.to_owned(),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use business2api_shared::AccountKey;
+    use business2api_shared::protocol::{OtpSource, ReloginTask};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_production_runner_says_it_has_no_browser() {
+        let task = Task {
+            id: TaskId::parse("t1").unwrap(),
+            attempt: 1,
+            lease_ms: 60_000,
+            spec: TaskSpec::Relogin(ReloginTask {
+                account: AccountKey::new("a@example.com"),
+                otp: OtpSource::Operator { timeout_ms: 1000 },
+                proxy: None,
+            }),
+        };
+        let ctx = TaskContext::detached(task.id.clone());
+        let outcome = NoBrowserRunner.run(task, ctx).await;
+        assert_eq!(
+            outcome,
+            TaskOutcome::Failed {
+                reason: FailureReason::Unsupported,
+                message: NO_BROWSER_MESSAGE.to_owned(),
+            }
+        );
+        outcome.validate().unwrap();
+    }
+}
