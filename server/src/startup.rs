@@ -364,9 +364,19 @@ impl Application {
         for warning in crate::auth::tighten_secret_files(&data_dir) {
             tracing::warn!("{warning}");
         }
+        let accounts_service =
+            crate::accounts::AccountsService::new(Arc::clone(&store), pool.clone());
+        // Server mode: the worker endpoint's hub (task queue, leases, worker sessions).
+        let workers = if crate::workers::runs_endpoint(mode) {
+            crate::workers::Workers::start(&settings, accounts_service.clone(), live.clone())
+                .map_err(StartupError::Pool)?
+        } else {
+            crate::workers::Workers::disabled()
+        };
+        let workers_data = web::Data::new(workers);
         let state = web::Data::new(AppState {
             chat,
-            accounts: crate::accounts::AccountsService::new(Arc::clone(&store), pool.clone()),
+            accounts: accounts_service,
             store,
             accounts_dir: accounts_dir.clone(),
             mode,
@@ -417,11 +427,17 @@ impl Application {
                 .app_data(reloader_data.clone())
                 .app_data(media_data.clone())
                 .app_data(body_budget.clone())
+                .app_data(workers_data.clone())
                 // Head limits first (inside the request span, so refusals are logged too).
                 .wrap(from_fn(crate::head_limits::enforce))
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .route("/", web::get().to(health::root))
                 .route("/health", web::get().to(health::health))
+                .configure(|cfg| {
+                    if workers_data.enabled() {
+                        cfg.route("/ws", web::get().to(crate::workers::endpoint));
+                    }
+                })
                 .route("/media/{name}", web::get().to(crate::media::store::serve))
                 .route("/media/{name}", web::head().to(crate::media::store::serve))
                 .service(
