@@ -204,6 +204,8 @@ struct TaskEntry {
     holders: Vec<WorkerId>,
     /// Sessions that declined it (not offered again).
     declined_by: HashSet<u64>,
+    /// Sessions whose lease on it expired (offered again only when no other session has room).
+    expired_on: HashSet<u64>,
     created_at: u64,
 }
 
@@ -280,7 +282,7 @@ impl WorkerHub {
                         && s.kinds.contains(&task.kind)
                         && !task.declined_by.contains(sid)
                 })
-                .min_by_key(|(sid, s)| (s.held.len(), **sid))
+                .min_by_key(|(sid, s)| (task.expired_on.contains(sid), s.held.len(), **sid))
                 .map(|(sid, _)| *sid);
             match chosen {
                 Some(session) => self.lease_to(id, session),
@@ -480,6 +482,7 @@ impl WorkerHub {
             self.cancel_stale(session, &id);
             if let Some(task) = self.tasks.get_mut(&id) {
                 task.last_error = Some("the lease expired".to_owned());
+                task.expired_on.insert(session);
             }
             self.requeue(&id, true);
         }
@@ -775,6 +778,7 @@ impl Handler<EnqueueRelogin> for WorkerHub {
                 last_error: None,
                 holders: Vec::new(),
                 declined_by: HashSet::new(),
+                expired_on: HashSet::new(),
                 created_at: unix_ms(),
             },
         );
