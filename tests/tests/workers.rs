@@ -105,7 +105,7 @@ async fn expect(ws: &mut Ws, kind: &str) -> Value {
 
 /// Reads until the close frame: its code and reason.
 async fn closed(ws: &mut Ws) -> (u16, String) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(8);
     loop {
         let left = deadline
             .checked_duration_since(Instant::now())
@@ -185,14 +185,15 @@ async fn a_worker_must_authenticate_with_the_header_before_the_upgrade() {
         assert!(!body.to_string().contains("wrong-secret"), "{body}");
     }
     // A valid header plus a secret in the URL is refused too.
-    let (status, _) = open(
+    let Err((status, _)) = open(
         &app,
         &format!("?secret={SECRET}"),
         Some(&format!("Bearer {SECRET}")),
     )
     .await
-    .err()
-    .expect("refused");
+    else {
+        panic!("upgraded with a secret in the URL");
+    };
     assert_eq!(status, 401);
     // The right header alone upgrades.
     let mut ws = connect(&app).await;
@@ -204,10 +205,9 @@ async fn a_worker_must_authenticate_with_the_header_before_the_upgrade() {
 async fn local_mode_runs_no_worker_endpoint() {
     let app =
         spawn_app_with(TestOptions::default().config(json!({ "admin_keys": [ADMIN_KEY] }))).await;
-    let (status, _) = open(&app, "", Some(&format!("Bearer {SECRET}")))
-        .await
-        .err()
-        .expect("no upgrade in local mode");
+    let Err((status, _)) = open(&app, "", Some(&format!("Bearer {SECRET}"))).await else {
+        panic!("upgraded in local mode");
+    };
     assert_eq!(status, 404);
     let (status, body) = browser_refresh(&app, &app.accounts[0].email).await;
     assert_eq!(status, 409, "{body}");
@@ -482,4 +482,54 @@ async fn failed_results_are_retried_up_to_the_budget_and_unknown_accounts_are_40
         dropped["last_error"], "wrong_code: the page said no",
         "{tasks}"
     );
+}
+
+#[tokio::test]
+async fn a_silent_worker_is_closed_after_the_missed_heartbeats() {
+    let app = server_app(1, json!({ "pool_server": { "heartbeat_interval_sec": 1 } })).await;
+    let mut chatty = welcomed(&app, "w-chatty", 1).await;
+    let mut silent = connect(&app).await;
+    send(&mut silent, hello("w-silent", 1, 1)).await;
+    let welcome = expect(&mut silent, "welcome").await;
+    assert_eq!(welcome["heartbeat_interval_ms"], 1000);
+    let started = Instant::now();
+    let keep_alive = async {
+        loop {
+            send(&mut chatty, json!({ "type": "heartbeat", "running": [] })).await;
+            expect(&mut chatty, "heartbeat_ack").await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    let (code, reason) = tokio::select! {
+        closed = closed(&mut silent) => closed,
+        () = keep_alive => unreachable!(),
+    };
+    assert_eq!(code, 4006, "{reason}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // A worker that keeps sending is kept.
+    send(&mut chatty, json!({ "type": "heartbeat", "running": [] })).await;
+    expect(&mut chatty, "heartbeat_ack").await;
+    let workers = admin(&app, "/admin/workers").await;
+    assert_eq!(workers["count"], 1, "{workers}");
+    assert_eq!(workers["workers"][0]["id"], "w-chatty", "{workers}");
+    assert!(
+        workers["workers"][0]["last_heartbeat"].is_u64(),
+        "{workers}"
+    );
+}
+
+#[tokio::test]
+async fn a_heartbeat_listing_more_tasks_than_the_capacity_is_a_violation() {
+    let app = server_app(1, json!({})).await;
+    let mut ws = welcomed(&app, "w-greedy", 1).await;
+    send(
+        &mut ws,
+        json!({ "type": "heartbeat", "running": ["t1-a", "t2-b"] }),
+    )
+    .await;
+    assert_eq!(closed(&mut ws).await.0, 4005);
 }

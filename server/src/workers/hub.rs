@@ -39,6 +39,8 @@ pub const MAX_LEASES: u32 = 16;
 pub const FINISHED_KEPT: usize = 256;
 /// How long a worker has to get the one-time code typed by the operator (`OtpSource::Operator`).
 pub const OPERATOR_CODE_TIMEOUT: Duration = Duration::from_secs(300);
+/// The most worker sessions at once; one more is closed with `TOO_MANY_WORKERS`.
+pub const MAX_WORKERS: usize = 256;
 /// How often leases are checked.
 const LEASE_TICK: Duration = Duration::from_millis(200);
 
@@ -615,6 +617,14 @@ impl Handler<Register> for WorkerHub {
     type Result = ();
 
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) {
+        let same_worker = self.sessions.values().any(|s| s.worker == msg.hello.worker);
+        if !same_worker && self.sessions.len() >= MAX_WORKERS {
+            let _ = msg.addr.try_send(ToSession::Close(Close::new(
+                code::TOO_MANY_WORKERS,
+                "the server holds as many worker sessions as it allows",
+            )));
+            return;
+        }
         // A newer session of the same worker id replaces the older one.
         let replaced: Vec<u64> = self
             .sessions
@@ -693,6 +703,10 @@ impl Handler<FromWorker> for WorkerHub {
             WorkerMessage::Heartbeat { running } => {
                 if let Some(s) = self.sessions.get_mut(&session) {
                     s.last_heartbeat = Some(unix_ms());
+                    if running.len() > usize::from(s.capacity) {
+                        self.violation(session, "more tasks running than the announced capacity");
+                        return;
+                    }
                 }
                 for id in running {
                     match self.holder_check(session, &id) {
