@@ -136,7 +136,7 @@ pub struct StartupReport {
 /// | topology | actors | serves |
 /// |---|---|---|
 /// | `Local` | `PoolSupervisor` + one `AccountActor` per account (+ an in-process worker actor for browser re-login: the workers issue) | the HTTP API |
-/// | `Server` | `PoolSupervisor` + `AccountActor`s + one session actor per connected worker at `/ws` (the workers issue) | the HTTP API |
+/// | `Server` | `PoolSupervisor` + `AccountActor`s + `WorkerHub` (task queue, leases) + one `WorkerSession` actor per connected worker at `/ws` | the HTTP API and `/ws` |
 /// | `Client` | worker actors only: connect out to a server, run its tasks (the workers issue); no pool | nothing |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topology {
@@ -157,8 +157,10 @@ impl Topology {
     /// The actors this build starts for the topology (the start-up log says which).
     pub fn actors(self) -> &'static str {
         match self {
-            Topology::Local | Topology::Server => {
-                "pool supervisor + one account actor per account (pool thread)"
+            Topology::Local => "pool supervisor + one account actor per account (pool thread)",
+            Topology::Server => {
+                "pool supervisor + one account actor per account (pool thread) + worker hub \
+                 (workers thread) + one session actor per worker at /ws"
             }
             Topology::Client => "worker actors (not in this build yet)",
         }
@@ -373,6 +375,7 @@ impl Application {
         } else {
             crate::workers::Workers::disabled()
         };
+        workers.take_relogins_from(&pool).await;
         let workers_data = web::Data::new(workers);
         let state = web::Data::new(AppState {
             chat,

@@ -549,3 +549,36 @@ async fn a_heartbeat_listing_more_tasks_than_the_capacity_is_a_violation() {
     .await;
     assert_eq!(closed(&mut ws).await.0, 4005);
 }
+
+#[tokio::test]
+async fn an_account_whose_cookies_die_is_queued_for_a_relogin_by_the_pool() {
+    let app = server_app(2, json!({})).await;
+    let mut w = welcomed(&app, "w-watch", 2).await;
+    let dead = app.accounts[1].clone();
+    app.sim.add_fault(
+        FaultRule::always(Endpoint::GetOxsrf, Fault::Unauthorized).for_account(&dead.csesidx),
+    );
+    // Requests until the pool has tried (and refused) the dead account.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let _ = app.chat(chat_body("gemini-2.5-flash", "x", false)).await;
+        let accounts = admin(&app, "/admin/accounts").await;
+        let state = accounts["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["email"] == dead.email.as_str())
+            .map(|a| a["state"].clone());
+        if state == Some(json!("needs_relogin")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never needs_relogin: {accounts}");
+    }
+    // No admin call: the pool's re-login request became a task.
+    let task = expect(&mut w, "task").await;
+    assert_eq!(task["spec"]["kind"], "relogin");
+    assert_eq!(task["spec"]["account"], dead.email.as_str());
+    let (_, body) = browser_refresh(&app, &dead.email).await;
+    assert_eq!(body["task"], task["id"]);
+    assert_eq!(body["created"], false);
+}

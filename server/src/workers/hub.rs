@@ -805,6 +805,22 @@ impl Handler<EnqueueRelogin> for WorkerHub {
     }
 }
 
+impl Handler<crate::pool::supervisor::ReloginWanted> for WorkerHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::pool::supervisor::ReloginWanted, ctx: &mut Context<Self>) {
+        if let Err(QueueFull) = <Self as Handler<EnqueueRelogin>>::handle(
+            self,
+            EnqueueRelogin {
+                account: msg.account.clone(),
+            },
+            ctx,
+        ) {
+            tracing::warn!(account = %msg.account.label(), "the task queue is full; a re-login waits for the next request");
+        }
+    }
+}
+
 impl Handler<Applied> for WorkerHub {
     type Result = ();
 

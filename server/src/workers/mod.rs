@@ -100,6 +100,13 @@ impl Workers {
         })
     }
 
+    /// Lets the pool's re-login requests queue tasks here (server mode).
+    pub async fn take_relogins_from(&self, pool: &crate::pool::Pool) {
+        if let Some(hub) = &self.hub {
+            pool.send_relogins_to(hub.clone().recipient()).await;
+        }
+    }
+
     pub fn enabled(&self) -> bool {
         self.hub.is_some()
     }
