@@ -23,6 +23,9 @@ use super::hub::{FromWorker, Register, ToSession, Unregister, WorkerHub};
 /// Frames queued for one worker before it counts as not reading.
 pub const OUTBOUND_QUEUE: usize = 64;
 
+/// Messages from the hub a session can hold before it reads them.
+const SESSION_MAILBOX: usize = 256;
+
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 enum Out {
@@ -219,6 +222,9 @@ impl Actor for WorkerSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // The hub never waits on a session: room for a burst of tasks and cancels (a heartbeat
+        // may list up to 32 stale tasks) beyond actix's default of 16.
+        ctx.set_mailbox_capacity(SESSION_MAILBOX);
         ctx.run_later(HELLO_TIMEOUT, |s, ctx| {
             if !s.registered {
                 s.close(
