@@ -21,6 +21,7 @@
 //! - [`forwarded`]: trusted proxies and the scheme and host of the gateway's own links.
 //! - [`head_limits`]: URL and header limits answered in the caller's dialect.
 //! - [`telemetry`]: tracing setup, the request root span, escaping untrusted text in logs.
+//! - [`workers`]: server mode's worker endpoint `GET /ws`, the worker sessions and the task hub.
 
 pub mod accounts;
 pub mod admin;
@@ -43,3 +44,4 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;
+pub mod workers;

@@ -137,7 +137,7 @@ pub struct StartupReport {
 /// | topology | actors | serves |
 /// |---|---|---|
 /// | `Local` | `PoolSupervisor` + one `AccountActor` per account (+ an in-process worker actor for browser re-login: the workers issue) | the HTTP API |
-/// | `Server` | `PoolSupervisor` + `AccountActor`s + one session actor per connected worker at `/ws` (the workers issue) | the HTTP API |
+/// | `Server` | `PoolSupervisor` + `AccountActor`s + `WorkerHub` (task queue, leases) + one `WorkerSession` actor per connected worker at `/ws` | the HTTP API and `/ws` |
 /// | `Client` | the worker only (`client_mode::run`): connects out to a server, runs its tasks; no pool | nothing |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topology {
@@ -158,8 +158,10 @@ impl Topology {
     /// The actors this build starts for the topology (the start-up log says which).
     pub fn actors(self) -> &'static str {
         match self {
-            Topology::Local | Topology::Server => {
-                "pool supervisor + one account actor per account (pool thread)"
+            Topology::Local => "pool supervisor + one account actor per account (pool thread)",
+            Topology::Server => {
+                "pool supervisor + one account actor per account (pool thread) + worker hub \
+                 (workers thread) + one session actor per worker at /ws"
             }
             Topology::Client => "the worker: a WebSocket client of the server, no pool",
         }
@@ -365,9 +367,20 @@ impl Application {
         for warning in crate::auth::tighten_secret_files(&data_dir) {
             tracing::warn!("{warning}");
         }
+        let accounts_service =
+            crate::accounts::AccountsService::new(Arc::clone(&store), pool.clone());
+        // Server mode: the worker endpoint's hub (task queue, leases, worker sessions).
+        let workers = if crate::workers::runs_endpoint(mode) {
+            crate::workers::Workers::start(&settings, accounts_service.clone(), live.clone())
+                .map_err(StartupError::Pool)?
+        } else {
+            crate::workers::Workers::disabled()
+        };
+        workers.take_relogins_from(&pool).await;
+        let workers_data = web::Data::new(workers);
         let state = web::Data::new(AppState {
             chat,
-            accounts: crate::accounts::AccountsService::new(Arc::clone(&store), pool.clone()),
+            accounts: accounts_service,
             store,
             accounts_dir: accounts_dir.clone(),
             mode,
@@ -418,11 +431,17 @@ impl Application {
                 .app_data(reloader_data.clone())
                 .app_data(media_data.clone())
                 .app_data(body_budget.clone())
+                .app_data(workers_data.clone())
                 // Head limits first (inside the request span, so refusals are logged too).
                 .wrap(from_fn(crate::head_limits::enforce))
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .route("/", web::get().to(health::root))
                 .route("/health", web::get().to(health::health))
+                .configure(|cfg| {
+                    if workers_data.enabled() {
+                        cfg.route("/ws", web::get().to(crate::workers::endpoint));
+                    }
+                })
                 .route("/media/{name}", web::get().to(crate::media::store::serve))
                 .route("/media/{name}", web::head().to(crate::media::store::serve))
                 .service(

@@ -168,6 +168,12 @@ impl AccountsService {
         Ok(merged)
     }
 
+    /// The stored record of one account (`None` if there is none).
+    pub async fn stored(&self, email: String) -> Result<Option<AccountRecord>, StoreError> {
+        let store = Arc::clone(&self.store);
+        blocking(move || store.account(&email)).await
+    }
+
     /// Re-reads every `*.json` in `dir` and imports it (`POST /admin/refresh`).
     pub async fn import_dir(
         &self,

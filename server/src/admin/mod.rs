@@ -17,6 +17,8 @@
 //!   of such files.
 //! - `POST /admin/pool-files/delete-invalid/preview` and `/execute` — accounts that cannot serve
 //!   without the operator (unusable credentials, needs re-login, disabled).
+//! - `GET  /admin/workers`, `GET /admin/tasks`, `POST /admin/browser-refresh {email}` — the
+//!   connected workers, the task queue, and queueing a re-login now (`crate::workers`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,6 +118,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/pool-files/delete-invalid/execute",
             web::post().to(delete_invalid_execute),
+        )
+        .route("/workers", web::get().to(crate::workers::admin_workers))
+        .route("/tasks", web::get().to(crate::workers::admin_tasks))
+        .route(
+            "/browser-refresh",
+            web::post().to(crate::workers::admin_browser_refresh),
         );
 }
 

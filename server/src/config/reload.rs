@@ -157,6 +157,12 @@ pub static KEYS: &[KeySpec] = &[
         Live,
         pool_server.expired_action
     ),
+    key!("pool_server.lease_sec", Restart, pool_server.lease),
+    key!(
+        "pool_server.heartbeat_interval_sec",
+        Restart,
+        pool_server.heartbeat_interval
+    ),
     key!("proxy_pool.proxy", NoEffect, proxy_pool.proxy),
     key!("proxy_pool.subscribes", NoEffect, proxy_pool.subscribes),
     key!("proxy_pool.files", NoEffect, proxy_pool.files),

@@ -165,6 +165,10 @@ pub struct PoolServerSettings {
     /// Client mode: tasks run at once by this worker (≥ 1).
     pub client_threads: u32,
     pub expired_action: ExpiredAction,
+    /// Server mode: how long a task's lease lasts unless a heartbeat renews it.
+    pub lease: Duration,
+    /// Server mode: the heartbeat interval announced to workers in `welcome`.
+    pub heartbeat_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -416,6 +420,13 @@ pub(super) fn read_pool_server(top: &mut Section<'_>, r: &mut Reader) -> PoolSer
             ExpiredAction::Queue
         }),
     };
+    let lease = Duration::from_secs(u64::from(s.u32(r, "lease_sec", 60, AT_LEAST_1)));
+    let heartbeat_interval = Duration::from_secs(u64::from(s.u32(
+        r,
+        "heartbeat_interval_sec",
+        15,
+        AT_LEAST_1,
+    )));
     s.finish(r);
     PoolServerSettings {
         enable,
@@ -427,6 +438,8 @@ pub(super) fn read_pool_server(top: &mut Section<'_>, r: &mut Reader) -> PoolSer
         data_dir,
         client_threads,
         expired_action,
+        lease,
+        heartbeat_interval,
     }
 }
 

@@ -232,6 +232,12 @@ impl Pool {
         PoolSummary::of(&self.snapshot().await)
     }
 
+    /// Sends the pool's re-login requests to `sink` (server mode: the worker hub), starting with
+    /// the accounts already waiting for one.
+    pub async fn send_relogins_to(&self, sink: Recipient<supervisor::ReloginWanted>) {
+        let _ = self.supervisor.send(supervisor::SetReloginSink(sink)).await;
+    }
+
     /// Adds or updates accounts.
     pub async fn upsert(&self, accounts: Vec<NewAccount>) {
         let _ = self.supervisor.send(supervisor::Upsert(accounts)).await;

@@ -74,6 +74,34 @@ pub fn key_of(email: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Messages.
 
+/// An account needs a browser re-login (sent to the sink set by [`SetReloginSink`]).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ReloginWanted {
+    pub account: AccountKey,
+}
+
+/// Sends every `request_relogin` effect from now on to `0`, and at once one for every account
+/// already waiting for a re-login.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetReloginSink(pub Recipient<ReloginWanted>);
+
+impl Handler<SetReloginSink> for PoolSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetReloginSink, _: &mut Context<Self>) {
+        for (key, e) in &self.entries {
+            if e.relogin_pending {
+                let _ = msg.0.try_send(ReloginWanted {
+                    account: key.clone(),
+                });
+            }
+        }
+        self.relogin_sink = Some(msg.0);
+    }
+}
+
 /// How a leased attempt ended.
 #[derive(Debug)]
 pub enum Outcome {
@@ -317,6 +345,8 @@ pub struct PoolSupervisor {
     retire: Vec<String>,
     /// The pool's own actix system, stopped by [`Shutdown`].
     system: Option<System>,
+    /// Where `request_relogin` effects go (server mode: the worker hub).
+    relogin_sink: Option<Recipient<ReloginWanted>>,
 }
 
 impl PoolSupervisor {
@@ -339,6 +369,7 @@ impl PoolSupervisor {
             pending: None,
             retire: Vec::new(),
             system: None,
+            relogin_sink: None,
         }
     }
 
@@ -493,6 +524,16 @@ impl PoolSupervisor {
         if fx.request_relogin && !e.relogin_pending {
             e.relogin_pending = true;
             tracing::warn!(account = %e.label, "cookies refused: the account waits for a re-login");
+        }
+        if fx.request_relogin
+            && let Some(sink) = &self.relogin_sink
+            && sink
+                .try_send(ReloginWanted {
+                    account: key.clone(),
+                })
+                .is_err()
+        {
+            tracing::warn!(account = %e.label, "the worker hub did not take a re-login request");
         }
         if fx.delete {
             tracing::warn!(account = %e.label, "re-login exhausted: deleting the account (expired_action \"delete\")");
