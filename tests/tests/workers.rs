@@ -467,23 +467,17 @@ async fn an_expired_lease_is_cancelled_and_the_task_reassigned() {
 }
 
 #[tokio::test]
-async fn failed_results_are_retried_up_to_the_budget_and_unknown_accounts_are_404() {
+async fn a_failed_result_ends_its_task_and_unknown_accounts_are_404() {
     let app = server_app(1, json!({ "pool": { "browser_refresh_max_retry": 2 } })).await;
     let (status, _) = browser_refresh(&app, "nobody@example.com").await;
     assert_eq!(status, 404);
     let mut w = welcomed(&app, "w-fail", 1).await;
+    // The operator asks for a re-login of an account that serves: one attempt, no budget (the
+    // pool counts attempts only for an account waiting for a re-login).
     let (_, body) = browser_refresh(&app, &app.accounts[0].email).await;
-    for attempt in 1..=2 {
-        let task = expect(&mut w, "task").await;
-        assert_eq!(task["id"], body["task"]);
-        assert_eq!(task["attempt"], attempt);
-        send(
-            &mut w,
-            json!({ "type": "result", "task": task["id"],
-                    "outcome": { "status": "failed", "reason": "wrong_code", "message": "the page said no" } }),
-        )
-        .await;
-    }
+    let task = expect(&mut w, "task").await;
+    assert_eq!(task["id"], body["task"]);
+    fail(&mut w, &task).await;
     assert!(
         next_json(&mut w, Duration::from_millis(500))
             .await
@@ -491,13 +485,137 @@ async fn failed_results_are_retried_up_to_the_budget_and_unknown_accounts_are_40
     );
     let tasks = admin(&app, "/admin/tasks").await;
     assert_eq!(tasks["queued"], 0, "{tasks}");
-    let dropped = &tasks["finished"][0];
-    assert_eq!(dropped["state"], "dropped", "{tasks}");
-    assert_eq!(dropped["failures"], 2, "{tasks}");
+    let failed = &tasks["finished"][0];
+    assert_eq!(failed["state"], "failed", "{tasks}");
+    assert_eq!(failed["failures"], 1, "{tasks}");
     assert_eq!(
-        dropped["last_error"], "wrong_code: the page said no",
+        failed["last_error"], "wrong_code: the page said no",
         "{tasks}"
     );
+    let accounts = admin(&app, "/admin/accounts").await;
+    assert_eq!(accounts["accounts"][0]["state"], "ready", "{accounts}");
+}
+
+/// Answers `task` with `failed`.
+async fn fail(ws: &mut Ws, task: &Value) {
+    send(
+        ws,
+        json!({ "type": "result", "task": task["id"],
+                "outcome": { "status": "failed", "reason": "wrong_code", "message": "the page said no" } }),
+    )
+    .await;
+}
+
+/// Makes `account`'s cookies die and sends requests until the pool parks it in `needs_relogin`.
+async fn kill_cookies(app: &TestApp, account: &SimAccount) {
+    app.sim.add_fault(
+        FaultRule::always(Endpoint::GetOxsrf, Fault::Unauthorized).for_account(&account.csesidx),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let _ = app.chat(chat_body("gemini-2.5-flash", "x", false)).await;
+        if account_view(app, &account.email)
+            .await
+            .map(|a| a["state"].clone())
+            == Some(json!("needs_relogin"))
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never needs_relogin");
+    }
+}
+
+/// The account's entry in `/admin/accounts` (`None` once it is gone).
+async fn account_view(app: &TestApp, email: &str) -> Option<Value> {
+    let accounts = admin(app, "/admin/accounts").await;
+    accounts["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["email"] == email)
+        .cloned()
+}
+
+/// A worker answers every re-login task with `failed`: each task is one attempt of the pool's
+/// budget (`pool.browser_refresh_max_retry`), a new task per attempt, and once the budget is spent
+/// `expired_action` applies and no further task is created.
+async fn fail_every_relogin(app: &TestApp, w: &mut Ws, budget: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..budget {
+        let task = expect(w, "task").await;
+        assert_eq!(task["spec"]["kind"], "relogin");
+        assert_eq!(task["attempt"], 1, "a new task per attempt: {task}");
+        let id = task["id"].as_str().unwrap().to_owned();
+        assert!(!ids.contains(&id), "{id} came twice");
+        ids.push(id);
+        fail(w, &task).await;
+    }
+    // Not a tight loop: the budget is spent, nothing more comes.
+    assert!(
+        next_json(w, Duration::from_secs(1)).await.is_none(),
+        "a task after the budget was spent"
+    );
+    let tasks = admin(app, "/admin/tasks").await;
+    assert_eq!(tasks["queued"], 0, "{tasks}");
+    assert_eq!(tasks["leased"], 0, "{tasks}");
+    let finished = tasks["finished"].as_array().unwrap();
+    assert_eq!(finished.len(), budget, "{tasks}");
+    assert!(finished.iter().all(|t| t["state"] == "failed"), "{tasks}");
+    ids
+}
+
+#[tokio::test]
+async fn failed_relogins_spend_the_budget_then_expired_action_queue_disables_the_account() {
+    let app = server_app(
+        2,
+        json!({ "pool": { "browser_refresh_max_retry": 3 },
+                "pool_server": { "expired_action": "queue" } }),
+    )
+    .await;
+    let mut w = welcomed(&app, "w-hopeless", 1).await;
+    let dead = app.accounts[1].clone();
+    kill_cookies(&app, &dead).await;
+    fail_every_relogin(&app, &mut w, 3).await;
+    let view = account_view(&app, &dead.email).await.unwrap();
+    assert_eq!(view["state"], "disabled", "{view}");
+    assert_eq!(
+        view["state_reason"],
+        "re-login exhausted; waiting for the operator (new cookies or enable)",
+        "{view}"
+    );
+    assert_eq!(view["relogin_attempts"], 3, "{view}");
+    assert_eq!(view["relogin_pending"], false, "{view}");
+    assert_eq!(view["last_error"]["kind"], "relogin_failed", "{view}");
+    assert_eq!(
+        view["last_error"]["message"], "wrong_code: the page said no",
+        "{view}"
+    );
+    // The other account still serves.
+    let r = app.chat(chat_body("gemini-2.5-flash", "x", false)).await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn failed_relogins_spend_the_budget_then_expired_action_delete_retires_the_file() {
+    let app = server_app(
+        2,
+        json!({ "pool": { "browser_refresh_max_retry": 1 },
+                "pool_server": { "expired_action": "delete" } }),
+    )
+    .await;
+    let mut w = welcomed(&app, "w-hopeless", 1).await;
+    let dead = app.accounts[0].clone();
+    kill_cookies(&app, &dead).await;
+    fail_every_relogin(&app, &mut w, 1).await;
+    assert!(account_view(&app, &dead.email).await.is_none());
+    let file = format!("{}.json", dead.email);
+    let moved = app.data_dir.path().join("expired").join(&file);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !moved.exists() {
+        assert!(Instant::now() < deadline, "{} never moved", file);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!app.data_dir.path().join(&file).exists());
 }
 
 #[tokio::test]

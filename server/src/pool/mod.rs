@@ -238,6 +238,11 @@ impl Pool {
         let _ = self.supervisor.send(supervisor::SetReloginSink(sink)).await;
     }
 
+    /// Where a worker hub reports re-login tasks that ended without new credentials.
+    pub fn relogin_failures(&self) -> Recipient<supervisor::ReloginAttemptFailed> {
+        self.supervisor.clone().recipient()
+    }
+
     /// Adds or updates accounts.
     pub async fn upsert(&self, accounts: Vec<NewAccount>) {
         let _ = self.supervisor.send(supervisor::Upsert(accounts)).await;

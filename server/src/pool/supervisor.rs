@@ -102,6 +102,62 @@ impl Handler<SetReloginSink> for PoolSupervisor {
     }
 }
 
+/// A re-login task ended without new credentials: its worker answered `failed`, it was leased
+/// too often without a result, or its credentials were refused. Sent by the worker hub; counts
+/// as one attempt of the account's re-login budget (`pool.browser_refresh_max_retry`, owned
+/// here): the next attempt is requested, or `expired_action` applies. A success needs no
+/// message: the new credentials arrive through the accounts service.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ReloginAttemptFailed {
+    pub account: AccountKey,
+    /// Why, for the account's `last_error` (never a credential).
+    pub error: String,
+}
+
+impl Handler<ReloginAttemptFailed> for PoolSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReloginAttemptFailed, _: &mut Context<Self>) {
+        let key = msg.account;
+        let Some(label) = self.entries.get(&key).map(|e| e.label.clone()) else {
+            return;
+        };
+        let now = now_ms();
+        tracing::warn!(account = %label, error = %msg.error, "re-login attempt failed");
+        let was_waiting = matches!(
+            self.state.status(&key).map(|s| s.state),
+            Some(AccountState::NeedsRelogin { .. })
+        );
+        let event = Event::ReloginFailed {
+            error: LastError::new(now, "relogin_failed", &msg.error),
+        };
+        let Some(fx) = self.state.apply(&key, event, now, &self.config.failure) else {
+            return;
+        };
+        let state = self.state.status(&key).map(|s| s.state);
+        let waiting = matches!(state, Some(AccountState::NeedsRelogin { .. }));
+        if let Some(e) = self.entries.get_mut(&key)
+            && !waiting
+        {
+            e.relogin_pending = false;
+        }
+        match state {
+            _ if !was_waiting => {}
+            Some(AccountState::NeedsRelogin { .. }) if !fx.request_relogin => {
+                tracing::warn!(account = %label, "re-login attempts exhausted; another round after pool.relogin_retry_interval_sec");
+            }
+            Some(AccountState::Disabled {
+                reason: DisabledReason::ReloginExhausted,
+            }) => {
+                tracing::warn!(account = %label, "re-login attempts exhausted; the account is disabled until the operator acts");
+            }
+            _ => {}
+        }
+        self.effects(&key, fx, None);
+    }
+}
+
 /// How a leased attempt ended.
 #[derive(Debug)]
 pub enum Outcome {

@@ -13,7 +13,10 @@
 //!   offered the same task again;
 //! - the first result from the holder completes the task; a duplicate or late result from a
 //!   worker that held the task before changes nothing; a message about a task the worker never
-//!   held ends that session with `PROTOCOL_VIOLATION`.
+//!   held ends that session with `PROTOCOL_VIOLATION`;
+//! - a task is one re-login attempt: a `failed` result ends it, and every task that ends without
+//!   new credentials is reported to the pool ([`ReloginAttemptFailed`]), which owns the retry
+//!   budget and asks for the next attempt (a new task) or applies `expired_action`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,6 +31,7 @@ use serde::Serialize;
 
 use crate::accounts::{AccountsService, Incoming};
 use crate::config::live::LiveConfig;
+use crate::pool::supervisor::ReloginAttemptFailed;
 use crate::store::{AccountRecord, StoredCookie};
 
 /// The most tasks waiting or leased at once; a new task beyond it is refused.
@@ -97,6 +101,11 @@ pub struct Enqueued {
 #[derive(Debug, Clone, Copy)]
 pub struct QueueFull;
 
+/// Report re-login tasks that end without new credentials to `0` (the pool).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReportFailuresTo(pub Recipient<ReloginAttemptFailed>);
+
 /// The connected workers (admin view).
 #[derive(Message)]
 #[rtype(result = "Vec<WorkerView>")]
@@ -135,7 +144,8 @@ pub struct TaskView {
     pub id: String,
     pub kind: TaskKindName,
     pub account: String,
-    /// `queued`, `leased`, `completed` or `dropped`.
+    /// `queued`, `leased`, `completed`, `failed` (the worker answered `failed`) or `dropped`
+    /// (leased [`MAX_LEASES`] times, or its credentials were not stored).
     pub state: &'static str,
     /// The worker holding the lease.
     pub worker: Option<String>,
@@ -143,7 +153,7 @@ pub struct TaskView {
     pub accepted: bool,
     /// The current (or last) attempt number.
     pub attempts: u32,
-    /// Failed results so far (the budget is `pool.browser_refresh_max_retry`).
+    /// Failed results (a `failed` result ends the task: the pool's budget decides on another).
     pub failures: u32,
     pub last_error: Option<String>,
     pub created_at: u64,
@@ -226,6 +236,8 @@ pub struct WorkerHub {
     queue: VecDeque<TaskId>,
     finished: VecDeque<Finished>,
     next_task: u64,
+    /// Where re-login tasks that end without new credentials are reported (the pool).
+    failures_to: Option<Recipient<ReloginAttemptFailed>>,
 }
 
 impl WorkerHub {
@@ -239,7 +251,21 @@ impl WorkerHub {
             queue: VecDeque::new(),
             finished: VecDeque::new(),
             next_task: 0,
+            failures_to: None,
         }
+    }
+
+    /// Tells the pool that a re-login attempt of `account` ended without new credentials.
+    fn report_failure(&self, account: &AccountKey, error: &str) {
+        let Some(to) = &self.failures_to else {
+            return;
+        };
+        let message = ReloginAttemptFailed {
+            account: account.clone(),
+            error: error.to_owned(),
+        };
+        // `do_send`: an attempt's outcome is never dropped for a full mailbox.
+        to.do_send(message);
     }
 
     fn new_task_id(&mut self) -> Option<TaskId> {
@@ -372,8 +398,12 @@ impl WorkerHub {
         view.state = state;
         view.finished_at = Some(unix_ms());
         view.worker = None;
-        if state == "dropped" {
-            tracing::warn!(task = %id, account = %task.account.label(), error = view.last_error.as_deref().unwrap_or(""), "task dropped");
+        if state != "completed" {
+            let error = view.last_error.clone().unwrap_or_default();
+            tracing::warn!(task = %id, account = %task.account.label(), state, error = %error, "task ended without new credentials");
+            if task.kind == TaskKindName::Relogin {
+                self.report_failure(&task.account, &error);
+            }
         }
         self.finished.push_front(Finished {
             view,
@@ -530,7 +560,6 @@ impl WorkerHub {
                 self.finish(&id, "completed");
             }
             TaskOutcome::Failed { reason, message } => {
-                let budget = self.live.load().pool.browser_refresh_max_retry;
                 task.failures = task.failures.saturating_add(1);
                 let reason_text = serde_json::to_value(reason)
                     .ok()
@@ -540,12 +569,8 @@ impl WorkerHub {
                     "{reason_text}: {}",
                     crate::telemetry::printable(&message)
                 ));
-                if task.failures >= budget {
-                    tracing::warn!(task = %id, failures = task.failures, "task failed; the retry budget is spent");
-                    self.finish(&id, "dropped");
-                } else {
-                    self.requeue(&id, true);
-                }
+                // One task, one attempt: the pool counts it and decides on the next.
+                self.finish(&id, "failed");
             }
         }
         self.dispatch();
@@ -831,16 +856,29 @@ impl Handler<Applied> for WorkerHub {
             }
             Some(error) => {
                 tracing::warn!(task = %msg.task, error = %error, "re-login credentials not stored");
+                let mut account = None;
                 if let Some(f) = self
                     .finished
                     .iter_mut()
                     .find(|f| f.view.id == msg.task.as_str())
                 {
                     f.view.state = "dropped";
-                    f.view.last_error = Some(error);
+                    f.view.last_error = Some(error.clone());
+                    account = Some(AccountKey::new(&f.view.account));
+                }
+                if let Some(account) = account {
+                    self.report_failure(&account, &error);
                 }
             }
         }
+    }
+}
+
+impl Handler<ReportFailuresTo> for WorkerHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReportFailuresTo, _: &mut Context<Self>) {
+        self.failures_to = Some(msg.0);
     }
 }
 

@@ -100,9 +100,13 @@ impl Workers {
         })
     }
 
-    /// Lets the pool's re-login requests queue tasks here (server mode).
+    /// Lets the pool's re-login requests queue tasks here (server mode), and reports back to
+    /// the pool every re-login task that ends without new credentials (the pool owns the budget).
     pub async fn take_relogins_from(&self, pool: &crate::pool::Pool) {
         if let Some(hub) = &self.hub {
+            let _ = hub
+                .send(hub::ReportFailuresTo(pool.relogin_failures()))
+                .await;
             pool.send_relogins_to(hub.clone().recipient()).await;
         }
     }
