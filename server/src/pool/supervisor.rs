@@ -124,7 +124,7 @@ impl Handler<ReloginAttemptFailed> for PoolSupervisor {
             return;
         };
         let now = now_ms();
-        tracing::warn!(account = %label, error = %msg.error, "re-login attempt failed");
+        tracing::warn!(account = %label, error = %crate::telemetry::untrusted(&msg.error), "re-login attempt failed");
         let was_waiting = matches!(
             self.state.status(&key).map(|s| s.state),
             Some(AccountState::NeedsRelogin { .. })

@@ -400,7 +400,7 @@ impl WorkerHub {
         view.worker = None;
         if state != "completed" {
             let error = view.last_error.clone().unwrap_or_default();
-            tracing::warn!(task = %id, account = %task.account.label(), state, error = %error, "task ended without new credentials");
+            tracing::warn!(task = %id, account = %task.account.label(), state, error = %crate::telemetry::untrusted(&error), "task ended without new credentials");
             if task.kind == TaskKindName::Relogin {
                 self.report_failure(&task.account, &error);
             }
