@@ -287,7 +287,15 @@ impl Reloader {
 
         let mut warnings = loaded.warnings;
         warnings.extend(unimplemented_warnings(&next));
-        warnings.extend(crate::auth::tighten_secret_files(&next.data_dir));
+        // File metadata and chmod: blocking I/O, off the HTTP worker. The key files live in the
+        // data dir in force (`data_dir` applies after a restart).
+        let data_dir = running.data_dir.clone();
+        match tokio::task::spawn_blocking(move || crate::auth::tighten_secret_files(&data_dir))
+            .await
+        {
+            Ok(tightened) => warnings.extend(tightened),
+            Err(e) => tracing::error!(error = %e, "the key-file check task failed"),
+        }
         for w in &warnings {
             tracing::warn!("config: {w}");
         }
