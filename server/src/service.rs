@@ -349,16 +349,22 @@ impl ChatService {
             .map_or(1, |r| r.upstream.input_tokens(request))
     }
 
+    /// What every turn starts with: the limits in force, the model's route, and the request
+    /// with its attachments checked ([`check_inline_media`]) before any account is leased.
+    fn prepare(
+        &self,
+        request: ChatRequest,
+    ) -> Result<(Limits, Route, Arc<ChatRequest>), GatewayError> {
+        let limits = self.limits();
+        let route = self.route(&request)?.clone();
+        let request = check_inline_media(request, limits.max_media_bytes, limits.max_attachments)?;
+        Ok((limits, route, Arc::new(request)))
+    }
+
     /// Starts a streamed answer: resolves once the first event exists, or with the error to
     /// send when no account could start it (within the attempt budget and the deadline).
     pub async fn stream(&self, request: ChatRequest) -> Result<ChatStream, GatewayError> {
-        let limits = self.limits();
-        let route = self.route(&request)?.clone();
-        let request = Arc::new(check_inline_media(
-            request,
-            limits.max_media_bytes,
-            limits.max_attachments,
-        )?);
+        let (limits, route, request) = self.prepare(request)?;
         // Once the answer has started, a deferred failure of an earlier account is reported as
         // `attempts` goes.
         let mut attempts = Attempts::default();
@@ -378,13 +384,7 @@ impl ChatService {
     /// A whole answer, for non-streaming requests. Nothing has reached the client until it is
     /// complete, so a failure mid-answer may still move to another account.
     pub async fn complete(&self, request: ChatRequest) -> Result<Vec<StreamEvent>, GatewayError> {
-        let limits = self.limits();
-        let route = self.route(&request)?.clone();
-        let request = Arc::new(check_inline_media(
-            request,
-            limits.max_media_bytes,
-            limits.max_attachments,
-        )?);
+        let (limits, route, request) = self.prepare(request)?;
         let mut attempts = Attempts::default();
         loop {
             let Started {

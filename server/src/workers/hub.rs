@@ -32,7 +32,7 @@ use serde::Serialize;
 use crate::accounts::{AccountsService, Incoming};
 use crate::config::live::LiveConfig;
 use crate::pool::supervisor::ReloginAttemptFailed;
-use crate::store::{AccountRecord, StoredCookie};
+use crate::store::StoredCookie;
 
 /// The most tasks waiting or leased at once; a new task beyond it is refused.
 pub const MAX_TASKS: usize = 1024;
@@ -616,7 +616,7 @@ async fn apply_credentials(
         .import(
             vec![Incoming {
                 name: record.email.clone(),
-                record: AccountRecord { ..record },
+                record,
             }],
             Vec::new(),
             default_config,
