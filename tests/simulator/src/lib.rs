@@ -19,6 +19,11 @@
 //! matches by endpoint, optionally by account and, for U4, by a marker in the prompt — see
 //! [`FaultRule::when_prompt_contains`]) then decides, before the body is validated.
 //!
+//! The same server also plays the browser login the worker automates (see `login.rs`): a
+//! successful login rotates the account's `__Secure-C_SES` (so the cookies the gateway holds
+//! die, as after [`Simulator::expire_cookies`]) and mails the code to [`Simulator::mailbox`],
+//! which a test serves over IMAP with [`imap::ImapServer`].
+//!
 //! # Layout
 //! * `lib.rs` — [`Simulator`] (start/stop, scripting and inspection API) and [`SimOptions`].
 //! * `model.rs` — public data types: [`SimAccount`], [`Endpoint`], [`FaultRule`], [`Fault`],
@@ -30,13 +35,20 @@
 //! * `validate.rs` — U2–U5 body validation.
 //! * `stream.rs` — the U4 element-by-element chunked JSON array and its default echo answer.
 //! * `handlers.rs` — the actix-web routes for U1–U6.
+//! * `login.rs` — the simulated browser login (`/login`, `/login/email`, `/verify`,
+//!   `/home/cid/{cid}`, `/_/app/bootstrap`) and the per-account [`LoginScript`]s.
+//! * `mail.rs` — [`mail::Mailbox`], where the login's code e-mails are delivered.
+//! * `imap.rs` — [`imap::ImapServer`], a plaintext IMAP4rev1 subset over a mailbox.
 //! * `error.rs` — Google-shaped errors and the fault responses.
 //! * `main.rs` — the `upstream-sim` binary.
 
 mod error;
 mod gate;
 mod handlers;
+pub mod imap;
 mod jwt;
+mod login;
+pub mod mail;
 mod model;
 mod state;
 mod stream;
@@ -50,6 +62,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
 
 pub use gate::Gate;
+pub use login::{DEFAULT_LOGIN_TTL, LOGIN_COOKIE, LoginScript};
 pub use model::{
     Answer, AnswerPart, Endpoint, Fault, FaultRule, FileUris, RecordedRequest, SimAccount,
     SimStats, Upload,
@@ -122,6 +135,7 @@ impl Simulator {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .configure(login::configure)
                 .configure(handlers::configure)
         })
         .workers(options.workers.max(1))
@@ -231,6 +245,81 @@ impl Simulator {
     /// Accepted U3 uploads, in order (the newest 1 000 are kept).
     pub fn uploads(&self) -> Vec<Upload> {
         self.shared.state.lock().uploads.iter().cloned().collect()
+    }
+
+    /// How the simulated login behaves for the account with this e-mail (default
+    /// [`LoginScript::Normal`]).
+    pub fn set_login_script(&self, email: &str, script: LoginScript) {
+        self.shared.state.lock().login.set_script(email, script);
+    }
+
+    /// Delivers every code e-mail held by [`LoginScript::HoldCode`] (in order) into the mailbox.
+    pub fn release_codes(&self) {
+        let held = self.shared.state.lock().login.take_held();
+        login::deliver_all(&self.shared.state.mailbox, held);
+    }
+
+    /// Gives the account a new `__Secure-C_SES` (and `__Host-C_OSES`) without a login: the
+    /// cookies the gateway holds stop working (U1 answers 401 as for any dead cookie).
+    /// Returns `false` when no account has this e-mail.
+    pub fn expire_cookies(&self, email: &str) -> bool {
+        let mut inner = self.shared.state.lock();
+        match inner
+            .accounts
+            .values_mut()
+            .find(|a| a.email.eq_ignore_ascii_case(email))
+        {
+            Some(account) => {
+                login::rotate(account);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Successful logins of the account with this e-mail.
+    pub fn logins(&self, email: &str) -> u32 {
+        self.shared.state.lock().login.logins(email)
+    }
+
+    /// The codes generated for this e-mail's logins, oldest first (the codes the code page
+    /// accepts, whether or not they were mailed; the newest 100 are kept).
+    pub fn sent_codes(&self, email: &str) -> Vec<String> {
+        self.shared.state.lock().login.sent_codes(email)
+    }
+
+    /// The account's current `__Secure-C_SES` value.
+    pub fn current_c_ses(&self, email: &str) -> Option<String> {
+        self.account_by_email(email).map(|a| a.c_ses)
+    }
+
+    /// The account (with its current cookies and authorization) that has this e-mail.
+    pub fn account_by_email(&self, email: &str) -> Option<SimAccount> {
+        self.shared
+            .state
+            .lock()
+            .accounts
+            .values()
+            .find(|a| a.email.eq_ignore_ascii_case(email))
+            .cloned()
+    }
+
+    /// Every `authorization` header value `POST /_/app/bootstrap` saw, in order (the newest
+    /// 1 000 are kept).
+    pub fn bootstrap_authorizations(&self) -> Vec<String> {
+        self.shared.state.lock().login.bootstraps()
+    }
+
+    /// How long a pending login (between the e-mail and the code form) lives, for later
+    /// logins (default [`DEFAULT_LOGIN_TTL`]).
+    pub fn set_login_ttl(&self, ttl: Duration) {
+        self.shared.state.lock().login.ttl = ttl;
+    }
+
+    /// The mailbox the code e-mails are delivered to (shared; serve it with
+    /// [`imap::ImapServer::start`]).
+    pub fn mailbox(&self) -> mail::Mailbox {
+        self.shared.state.mailbox.clone()
     }
 
     /// Stops the server (not gracefully: open connections are dropped). Returns at once.

@@ -15,6 +15,8 @@ use rand::Rng;
 use serde_json::Value;
 
 use crate::gate::Gate;
+use crate::login::LoginState;
+use crate::mail::Mailbox;
 use crate::model::{
     Answer, Endpoint, Fault, FaultRule, FileUris, RecordedRequest, SimAccount, SimStats, Upload,
 };
@@ -76,6 +78,12 @@ impl<K: Eq + Hash + Clone, V> BoundedMap<K, V> {
         self.map.get_mut(key)
     }
 
+    pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
+        let v = self.map.remove(key)?;
+        self.order.retain(|k| k != key);
+        Some(v)
+    }
+
     pub(crate) fn contains_key(&self, key: &K) -> bool {
         self.map.contains_key(key)
     }
@@ -127,6 +135,8 @@ pub(crate) struct Inner {
     pub(crate) mints_in_flight: HashMap<String, u64>,
     /// How U3 treats `fileUri` uploads.
     pub(crate) file_uris: FileUris,
+    /// The simulated login: scripts, pending logins, codes, counts.
+    pub(crate) login: LoginState,
 }
 
 /// Shared state of one simulator.
@@ -134,6 +144,8 @@ pub(crate) struct State {
     inner: Mutex<Inner>,
     /// `http://127.0.0.1:PORT`, for `downloadUri`.
     pub(crate) base_url: String,
+    /// Where the simulated login delivers its code e-mails.
+    pub(crate) mailbox: Mailbox,
 }
 
 /// Random lowercase hex string of `n` bytes.
@@ -162,8 +174,10 @@ impl State {
                 uploads: VecDeque::new(),
                 mints_in_flight: HashMap::new(),
                 file_uris: FileUris::Accept,
+                login: LoginState::default(),
             }),
             base_url,
+            mailbox: Mailbox::new(),
         }
     }
 
