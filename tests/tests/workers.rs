@@ -224,12 +224,10 @@ async fn local_mode_runs_no_worker_endpoint() {
         panic!("upgraded in local mode");
     };
     assert_eq!(status, 404);
+    // The task hub runs in local mode too (its worker is in-process): a re-login is queued.
     let (status, body) = browser_refresh(&app, &app.accounts[0].email).await;
-    assert_eq!(status, 409, "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("local mode"),
-        "{body}"
-    );
+    assert_eq!(status, 202, "{body}");
+    assert!(body["task"].as_str().is_some(), "{body}");
 }
 
 #[tokio::test]
@@ -568,7 +566,8 @@ async fn fail_every_relogin(app: &TestApp, w: &mut Ws, budget: usize) -> Vec<Str
 async fn failed_relogins_spend_the_budget_then_expired_action_queue_disables_the_account() {
     let app = server_app(
         2,
-        json!({ "pool": { "browser_refresh_max_retry": 3 },
+        // No backoff between attempts here (tests/tests/local_worker.rs tests the backoff).
+        json!({ "pool": { "browser_refresh_max_retry": 3, "browser_refresh_backoff_sec": 0 },
                 "pool_server": { "expired_action": "queue" } }),
     )
     .await;
