@@ -330,7 +330,8 @@ impl Application {
                 .with_live(live.clone()),
         );
         let account_count = accounts.iter().filter(|a| a.credentials.is_ok()).count();
-        let authenticator_for_tasks = Arc::clone(&client) as Arc<dyn crate::upstream::Authenticator>;
+        let authenticator_for_tasks =
+            Arc::clone(&client) as Arc<dyn crate::upstream::Authenticator>;
         // The account pool: Gemini Business accounts, whose tokens its client mints.
         let pool = Pool::start(
             PoolConfig::from_settings(&settings),

@@ -66,7 +66,10 @@ impl TestOptions {
     }
 
     /// Local mode's in-process worker runs `runner`.
-    pub fn local_runner(mut self, runner: std::sync::Arc<dyn business2api_worker::TaskRunner>) -> Self {
+    pub fn local_runner(
+        mut self,
+        runner: std::sync::Arc<dyn business2api_worker::TaskRunner>,
+    ) -> Self {
         self.local_runner = Some(LocalRunner(runner));
         self
     }

@@ -96,7 +96,11 @@ fn fresh_of(old: &SimAccount) -> SimAccount {
     }
 }
 
-async fn local_app(accounts: u32, extra: Value, script: Script) -> (TestApp, Arc<Mutex<Vec<Instant>>>) {
+async fn local_app(
+    accounts: u32,
+    extra: Value,
+    script: Script,
+) -> (TestApp, Arc<Mutex<Vec<Instant>>>) {
     let started = Arc::new(Mutex::new(Vec::new()));
     let mut config = json!({ "admin_keys": [ADMIN_KEY] });
     business2api_tests::merge(&mut config, extra);
@@ -262,7 +266,13 @@ async fn an_operator_code_reaches_the_waiting_in_process_task() {
     assert_eq!(view["task"]["kind"], "relogin", "{view}");
     assert_eq!(view["task"]["state"], "leased", "{view}");
     assert_eq!(view["task"]["attempts"], 1, "{view}");
-    assert!(view["task"]["worker"].as_str().unwrap().starts_with("local-"), "{view}");
+    assert!(
+        view["task"]["worker"]
+            .as_str()
+            .unwrap()
+            .starts_with("local-"),
+        "{view}"
+    );
     let tasks = admin(&app, "/admin/tasks").await;
     assert_eq!(tasks["tasks"][0]["waiting_for_code"], true, "{tasks}");
     let task_id = view["task"]["id"].as_str().unwrap().to_owned();
@@ -296,17 +306,29 @@ async fn failed_attempts_wait_a_doubling_backoff_capped_at_the_retry_interval() 
     .await;
     let dead = app.accounts[1].clone();
     kill_cookies(&app, &dead).await;
-    let view = wait_for(&app, &dead.email, "out of attempts", |v| v["state"] == "disabled").await;
+    let view = wait_for(&app, &dead.email, "out of attempts", |v| {
+        v["state"] == "disabled"
+    })
+    .await;
     assert_eq!(view["relogin_attempts"], 4, "{view}");
     let at = started.lock().unwrap().clone();
     assert_eq!(at.len(), 4, "one task per attempt");
     let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
     // 1 s after the first failure, 2 s after the second, then capped at the retry interval.
     let slack = Duration::from_millis(900);
-    assert!(gaps[0] >= Duration::from_secs(1) - Duration::from_millis(100), "{gaps:?}");
+    assert!(
+        gaps[0] >= Duration::from_secs(1) - Duration::from_millis(100),
+        "{gaps:?}"
+    );
     assert!(gaps[0] < Duration::from_secs(1) + slack, "{gaps:?}");
-    assert!(gaps[1] >= Duration::from_secs(2) - Duration::from_millis(100), "{gaps:?}");
-    assert!(gaps[2] >= Duration::from_secs(2) - Duration::from_millis(100), "{gaps:?}");
+    assert!(
+        gaps[1] >= Duration::from_secs(2) - Duration::from_millis(100),
+        "{gaps:?}"
+    );
+    assert!(
+        gaps[2] >= Duration::from_secs(2) - Duration::from_millis(100),
+        "{gaps:?}"
+    );
     assert!(gaps[2] < Duration::from_secs(2) + slack, "capped: {gaps:?}");
     // The other account served throughout.
     let r = app.chat(chat_body("gemini-2.5-flash", "x", false)).await;
@@ -327,8 +349,12 @@ async fn a_probe_runs_in_process_with_the_gateways_token_fetch() {
 
     // A healthy account stays ready.
     let healthy = app.accounts[0].clone();
-    let (status, body) =
-        admin_post(&app, &format!("/admin/accounts/{}/probe", healthy.email), None).await;
+    let (status, body) = admin_post(
+        &app,
+        &format!("/admin/accounts/{}/probe", healthy.email),
+        None,
+    )
+    .await;
     assert_eq!(status, 202, "{body}");
     let id = serde_json::from_str::<Value>(&body).unwrap()["task"]
         .as_str()
@@ -360,10 +386,16 @@ async fn a_probe_runs_in_process_with_the_gateways_token_fetch() {
     let (status, body) =
         admin_post(&app, &format!("/admin/accounts/{}/probe", dead.email), None).await;
     assert_eq!(status, 202, "{body}");
-    let view = wait_for(&app, &dead.email, "needs_relogin", |v| v["state"] == "needs_relogin").await;
+    let view = wait_for(&app, &dead.email, "needs_relogin", |v| {
+        v["state"] == "needs_relogin"
+    })
+    .await;
     assert_eq!(view["last_error"]["kind"], "CookiesInvalid", "{view}");
     assert!(
-        view["last_error"]["message"].as_str().unwrap().contains("probe"),
+        view["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("probe"),
         "{view}"
     );
     // The probe's token fetch came with the account's own cookie.

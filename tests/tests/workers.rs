@@ -713,8 +713,7 @@ async fn admin_post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
 }
 
 #[tokio::test]
-async fn an_operator_code_reaches_the_worker_holding_the_relogin_and_mailboxes_come_from_config()
-{
+async fn an_operator_code_reaches_the_worker_holding_the_relogin_and_mailboxes_come_from_config() {
     let app = server_app(
         2,
         json!({ "otp": {
@@ -796,8 +795,12 @@ async fn a_probe_goes_to_a_worker_and_rejected_credentials_send_the_account_to_r
     let (status, _) = admin_post(&app, "/admin/accounts/nobody@example.com/probe", json!({})).await;
     assert_eq!(status, 404);
     let mut w = welcomed(&app, "w-probe", 1).await;
-    let (status, body) =
-        admin_post(&app, &format!("/admin/accounts/{}/probe", account.email), json!({})).await;
+    let (status, body) = admin_post(
+        &app,
+        &format!("/admin/accounts/{}/probe", account.email),
+        json!({}),
+    )
+    .await;
     assert_eq!(status, 202, "{body}");
     let id = body["task"].as_str().unwrap().to_owned();
     let task = expect(&mut w, "task").await;

@@ -822,9 +822,7 @@ impl MailboxSettings {
 pub(super) fn read_otp(top: &mut Section<'_>, r: &mut Reader) -> OtpSettings {
     let mut s = top.section(r, "otp");
     let imap_path = s.path_of("imap");
-    let imap = s
-        .raw("imap")
-        .and_then(|v| read_mailbox(&imap_path, v, r));
+    let imap = s.raw("imap").and_then(|v| read_mailbox(&imap_path, v, r));
     let accounts_path = s.path_of("accounts");
     let mut accounts = std::collections::BTreeMap::new();
     match s.raw("accounts") {
@@ -906,7 +904,10 @@ fn read_mailbox(path: &str, v: &serde_json::Value, r: &mut Reader) -> Option<Mai
         Some(other) => {
             r.error(
                 format!("{path}.tls"),
-                format!("expected a boolean, found {}", super::reader::describe(other, false)),
+                format!(
+                    "expected a boolean, found {}",
+                    super::reader::describe(other, false)
+                ),
             );
             ok = false;
             true
@@ -929,7 +930,10 @@ fn read_mailbox(path: &str, v: &serde_json::Value, r: &mut Reader) -> Option<Mai
             Some(other) => {
                 r.error(
                     format!("{path}.{key}"),
-                    format!("expected an integer, found {}", super::reader::describe(other, false)),
+                    format!(
+                        "expected an integer, found {}",
+                        super::reader::describe(other, false)
+                    ),
                 );
                 ok = false;
                 default
@@ -939,8 +943,16 @@ fn read_mailbox(path: &str, v: &serde_json::Value, r: &mut Reader) -> Option<Mai
     let port = number("port", if tls { 993 } else { 143 }, 1, 65535, r);
     let timeout = number("timeout_sec", 300, 1, u64::from(u32::MAX), r);
     for key in map.keys() {
-        if !["host", "port", "tls", "username", "password", "folder", "timeout_sec"]
-            .contains(&key.as_str())
+        if ![
+            "host",
+            "port",
+            "tls",
+            "username",
+            "password",
+            "folder",
+            "timeout_sec",
+        ]
+        .contains(&key.as_str())
         {
             r.warn(format!("unknown key {path}.{key} (ignored)"));
         }
@@ -960,4 +972,81 @@ fn read_mailbox(path: &str, v: &serde_json::Value, r: &mut Reader) -> Option<Mai
         folder,
         timeout: Duration::from_secs(timeout),
     })
+}
+
+#[cfg(test)]
+mod otp_tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use std::time::Duration;
+
+    use crate::config::test_support::*;
+
+    #[test]
+    fn mailboxes_take_defaults_and_per_account_ones_override_the_global_one() {
+        let s = load(
+            r#"{"otp": {
+                "imap": {"host": "imap.example.com", "username": "u", "password": "pw-global-1"},
+                "accounts": {" Bob@Example.com ": {"host": "plain.example.com", "tls": false,
+                    "username": "bob", "password": "pw-bob-2", "folder": "Codes", "timeout_sec": 60}},
+                "operator_timeout_sec": 90}}"#,
+        )
+        .settings;
+        let global = s.otp.imap.clone().unwrap();
+        assert_eq!(
+            (global.port, global.tls, global.folder.as_str()),
+            (993, true, "INBOX")
+        );
+        assert_eq!(global.timeout, Duration::from_secs(300));
+        let bob = super::MailboxSettings::for_account(&s.otp, "bob@example.com").unwrap();
+        assert_eq!(
+            (bob.host.as_str(), bob.port, bob.tls),
+            ("plain.example.com", 143, false)
+        );
+        assert_eq!(
+            (bob.folder.as_str(), bob.timeout),
+            ("Codes", Duration::from_secs(60))
+        );
+        let other = super::MailboxSettings::for_account(&s.otp, "carol@example.com").unwrap();
+        assert_eq!(other.host, "imap.example.com");
+        assert_eq!(s.otp.operator_timeout, Duration::from_secs(90));
+        // Passwords stay out of Debug.
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("pw-global-1") && !debug.contains("pw-bob-2"),
+            "{debug}"
+        );
+        let none = load("{}").settings;
+        assert!(none.otp.imap.is_none() && none.otp.accounts.is_empty());
+        assert_eq!(none.otp.operator_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn bad_mailboxes_are_errors_with_key_paths_and_never_show_passwords() {
+        let errors = load_err(
+            r#"{"otp": {
+                "imap": {"username": "u", "password": "pw-secret-3", "port": 70000},
+                "accounts": {"not-an-address": {}, "a@example.com": {"host": "h",
+                    "username": "u", "password": 12345678, "tls": "yes"}},
+                "operator_timeout_sec": 0}}"#,
+        );
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        for want in [
+            "otp.imap.host",
+            "otp.imap.port",
+            "otp.accounts.not-an-address",
+            "otp.accounts.a@example.com.password",
+            "otp.accounts.a@example.com.tls",
+            "otp.operator_timeout_sec",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {paths:?}");
+        }
+        let text = format!("{errors:?}");
+        assert!(
+            !text.contains("pw-secret-3") && !text.contains("12345678"),
+            "{text}"
+        );
+        let errors = load_err(r#"{"otp": {"accounts": ["x"]}}"#);
+        assert_eq!(errors[0].path, "otp.accounts");
+    }
 }

@@ -355,7 +355,9 @@ pub fn relogin_backoff(base: Duration, failed: u32, cap: Duration) -> Duration {
     if failed == 0 || base.is_zero() {
         return Duration::ZERO;
     }
-    let factor = 1u32.checked_shl(failed.saturating_sub(1).min(20)).unwrap_or(u32::MAX);
+    let factor = 1u32
+        .checked_shl(failed.saturating_sub(1).min(20))
+        .unwrap_or(u32::MAX);
     base.saturating_mul(factor).min(cap)
 }
 
@@ -1138,5 +1140,22 @@ impl Handler<Crash> for PoolSupervisor {
 
     fn handle(&mut self, _: Crash, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn the_relogin_backoff_doubles_per_failed_attempt_up_to_the_cap() {
+        let base = Duration::from_secs(60);
+        let cap = Duration::from_secs(3600);
+        let waits: Vec<u64> = (0..9)
+            .map(|n| relogin_backoff(base, n, cap).as_secs())
+            .collect();
+        assert_eq!(waits, [0, 60, 120, 240, 480, 960, 1920, 3600, 3600]);
+        assert_eq!(relogin_backoff(base, u32::MAX, cap), cap);
+        assert_eq!(relogin_backoff(Duration::ZERO, 3, cap), Duration::ZERO);
     }
 }

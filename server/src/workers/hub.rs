@@ -32,8 +32,8 @@ use business2api_shared::protocol::{
 use serde::Serialize;
 
 use crate::accounts::{AccountsService, Incoming};
-use crate::config::live::LiveConfig;
 use crate::config::MailboxSettings;
+use crate::config::live::LiveConfig;
 use crate::pool::supervisor::{ProbeRejected, ReloginAttemptFailed};
 use crate::store::StoredCookie;
 

@@ -76,10 +76,7 @@ impl LocalSession {
     }
 
     fn on_message(&mut self, message: WorkerMessage, ctx: &mut Context<Self>) {
-        let message = match message
-            .validate()
-            .and_then(|()| message.require_known())
-        {
+        let message = match message.validate().and_then(|()| message.require_known()) {
             Ok(m) => m,
             Err(e) => return self.close(e.close(), ctx),
         };
@@ -159,7 +156,12 @@ impl StreamHandler<Inbound> for LocalSession {
         match item {
             Inbound::Message(m) => self.on_message(m, ctx),
             Inbound::Close(c) => {
-                tracing::info!(session = self.id, code = c.code, reason = c.reason(), "the in-process worker closed its session");
+                tracing::info!(
+                    session = self.id,
+                    code = c.code,
+                    reason = c.reason(),
+                    "the in-process worker closed its session"
+                );
                 self.closing = true;
                 ctx.stop();
             }

@@ -171,9 +171,7 @@ impl Workers {
             let _ = hub
                 .send(hub::ReportFailuresTo(pool.relogin_failures()))
                 .await;
-            let _ = hub
-                .send(hub::ReportProbesTo(pool.probe_rejections()))
-                .await;
+            let _ = hub.send(hub::ReportProbesTo(pool.probe_rejections())).await;
             pool.send_relogins_to(hub.clone().recipient()).await;
         }
     }
