@@ -206,6 +206,24 @@ pub fn local_runner(
     ))
 }
 
+/// Client mode's runner: `relogin` by `relogin`, probes by [`probe::ProbeRunner`] with a
+/// Gemini Business client built from the worker's own settings (`gemini_business.*`, `proxy`),
+/// so a probe tests the token fetch from the worker's network.
+pub fn client_runner(
+    settings: &Settings,
+    relogin: Arc<dyn TaskRunner>,
+) -> Result<Arc<dyn TaskRunner>, String> {
+    let client = crate::upstream::gemini_business::GeminiBusinessClient::new(
+        &settings.gemini_business,
+        settings.proxy.as_ref(),
+    )
+    .map_err(|e| format!("the Gemini Business client for probes: {e}"))?;
+    Ok(Arc::new(ComposedRunner::new(
+        relogin,
+        Arc::new(probe::ProbeRunner::new(Arc::new(client))),
+    )))
+}
+
 /// The re-login side of the local worker. This build has no browser automation: the runner
 /// announces no `relogin` kind, so re-login tasks wait in the queue (the account stays in
 /// `needs_relogin`, as it would with no worker connected) instead of failing at once and
