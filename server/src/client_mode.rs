@@ -46,11 +46,13 @@ pub async fn run(settings: &Settings) -> Result<(), ClientModeError> {
         capacity = config.capacity,
         protocol = business2api_worker::PROTOCOL_VERSION,
         "client mode: running a worker (no HTTP API, no pool); this build has no browser \
-         automation, so re-login and probe tasks fail as unsupported"
+         automation, so re-login tasks fail as unsupported (probes run)"
     );
+    let runner = crate::workers::client_runner(settings, Arc::new(NoBrowserRunner))
+        .map_err(ClientModeError::Worker)?;
     let shutdown = CancellationToken::new();
     let signals = actix_web::rt::spawn(stop_on_signal(shutdown.clone()));
-    let result = business2api_worker::run(config, Arc::new(NoBrowserRunner), shutdown).await;
+    let result = business2api_worker::run(config, runner, shutdown).await;
     signals.abort();
     result.map_err(|e| ClientModeError::Worker(e.to_string()))
 }

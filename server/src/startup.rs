@@ -184,6 +184,8 @@ pub struct Application {
     pool: Pool,
     /// The configuration file watcher, when one runs.
     watcher: Option<tokio::task::JoinHandle<()>>,
+    /// The task hub (and local mode's in-process worker, drained at the end).
+    workers: crate::workers::Workers,
 }
 
 fn create_private_dir(path: &Path) -> std::io::Result<()> {
@@ -237,6 +239,17 @@ impl Application {
         settings: Settings,
         source: Option<ConfigSource>,
         extra: Vec<ExtraUpstream>,
+    ) -> Result<Application, StartupError> {
+        Self::build_custom(settings, source, extra, None).await
+    }
+
+    /// [`Application::build_full`], with local mode's in-process worker running `local_runner`
+    /// instead of [`crate::workers::local_runner`] (tests script their tasks with it).
+    pub async fn build_custom(
+        settings: Settings,
+        source: Option<ConfigSource>,
+        extra: Vec<ExtraUpstream>,
+        local_runner: Option<Arc<dyn business2api_worker::TaskRunner>>,
     ) -> Result<Application, StartupError> {
         install_crypto_provider();
         let mode = settings.mode();
@@ -317,6 +330,8 @@ impl Application {
                 .with_live(live.clone()),
         );
         let account_count = accounts.iter().filter(|a| a.credentials.is_ok()).count();
+        let authenticator_for_tasks =
+            Arc::clone(&client) as Arc<dyn crate::upstream::Authenticator>;
         // The account pool: Gemini Business accounts, whose tokens its client mints.
         let pool = Pool::start(
             PoolConfig::from_settings(&settings),
@@ -369,14 +384,20 @@ impl Application {
         }
         let accounts_service =
             crate::accounts::AccountsService::new(Arc::clone(&store), pool.clone());
-        // Server mode: the worker endpoint's hub (task queue, leases, worker sessions).
-        let workers = if crate::workers::runs_endpoint(mode) {
-            crate::workers::Workers::start(&settings, accounts_service.clone(), live.clone())
-                .map_err(StartupError::Pool)?
-        } else {
-            crate::workers::Workers::disabled()
-        };
+        // The task hub (queue, leases, worker sessions): remote workers on /ws in server mode,
+        // one in-process worker in local mode.
+        let runner = local_runner.unwrap_or_else(|| {
+            crate::workers::local_runner(&settings, authenticator_for_tasks.clone())
+        });
+        let workers = crate::workers::Workers::start(
+            &settings,
+            accounts_service.clone(),
+            live.clone(),
+            runner,
+        )
+        .map_err(StartupError::Pool)?;
         workers.take_relogins_from(&pool).await;
+        let workers_handle = workers.clone();
         let workers_data = web::Data::new(workers);
         let state = web::Data::new(AppState {
             chat,
@@ -505,6 +526,7 @@ impl Application {
             report,
             pool,
             watcher,
+            workers: workers_handle,
         })
     }
 
@@ -534,6 +556,8 @@ impl Application {
         if let Some(watcher) = self.watcher {
             watcher.abort();
         }
+        // Local mode's in-process worker drains (its running tasks finish, bounded).
+        self.workers.shutdown().await;
         // Every request has finished (or the drain timeout passed): write the pool state.
         self.pool.shutdown().await;
         tracing::info!("pool state written; stopped");

@@ -33,6 +33,18 @@ pub struct TestOptions {
     pub default_key: bool,
     /// Upstreams registered besides Gemini Business (served from the same account pool).
     pub upstreams: Vec<ExtraUpstream>,
+    /// Local mode: what the in-process worker runs (default: the production runner).
+    pub local_runner: Option<LocalRunner>,
+}
+
+/// A scripted [`business2api_worker::TaskRunner`] for local mode's in-process worker.
+#[derive(Clone)]
+pub struct LocalRunner(pub std::sync::Arc<dyn business2api_worker::TaskRunner>);
+
+impl std::fmt::Debug for LocalRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LocalRunner")
+    }
 }
 
 impl Default for TestOptions {
@@ -42,6 +54,7 @@ impl Default for TestOptions {
             config: json!({}),
             default_key: true,
             upstreams: Vec::new(),
+            local_runner: None,
         }
     }
 }
@@ -49,6 +62,15 @@ impl Default for TestOptions {
 impl TestOptions {
     pub fn accounts(mut self, n: u32) -> Self {
         self.accounts = n;
+        self
+    }
+
+    /// Local mode's in-process worker runs `runner`.
+    pub fn local_runner(
+        mut self,
+        runner: std::sync::Arc<dyn business2api_worker::TaskRunner>,
+    ) -> Self {
+        self.local_runner = Some(LocalRunner(runner));
         self
     }
 
@@ -157,7 +179,15 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         merge(&mut config, json!({ "api_keys": [TEST_KEY] }));
     }
     merge(&mut config, options.config);
-    start_app_with(sim, accounts, data_dir, config, options.upstreams).await
+    start_app_full(
+        sim,
+        accounts,
+        data_dir,
+        config,
+        options.upstreams,
+        options.local_runner,
+    )
+    .await
 }
 
 /// Starts an app over an existing simulator and data dir with an exact configuration.
@@ -178,11 +208,23 @@ pub async fn start_app_with(
     config: Value,
     upstreams: Vec<ExtraUpstream>,
 ) -> TestApp {
+    start_app_full(sim, accounts, data_dir, config, upstreams, None).await
+}
+
+/// [`start_app_with`], with local mode's in-process worker running `local_runner`.
+pub async fn start_app_full(
+    sim: Simulator,
+    accounts: Vec<SimAccount>,
+    data_dir: TempDir,
+    config: Value,
+    upstreams: Vec<ExtraUpstream>,
+    local_runner: Option<LocalRunner>,
+) -> TestApp {
     init();
     let settings = Settings::from_json_str(&config.to_string(), &|_| None)
         .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"))
         .settings;
-    let app = Application::build_with(settings, upstreams)
+    let app = Application::build_custom(settings, None, upstreams, local_runner.map(|r| r.0))
         .await
         .expect("application builds");
     let port = app.port();

@@ -224,12 +224,10 @@ async fn local_mode_runs_no_worker_endpoint() {
         panic!("upgraded in local mode");
     };
     assert_eq!(status, 404);
+    // The task hub runs in local mode too (its worker is in-process): a re-login is queued.
     let (status, body) = browser_refresh(&app, &app.accounts[0].email).await;
-    assert_eq!(status, 409, "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("local mode"),
-        "{body}"
-    );
+    assert_eq!(status, 202, "{body}");
+    assert!(body["task"].as_str().is_some(), "{body}");
 }
 
 #[tokio::test]
@@ -568,7 +566,8 @@ async fn fail_every_relogin(app: &TestApp, w: &mut Ws, budget: usize) -> Vec<Str
 async fn failed_relogins_spend_the_budget_then_expired_action_queue_disables_the_account() {
     let app = server_app(
         2,
-        json!({ "pool": { "browser_refresh_max_retry": 3 },
+        // No backoff between attempts here (tests/tests/local_worker.rs tests the backoff).
+        json!({ "pool": { "browser_refresh_max_retry": 3, "browser_refresh_backoff_sec": 0 },
                 "pool_server": { "expired_action": "queue" } }),
     )
     .await;
@@ -699,4 +698,180 @@ async fn an_account_whose_cookies_die_is_queued_for_a_relogin_by_the_pool() {
     let (_, body) = browser_refresh(&app, &dead.email).await;
     assert_eq!(body["task"], task["id"]);
     assert_eq!(body["created"], false);
+}
+
+async fn admin_post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
+    let r = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(ADMIN_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn an_operator_code_reaches_the_worker_holding_the_relogin_and_mailboxes_come_from_config() {
+    let app = server_app(
+        2,
+        json!({ "otp": {
+            "operator_timeout_sec": 42,
+            "accounts": { "demo1@example.com": {
+                "host": "imap.example.com", "username": "catch-all", "password": "imap-pass-secret-1",
+            } },
+        } }),
+    )
+    .await;
+    let mut w = welcomed(&app, "w-otp", 2).await;
+    let typed = app.accounts[0].clone();
+    let otp = format!("/admin/accounts/{}/otp", typed.email);
+    // No task leased yet: 409.
+    let (status, body) = admin_post(&app, &otp, json!({ "code": "AB12CD" })).await;
+    assert_eq!(status, 409, "{body}");
+
+    let (status, body) = browser_refresh(&app, &typed.email).await;
+    assert_eq!(status, 202, "{body}");
+    let task = expect(&mut w, "task").await;
+    let id = task["id"].as_str().unwrap().to_owned();
+    // No mailbox for this account: the operator types the code, within otp.operator_timeout_sec.
+    assert_eq!(
+        task["spec"]["otp"],
+        json!({ "source": "operator", "timeout_ms": 42_000 }),
+        "{task}"
+    );
+    send(&mut w, json!({ "type": "accepted", "task": id })).await;
+    send(
+        &mut w,
+        json!({ "type": "progress", "task": id, "stage": "waiting_for_code" }),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let tasks = admin(&app, "/admin/tasks").await;
+        if tasks["tasks"][0]["waiting_for_code"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never waiting: {tasks}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let view = account_view(&app, &typed.email).await.unwrap();
+    assert_eq!(view["task"]["id"], id.as_str(), "{view}");
+    assert_eq!(view["task"]["worker"], "w-otp", "{view}");
+    assert_eq!(view["task"]["waiting_for_code"], true, "{view}");
+
+    let (status, body) = admin_post(&app, &otp, json!({ "code": "AB12CD" })).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body, json!({ "task": id, "delivered": true }));
+    let code = expect(&mut w, "otp").await;
+    assert_eq!(code, json!({ "type": "otp", "task": id, "code": "AB12CD" }));
+
+    // The other account has its own mailbox (from otp.accounts), sent to the holder only.
+    let mailbox = app.accounts[1].clone();
+    let (status, _) = browser_refresh(&app, &mailbox.email).await;
+    assert_eq!(status, 202);
+    let task = expect(&mut w, "task").await;
+    let otp_source = &task["spec"]["otp"];
+    assert_eq!(otp_source["source"], "imap", "{task}");
+    assert_eq!(otp_source["host"], "imap.example.com");
+    assert_eq!(otp_source["port"], 993);
+    assert_eq!(otp_source["tls"], true);
+    assert_eq!(otp_source["folder"], "INBOX");
+    assert_eq!(otp_source["password"], "imap-pass-secret-1");
+    assert_eq!(otp_source["timeout_ms"], 300_000);
+    // Neither the mailbox password nor the code shows in the admin views.
+    for path in ["/admin/tasks", "/admin/accounts", "/admin/workers"] {
+        let view = admin(&app, path).await.to_string();
+        assert!(!view.contains("imap-pass-secret-1"), "{path}: {view}");
+        assert!(!view.contains("AB12CD"), "{path}: {view}");
+    }
+}
+
+#[tokio::test]
+async fn a_probe_goes_to_a_worker_and_rejected_credentials_send_the_account_to_relogin() {
+    let app = server_app(1, json!({})).await;
+    let account = app.accounts[0].clone();
+    let (status, _) = admin_post(&app, "/admin/accounts/nobody@example.com/probe", json!({})).await;
+    assert_eq!(status, 404);
+    let mut w = welcomed(&app, "w-probe", 1).await;
+    let (status, body) = admin_post(
+        &app,
+        &format!("/admin/accounts/{}/probe", account.email),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["task"].as_str().unwrap().to_owned();
+    let task = expect(&mut w, "task").await;
+    assert_eq!(task["id"], id.as_str());
+    assert_eq!(task["spec"]["kind"], "probe", "{task}");
+    assert_eq!(task["spec"]["account"], account.email.as_str());
+    // The account's current credentials travel with the task, to this worker only.
+    let credentials = &task["spec"]["credentials"];
+    assert_eq!(credentials["csesidx"], account.csesidx.as_str(), "{task}");
+    assert_eq!(credentials["configId"], account.config_id.as_str());
+    assert!(
+        credentials["cookies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "__Secure-C_SES" && c["value"] == account.c_ses.as_str()),
+        "{task}"
+    );
+    send(&mut w, json!({ "type": "accepted", "task": id })).await;
+    send(
+        &mut w,
+        json!({ "type": "result", "task": id,
+                "outcome": { "status": "probed", "verdict": "credentials_rejected" } }),
+    )
+    .await;
+    // The pool treats it as a refused token fetch: the account needs a re-login, and the
+    // re-login task follows to the worker.
+    let relogin = expect(&mut w, "task").await;
+    assert_eq!(relogin["spec"]["kind"], "relogin", "{relogin}");
+    let view = account_view(&app, &account.email).await.unwrap();
+    assert_eq!(view["state"], "needs_relogin", "{view}");
+    assert_eq!(view["task"]["kind"], "relogin", "{view}");
+    let tasks = admin(&app, "/admin/tasks").await;
+    let probe = tasks["finished"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(probe["state"], "completed", "{tasks}");
+}
+
+#[tokio::test]
+async fn a_failure_reported_after_new_credentials_arrived_changes_nothing() {
+    let app = server_app(1, json!({ "pool": { "browser_refresh_max_retry": 3 } })).await;
+    let mut w = welcomed(&app, "w-late", 1).await;
+    let old = app.accounts[0].clone();
+    kill_cookies(&app, &old).await;
+    let task = expect(&mut w, "task").await;
+    send(&mut w, json!({ "type": "accepted", "task": task["id"] })).await;
+    // Meanwhile the operator imports fresh credentials: a new generation, ready again.
+    let fresh = SimAccount {
+        email: old.email.clone(),
+        ..SimAccount::demo(9)
+    };
+    app.sim.add_account(fresh.clone());
+    business2api_tests::write_account_file(app.data_dir.path(), &fresh);
+    let (status, body) = admin_post(&app, "/admin/refresh", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while account_view(&app, &old.email).await.unwrap()["state"] != "ready" {
+        assert!(Instant::now() < deadline, "never ready after the import");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The worker's late failure is about the old credentials: ignored.
+    fail(&mut w, &task).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let view = account_view(&app, &old.email).await.unwrap();
+    assert_eq!(view["state"], "ready", "{view}");
+    assert_eq!(view["relogin_attempts"], 0, "{view}");
+    assert_ne!(view["last_error"]["kind"], "relogin_failed", "{view}");
+    let r = app.chat(chat_body("gemini-2.5-flash", "x", false)).await;
+    assert_eq!(r.status(), 200);
 }

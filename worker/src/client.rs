@@ -134,7 +134,7 @@ fn millis(d: Duration) -> u64 {
 
 /// How a session ended.
 #[derive(Debug)]
-enum SessionEnd {
+pub(crate) enum SessionEnd {
     /// Shutdown: drained (or stopped before a session existed). The worker exits.
     Stopped,
     /// The server refused the worker (`refused`, or a close with a refusal code before any
@@ -160,7 +160,7 @@ async fn session(
         r = timeout(config.connect_timeout, connect) => r,
         () = shutdown.cancelled() => return SessionEnd::Stopped,
     };
-    let mut socket = match connected {
+    let socket = match connected {
         Ok(Ok((_, socket))) => socket,
         Ok(Err(awc::error::WsClientError::InvalidResponseStatus(status)))
             if status == awc::http::StatusCode::UNAUTHORIZED =>
@@ -180,6 +180,17 @@ async fn session(
             return SessionEnd::Lost { welcomed: false };
         }
     };
+    let mut transport = WsTransport(socket);
+    run_session(&mut transport, config, runner, shutdown).await
+}
+
+/// One session over any transport: `hello`, the handshake, then serving until it ends.
+pub(crate) async fn run_session<T: Transport>(
+    transport: &mut T,
+    config: &WorkerConfig,
+    runner: &dyn TaskRunner,
+    shutdown: &CancellationToken,
+) -> SessionEnd {
     let hello = WorkerMessage::Hello(Hello {
         protocol: ProtocolVersion::CURRENT,
         worker: config.worker_id.clone(),
@@ -187,10 +198,10 @@ async fn session(
         capacity: config.capacity,
         kinds: runner.kinds(),
     });
-    if send(&mut socket, &hello).await.is_err() {
+    if transport.send(&hello).await.is_err() {
         return SessionEnd::Lost { welcomed: false };
     }
-    let welcome = match handshake(&mut socket, config, shutdown).await {
+    let welcome = match handshake(transport, config, shutdown).await {
         Ok(welcome) => welcome,
         Err(end) => return end,
     };
@@ -202,100 +213,157 @@ async fn session(
         "connected: the server accepted this worker"
     );
     let mut session = Session::new(config, runner, &welcome);
-    session.serve(&mut socket, shutdown).await
+    session.serve(transport, shutdown).await
 }
 
-/// Waits for `welcome` (or `refused`).
-async fn handshake<T>(
-    socket: &mut T,
-    config: &WorkerConfig,
-    shutdown: &CancellationToken,
-) -> Result<Welcome, SessionEnd>
+/// What a transport hands the session.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// A valid message from the server.
+    Message(ServerMessage),
+    /// The server closed the connection (its close was answered).
+    Closed { code: u16, reason: String },
+    /// Something that breaks the protocol: the session closes with this code and reason.
+    Bad(Close),
+    /// The connection failed or ended without a close.
+    Lost(String),
+}
+
+/// The sending failed: the connection is gone.
+#[derive(Debug)]
+pub(crate) struct SendFailed;
+
+/// How a session talks to its server: a WebSocket ([`WsTransport`]) or, in local mode, typed
+/// messages over bounded channels ([`crate::in_process`]). Pings, pongs and parsing stay
+/// inside the transport; the session sees only [`Inbound`].
+pub(crate) trait Transport {
+    /// Sends one message (waits for room).
+    async fn send(&mut self, message: &WorkerMessage) -> Result<(), SendFailed>;
+    /// The next thing from the server. Cancel-safe enough for `select!`: a dropped call loses
+    /// at most a ping's answer.
+    async fn recv(&mut self) -> Inbound;
+    /// Closes with `code` and `reason` (bounded wait for the peer's answer), then ends.
+    async fn close(&mut self, code: u16, reason: &str);
+}
+
+/// The WebSocket transport: text frames of JSON, bounded by [`MAX_FRAME_BYTES`].
+struct WsTransport<S>(S);
+
+impl<S> Transport for WsTransport<S>
 where
-    T: Sink<Message, Error = WsProtocolError>
+    S: Sink<Message, Error = WsProtocolError>
         + Stream<Item = Result<Frame, WsProtocolError>>
         + Unpin,
 {
+    async fn send(&mut self, message: &WorkerMessage) -> Result<(), SendFailed> {
+        self.0
+            .send(Message::Text(message.to_text().into()))
+            .await
+            .map_err(|_| SendFailed)
+    }
+
+    async fn recv(&mut self) -> Inbound {
+        loop {
+            match self.0.next().await {
+                None => return Inbound::Lost("the server went away".to_owned()),
+                Some(Err(e)) => return Inbound::Lost(e.to_string()),
+                Some(Ok(Frame::Text(bytes))) => {
+                    return match parse(&bytes) {
+                        Ok(m) => Inbound::Message(m),
+                        Err(e) => Inbound::Bad(e.close()),
+                    };
+                }
+                Some(Ok(Frame::Ping(p))) => {
+                    let _ = self.0.send(Message::Pong(p)).await;
+                }
+                Some(Ok(Frame::Pong(_))) => {}
+                Some(Ok(Frame::Close(reason))) => {
+                    let (code, reason_text) = close_parts(reason.as_ref());
+                    let _ = self.0.send(Message::Close(reason)).await;
+                    return Inbound::Closed {
+                        code,
+                        reason: reason_text,
+                    };
+                }
+                Some(Ok(Frame::Binary(_) | Frame::Continuation(_))) => {
+                    return Inbound::Bad(ProtocolError::NotText.close());
+                }
+            }
+        }
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) {
+        close(&mut self.0, code, reason).await;
+    }
+}
+
+/// Waits for `welcome` (or `refused`).
+async fn handshake<T: Transport>(
+    socket: &mut T,
+    config: &WorkerConfig,
+    shutdown: &CancellationToken,
+) -> Result<Welcome, SessionEnd> {
     let deadline = Instant::now() + config.connect_timeout;
     let lost = SessionEnd::Lost { welcomed: false };
     loop {
-        let frame = tokio::select! {
-            f = socket.next() => f,
+        let inbound = tokio::select! {
+            f = socket.recv() => f,
             () = sleep_until(deadline) => {
                 tracing::warn!("no welcome from the server in time");
-                close(socket, code::PROTOCOL_VIOLATION, "no welcome in time").await;
+                socket.close(code::PROTOCOL_VIOLATION, "no welcome in time").await;
                 return Err(lost);
             }
             () = shutdown.cancelled() => {
-                close(socket, code::GOING_AWAY, "worker stopping").await;
+                socket.close(code::GOING_AWAY, "worker stopping").await;
                 return Err(SessionEnd::Stopped);
             }
         };
-        match frame {
-            None => return Err(lost),
-            Some(Err(e)) => {
+        match inbound {
+            Inbound::Lost(e) => {
                 tracing::warn!(error = %e, "the connection failed during the handshake");
                 return Err(lost);
             }
-            Some(Ok(Frame::Text(bytes))) => match parse(&bytes) {
-                Ok(ServerMessage::Welcome(w)) => {
-                    if w.protocol.major != ProtocolVersion::CURRENT.major {
-                        close(
-                            socket,
-                            code::INCOMPATIBLE,
-                            "welcome with another major version",
-                        )
+            Inbound::Message(ServerMessage::Welcome(w)) => {
+                if w.protocol.major != ProtocolVersion::CURRENT.major {
+                    socket
+                        .close(code::INCOMPATIBLE, "welcome with another major version")
                         .await;
-                        return Err(SessionEnd::Refused {
-                            code: code::INCOMPATIBLE,
-                            reason: format!(
-                                "the server's welcome names protocol {}.{}",
-                                w.protocol.major, w.protocol.minor
-                            ),
-                        });
-                    }
-                    return Ok(w);
-                }
-                Ok(ServerMessage::Refused(r)) => {
-                    let close_frame = r.close();
                     return Err(SessionEnd::Refused {
-                        code: close_frame.code,
-                        reason: close_frame.reason().to_owned(),
+                        code: code::INCOMPATIBLE,
+                        reason: format!(
+                            "the server's welcome names protocol {}.{}",
+                            w.protocol.major, w.protocol.minor
+                        ),
                     });
                 }
-                Ok(ServerMessage::Unknown) => {}
-                Ok(_) => {
-                    close(socket, code::PROTOCOL_VIOLATION, "expected welcome").await;
-                    return Err(lost);
-                }
-                Err(e) => {
-                    let c = e.close();
-                    close(socket, c.code, c.reason()).await;
-                    return Err(lost);
-                }
-            },
-            Some(Ok(Frame::Ping(p))) => {
-                let _ = socket.send(Message::Pong(p)).await;
+                return Ok(w);
             }
-            Some(Ok(Frame::Pong(_))) => {}
-            Some(Ok(Frame::Close(reason))) => {
-                let (c, text) = close_parts(reason.as_ref());
-                let _ = socket.send(Message::Close(reason)).await;
+            Inbound::Message(ServerMessage::Refused(r)) => {
+                let close_frame = r.close();
+                return Err(SessionEnd::Refused {
+                    code: close_frame.code,
+                    reason: close_frame.reason().to_owned(),
+                });
+            }
+            Inbound::Message(ServerMessage::Unknown) => {}
+            Inbound::Message(_) => {
+                socket
+                    .close(code::PROTOCOL_VIOLATION, "expected welcome")
+                    .await;
+                return Err(lost);
+            }
+            Inbound::Bad(c) => {
+                socket.close(c.code, c.reason()).await;
+                return Err(lost);
+            }
+            Inbound::Closed { code: c, reason } => {
                 return Err(if c == code::INCOMPATIBLE || c == code::TOO_MANY_WORKERS {
-                    SessionEnd::Refused {
-                        code: c,
-                        reason: text,
-                    }
+                    SessionEnd::Refused { code: c, reason }
                 } else {
-                    tracing::warn!(code = c, what = code::describe(c), reason = %text,
+                    tracing::warn!(code = c, what = code::describe(c), reason = %reason,
                         "the server closed the connection before welcome");
                     lost
                 });
-            }
-            Some(Ok(Frame::Binary(_) | Frame::Continuation(_))) => {
-                let c = ProtocolError::NotText.close();
-                close(socket, c.code, c.reason()).await;
-                return Err(lost);
             }
         }
     }
@@ -319,13 +387,6 @@ fn close_parts(reason: Option<&CloseReason>) -> (u16, String) {
         ),
         None => (1005, String::new()),
     }
-}
-
-async fn send<T>(socket: &mut T, message: &WorkerMessage) -> Result<(), WsProtocolError>
-where
-    T: Sink<Message, Error = WsProtocolError> + Unpin,
-{
-    socket.send(Message::Text(message.to_text().into())).await
 }
 
 /// How long a close waits for the server's close frame (the closing handshake) before it drops
@@ -417,12 +478,11 @@ impl<'a> Session<'a> {
         }
     }
 
-    async fn serve<T>(&mut self, socket: &mut T, shutdown: &CancellationToken) -> SessionEnd
-    where
-        T: Sink<Message, Error = WsProtocolError>
-            + Stream<Item = Result<Frame, WsProtocolError>>
-            + Unpin,
-    {
+    async fn serve<T: Transport>(
+        &mut self,
+        socket: &mut T,
+        shutdown: &CancellationToken,
+    ) -> SessionEnd {
         let lost = SessionEnd::Lost { welcomed: true };
         let mut ticker = tokio::time::interval_at(Instant::now() + self.heartbeat, self.heartbeat);
         let mut last_heard = Instant::now();
@@ -438,11 +498,11 @@ impl<'a> Session<'a> {
                 () = shutdown.cancelled(), if drain_deadline.is_none() => {
                     tracing::info!(running = self.running.0.len(), "draining: no new tasks");
                     drain_deadline = Some(Instant::now() + self.config.drain_timeout);
-                    if send(socket, &WorkerMessage::Draining {}).await.is_err() {
+                    if socket.send(&WorkerMessage::Draining {}).await.is_err() {
                         return SessionEnd::Stopped;
                     }
                     if self.running.0.is_empty() {
-                        close(socket, code::GOING_AWAY, "worker stopping").await;
+                        socket.close(code::GOING_AWAY, "worker stopping").await;
                         return SessionEnd::Stopped;
                     }
                 }
@@ -462,21 +522,21 @@ impl<'a> Session<'a> {
                                 message: DRAIN_CANCELLED.to_owned(),
                             },
                         });
-                        if send(socket, &result).await.is_err() {
+                        if socket.send(&result).await.is_err() {
                             return SessionEnd::Stopped;
                         }
                     }
-                    close(socket, code::GOING_AWAY, "worker stopping").await;
+                    socket.close(code::GOING_AWAY, "worker stopping").await;
                     return SessionEnd::Stopped;
                 }
                 _ = ticker.tick() => {
                     if last_heard.elapsed() > self.dead_after {
                         tracing::warn!("nothing heard from the server: closing");
-                        close(socket, code::HEARTBEAT_TIMEOUT, "no frame from the server").await;
+                        socket.close(code::HEARTBEAT_TIMEOUT, "no frame from the server").await;
                         return lost;
                     }
                     let beat = WorkerMessage::Heartbeat { running: self.running.ids() };
-                    if send(socket, &beat).await.is_err() {
+                    if socket.send(&beat).await.is_err() {
                         return lost;
                     }
                 }
@@ -488,28 +548,28 @@ impl<'a> Session<'a> {
                             }
                             tracing::info!(task = %id, outcome = outcome_name(&outcome), "task ended");
                             let result = WorkerMessage::Result(TaskResult { task: id, outcome });
-                            if send(socket, &result).await.is_err() {
+                            if socket.send(&result).await.is_err() {
                                 return lost;
                             }
                             if drain_deadline.is_some() && self.running.0.is_empty() {
-                                close(socket, code::GOING_AWAY, "worker stopping").await;
+                                socket.close(code::GOING_AWAY, "worker stopping").await;
                                 return SessionEnd::Stopped;
                             }
                         }
                         TaskEvent::Progress(id, stage) => {
                             if self.running.0.contains_key(&id) {
                                 let progress = WorkerMessage::Progress { task: id, stage };
-                                if send(socket, &progress).await.is_err() {
+                                if socket.send(&progress).await.is_err() {
                                     return lost;
                                 }
                             }
                         }
                     }
                 }
-                frame = socket.next() => {
+                inbound = socket.recv() => {
                     last_heard = Instant::now();
                     let draining = drain_deadline.is_some();
-                    match self.on_frame(socket, frame, draining).await {
+                    match self.on_inbound(socket, inbound, draining).await {
                         Ok(()) => {}
                         Err(end) => return end,
                     }
@@ -518,56 +578,31 @@ impl<'a> Session<'a> {
         }
     }
 
-    async fn on_frame<T>(
+    async fn on_inbound<T: Transport>(
         &mut self,
         socket: &mut T,
-        frame: Option<Result<Frame, WsProtocolError>>,
+        inbound: Inbound,
         draining: bool,
-    ) -> Result<(), SessionEnd>
-    where
-        T: Sink<Message, Error = WsProtocolError>
-            + Stream<Item = Result<Frame, WsProtocolError>>
-            + Unpin,
-    {
+    ) -> Result<(), SessionEnd> {
         let lost = SessionEnd::Lost { welcomed: true };
-        let bytes = match frame {
-            None => {
-                tracing::warn!("the server went away");
-                return Err(lost);
-            }
-            Some(Err(e)) => {
+        let message = match inbound {
+            Inbound::Message(m) => m,
+            Inbound::Lost(e) => {
                 tracing::warn!(error = %e, "the connection failed");
                 return Err(lost);
             }
-            Some(Ok(Frame::Text(bytes))) => bytes,
-            Some(Ok(Frame::Ping(p))) => {
-                let _ = socket.send(Message::Pong(p)).await;
-                return Ok(());
-            }
-            Some(Ok(Frame::Pong(_))) => return Ok(()),
-            Some(Ok(Frame::Close(reason))) => {
-                let (c, text) = close_parts(reason.as_ref());
-                tracing::warn!(code = c, what = code::describe(c), reason = %text,
+            Inbound::Closed { code: c, reason } => {
+                tracing::warn!(code = c, what = code::describe(c), reason = %reason,
                     "the server closed the connection");
-                let _ = socket.send(Message::Close(reason)).await;
                 return Err(if draining { SessionEnd::Stopped } else { lost });
             }
-            Some(Ok(Frame::Binary(_) | Frame::Continuation(_))) => {
-                let c = ProtocolError::NotText.close();
-                close(socket, c.code, c.reason()).await;
-                return Err(lost);
-            }
-        };
-        let message = match parse(&bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                let c = e.close();
+            Inbound::Bad(c) => {
                 tracing::warn!(
                     code = c.code,
                     reason = c.reason(),
                     "bad frame from the server"
                 );
-                close(socket, c.code, c.reason()).await;
+                socket.close(c.code, c.reason()).await;
                 return Err(lost);
             }
         };
@@ -636,7 +671,7 @@ impl<'a> Session<'a> {
             }
         };
         if let Some(reply) = reply
-            && send(socket, &reply).await.is_err()
+            && socket.send(&reply).await.is_err()
         {
             return Err(lost);
         }

@@ -63,6 +63,17 @@ impl WorkerConfig {
         })
     }
 
+    /// Local mode's in-process worker ([`crate::in_process`]): no server address or secret are
+    /// used (the placeholder address is never dialled), default timings, a fresh worker id.
+    pub fn in_process(threads: u32) -> Result<WorkerConfig, String> {
+        let placeholder =
+            url::Url::parse("http://in-process.invalid/").map_err(|e| e.to_string())?;
+        let mut config = WorkerConfig::new(placeholder, Secret::from(String::new()), threads)?;
+        config.worker_id = WorkerId::parse(&format!("local-{}", config.worker_id.as_str()))
+            .map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
     /// Where the worker connects: the base URL with `http`→`ws`, `https`→`wss`, `ws` appended to
     /// its path, and no user info, query or fragment (the secret never travels in the URL).
     pub fn ws_url(&self) -> Result<url::Url, String> {

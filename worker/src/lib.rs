@@ -27,11 +27,12 @@
 
 pub mod client;
 pub mod config;
+pub mod in_process;
 pub mod runner;
 
 pub use client::{SOFTWARE, StartError, run};
 pub use config::{Backoff, WorkerConfig};
-pub use runner::{NoBrowserRunner, TaskContext, TaskRunner};
+pub use runner::{ComposedRunner, NoBrowserRunner, TaskContext, TaskRunner};
 
 /// The protocol version this worker speaks (re-exported so the binary can report it).
 pub use business2api_shared::PROTOCOL_VERSION;

@@ -1,6 +1,8 @@
 //! What runs a task: the [`TaskRunner`] trait, the [`TaskContext`] a running task talks through,
 //! and the production runner of this build ([`NoBrowserRunner`]).
 
+use std::sync::Arc;
+
 use business2api_shared::Secret;
 use business2api_shared::protocol::{
     FailureReason, ProgressStage, Task, TaskId, TaskKindName, TaskOutcome, TaskSpec,
@@ -113,6 +115,47 @@ impl TaskRunner for NoBrowserRunner {
                 message: message.to_owned(),
             }
         })
+    }
+}
+
+/// Routes each task to the runner of its kind: `relogin` to one runner, `probe` to another
+/// (client and local mode compose the browser's re-login runner with the server crate's probe
+/// runner). Announces the kinds both take.
+#[derive(Clone)]
+pub struct ComposedRunner {
+    relogin: Arc<dyn TaskRunner>,
+    probe: Arc<dyn TaskRunner>,
+}
+
+impl ComposedRunner {
+    pub fn new(relogin: Arc<dyn TaskRunner>, probe: Arc<dyn TaskRunner>) -> ComposedRunner {
+        ComposedRunner { relogin, probe }
+    }
+}
+
+impl TaskRunner for ComposedRunner {
+    fn kinds(&self) -> Vec<TaskKindName> {
+        let mut kinds = Vec::new();
+        if self.relogin.kinds().contains(&TaskKindName::Relogin) {
+            kinds.push(TaskKindName::Relogin);
+        }
+        if self.probe.kinds().contains(&TaskKindName::Probe) {
+            kinds.push(TaskKindName::Probe);
+        }
+        kinds
+    }
+
+    fn run(&self, task: Task, ctx: TaskContext) -> BoxFuture<'static, TaskOutcome> {
+        match task.kind() {
+            TaskKindName::Relogin => self.relogin.run(task, ctx),
+            TaskKindName::Probe => self.probe.run(task, ctx),
+            TaskKindName::Unknown => Box::pin(async {
+                TaskOutcome::Failed {
+                    reason: FailureReason::Unsupported,
+                    message: "unknown task kind".to_owned(),
+                }
+            }),
+        }
     }
 }
 

@@ -124,6 +124,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/browser-refresh",
             web::post().to(crate::workers::admin_browser_refresh),
+        )
+        .route(
+            "/accounts/{email}/probe",
+            web::post().to(crate::workers::admin_probe),
+        )
+        .route(
+            "/accounts/{email}/otp",
+            web::post().to(crate::workers::admin_otp),
         );
 }
 
@@ -186,9 +194,26 @@ async fn status(state: web::Data<AppState>) -> HttpResponse {
     }))
 }
 
-async fn accounts(state: web::Data<AppState>) -> HttpResponse {
+async fn accounts(
+    state: web::Data<AppState>,
+    workers: web::Data<crate::workers::Workers>,
+) -> HttpResponse {
     let views: Vec<AccountView> = state.chat.pool().snapshot().await;
-    HttpResponse::Ok().json(json!({ "count": views.len(), "accounts": views }))
+    let tasks = crate::workers::account_tasks(&workers).await;
+    // Each account with its task (re-login or probe) as the hub sees it, or null.
+    let accounts: Vec<serde_json::Value> = views
+        .iter()
+        .map(|v| {
+            let mut a = serde_json::to_value(v).unwrap_or_default();
+            let key = business2api_shared::AccountKey::new(&v.email);
+            a["task"] = tasks
+                .get(key.as_str())
+                .and_then(|t| serde_json::to_value(t).ok())
+                .unwrap_or(serde_json::Value::Null);
+            a
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({ "count": accounts.len(), "accounts": accounts }))
 }
 
 async fn refresh(state: web::Data<AppState>) -> HttpResponse {

@@ -41,6 +41,7 @@ pub use sections::{
     DailyLimits, ExpiredAction, FlowSettings, GeminiBusinessSettings, HttpSettings, MediaSettings,
     Mode, PoolServerSettings, PoolSettings, ProxyPoolSettings, Selection,
 };
+pub use sections::{MailboxSettings, OtpSettings};
 
 use reader::{Reader, Section, dedup_secrets, describe, repeated_keys_warning, repeats};
 
@@ -76,6 +77,8 @@ pub struct Settings {
     pub http: HttpSettings,
     pub media: MediaSettings,
     pub limits: LimitsSettings,
+    /// `otp`: where re-login one-time codes come from.
+    pub otp: OtpSettings,
 }
 
 /// One problem in the configuration.
@@ -268,6 +271,7 @@ fn build(
     let http = sections::read_http(&mut top, r);
     let media = sections::read_media(&mut top, r);
     let limits = sections::read_limits(&mut top, r);
+    let otp = sections::read_otp(&mut top, r);
     top.finish(r);
 
     let mut settings = Settings {
@@ -289,6 +293,7 @@ fn build(
         http,
         media,
         limits,
+        otp,
     };
     env::apply_env(&mut settings, env, r);
     checks::cross_checks(&mut settings, r);

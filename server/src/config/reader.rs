@@ -80,6 +80,17 @@ impl<'a> Section<'a> {
         self.map?.get(key).filter(|v| !v.is_null())
     }
 
+    /// The raw value of `key` (`None` when missing or `null`), for values whose keys are data
+    /// (such as `otp.accounts`, keyed by e-mail address); the caller validates it.
+    pub(super) fn raw(&mut self, key: &'static str) -> Option<&'a Value> {
+        self.get(key)
+    }
+
+    /// `key`'s path inside this section, for error messages.
+    pub(super) fn path_of(&self, key: &str) -> String {
+        self.key_path(key)
+    }
+
     /// A nested object. Missing, `null` or the wrong type (an error) read as an empty object.
     pub(super) fn section(&mut self, r: &mut Reader, key: &'static str) -> Section<'a> {
         let map = match self.get(key) {

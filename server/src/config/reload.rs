@@ -136,6 +136,11 @@ pub static KEYS: &[KeySpec] = &[
         pool.relogin_retry_interval
     ),
     key!("pool.failover_deadline_sec", Live, pool.failover_deadline),
+    key!(
+        "pool.browser_refresh_backoff_sec",
+        Live,
+        pool.browser_refresh_backoff
+    ),
     key!("pool_server.enable", Restart, pool_server.enable),
     key!("pool_server.mode", Restart, pool_server.mode),
     key!("pool_server.server_addr", Restart, pool_server.server_addr),
@@ -263,6 +268,9 @@ pub static KEYS: &[KeySpec] = &[
     key!("limits.max_attachments", Live, limits.max_attachments),
     key!("limits.max_tools", Live, limits.max_tools),
     key!("limits.max_depth", Live, limits.max_depth),
+    key!("otp.imap", Live, otp.imap),
+    key!("otp.accounts", Live, otp.accounts),
+    key!("otp.operator_timeout_sec", Live, otp.operator_timeout),
 ];
 
 /// One changed key.
@@ -337,6 +345,7 @@ mod tests {
                         | "http"
                         | "media"
                         | "limits"
+                        | "otp"
                 )
             })
             .collect();
@@ -408,6 +417,7 @@ mod tests {
                     "`http`" => "http",
                     "`media`" => "media",
                     "`limits`" => "limits",
+                    "`otp`" => "otp",
                     "Top" => "",
                     _ => "-",
                 };

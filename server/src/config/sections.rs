@@ -108,6 +108,9 @@ pub struct PoolSettings {
     pub quota_reset_utc_hour: u32,
     /// `expired_action: "refresh"`: time between two rounds of re-login attempts.
     pub relogin_retry_interval: Duration,
+    /// `browser_refresh_backoff_sec`: the wait before an account's next re-login attempt after
+    /// a failed one, doubled per failed attempt, at most `relogin_retry_interval`.
+    pub browser_refresh_backoff: Duration,
     /// Longest time a request may spend finding an account that starts its answer.
     pub failover_deadline: Duration,
 }
@@ -368,6 +371,7 @@ pub(super) fn read_pool(top: &mut Section<'_>, r: &mut Reader) -> PoolSettings {
         refresh_concurrency: s.u32(r, "refresh_concurrency", 4, Range { min: 1, max: 64 }),
         quota_reset_utc_hour: s.u32(r, "quota_reset_utc_hour", 8, Range { min: 0, max: 23 }),
         relogin_retry_interval: s.secs(r, "relogin_retry_interval_sec", 3600, AT_LEAST_1),
+        browser_refresh_backoff: s.secs(r, "browser_refresh_backoff_sec", 60, ANY),
         failover_deadline: s.secs(r, "failover_deadline_sec", 180, AT_LEAST_1),
     };
     s.finish(r);
@@ -765,5 +769,284 @@ mod tests {
             ],
             "{errors:?}"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `otp`: where a re-login's one-time code comes from.
+
+/// `otp`: the operator's mailbox(es) for re-login codes, else the code is typed by the operator
+/// (`POST /admin/accounts/{email}/otp`). Read when a re-login task is leased (live).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtpSettings {
+    /// `otp.imap`: the mailbox for every account without its own.
+    pub imap: Option<MailboxSettings>,
+    /// `otp.accounts`: e-mail (as an account key: trimmed, lower-cased) → its own mailbox.
+    pub accounts: std::collections::BTreeMap<String, MailboxSettings>,
+    /// `otp.operator_timeout_sec`: how long a task waits for a typed code.
+    pub operator_timeout: Duration,
+}
+
+impl Default for OtpSettings {
+    fn default() -> Self {
+        OtpSettings {
+            imap: None,
+            accounts: std::collections::BTreeMap::new(),
+            operator_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One IMAP mailbox. The password is a [`Secret`] (never shown).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MailboxSettings {
+    pub host: String,
+    pub port: u16,
+    /// Implicit TLS (default true).
+    pub tls: bool,
+    pub username: String,
+    pub password: Secret,
+    /// Default `INBOX`.
+    pub folder: String,
+    /// How long a task waits for the code to arrive (default 300 s).
+    pub timeout: Duration,
+}
+
+impl MailboxSettings {
+    /// The mailbox for `account` (its own, else the global one).
+    pub fn for_account<'a>(otp: &'a OtpSettings, account: &str) -> Option<&'a MailboxSettings> {
+        otp.accounts.get(account).or(otp.imap.as_ref())
+    }
+}
+
+pub(super) fn read_otp(top: &mut Section<'_>, r: &mut Reader) -> OtpSettings {
+    let mut s = top.section(r, "otp");
+    let imap_path = s.path_of("imap");
+    let imap = s.raw("imap").and_then(|v| read_mailbox(&imap_path, v, r));
+    let accounts_path = s.path_of("accounts");
+    let mut accounts = std::collections::BTreeMap::new();
+    match s.raw("accounts") {
+        None => {}
+        Some(serde_json::Value::Object(map)) => {
+            for (email, v) in map {
+                let key = business2api_shared::AccountKey::new(email);
+                let path = format!("{accounts_path}.{email}");
+                if key.as_str().is_empty() || !key.as_str().contains('@') {
+                    r.error(path, "expected an account's e-mail address as the key");
+                    continue;
+                }
+                if let Some(m) = read_mailbox(&path, v, r) {
+                    accounts.insert(key.as_str().to_owned(), m);
+                }
+            }
+        }
+        Some(other) => r.error(
+            accounts_path,
+            format!(
+                "expected an object (e-mail → mailbox), found {}",
+                super::reader::describe(other, true)
+            ),
+        ),
+    }
+    let operator_timeout = s.secs(r, "operator_timeout_sec", 300, AT_LEAST_1);
+    s.finish(r);
+    OtpSettings {
+        imap,
+        accounts,
+        operator_timeout,
+    }
+}
+
+/// One mailbox object at `path`; errors name `path.<key>`. Passwords never appear in messages.
+fn read_mailbox(path: &str, v: &serde_json::Value, r: &mut Reader) -> Option<MailboxSettings> {
+    let Some(map) = v.as_object() else {
+        r.error(
+            path,
+            format!(
+                "expected a mailbox object (host, port, tls, username, password, folder, \
+                 timeout_sec), found {}",
+                super::reader::describe(v, true)
+            ),
+        );
+        return None;
+    };
+    let mut ok = true;
+    let mut text = |key: &str, required: bool, r: &mut Reader| -> Option<String> {
+        match map.get(key) {
+            None | Some(serde_json::Value::Null) => {
+                if required {
+                    r.error(format!("{path}.{key}"), "required");
+                    ok = false;
+                }
+                None
+            }
+            Some(serde_json::Value::String(t)) if !t.trim().is_empty() => Some(t.clone()),
+            Some(other) => {
+                r.error(
+                    format!("{path}.{key}"),
+                    format!(
+                        "expected a non-empty string, found {}",
+                        super::reader::describe(other, key == "password")
+                    ),
+                );
+                ok = false;
+                None
+            }
+        }
+    };
+    let host = text("host", true, r).map(|h| h.trim().to_owned());
+    let username = text("username", true, r);
+    let password = text("password", true, r).map(Secret::new);
+    let folder = text("folder", false, r).unwrap_or_else(|| "INBOX".to_owned());
+    let tls = match map.get("tls") {
+        None | Some(serde_json::Value::Null) => true,
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(other) => {
+            r.error(
+                format!("{path}.tls"),
+                format!(
+                    "expected a boolean, found {}",
+                    super::reader::describe(other, false)
+                ),
+            );
+            ok = false;
+            true
+        }
+    };
+    let mut number = |key: &str, default: u64, min: u64, max: u64, r: &mut Reader| -> u64 {
+        match map.get(key) {
+            None | Some(serde_json::Value::Null) => default,
+            Some(serde_json::Value::Number(n)) => match n.as_u64() {
+                Some(n) if (min..=max).contains(&n) => n,
+                _ => {
+                    r.error(
+                        format!("{path}.{key}"),
+                        format!("expected an integer from {min} to {max}, found {n}"),
+                    );
+                    ok = false;
+                    default
+                }
+            },
+            Some(other) => {
+                r.error(
+                    format!("{path}.{key}"),
+                    format!(
+                        "expected an integer, found {}",
+                        super::reader::describe(other, false)
+                    ),
+                );
+                ok = false;
+                default
+            }
+        }
+    };
+    let port = number("port", if tls { 993 } else { 143 }, 1, 65535, r);
+    let timeout = number("timeout_sec", 300, 1, u64::from(u32::MAX), r);
+    for key in map.keys() {
+        if ![
+            "host",
+            "port",
+            "tls",
+            "username",
+            "password",
+            "folder",
+            "timeout_sec",
+        ]
+        .contains(&key.as_str())
+        {
+            r.warn(format!("unknown key {path}.{key} (ignored)"));
+        }
+    }
+    let (Some(host), Some(username), Some(password)) = (host, username, password) else {
+        return None;
+    };
+    if !ok {
+        return None;
+    }
+    Some(MailboxSettings {
+        host,
+        port: u16::try_from(port).unwrap_or(993),
+        tls,
+        username,
+        password,
+        folder,
+        timeout: Duration::from_secs(timeout),
+    })
+}
+
+#[cfg(test)]
+mod otp_tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use std::time::Duration;
+
+    use crate::config::test_support::*;
+
+    #[test]
+    fn mailboxes_take_defaults_and_per_account_ones_override_the_global_one() {
+        let s = load(
+            r#"{"otp": {
+                "imap": {"host": "imap.example.com", "username": "u", "password": "pw-global-1"},
+                "accounts": {" Bob@Example.com ": {"host": "plain.example.com", "tls": false,
+                    "username": "bob", "password": "pw-bob-2", "folder": "Codes", "timeout_sec": 60}},
+                "operator_timeout_sec": 90}}"#,
+        )
+        .settings;
+        let global = s.otp.imap.clone().unwrap();
+        assert_eq!(
+            (global.port, global.tls, global.folder.as_str()),
+            (993, true, "INBOX")
+        );
+        assert_eq!(global.timeout, Duration::from_secs(300));
+        let bob = super::MailboxSettings::for_account(&s.otp, "bob@example.com").unwrap();
+        assert_eq!(
+            (bob.host.as_str(), bob.port, bob.tls),
+            ("plain.example.com", 143, false)
+        );
+        assert_eq!(
+            (bob.folder.as_str(), bob.timeout),
+            ("Codes", Duration::from_secs(60))
+        );
+        let other = super::MailboxSettings::for_account(&s.otp, "carol@example.com").unwrap();
+        assert_eq!(other.host, "imap.example.com");
+        assert_eq!(s.otp.operator_timeout, Duration::from_secs(90));
+        // Passwords stay out of Debug.
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("pw-global-1") && !debug.contains("pw-bob-2"),
+            "{debug}"
+        );
+        let none = load("{}").settings;
+        assert!(none.otp.imap.is_none() && none.otp.accounts.is_empty());
+        assert_eq!(none.otp.operator_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn bad_mailboxes_are_errors_with_key_paths_and_never_show_passwords() {
+        let errors = load_err(
+            r#"{"otp": {
+                "imap": {"username": "u", "password": "pw-secret-3", "port": 70000},
+                "accounts": {"not-an-address": {}, "a@example.com": {"host": "h",
+                    "username": "u", "password": 12345678, "tls": "yes"}},
+                "operator_timeout_sec": 0}}"#,
+        );
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        for want in [
+            "otp.imap.host",
+            "otp.imap.port",
+            "otp.accounts.not-an-address",
+            "otp.accounts.a@example.com.password",
+            "otp.accounts.a@example.com.tls",
+            "otp.operator_timeout_sec",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {paths:?}");
+        }
+        let text = format!("{errors:?}");
+        assert!(
+            !text.contains("pw-secret-3") && !text.contains("12345678"),
+            "{text}"
+        );
+        let errors = load_err(r#"{"otp": {"accounts": ["x"]}}"#);
+        assert_eq!(errors[0].path, "otp.accounts");
     }
 }

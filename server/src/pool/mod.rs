@@ -101,6 +101,7 @@ impl PoolConfig {
             refresh_period: p.refresh_cooldown,
             refresh_concurrency: usize::try_from(p.refresh_concurrency).unwrap_or(4),
             refresh_on_startup: p.refresh_on_startup,
+            relogin_backoff: p.browser_refresh_backoff,
         }
     }
 }
@@ -240,6 +241,11 @@ impl Pool {
 
     /// Where a worker hub reports re-login tasks that ended without new credentials.
     pub fn relogin_failures(&self) -> Recipient<supervisor::ReloginAttemptFailed> {
+        self.supervisor.clone().recipient()
+    }
+
+    /// Where a worker hub reports probes that found an account's credentials refused.
+    pub fn probe_rejections(&self) -> Recipient<supervisor::ProbeRejected> {
         self.supervisor.clone().recipient()
     }
 

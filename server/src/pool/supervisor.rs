@@ -79,6 +79,9 @@ pub fn key_of(email: &str) -> String {
 #[rtype(result = "()")]
 pub struct ReloginWanted {
     pub account: AccountKey,
+    /// The account's credential generation when the re-login was asked for; a failure reported
+    /// for an older generation is ignored (the account got new credentials meanwhile).
+    pub generation: u64,
 }
 
 /// Sends every `request_relogin` effect from now on to `0`, and at once one for every account
@@ -92,9 +95,10 @@ impl Handler<SetReloginSink> for PoolSupervisor {
 
     fn handle(&mut self, msg: SetReloginSink, _: &mut Context<Self>) {
         for (key, e) in &self.entries {
-            if e.relogin_pending {
+            if e.relogin_pending && e.relogin_due.is_none() {
                 let _ = msg.0.try_send(ReloginWanted {
                     account: key.clone(),
+                    generation: self.state.credential_generation(key),
                 });
             }
         }
@@ -111,6 +115,10 @@ impl Handler<SetReloginSink> for PoolSupervisor {
 #[rtype(result = "()")]
 pub struct ReloginAttemptFailed {
     pub account: AccountKey,
+    /// The account's credential generation when the task was created (`None`: unknown, always
+    /// counted). A failure of an older generation than the account's is ignored: the account got
+    /// new credentials another way (an import, another task) after the task was created.
+    pub generation: Option<u64>,
     /// Why, for the account's `last_error` (never a credential).
     pub error: String,
 }
@@ -123,6 +131,12 @@ impl Handler<ReloginAttemptFailed> for PoolSupervisor {
         let Some(label) = self.entries.get(&key).map(|e| e.label.clone()) else {
             return;
         };
+        if let Some(g) = msg.generation
+            && !self.current(&key, g, "a re-login failure")
+        {
+            tracing::info!(account = %label, "a re-login failure for older credentials; ignored");
+            return;
+        }
         let now = now_ms();
         tracing::warn!(account = %label, error = %crate::telemetry::untrusted(&msg.error), "re-login attempt failed");
         let was_waiting = matches!(
@@ -141,6 +155,7 @@ impl Handler<ReloginAttemptFailed> for PoolSupervisor {
             && !waiting
         {
             e.relogin_pending = false;
+            e.relogin_due = None;
         }
         match state {
             _ if !was_waiting => {}
@@ -155,6 +170,37 @@ impl Handler<ReloginAttemptFailed> for PoolSupervisor {
             _ => {}
         }
         self.effects(&key, fx, None);
+    }
+}
+
+/// A probe (a worker's token fetch with the account's credentials of `generation`) found the
+/// credentials refused: applied as the same U1 refusal a failed token refresh is (the account
+/// needs a re-login). A probe of older credentials is ignored.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ProbeRejected {
+    pub account: AccountKey,
+    pub generation: u64,
+}
+
+impl Handler<ProbeRejected> for PoolSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ProbeRejected, ctx: &mut Context<Self>) {
+        let error = UpstreamError::new(
+            crate::upstream::ErrorKind::CookiesInvalid,
+            "getoxsrf",
+            "a worker's probe: the token fetch refused the account's cookies",
+        );
+        <Self as Handler<RefreshFinished>>::handle(
+            self,
+            RefreshFinished {
+                key: msg.account,
+                generation: msg.generation,
+                result: Err(error),
+            },
+            ctx,
+        );
     }
 }
 
@@ -272,6 +318,9 @@ pub struct AccountView {
     /// The whole status (for internal use; the fields above show it).
     #[serde(skip)]
     pub status: AccountStatus,
+    /// The generation of the account's credentials (internal: tasks carry it).
+    #[serde(skip)]
+    pub credential_generation: u64,
 }
 
 /// An account joining (or updated in) the pool.
@@ -296,6 +345,20 @@ pub struct PoolConfig {
     pub refresh_period: Duration,
     pub refresh_concurrency: usize,
     pub refresh_on_startup: bool,
+    /// `pool.browser_refresh_backoff_sec`: the first wait after a failed re-login attempt.
+    pub relogin_backoff: Duration,
+}
+
+/// The wait before the next re-login attempt after `failed` failed attempts of this round:
+/// `base · 2^(failed-1)`, at most `cap`; none before the first attempt.
+pub fn relogin_backoff(base: Duration, failed: u32, cap: Duration) -> Duration {
+    if failed == 0 || base.is_zero() {
+        return Duration::ZERO;
+    }
+    let factor = 1u32
+        .checked_shl(failed.saturating_sub(1).min(20))
+        .unwrap_or(u32::MAX);
+    base.saturating_mul(factor).min(cap)
 }
 
 /// Where state goes.
@@ -383,6 +446,8 @@ struct Entry {
     actor: Option<Addr<AccountActor>>,
     refresh_due: Option<UnixMs>,
     relogin_pending: bool,
+    /// When the next re-login attempt is asked for (a backoff after a failed one).
+    relogin_due: Option<UnixMs>,
 }
 
 /// The pool supervisor actor.
@@ -490,6 +555,7 @@ impl PoolSupervisor {
                         }
                         if let Some(e) = self.entries.get_mut(&key) {
                             e.relogin_pending = false;
+                            e.relogin_due = None;
                             e.refresh_due = Some(now);
                         }
                         if let Some(fx) =
@@ -559,6 +625,7 @@ impl PoolSupervisor {
                     actor,
                     refresh_due,
                     relogin_pending,
+                    relogin_due: None,
                 },
             );
         }
@@ -581,15 +648,32 @@ impl PoolSupervisor {
             e.relogin_pending = true;
             tracing::warn!(account = %e.label, "cookies refused: the account waits for a re-login");
         }
-        if fx.request_relogin
-            && let Some(sink) = &self.relogin_sink
-            && sink
-                .try_send(ReloginWanted {
-                    account: key.clone(),
-                })
-                .is_err()
-        {
-            tracing::warn!(account = %e.label, "the worker hub did not take a re-login request");
+        if fx.request_relogin {
+            // After failed attempts of this round, wait: the backoff doubles per failure, at
+            // most the retry interval. The first attempt of a round goes at once.
+            let failed = self.state.status(key).map_or(0, |s| s.relogin_attempts);
+            let delay = relogin_backoff(
+                self.config.relogin_backoff,
+                failed,
+                self.config.failure.relogin_retry_interval,
+            );
+            if delay.is_zero() {
+                e.relogin_due = None;
+                let generation = self.state.credential_generation(key);
+                if let Some(sink) = &self.relogin_sink
+                    && sink
+                        .try_send(ReloginWanted {
+                            account: key.clone(),
+                            generation,
+                        })
+                        .is_err()
+                {
+                    tracing::warn!(account = %e.label, "the worker hub did not take a re-login request");
+                }
+            } else {
+                tracing::info!(account = %e.label, wait_s = delay.as_secs(), "next re-login attempt after a backoff");
+                e.relogin_due = Some(now_ms().saturating_add(ms(delay)));
+            }
         }
         if fx.delete {
             tracing::warn!(account = %e.label, "re-login exhausted: deleting the account (expired_action \"delete\")");
@@ -659,6 +743,7 @@ impl PoolSupervisor {
             relogin_pending: e.relogin_pending,
             next_refresh: e.refresh_due,
             status,
+            credential_generation: self.state.credential_generation(key),
         })
     }
 
@@ -671,6 +756,26 @@ impl PoolSupervisor {
                 && fx != Effects::default()
             {
                 self.effects(&key, fx, None);
+            }
+            let waiting = self
+                .state
+                .status(&key)
+                .is_some_and(|s| matches!(s.state, AccountState::NeedsRelogin { .. }));
+            let generation = self.state.credential_generation(&key);
+            if let Some(e) = self.entries.get_mut(&key)
+                && let Some(due) = e.relogin_due
+                && due <= now
+            {
+                e.relogin_due = None;
+                if waiting
+                    && e.relogin_pending
+                    && let Some(sink) = &self.relogin_sink
+                {
+                    let _ = sink.try_send(ReloginWanted {
+                        account: key.clone(),
+                        generation,
+                    });
+                }
             }
             let ready = self
                 .state
@@ -1035,5 +1140,22 @@ impl Handler<Crash> for PoolSupervisor {
 
     fn handle(&mut self, _: Crash, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn the_relogin_backoff_doubles_per_failed_attempt_up_to_the_cap() {
+        let base = Duration::from_secs(60);
+        let cap = Duration::from_secs(3600);
+        let waits: Vec<u64> = (0..9)
+            .map(|n| relogin_backoff(base, n, cap).as_secs())
+            .collect();
+        assert_eq!(waits, [0, 60, 120, 240, 480, 960, 1920, 3600, 3600]);
+        assert_eq!(relogin_backoff(base, u32::MAX, cap), cap);
+        assert_eq!(relogin_backoff(Duration::ZERO, 3, cap), Duration::ZERO);
     }
 }

@@ -115,6 +115,7 @@ fn config() -> PoolConfig {
         refresh_period: Duration::from_secs(3600),
         refresh_concurrency: 4,
         refresh_on_startup: false,
+        relogin_backoff: Duration::ZERO,
     }
 }
 

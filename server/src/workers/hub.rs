@@ -23,15 +23,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use business2api_shared::AccountKey;
+use business2api_shared::Secret;
 use business2api_shared::protocol::{
-    CancelReason, Close, Hello, OtpSource, ReloginTask, ServerMessage, Task, TaskId, TaskKindName,
+    AccountCredentials, CancelReason, Close, Hello, ImapMailbox, OtpSource, ProbeTask,
+    ProbeVerdict, ProgressStage, ReloginTask, ServerMessage, Task, TaskId, TaskKindName,
     TaskOutcome, TaskSpec, WorkerId, WorkerMessage, code,
 };
 use serde::Serialize;
 
 use crate::accounts::{AccountsService, Incoming};
+use crate::config::MailboxSettings;
 use crate::config::live::LiveConfig;
-use crate::pool::supervisor::ReloginAttemptFailed;
+use crate::pool::supervisor::{ProbeRejected, ReloginAttemptFailed};
 use crate::store::StoredCookie;
 
 /// The most tasks waiting or leased at once; a new task beyond it is refused.
@@ -41,8 +44,6 @@ pub const MAX_TASKS: usize = 1024;
 pub const MAX_LEASES: u32 = 16;
 /// Finished tasks (completed or dropped) kept for the operator and for recognising late results.
 pub const FINISHED_KEPT: usize = 256;
-/// How long a worker has to get the one-time code typed by the operator (`OtpSource::Operator`).
-pub const OPERATOR_CODE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The most worker sessions at once; one more is closed with `TOO_MANY_WORKERS`.
 pub const MAX_WORKERS: usize = 256;
 /// How often leases are checked.
@@ -88,6 +89,52 @@ pub struct FromWorker {
 #[rtype(result = "Result<Enqueued, QueueFull>")]
 pub struct EnqueueRelogin {
     pub account: AccountKey,
+    /// The account's credential generation now (reported back with a failure, so that a
+    /// failure after the account got new credentials another way is ignored).
+    pub generation: Option<u64>,
+}
+
+/// Queue a probe of an account's token fetch with its current credentials.
+#[derive(Message)]
+#[rtype(result = "Result<Enqueued, QueueFull>")]
+pub struct EnqueueProbe {
+    pub account: AccountKey,
+    pub credentials: AccountCredentials,
+    pub generation: Option<u64>,
+}
+
+/// Forward a one-time code to the worker holding the account's re-login task.
+#[derive(Message)]
+#[rtype(result = "Result<TaskId, NoWaitingTask>")]
+pub struct DeliverOtp {
+    pub account: AccountKey,
+    pub code: Secret,
+}
+
+/// The account has no re-login task leased to a worker.
+#[derive(Debug, Clone, Copy)]
+pub struct NoWaitingTask;
+
+/// Report probes that found the credentials refused to `0` (the pool).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReportProbesTo(pub Recipient<ProbeRejected>);
+
+/// The current task of every account that has one (admin view of `/admin/accounts`).
+#[derive(Message)]
+#[rtype(result = "HashMap<String, AccountTaskView>")]
+pub struct AccountTasks;
+
+/// An account's task as `/admin/accounts` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountTaskView {
+    pub id: String,
+    pub kind: TaskKindName,
+    pub state: &'static str,
+    pub attempts: u32,
+    pub worker: Option<String>,
+    pub waiting_for_code: bool,
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -151,6 +198,8 @@ pub struct TaskView {
     pub worker: Option<String>,
     /// Whether the holder acknowledged it.
     pub accepted: bool,
+    /// The holder reported that it waits for the one-time code (`progress` `waiting_for_code`).
+    pub waiting_for_code: bool,
     /// The current (or last) attempt number.
     pub attempts: u32,
     /// Failed results (a `failed` result ends the task: the pool's budget decides on another).
@@ -219,11 +268,18 @@ struct TaskEntry {
     /// Sessions whose lease on it expired (offered again only when no other session has room).
     expired_on: HashSet<u64>,
     created_at: u64,
+    /// The account's credential generation at creation.
+    generation: Option<u64>,
+    /// A probe's credentials (sent only to the worker holding the task).
+    credentials: Option<AccountCredentials>,
+    /// The last `progress` stage of the current lease.
+    stage: Option<ProgressStage>,
 }
 
 struct Finished {
     view: TaskView,
     holders: Vec<WorkerId>,
+    generation: Option<u64>,
 }
 
 /// The hub actor. See the module docs.
@@ -238,6 +294,8 @@ pub struct WorkerHub {
     next_task: u64,
     /// Where re-login tasks that end without new credentials are reported (the pool).
     failures_to: Option<Recipient<ReloginAttemptFailed>>,
+    /// Where probes that found the credentials refused are reported (the pool).
+    probes_to: Option<Recipient<ProbeRejected>>,
 }
 
 impl WorkerHub {
@@ -252,16 +310,18 @@ impl WorkerHub {
             finished: VecDeque::new(),
             next_task: 0,
             failures_to: None,
+            probes_to: None,
         }
     }
 
     /// Tells the pool that a re-login attempt of `account` ended without new credentials.
-    fn report_failure(&self, account: &AccountKey, error: &str) {
+    fn report_failure(&self, account: &AccountKey, generation: Option<u64>, error: &str) {
         let Some(to) = &self.failures_to else {
             return;
         };
         let message = ReloginAttemptFailed {
             account: account.clone(),
+            generation,
             error: error.to_owned(),
         };
         // `do_send`: an attempt's outcome is never dropped for a full mailbox.
@@ -329,6 +389,7 @@ impl WorkerHub {
             return;
         };
         task.attempt = task.attempt.saturating_add(1);
+        task.stage = None;
         task.lease = Lease::Leased {
             session,
             accepted: false,
@@ -341,13 +402,18 @@ impl WorkerHub {
         let spec = match task.kind {
             TaskKindName::Relogin => TaskSpec::Relogin(ReloginTask {
                 account: task.account.clone(),
-                otp: OtpSource::Operator {
-                    timeout_ms: millis(OPERATOR_CODE_TIMEOUT),
-                },
+                otp: otp_source(&self.live, &task.account),
                 proxy: None,
             }),
-            // Only re-login tasks are created today.
-            TaskKindName::Probe | TaskKindName::Unknown => TaskSpec::Unknown,
+            TaskKindName::Probe => match &task.credentials {
+                Some(credentials) => TaskSpec::Probe(ProbeTask {
+                    account: task.account.clone(),
+                    credentials: credentials.clone(),
+                    proxy: None,
+                }),
+                None => TaskSpec::Unknown,
+            },
+            TaskKindName::Unknown => TaskSpec::Unknown,
         };
         let message = ServerMessage::Task(Task {
             id: id.clone(),
@@ -402,12 +468,13 @@ impl WorkerHub {
             let error = view.last_error.clone().unwrap_or_default();
             tracing::warn!(task = %id, account = %task.account.label(), state, error = %crate::telemetry::untrusted(&error), "task ended without new credentials");
             if task.kind == TaskKindName::Relogin {
-                self.report_failure(&task.account, &error);
+                self.report_failure(&task.account, task.generation, &error);
             }
         }
         self.finished.push_front(Finished {
             view,
             holders: task.holders,
+            generation: task.generation,
         });
         self.finished.truncate(FINISHED_KEPT);
     }
@@ -432,6 +499,8 @@ impl WorkerHub {
             state,
             worker,
             accepted,
+            waiting_for_code: matches!(task.lease, Lease::Leased { .. })
+                && task.stage == Some(ProgressStage::WaitingForCode),
             attempts: task.attempt,
             failures: task.failures,
             last_error: task.last_error.clone(),
@@ -556,8 +625,19 @@ impl WorkerHub {
                     ctx.notify(applied);
                 }));
             }
-            TaskOutcome::Probed { .. } => {
+            TaskOutcome::Probed { verdict } => {
+                let account = task.account.clone();
+                let generation = task.generation;
+                tracing::info!(task = %id, account = %account.label(), verdict = ?verdict, "probe answered");
                 self.finish(&id, "completed");
+                if verdict == ProbeVerdict::CredentialsRejected
+                    && let (Some(to), Some(generation)) = (&self.probes_to, generation)
+                {
+                    to.do_send(ProbeRejected {
+                        account,
+                        generation,
+                    });
+                }
             }
             TaskOutcome::Failed { reason, message } => {
                 task.failures = task.failures.saturating_add(1);
@@ -704,6 +784,98 @@ impl WorkerHub {
     }
 }
 
+impl WorkerHub {
+    /// `accepted` or `progress` from `session` about `task`.
+    fn on_ack(&mut self, session: u64, task: &TaskId, stage: Option<ProgressStage>) {
+        match self.holder_check(session, task) {
+            Holding::Holds => {
+                if let Some(stage) = stage
+                    && let Some(t) = self.tasks.get_mut(task)
+                {
+                    t.stage = Some(stage);
+                }
+                self.renew(task, true);
+            }
+            Holding::HeldBefore => self.cancel_stale(session, task),
+            Holding::Never => {
+                self.violation(session, "a message about a task this worker does not hold");
+            }
+        }
+    }
+
+    /// Queues a task of `kind` for `account` unless one is there already (that one is returned).
+    fn enqueue(
+        &mut self,
+        kind: TaskKindName,
+        account: AccountKey,
+        generation: Option<u64>,
+        credentials: Option<AccountCredentials>,
+    ) -> Result<Enqueued, QueueFull> {
+        if let Some(existing) = self
+            .tasks
+            .values()
+            .find(|t| t.kind == kind && t.account == account)
+        {
+            return Ok(Enqueued {
+                task: existing.id.clone(),
+                created: false,
+            });
+        }
+        if self.tasks.len() >= MAX_TASKS {
+            return Err(QueueFull);
+        }
+        let Some(id) = self.new_task_id() else {
+            return Err(QueueFull);
+        };
+        tracing::info!(task = %id, kind = ?kind, account = %account.label(), "task queued");
+        self.tasks.insert(
+            id.clone(),
+            TaskEntry {
+                id: id.clone(),
+                kind,
+                account,
+                lease: Lease::Queued,
+                attempt: 0,
+                failures: 0,
+                last_error: None,
+                holders: Vec::new(),
+                declined_by: HashSet::new(),
+                expired_on: HashSet::new(),
+                created_at: unix_ms(),
+                generation,
+                credentials,
+                stage: None,
+            },
+        );
+        self.queue.push_back(id.clone());
+        self.dispatch();
+        Ok(Enqueued {
+            task: id,
+            created: true,
+        })
+    }
+}
+
+/// The one-time code source of a re-login of `account`, from the configuration in force now:
+/// the account's own mailbox, else the global one, else the operator.
+fn otp_source(live: &LiveConfig, account: &AccountKey) -> OtpSource {
+    let settings = live.load();
+    match MailboxSettings::for_account(&settings.otp, account.as_str()) {
+        Some(m) => OtpSource::Imap(ImapMailbox {
+            host: m.host.clone(),
+            port: m.port,
+            tls: m.tls,
+            username: Secret::new(m.username.clone()),
+            password: m.password.clone(),
+            folder: m.folder.clone(),
+            timeout_ms: millis(m.timeout),
+        }),
+        None => OtpSource::Operator {
+            timeout_ms: millis(settings.otp.operator_timeout),
+        },
+    }
+}
+
 impl Handler<Unregister> for WorkerHub {
     type Result = ();
 
@@ -741,15 +913,8 @@ impl Handler<FromWorker> for WorkerHub {
                     }
                 }
             }
-            WorkerMessage::Accepted { task } | WorkerMessage::Progress { task, .. } => {
-                match self.holder_check(session, &task) {
-                    Holding::Holds => self.renew(&task, true),
-                    Holding::HeldBefore => self.cancel_stale(session, &task),
-                    Holding::Never => {
-                        self.violation(session, "a message about a task this worker does not hold");
-                    }
-                }
-            }
+            WorkerMessage::Accepted { task } => self.on_ack(session, &task, None),
+            WorkerMessage::Progress { task, stage } => self.on_ack(session, &task, Some(stage)),
             WorkerMessage::Declined { task, .. } => match self.holder_check(session, &task) {
                 Holding::Holds => {
                     if let Some(t) = self.tasks.get_mut(&task) {
@@ -788,45 +953,78 @@ impl Handler<EnqueueRelogin> for WorkerHub {
     type Result = Result<Enqueued, QueueFull>;
 
     fn handle(&mut self, msg: EnqueueRelogin, _: &mut Context<Self>) -> Self::Result {
-        if let Some(existing) = self
-            .tasks
-            .values()
-            .find(|t| t.kind == TaskKindName::Relogin && t.account == msg.account)
-        {
-            return Ok(Enqueued {
-                task: existing.id.clone(),
-                created: false,
+        self.enqueue(TaskKindName::Relogin, msg.account, msg.generation, None)
+    }
+}
+
+impl Handler<EnqueueProbe> for WorkerHub {
+    type Result = Result<Enqueued, QueueFull>;
+
+    fn handle(&mut self, msg: EnqueueProbe, _: &mut Context<Self>) -> Self::Result {
+        self.enqueue(
+            TaskKindName::Probe,
+            msg.account,
+            msg.generation,
+            Some(msg.credentials),
+        )
+    }
+}
+
+impl Handler<DeliverOtp> for WorkerHub {
+    type Result = Result<TaskId, NoWaitingTask>;
+
+    fn handle(&mut self, msg: DeliverOtp, _: &mut Context<Self>) -> Self::Result {
+        let Some((id, session)) = self.tasks.values().find_map(|t| match t.lease {
+            Lease::Leased { session, .. }
+                if t.kind == TaskKindName::Relogin && t.account == msg.account =>
+            {
+                Some((t.id.clone(), session))
+            }
+            _ => None,
+        }) else {
+            return Err(NoWaitingTask);
+        };
+        tracing::info!(task = %id, account = %msg.account.label(), "one-time code forwarded to the task's worker");
+        self.send(
+            session,
+            ToSession::Send(ServerMessage::Otp {
+                task: id.clone(),
+                code: msg.code,
+            }),
+        );
+        Ok(id)
+    }
+}
+
+impl Handler<ReportProbesTo> for WorkerHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReportProbesTo, _: &mut Context<Self>) {
+        self.probes_to = Some(msg.0);
+    }
+}
+
+impl Handler<AccountTasks> for WorkerHub {
+    type Result = MessageResult<AccountTasks>;
+
+    fn handle(&mut self, _: AccountTasks, _: &mut Context<Self>) -> Self::Result {
+        let mut out: HashMap<String, AccountTaskView> = HashMap::new();
+        let mut tasks: Vec<&TaskEntry> = self.tasks.values().collect();
+        // Re-login first: it is what the operator acts on.
+        tasks.sort_by_key(|t| (t.kind != TaskKindName::Relogin, t.created_at));
+        for t in tasks {
+            let view = self.view_of(t);
+            out.entry(view.account.clone()).or_insert(AccountTaskView {
+                id: view.id,
+                kind: view.kind,
+                state: view.state,
+                attempts: view.attempts,
+                worker: view.worker,
+                waiting_for_code: view.waiting_for_code,
+                last_error: view.last_error,
             });
         }
-        if self.tasks.len() >= MAX_TASKS {
-            return Err(QueueFull);
-        }
-        let Some(id) = self.new_task_id() else {
-            return Err(QueueFull);
-        };
-        tracing::info!(task = %id, account = %msg.account.label(), "re-login task queued");
-        self.tasks.insert(
-            id.clone(),
-            TaskEntry {
-                id: id.clone(),
-                kind: TaskKindName::Relogin,
-                account: msg.account,
-                lease: Lease::Queued,
-                attempt: 0,
-                failures: 0,
-                last_error: None,
-                holders: Vec::new(),
-                declined_by: HashSet::new(),
-                expired_on: HashSet::new(),
-                created_at: unix_ms(),
-            },
-        );
-        self.queue.push_back(id.clone());
-        self.dispatch();
-        Ok(Enqueued {
-            task: id,
-            created: true,
-        })
+        MessageResult(out)
     }
 }
 
@@ -838,6 +1036,7 @@ impl Handler<crate::pool::supervisor::ReloginWanted> for WorkerHub {
             self,
             EnqueueRelogin {
                 account: msg.account.clone(),
+                generation: Some(msg.generation),
             },
             ctx,
         ) {
@@ -864,10 +1063,10 @@ impl Handler<Applied> for WorkerHub {
                 {
                     f.view.state = "dropped";
                     f.view.last_error = Some(error.clone());
-                    account = Some(AccountKey::new(&f.view.account));
+                    account = Some((AccountKey::new(&f.view.account), f.generation));
                 }
-                if let Some(account) = account {
-                    self.report_failure(&account, &error);
+                if let Some((account, generation)) = account {
+                    self.report_failure(&account, generation, &error);
                 }
             }
         }

@@ -1,5 +1,7 @@
-//! Remote workers (server mode): the `GET /ws` endpoint, one [`session::WorkerSession`] actor per
-//! connected worker, and the [`hub::WorkerHub`] actor that owns the task queue and the leases.
+//! Workers: the [`hub::WorkerHub`] actor that owns the task queue and the leases, in server mode
+//! the `GET /ws` endpoint with one [`session::WorkerSession`] actor per connected worker, and in
+//! local mode one in-process worker ([`business2api_worker::in_process`]) attached to the same
+//! hub through a [`local::LocalSession`] actor. Probe tasks run with [`probe::ProbeRunner`].
 //! The wire protocol is `business2api_shared::protocol`; ARCHITECTURE.md ("Workers") says how
 //! the pieces fit.
 //!
@@ -22,22 +24,44 @@ use crate::config::live::LiveConfig;
 use crate::config::{Mode, Settings};
 
 pub mod hub;
+pub mod local;
+pub mod probe;
 pub mod session;
 
-use hub::{EnqueueRelogin, ListTasks, ListWorkers, WorkerHub};
+use business2api_shared::Secret;
+use business2api_shared::protocol::{AccountCredentials, WireCookie};
+use business2api_worker::{ComposedRunner, TaskRunner, WorkerConfig};
+use tokio_util::sync::CancellationToken;
 
-/// What the HTTP handlers hold: the hub's address when this mode runs the worker endpoint.
+use hub::{DeliverOtp, EnqueueProbe, EnqueueRelogin, ListTasks, ListWorkers, WorkerHub};
+
+/// What the HTTP handlers hold: the hub's address (server and local mode), whether `/ws` runs
+/// (server mode), and local mode's in-process worker.
 #[derive(Clone)]
 pub struct Workers {
     hub: Option<Addr<WorkerHub>>,
+    /// Server mode: `GET /ws` takes remote workers.
+    endpoint: bool,
     terms: ServerTerms,
+    /// Local mode: stops the in-process worker (it drains).
+    local: Option<LocalWorker>,
     _thread: Option<Arc<HubThread>>,
+}
+
+/// Local mode's in-process worker: cancel to drain it; `done` turns true once it stopped.
+#[derive(Clone)]
+struct LocalWorker {
+    shutdown: CancellationToken,
+    done: tokio::sync::watch::Receiver<bool>,
+    drain_bound: std::time::Duration,
 }
 
 impl std::fmt::Debug for Workers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Workers")
-            .field("endpoint", &self.hub.is_some())
+            .field("hub", &self.hub.is_some())
+            .field("endpoint", &self.endpoint)
+            .field("in_process_worker", &self.local.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -54,39 +78,76 @@ impl Drop for HubThread {
 }
 
 impl Workers {
-    /// No worker endpoint (local mode).
+    /// No hub at all.
     pub fn disabled() -> Workers {
         Workers {
             hub: None,
+            endpoint: false,
             terms: ServerTerms::default(),
+            local: None,
             _thread: None,
         }
     }
 
-    /// Server mode: starts the hub on its own thread and actix system.
+    /// Starts the hub on its own thread and actix system. Server mode: remote workers connect to
+    /// `GET /ws`. Local mode: no endpoint; one in-process worker running `runner` (capacity
+    /// `pool_server.client_threads`) is attached to the hub through a [`local::LocalSession`].
     pub fn start(
         settings: &Settings,
         accounts: AccountsService,
         live: LiveConfig,
+        runner: Arc<dyn TaskRunner>,
     ) -> std::io::Result<Workers> {
         let lease = settings.pool_server.lease;
         let terms = ServerTerms {
             heartbeat_interval: settings.pool_server.heartbeat_interval,
             lease,
-            // Only re-login tasks are created today.
-            kinds: vec![TaskKindName::Relogin],
+            kinds: vec![TaskKindName::Relogin, TaskKindName::Probe],
             ..ServerTerms::default()
         };
+        let endpoint = runs_endpoint(settings.mode());
+        let local = if endpoint {
+            None
+        } else {
+            let config = WorkerConfig::in_process(settings.pool_server.client_threads)
+                .map_err(std::io::Error::other)?;
+            let (done_tx, done) = tokio::sync::watch::channel(false);
+            Some((
+                config.clone(),
+                done_tx,
+                LocalWorker {
+                    shutdown: CancellationToken::new(),
+                    done,
+                    drain_bound: config.drain_timeout,
+                },
+            ))
+        };
+        let handle = local.as_ref().map(|(_, _, l)| l.clone());
+        let session_terms = terms.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("workers".to_owned())
             .spawn(move || {
-                let runner = System::new();
-                runner.block_on(async move {
+                let system = System::new();
+                system.block_on(async move {
                     let addr = WorkerHub::new(accounts, live, lease).start();
+                    if let Some((config, done_tx, worker)) = local {
+                        let (server_end, worker_end) = business2api_worker::in_process::link();
+                        local::LocalSession::start(addr.clone(), session_terms, server_end);
+                        actix::spawn(async move {
+                            business2api_worker::in_process::run(
+                                config,
+                                runner,
+                                worker_end,
+                                worker.shutdown,
+                            )
+                            .await;
+                            let _ = done_tx.send(true);
+                        });
+                    }
                     let _ = tx.send((addr, System::current()));
                 });
-                if let Err(e) = runner.run() {
+                if let Err(e) = system.run() {
                     tracing::error!(error = %e, "the worker hub's actix system failed");
                 }
             })?;
@@ -95,24 +156,96 @@ impl Workers {
         })?;
         Ok(Workers {
             hub: Some(hub),
+            endpoint,
             terms,
+            local: handle,
             _thread: Some(Arc::new(HubThread { system })),
         })
     }
 
-    /// Lets the pool's re-login requests queue tasks here (server mode), and reports back to
-    /// the pool every re-login task that ends without new credentials (the pool owns the budget).
+    /// Lets the pool's re-login requests queue tasks here, and reports back to the pool every
+    /// re-login task that ends without new credentials (the pool owns the budget) and every
+    /// probe that found the credentials refused.
     pub async fn take_relogins_from(&self, pool: &crate::pool::Pool) {
         if let Some(hub) = &self.hub {
             let _ = hub
                 .send(hub::ReportFailuresTo(pool.relogin_failures()))
                 .await;
+            let _ = hub.send(hub::ReportProbesTo(pool.probe_rejections())).await;
             pool.send_relogins_to(hub.clone().recipient()).await;
         }
     }
 
+    /// Whether `GET /ws` runs (server mode).
     pub fn enabled(&self) -> bool {
-        self.hub.is_some()
+        self.endpoint
+    }
+
+    /// Local mode: drains the in-process worker (running tasks finish, bounded by its drain
+    /// timeout) and waits for it to stop. Nothing to do in other modes.
+    pub async fn shutdown(&self) {
+        let Some(local) = &self.local else {
+            return;
+        };
+        local.shutdown.cancel();
+        let mut done = local.done.clone();
+        let bound = local.drain_bound + std::time::Duration::from_secs(3);
+        let _ = tokio::time::timeout(bound, done.wait_for(|d| *d)).await;
+    }
+}
+
+/// The runner of local mode's in-process worker: re-login by [`relogin_runner`], probes by
+/// [`probe::ProbeRunner`] with the gateway's authenticator.
+pub fn local_runner(
+    settings: &Settings,
+    authenticator: Arc<dyn crate::upstream::Authenticator>,
+) -> Arc<dyn TaskRunner> {
+    Arc::new(ComposedRunner::new(
+        relogin_runner(settings),
+        Arc::new(probe::ProbeRunner::new(authenticator)),
+    ))
+}
+
+/// Client mode's runner: `relogin` by `relogin`, probes by [`probe::ProbeRunner`] with a
+/// Gemini Business client built from the worker's own settings (`gemini_business.*`, `proxy`),
+/// so a probe tests the token fetch from the worker's network.
+pub fn client_runner(
+    settings: &Settings,
+    relogin: Arc<dyn TaskRunner>,
+) -> Result<Arc<dyn TaskRunner>, String> {
+    let client = crate::upstream::gemini_business::GeminiBusinessClient::new(
+        &settings.gemini_business,
+        settings.proxy.as_ref(),
+    )
+    .map_err(|e| format!("the Gemini Business client for probes: {e}"))?;
+    Ok(Arc::new(ComposedRunner::new(
+        relogin,
+        Arc::new(probe::ProbeRunner::new(Arc::new(client))),
+    )))
+}
+
+/// The re-login side of the local worker. This build has no browser automation: the runner
+/// announces no `relogin` kind, so re-login tasks wait in the queue (the account stays in
+/// `needs_relogin`, as it would with no worker connected) instead of failing at once and
+/// spending the account's budget. The browser's runner takes its place when it lands.
+fn relogin_runner(_settings: &Settings) -> Arc<dyn TaskRunner> {
+    Arc::new(NoRelogin)
+}
+
+/// Takes no task kind (see [`relogin_runner`]).
+struct NoRelogin;
+
+impl TaskRunner for NoRelogin {
+    fn kinds(&self) -> Vec<TaskKindName> {
+        Vec::new()
+    }
+
+    fn run(
+        &self,
+        task: business2api_shared::protocol::Task,
+        ctx: business2api_worker::TaskContext,
+    ) -> futures_util::future::BoxFuture<'static, business2api_shared::protocol::TaskOutcome> {
+        business2api_worker::NoBrowserRunner.run(task, ctx)
     }
 }
 
@@ -140,7 +273,7 @@ pub async fn endpoint(
     workers: web::Data<Workers>,
     live: web::Data<LiveConfig>,
 ) -> HttpResponse {
-    let Some(hub) = workers.hub.clone() else {
+    let Some(hub) = workers.hub.clone().filter(|_| workers.endpoint) else {
         return error(
             StatusCode::NOT_FOUND,
             "no worker endpoint runs in this mode (pool_server.mode \"server\" runs one)",
@@ -200,7 +333,7 @@ pub async fn admin_workers(workers: web::Data<Workers>) -> HttpResponse {
     };
     match hub.send(ListWorkers).await {
         Ok(list) => HttpResponse::Ok().json(json!({
-            "endpoint": true, "count": list.len(), "workers": list,
+            "endpoint": workers.endpoint, "count": list.len(), "workers": list,
         })),
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -217,7 +350,11 @@ pub async fn admin_tasks(workers: web::Data<Workers>) -> HttpResponse {
         }));
     };
     match hub.send(ListTasks).await {
-        Ok(view) => HttpResponse::Ok().json(view),
+        Ok(view) => {
+            let mut body = serde_json::to_value(view).unwrap_or_default();
+            body["endpoint"] = json!(workers.endpoint);
+            HttpResponse::Ok().json(body)
+        }
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the worker hub is not running",
@@ -243,29 +380,16 @@ pub async fn admin_browser_refresh(
         );
     };
     let Some(hub) = &workers.hub else {
-        let mode = state.mode.as_str();
-        return error(
-            StatusCode::CONFLICT,
-            &format!(
-                "no worker endpoint runs in {mode} mode: browser re-login needs remote workers \
-                 (pool_server.enable true and pool_server.mode \"server\")"
-            ),
-        );
+        return no_hub(&state);
     };
     let key = AccountKey::new(&request.email);
-    let known = state
-        .chat
-        .pool()
-        .snapshot()
-        .await
-        .iter()
-        .any(|a| AccountKey::new(&a.email) == key);
-    if !known {
+    let Some(generation) = generation_of(&state, &key).await else {
         return error(StatusCode::NOT_FOUND, "no such account");
-    }
+    };
     match hub
         .send(EnqueueRelogin {
             account: key.clone(),
+            generation: Some(generation),
         })
         .await
     {
@@ -291,4 +415,161 @@ pub async fn admin_browser_refresh(
 /// Whether `mode` runs the worker endpoint.
 pub fn runs_endpoint(mode: Mode) -> bool {
     mode == Mode::Server
+}
+
+/// The credential generation of the account `key`, or `None` when the pool has no such account.
+async fn generation_of(state: &crate::startup::AppState, key: &AccountKey) -> Option<u64> {
+    state
+        .chat
+        .pool()
+        .snapshot()
+        .await
+        .into_iter()
+        .find(|a| AccountKey::new(&a.email) == *key)
+        .map(|a| a.credential_generation)
+}
+
+fn no_hub(state: &crate::startup::AppState) -> HttpResponse {
+    let mode = state.mode.as_str();
+    error(
+        StatusCode::CONFLICT,
+        &format!("no task hub runs in {mode} mode"),
+    )
+}
+
+/// `POST /admin/accounts/{email}/probe`: queue a probe of the account's token fetch from a
+/// worker's network, with its current credentials (sent only to the worker holding the task).
+/// 202 with the task id; 404 for an unknown account.
+pub async fn admin_probe(
+    workers: web::Data<Workers>,
+    state: web::Data<crate::startup::AppState>,
+    live: web::Data<LiveConfig>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let key = AccountKey::new(&path.into_inner());
+    let Some(generation) = generation_of(&state, &key).await else {
+        return error(StatusCode::NOT_FOUND, "no such account");
+    };
+    let Some(hub) = &workers.hub else {
+        return no_hub(&state);
+    };
+    let stored = match state.accounts.stored(key.as_str().to_owned()).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "no such account"),
+        Err(_) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the account store cannot be read",
+            );
+        }
+    };
+    let default_config = live.load().default_config.clone();
+    let credentials = match crate::pool::import::credentials_of(&stored, &default_config) {
+        Ok(c) => AccountCredentials {
+            cookies: c
+                .cookies
+                .iter()
+                .map(|c| WireCookie {
+                    name: c.name.clone(),
+                    value: c.value.clone(),
+                    domain: c.domain.clone(),
+                })
+                .collect(),
+            authorization: c.authorization.clone(),
+            config_id: c.config_id.clone(),
+            csesidx: c.csesidx.clone(),
+        },
+        Err(why) => {
+            return error(
+                StatusCode::CONFLICT,
+                &format!(
+                    "the account has no usable credentials to probe: {}",
+                    crate::telemetry::printable(&why)
+                ),
+            );
+        }
+    };
+    match hub
+        .send(EnqueueProbe {
+            account: key.clone(),
+            credentials,
+            generation: Some(generation),
+        })
+        .await
+    {
+        Ok(Ok(enqueued)) => HttpResponse::Accepted().json(json!({
+            "task": enqueued.task.as_str(),
+            "created": enqueued.created,
+            "account": key.as_str(),
+        })),
+        Ok(Err(_)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "the task queue is full ({} tasks); try again later",
+                hub::MAX_TASKS
+            ),
+        ),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the worker hub is not running",
+        ),
+    }
+}
+
+/// A one-time code as the admin route takes it: 4 to 16 ASCII letters or digits.
+fn valid_code(code: &str) -> bool {
+    (4..=16).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// `POST /admin/accounts/{email}/otp {"code": "..."}`: forwards a one-time code to the worker
+/// holding the account's re-login task. 400 for a missing or malformed code, 404 for an unknown
+/// account, 409 when no re-login task of the account is leased to a worker, else 202
+/// `{"task": id, "delivered": true}`. The code is never logged nor echoed.
+pub async fn admin_otp(
+    workers: web::Data<Workers>,
+    state: web::Data<crate::startup::AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let code = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_owned))
+        .map(Secret::new);
+    let Some(code) = code.filter(|c| valid_code(c.expose())) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected a JSON object {\"code\": \"<one-time code>\"} whose code is 4 to 16 \
+             ASCII letters or digits",
+        );
+    };
+    let key = AccountKey::new(&path.into_inner());
+    if generation_of(&state, &key).await.is_none() {
+        return error(StatusCode::NOT_FOUND, "no such account");
+    }
+    let Some(hub) = &workers.hub else {
+        return no_hub(&state);
+    };
+    match hub.send(DeliverOtp { account: key, code }).await {
+        Ok(Ok(task)) => HttpResponse::Accepted().json(json!({
+            "task": task.as_str(), "delivered": true,
+        })),
+        Ok(Err(_)) => error(
+            StatusCode::CONFLICT,
+            "the account has no re-login task leased to a worker (nothing waits for a code)",
+        ),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the worker hub is not running",
+        ),
+    }
+}
+
+/// The task of every account that has one, for `GET /admin/accounts` (empty without a hub).
+pub async fn account_tasks(
+    workers: &Workers,
+) -> std::collections::HashMap<String, hub::AccountTaskView> {
+    match &workers.hub {
+        Some(hub) => hub.send(hub::AccountTasks).await.unwrap_or_default(),
+        None => std::collections::HashMap::new(),
+    }
 }

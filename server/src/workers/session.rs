@@ -28,6 +28,11 @@ const SESSION_MAILBOX: usize = 256;
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
+/// A new session id (shared by WebSocket and in-process sessions).
+pub(super) fn next_session_id() -> u64 {
+    NEXT_SESSION.fetch_add(1, Ordering::Relaxed)
+}
+
 enum Out {
     Text(String),
     Pong(bytes::Bytes),
@@ -77,7 +82,7 @@ impl WorkerSession {
         WorkerSession::create(move |ctx| {
             ctx.add_stream(stream);
             WorkerSession {
-                id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+                id: next_session_id(),
                 hub,
                 terms,
                 peer,
