@@ -310,3 +310,7 @@ mod tests {
         assert_eq!(landing("not a url"), None);
     }
 }
+
+#[cfg(test)]
+#[path = "relogin_tests.rs"]
+mod driver_tests;
