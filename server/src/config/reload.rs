@@ -105,7 +105,7 @@ pub static KEYS: &[KeySpec] = &[
     ),
     key!(
         "pool.browser_refresh_headless",
-        NoEffect,
+        Restart,
         pool.browser_refresh_headless
     ),
     key!(
@@ -263,6 +263,20 @@ pub static KEYS: &[KeySpec] = &[
     key!("limits.max_attachments", Live, limits.max_attachments),
     key!("limits.max_tools", Live, limits.max_tools),
     key!("limits.max_depth", Live, limits.max_depth),
+    key!("browser.login_url", Restart, browser.login_url),
+    key!("browser.webdriver_url", Restart, browser.webdriver_url),
+    key!(
+        "browser.chromedriver_path",
+        Restart,
+        browser.chromedriver_path
+    ),
+    key!("browser.chromium_path", Restart, browser.chromium_path),
+    key!("browser.step_timeout_sec", Restart, browser.step_timeout),
+    key!(
+        "browser.screenshots_keep",
+        Restart,
+        browser.screenshots_keep
+    ),
 ];
 
 /// One changed key.
@@ -337,6 +351,7 @@ mod tests {
                         | "http"
                         | "media"
                         | "limits"
+                        | "browser"
                 )
             })
             .collect();
@@ -408,6 +423,7 @@ mod tests {
                     "`http`" => "http",
                     "`media`" => "media",
                     "`limits`" => "limits",
+                    "`browser`" => "browser",
                     "Top" => "",
                     _ => "-",
                 };
