@@ -243,13 +243,14 @@ impl Application {
         Self::build_custom(settings, source, extra, None).await
     }
 
-    /// [`Application::build_full`], with local mode's in-process worker running `local_runner`
-    /// instead of [`crate::workers::local_runner`] (tests script their tasks with it).
+    /// [`Application::build_full`], with local mode's in-process worker re-logging accounts with
+    /// `relogin_runner` instead of Chromium (tests script re-logins with it); probes always run
+    /// with the gateway's own token fetch.
     pub async fn build_custom(
         settings: Settings,
         source: Option<ConfigSource>,
         extra: Vec<ExtraUpstream>,
-        local_runner: Option<Arc<dyn business2api_worker::TaskRunner>>,
+        relogin_runner: Option<Arc<dyn business2api_worker::TaskRunner>>,
     ) -> Result<Application, StartupError> {
         install_crypto_provider();
         let mode = settings.mode();
@@ -386,9 +387,8 @@ impl Application {
             crate::accounts::AccountsService::new(Arc::clone(&store), pool.clone());
         // The task hub (queue, leases, worker sessions): remote workers on /ws in server mode,
         // one in-process worker in local mode.
-        let runner = local_runner.unwrap_or_else(|| {
-            crate::workers::local_runner(&settings, authenticator_for_tasks.clone())
-        });
+        let relogin = relogin_runner.unwrap_or_else(|| crate::workers::relogin_runner(&settings));
+        let runner = crate::workers::local_runner(relogin, authenticator_for_tasks.clone());
         let workers = crate::workers::Workers::start(
             &settings,
             accounts_service.clone(),

@@ -116,7 +116,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn assert_no_secret(what: &str, output: &Output) {
-    let all = text(&output.stdout) + &text(&output.stderr);
+    let all = text(&output.stdout) + text(&output.stderr).as_str();
     for secret in SECRETS {
         assert!(!all.contains(secret), "{what} printed {secret}:\n{all}");
     }

@@ -12,11 +12,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use business2api_shared::AccountKey;
 use business2api_shared::protocol::{
     FailureReason, OtpSource, ProtocolVersion, ReloginTask, ServerMessage, Task, TaskId,
     TaskKindName, TaskOutcome, TaskSpec, Welcome, WorkerMessage,
 };
+use business2api_shared::{AccountKey, Secret};
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
 
@@ -160,6 +160,11 @@ async fn client_mode_runs_the_worker_which_says_hello_and_drains_on_sigterm() {
         WorkerMessage::Hello(h) => {
             assert_eq!(h.capacity, 3, "client_threads is the capacity");
             assert_eq!(h.protocol, ProtocolVersion::CURRENT);
+            assert_eq!(
+                h.kinds,
+                [TaskKindName::Relogin, TaskKindName::Probe],
+                "a client worker re-logs accounts in Chromium and probes them from its own network"
+            );
         }
         other => panic!("expected hello, got {other:?}"),
     }
@@ -174,7 +179,8 @@ async fn client_mode_runs_the_worker_which_says_hello_and_drains_on_sigterm() {
             kinds: vec![TaskKindName::Relogin, TaskKindName::Probe],
         }))
         .unwrap();
-    // This build has no browser: a relogin fails at once with a reason that says so.
+    // The worker runs re-logins in a browser; a proxy with a password is one thing it cannot
+    // give Chromium, so this task fails at once (before any browser starts), saying why.
     let id = TaskId::parse("task-1").unwrap();
     conn.out
         .send(ServerMessage::Task(Task {
@@ -184,7 +190,7 @@ async fn client_mode_runs_the_worker_which_says_hello_and_drains_on_sigterm() {
             spec: TaskSpec::Relogin(ReloginTask {
                 account: AccountKey::new("someone@example.com"),
                 otp: OtpSource::Operator { timeout_ms: 60_000 },
-                proxy: None,
+                proxy: Some(Secret::new("http://user:proxy-pw-secret@127.0.0.1:3128")),
             }),
         }))
         .unwrap();
@@ -198,7 +204,8 @@ async fn client_mode_runs_the_worker_which_says_hello_and_drains_on_sigterm() {
             match r.outcome {
                 TaskOutcome::Failed { reason, message } => {
                     assert_eq!(reason, FailureReason::Unsupported);
-                    assert!(message.contains("no browser automation"), "{message}");
+                    assert!(message.contains("proxy needs a password"), "{message}");
+                    assert!(!message.contains("proxy-pw-secret"), "{message}");
                 }
                 other => panic!("expected failed, got {other:?}"),
             }

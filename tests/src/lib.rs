@@ -33,13 +33,39 @@ pub struct TestOptions {
     pub default_key: bool,
     /// Upstreams registered besides Gemini Business (served from the same account pool).
     pub upstreams: Vec<ExtraUpstream>,
-    /// Local mode: what the in-process worker runs (default: the production runner).
+    /// Local mode: how the in-process worker re-logs accounts. Default: it takes no re-login
+    /// (tasks wait in the queue, as with no worker), so that no test starts Chromium unless it
+    /// asks for it with [`TestOptions::real_browser`] (`None`: the production Chromium runner).
     pub local_runner: Option<LocalRunner>,
 }
 
-/// A scripted [`business2api_worker::TaskRunner`] for local mode's in-process worker.
+/// A scripted re-login [`business2api_worker::TaskRunner`] for local mode's in-process worker.
 #[derive(Clone)]
 pub struct LocalRunner(pub std::sync::Arc<dyn business2api_worker::TaskRunner>);
+
+impl LocalRunner {
+    /// Takes no re-login task: they wait in the queue.
+    pub fn queue_only() -> LocalRunner {
+        LocalRunner(std::sync::Arc::new(NoRelogin))
+    }
+}
+
+/// Announces no task kind (see [`LocalRunner::queue_only`]).
+struct NoRelogin;
+
+impl business2api_worker::TaskRunner for NoRelogin {
+    fn kinds(&self) -> Vec<business2api_shared::protocol::TaskKindName> {
+        Vec::new()
+    }
+
+    fn run(
+        &self,
+        task: business2api_shared::protocol::Task,
+        ctx: business2api_worker::TaskContext,
+    ) -> futures_util::future::BoxFuture<'static, business2api_shared::protocol::TaskOutcome> {
+        business2api_worker::NoBrowserRunner.run(task, ctx)
+    }
+}
 
 impl std::fmt::Debug for LocalRunner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -54,7 +80,7 @@ impl Default for TestOptions {
             config: json!({}),
             default_key: true,
             upstreams: Vec::new(),
-            local_runner: None,
+            local_runner: Some(LocalRunner::queue_only()),
         }
     }
 }
@@ -71,6 +97,12 @@ impl TestOptions {
         runner: std::sync::Arc<dyn business2api_worker::TaskRunner>,
     ) -> Self {
         self.local_runner = Some(LocalRunner(runner));
+        self
+    }
+
+    /// Local mode's in-process worker re-logs accounts in Chromium (the production runner).
+    pub fn real_browser(mut self) -> Self {
+        self.local_runner = None;
         self
     }
 
@@ -156,6 +188,9 @@ pub fn base_config(data_dir: &Path, sim: &Simulator) -> Value {
         // Tokens are minted on first use, so that each test decides when U1 is called; tests
         // of the start-up refresh turn it back on.
         "pool": { "use_cooldown_sec": 1, "refresh_on_startup": false },
+        // A re-login's browser (local mode's in-process worker) opens the simulator's login
+        // page, never Google's.
+        "browser": { "login_url": format!("{}/login", sim.base_url()) },
     })
 }
 
@@ -208,10 +243,19 @@ pub async fn start_app_with(
     config: Value,
     upstreams: Vec<ExtraUpstream>,
 ) -> TestApp {
-    start_app_full(sim, accounts, data_dir, config, upstreams, None).await
+    start_app_full(
+        sim,
+        accounts,
+        data_dir,
+        config,
+        upstreams,
+        Some(LocalRunner::queue_only()),
+    )
+    .await
 }
 
-/// [`start_app_with`], with local mode's in-process worker running `local_runner`.
+/// [`start_app_with`], with local mode's in-process worker re-logging accounts with
+/// `local_runner` (`None`: in Chromium).
 pub async fn start_app_full(
     sim: Simulator,
     accounts: Vec<SimAccount>,

@@ -25,11 +25,16 @@
 //! [`FailureReason::Unsupported`](business2api_shared::protocol::FailureReason::Unsupported)
 //! and a message that says so. Local mode's in-process worker (no socket) is not built yet.
 
+pub mod browser;
+pub mod browser_runner;
 pub mod client;
 pub mod config;
 pub mod in_process;
+pub mod otp;
+pub mod relogin;
 pub mod runner;
 
+pub use browser_runner::{BrowserConfig, BrowserRunner};
 pub use client::{SOFTWARE, StartError, run};
 pub use config::{Backoff, WorkerConfig};
 pub use runner::{ComposedRunner, NoBrowserRunner, TaskContext, TaskRunner};

@@ -37,6 +37,7 @@ use serde_json::{Map, Value};
 pub use proxy::ProxyUrl;
 pub use reader::parse_listen_addr;
 pub use sections::LimitsSettings;
+pub use sections::{BrowserSettings, DEFAULT_LOGIN_URL};
 pub use sections::{
     DailyLimits, ExpiredAction, FlowSettings, GeminiBusinessSettings, HttpSettings, MediaSettings,
     Mode, PoolServerSettings, PoolSettings, ProxyPoolSettings, Selection,
@@ -79,6 +80,7 @@ pub struct Settings {
     pub limits: LimitsSettings,
     /// `otp`: where re-login one-time codes come from.
     pub otp: OtpSettings,
+    pub browser: BrowserSettings,
 }
 
 /// One problem in the configuration.
@@ -272,6 +274,7 @@ fn build(
     let media = sections::read_media(&mut top, r);
     let limits = sections::read_limits(&mut top, r);
     let otp = sections::read_otp(&mut top, r);
+    let browser = sections::read_browser(&mut top, r);
     top.finish(r);
 
     let mut settings = Settings {
@@ -294,6 +297,7 @@ fn build(
         media,
         limits,
         otp,
+        browser,
     };
     env::apply_env(&mut settings, env, r);
     checks::cross_checks(&mut settings, r);
@@ -373,7 +377,10 @@ mod tests {
         assert_eq!(p.use_cooldown, Duration::from_secs(15));
         assert_eq!(p.max_fail_count, 3);
         assert!(p.enable_browser_refresh);
-        assert!(!p.browser_refresh_headless);
+        assert!(
+            p.browser_refresh_headless,
+            "the re-login browser is headless by default (issue 11)"
+        );
         assert_eq!(p.browser_refresh_max_retry, 1);
         assert!(!p.auto_delete_401);
 

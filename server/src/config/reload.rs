@@ -105,7 +105,7 @@ pub static KEYS: &[KeySpec] = &[
     ),
     key!(
         "pool.browser_refresh_headless",
-        NoEffect,
+        Restart,
         pool.browser_refresh_headless
     ),
     key!(
@@ -271,6 +271,20 @@ pub static KEYS: &[KeySpec] = &[
     key!("otp.imap", Live, otp.imap),
     key!("otp.accounts", Live, otp.accounts),
     key!("otp.operator_timeout_sec", Live, otp.operator_timeout),
+    key!("browser.login_url", Restart, browser.login_url),
+    key!("browser.webdriver_url", Restart, browser.webdriver_url),
+    key!(
+        "browser.chromedriver_path",
+        Restart,
+        browser.chromedriver_path
+    ),
+    key!("browser.chromium_path", Restart, browser.chromium_path),
+    key!("browser.step_timeout_sec", Restart, browser.step_timeout),
+    key!(
+        "browser.screenshots_keep",
+        Restart,
+        browser.screenshots_keep
+    ),
 ];
 
 /// One changed key.
@@ -346,6 +360,7 @@ mod tests {
                         | "media"
                         | "limits"
                         | "otp"
+                        | "browser"
                 )
             })
             .collect();
@@ -418,6 +433,7 @@ mod tests {
                     "`media`" => "media",
                     "`limits`" => "limits",
                     "`otp`" => "otp",
+                    "`browser`" => "browser",
                     "Top" => "",
                     _ => "-",
                 };

@@ -289,6 +289,27 @@ impl Default for LimitsSettings {
     }
 }
 
+/// The worker's browser re-login (`browser`): where the login page is and how Chromium runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrowserSettings {
+    /// The login page the browser opens (`…/login?continueUrl=…`), an http(s) URL.
+    pub login_url: String,
+    /// A running WebDriver server to use instead of starting chromedriver.
+    pub webdriver_url: Option<url::Url>,
+    /// The chromedriver the worker starts (a path, or a name looked up in `PATH`).
+    pub chromedriver_path: PathBuf,
+    /// The Chromium binary (`None`: chromedriver finds one).
+    pub chromium_path: Option<PathBuf>,
+    /// The bound on each step of a login (page load, element wait, capture).
+    pub step_timeout: Duration,
+    /// Screenshots of failed logins kept under `<data_dir>/screenshots` (0 = none kept).
+    pub screenshots_keep: u32,
+}
+
+/// The default `browser.login_url`.
+pub const DEFAULT_LOGIN_URL: &str =
+    "https://auth.business.gemini.google/login?continueUrl=https://business.gemini.google/";
+
 impl GeminiBusinessSettings {
     /// `auth_base_url` + `path` (a leading `/` on `path` is optional).
     pub fn auth_url(&self, path: &str) -> String {
@@ -344,7 +365,7 @@ pub(super) fn read_pool(top: &mut Section<'_>, r: &mut Reader) -> PoolSettings {
         use_cooldown: s.secs(r, "use_cooldown_sec", 15, ANY),
         max_fail_count: s.u32(r, "max_fail_count", 3, AT_LEAST_1),
         enable_browser_refresh: s.bool(r, "enable_browser_refresh", true),
-        browser_refresh_headless: s.bool(r, "browser_refresh_headless", false),
+        browser_refresh_headless: s.bool(r, "browser_refresh_headless", true),
         browser_refresh_max_retry: s.u32(r, "browser_refresh_max_retry", 1, ANY),
         auto_delete_401: s.bool(r, "auto_delete_401", false),
         selection: match s.nonblank(r, "selection", false) {
@@ -659,9 +680,104 @@ pub(super) fn read_limits(top: &mut Section<'_>, r: &mut Reader) -> LimitsSettin
     }
 }
 
+pub(super) fn read_browser(top: &mut Section<'_>, r: &mut Reader) -> BrowserSettings {
+    let mut s = top.section(r, "browser");
+    let login_url = match s.nonblank(r, "login_url", false) {
+        None => DEFAULT_LOGIN_URL.to_owned(),
+        Some(v) => match url::Url::parse(&v) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => v,
+            _ => {
+                r.error(
+                    "browser.login_url",
+                    format!("expected an http or https URL, found {}", quote(&v)),
+                );
+                DEFAULT_LOGIN_URL.to_owned()
+            }
+        },
+    };
+    let webdriver_url = s.base_url(r, "webdriver_url", None);
+    let chromedriver_path = s
+        .nonblank(r, "chromedriver_path", false)
+        .map_or_else(|| PathBuf::from("chromedriver"), PathBuf::from);
+    let chromium_path = s.nonblank(r, "chromium_path", false).map(PathBuf::from);
+    let step_timeout = s.secs(r, "step_timeout_sec", 30, Range { min: 1, max: 600 });
+    let screenshots_keep = s.u32(
+        r,
+        "screenshots_keep",
+        20,
+        Range {
+            min: 0,
+            max: 10_000,
+        },
+    );
+    s.finish(r);
+    BrowserSettings {
+        login_url,
+        webdriver_url,
+        chromedriver_path,
+        chromium_path,
+        step_timeout,
+        screenshots_keep,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::test_support::*;
+
+    #[test]
+    fn the_browser_section_has_its_defaults() {
+        let loaded = load("{}");
+        let b = &loaded.settings.browser;
+        assert_eq!(b.login_url, crate::config::DEFAULT_LOGIN_URL);
+        assert_eq!(b.webdriver_url, None);
+        assert_eq!(
+            b.chromedriver_path,
+            std::path::PathBuf::from("chromedriver")
+        );
+        assert_eq!(b.chromium_path, None);
+        assert_eq!(b.step_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(b.screenshots_keep, 20);
+        assert!(loaded.settings.pool.browser_refresh_headless);
+    }
+
+    #[test]
+    fn the_browser_section_is_read_and_checked() {
+        let loaded = load(
+            r#"{"pool": {"browser_refresh_headless": false},
+                "browser": {"login_url": "http://127.0.0.1:4000/login?continueUrl=x",
+                "webdriver_url": "http://127.0.0.1:9515", "chromedriver_path": "/opt/cd",
+                "chromium_path": "/usr/bin/chromium", "step_timeout_sec": 45,
+                "screenshots_keep": 0}}"#,
+        );
+        let s = &loaded.settings;
+        assert!(
+            !s.pool.browser_refresh_headless,
+            "a migrated config saying false gets a headed browser"
+        );
+        let b = &s.browser;
+        assert_eq!(b.login_url, "http://127.0.0.1:4000/login?continueUrl=x");
+        assert_eq!(
+            b.webdriver_url.as_ref().map(url::Url::as_str),
+            Some("http://127.0.0.1:9515/")
+        );
+        assert_eq!(b.chromedriver_path, std::path::PathBuf::from("/opt/cd"));
+        assert_eq!(
+            b.chromium_path,
+            Some(std::path::PathBuf::from("/usr/bin/chromium"))
+        );
+        assert_eq!(b.step_timeout, std::time::Duration::from_secs(45));
+        assert_eq!(b.screenshots_keep, 0);
+
+        let bad = load_err(
+            r#"{"browser": {"login_url": "ftp://x/login", "webdriver_url": "nope",
+                "step_timeout_sec": 0}}"#,
+        );
+        let paths = paths(&bad);
+        assert!(paths.contains(&"browser.login_url"), "{paths:?}");
+        assert!(paths.contains(&"browser.webdriver_url"), "{paths:?}");
+        assert!(paths.contains(&"browser.step_timeout_sec"), "{paths:?}");
+    }
 
     #[test]
     fn legacy_keys_warn_only_when_set_to_non_defaults() {

@@ -133,11 +133,21 @@ fn push_value(out: &mut Vec<u8>, value: &Value, depth: usize) {
             push_value(out, v, depth + 1)
         }),
         Value::Object(map) => {
-            push_container(out, depth, (b'{', b'}'), map.iter(), |out, (k, v)| {
-                push_go_string(out, k);
-                out.extend_from_slice(b": ");
-                push_value(out, v, depth + 1);
-            })
+            // Go writes a map's keys sorted; serde_json's map keeps insertion order when a
+            // dependency turns on its `preserve_order` feature, so sort here.
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            push_container(
+                out,
+                depth,
+                (b'{', b'}'),
+                entries.into_iter(),
+                |out, (k, v)| {
+                    push_go_string(out, k);
+                    out.extend_from_slice(b": ");
+                    push_value(out, v, depth + 1);
+                },
+            )
         }
     }
 }
@@ -161,7 +171,7 @@ fn push_node(out: &mut Vec<u8>, node: &Node<'_>, depth: usize) {
 
 /// The account file exactly as the reference gateway writes it (`json.MarshalIndent(acc, "",
 /// "  ")`, no trailing newline), followed by the keys it does not know that the imported file
-/// had (`extra`), in their map order. Contains the account's credentials.
+/// had (`extra`), sorted as Go sorts a map's keys. Contains the account's credentials.
 pub fn reference_json(record: &AccountRecord) -> Vec<u8> {
     let mut fields: Vec<(&str, Node<'_>)> = vec![
         ("email", Node::Str(&record.email)),
@@ -206,7 +216,9 @@ pub fn reference_json(record: &AccountRecord) -> Vec<u8> {
     if !record.csesidx.is_empty() {
         fields.push(("csesidx", Node::Str(&record.csesidx)));
     }
-    for (k, v) in &record.extra {
+    let mut extra: Vec<(&String, &Value)> = record.extra.iter().collect();
+    extra.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (k, v) in extra {
         // A known key cannot come from an import; if one was put there by hand, the field
         // already written wins rather than producing a duplicate key.
         if !KNOWN_KEYS.contains(&k.as_str()) {

@@ -25,8 +25,8 @@ use actix::prelude::*;
 use business2api_shared::AccountKey;
 use business2api_shared::Secret;
 use business2api_shared::protocol::{
-    AccountCredentials, CancelReason, Close, Hello, ImapMailbox, OtpSource, ProbeTask,
-    ProbeVerdict, ProgressStage, ReloginTask, ServerMessage, Task, TaskId, TaskKindName,
+    AccountCredentials, CancelReason, Close, FailureReason, Hello, ImapMailbox, OtpSource,
+    ProbeTask, ProbeVerdict, ProgressStage, ReloginTask, ServerMessage, Task, TaskId, TaskKindName,
     TaskOutcome, TaskSpec, WorkerId, WorkerMessage, code,
 };
 use serde::Serialize;
@@ -638,6 +638,20 @@ impl WorkerHub {
                         generation,
                     });
                 }
+            }
+            TaskOutcome::Failed {
+                reason: FailureReason::Cancelled,
+                message,
+            } => {
+                // The worker stopped (drain bound passed) before the task ended: the account's
+                // login was not tried to the end, so no attempt is spent on its budget. The task
+                // goes back to the queue for another worker (or this one when it returns).
+                task.last_error = Some(format!(
+                    "cancelled: {}",
+                    crate::telemetry::printable(&message)
+                ));
+                tracing::info!(task = %id, account = %task.account.label(), "the worker stopped before the task ended: queued again");
+                self.requeue(&id, true);
             }
             TaskOutcome::Failed { reason, message } => {
                 task.failures = task.failures.saturating_add(1);

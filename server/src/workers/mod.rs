@@ -45,7 +45,7 @@ pub struct Workers {
     terms: ServerTerms,
     /// Local mode: stops the in-process worker (it drains).
     local: Option<LocalWorker>,
-    _thread: Option<Arc<HubThread>>,
+    hub_thread: Option<Arc<HubThread>>,
 }
 
 /// Local mode's in-process worker: cancel to drain it; `done` turns true once it stopped.
@@ -66,9 +66,25 @@ impl std::fmt::Debug for Workers {
     }
 }
 
-/// Stops the hub's thread when the last handle goes.
+/// Stops the hub's thread when the last handle goes; [`Workers::shutdown`] stops it and waits.
 struct HubThread {
     system: System,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl HubThread {
+    /// Stops the hub's actix system and waits for its thread to end, so that everything the
+    /// hub holds (the accounts service and its store) is released when this returns.
+    async fn stop_and_join(&self) {
+        self.system.stop();
+        let thread = match self.thread.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
 }
 
 impl Drop for HubThread {
@@ -85,7 +101,7 @@ impl Workers {
             endpoint: false,
             terms: ServerTerms::default(),
             local: None,
-            _thread: None,
+            hub_thread: None,
         }
     }
 
@@ -125,7 +141,7 @@ impl Workers {
         let handle = local.as_ref().map(|(_, _, l)| l.clone());
         let session_terms = terms.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("workers".to_owned())
             .spawn(move || {
                 let system = System::new();
@@ -159,7 +175,10 @@ impl Workers {
             endpoint,
             terms,
             local: handle,
-            _thread: Some(Arc::new(HubThread { system })),
+            hub_thread: Some(Arc::new(HubThread {
+                system,
+                thread: std::sync::Mutex::new(Some(thread)),
+            })),
         })
     }
 
@@ -181,27 +200,30 @@ impl Workers {
         self.endpoint
     }
 
-    /// Local mode: drains the in-process worker (running tasks finish, bounded by its drain
-    /// timeout) and waits for it to stop. Nothing to do in other modes.
+    /// Stops the hub. Local mode first drains the in-process worker (running tasks finish,
+    /// bounded by its drain timeout). Then the hub's thread is stopped and joined, so that a
+    /// restart in the same process finds the store released.
     pub async fn shutdown(&self) {
-        let Some(local) = &self.local else {
-            return;
-        };
-        local.shutdown.cancel();
-        let mut done = local.done.clone();
-        let bound = local.drain_bound + std::time::Duration::from_secs(3);
-        let _ = tokio::time::timeout(bound, done.wait_for(|d| *d)).await;
+        if let Some(local) = &self.local {
+            local.shutdown.cancel();
+            let mut done = local.done.clone();
+            let bound = local.drain_bound + std::time::Duration::from_secs(3);
+            let _ = tokio::time::timeout(bound, done.wait_for(|d| *d)).await;
+        }
+        if let Some(thread) = &self.hub_thread {
+            thread.stop_and_join().await;
+        }
     }
 }
 
-/// The runner of local mode's in-process worker: re-login by [`relogin_runner`], probes by
-/// [`probe::ProbeRunner`] with the gateway's authenticator.
+/// The runner of local mode's in-process worker: re-login by `relogin` (normally
+/// [`relogin_runner`]), probes by [`probe::ProbeRunner`] with the gateway's authenticator.
 pub fn local_runner(
-    settings: &Settings,
+    relogin: Arc<dyn TaskRunner>,
     authenticator: Arc<dyn crate::upstream::Authenticator>,
 ) -> Arc<dyn TaskRunner> {
     Arc::new(ComposedRunner::new(
-        relogin_runner(settings),
+        relogin,
         Arc::new(probe::ProbeRunner::new(authenticator)),
     ))
 }
@@ -224,29 +246,10 @@ pub fn client_runner(
     )))
 }
 
-/// The re-login side of the local worker. This build has no browser automation: the runner
-/// announces no `relogin` kind, so re-login tasks wait in the queue (the account stays in
-/// `needs_relogin`, as it would with no worker connected) instead of failing at once and
-/// spending the account's budget. The browser's runner takes its place when it lands.
-fn relogin_runner(_settings: &Settings) -> Arc<dyn TaskRunner> {
-    Arc::new(NoRelogin)
-}
-
-/// Takes no task kind (see [`relogin_runner`]).
-struct NoRelogin;
-
-impl TaskRunner for NoRelogin {
-    fn kinds(&self) -> Vec<TaskKindName> {
-        Vec::new()
-    }
-
-    fn run(
-        &self,
-        task: business2api_shared::protocol::Task,
-        ctx: business2api_worker::TaskContext,
-    ) -> futures_util::future::BoxFuture<'static, business2api_shared::protocol::TaskOutcome> {
-        business2api_worker::NoBrowserRunner.run(task, ctx)
-    }
+/// The re-login side of the local worker: the same Chromium re-login as client mode's
+/// ([`crate::client_mode::relogin_runner`]), run on this box.
+pub fn relogin_runner(settings: &Settings) -> Arc<dyn TaskRunner> {
+    crate::client_mode::relogin_runner(settings)
 }
 
 fn error(status: StatusCode, message: &str) -> HttpResponse {

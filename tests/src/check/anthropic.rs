@@ -341,22 +341,22 @@ mod tests {
             "message_delta",
             json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
                 "usage": {"output_tokens": 5}}),
-        ) + &ev("message_stop", json!({"type": "message_stop"}))
+        ) + &*ev("message_stop", json!({"type": "message_stop"}))
     }
 
     fn thinking(i: u64) -> String {
         block_start(
             i,
             json!({"type": "thinking", "thinking": "", "signature": ""}),
-        ) + &delta(i, json!({"type": "thinking_delta", "thinking": "hm"}))
-            + &delta(i, json!({"type": "signature_delta", "signature": "b2a1.x"}))
-            + &stop(i)
+        ) + &*delta(i, json!({"type": "thinking_delta", "thinking": "hm"}))
+            + &*delta(i, json!({"type": "signature_delta", "signature": "b2a1.x"}))
+            + &*stop(i)
     }
 
     fn text(i: u64, t: &str) -> String {
         block_start(i, json!({"type": "text", "text": ""}))
-            + &delta(i, json!({"type": "text_delta", "text": t}))
-            + &stop(i)
+            + &*delta(i, json!({"type": "text_delta", "text": t}))
+            + &*stop(i)
     }
 
     fn error() -> String {
@@ -368,11 +368,11 @@ mod tests {
 
     fn valid() -> String {
         start()
-            + &ping()
-            + &thinking(0)
-            + &ping()
-            + &text(1, "Hello ![image](http://x/m.png)")
-            + &end()
+            + &*ping()
+            + &*thinking(0)
+            + &*ping()
+            + &*text(1, "Hello ![image](http://x/m.png)")
+            + &*end()
     }
 
     #[test]
@@ -384,24 +384,24 @@ mod tests {
         assert_eq!(s.media, ["http://x/m.png"]);
         assert!(s.error.is_none());
         let tool = start()
-            + &block_start(
+            + &*block_start(
                 0,
                 json!({"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}),
             )
-            + &delta(
+            + &*delta(
                 0,
                 json!({"type": "input_json_delta", "partial_json": "{\"a\":"}),
             )
-            + &delta(0, json!({"type": "input_json_delta", "partial_json": "1}"}))
-            + &stop(0)
-            + &end().replace("end_turn", "tool_use");
+            + &*delta(0, json!({"type": "input_json_delta", "partial_json": "1}"}))
+            + &*stop(0)
+            + &*end().replace("end_turn", "tool_use");
         check(tool.as_bytes()).unwrap();
         // The failure grammar: blocks closed, error, message_delta, message_stop.
-        let failed = start() + &text(0, "part") + &error() + &end();
+        let failed = start() + &*text(0, "part") + &*error() + &*end();
         let s = check(failed.as_bytes()).unwrap();
         assert_eq!(s.error.unwrap()["type"], "api_error");
         assert_eq!(s.text, "part");
-        check((start() + &ping() + &error() + &end()).as_bytes()).unwrap();
+        check((start() + &*ping() + &*error() + &*end()).as_bytes()).unwrap();
     }
 
     /// Why each broken stream must be refused (a part of the checker's message).
@@ -442,7 +442,7 @@ mod tests {
         let usage_less = start().replace(r#","usage":{"input_tokens":3,"output_tokens":1}"#, "");
         assert_ne!(usage_less, start(), "the replacement applied");
         let cases: Vec<(&str, String)> = vec![
-            ("content_block_start first", text(0, "x") + &end()),
+            ("content_block_start first", text(0, "x") + &*end()),
             (
                 "missing event: line",
                 valid().replacen("event: ping\n", "", 1),
@@ -456,71 +456,71 @@ mod tests {
                 "message_start without usage",
                 valid().replacen(&start(), &usage_less, 1),
             ),
-            ("ping before message_start", ping() + &valid()),
+            ("ping before message_start", ping() + &*valid()),
             (
                 "gap in indexes",
-                start() + &thinking(0) + &text(2, "x") + &end(),
+                start() + &*thinking(0) + &*text(2, "x") + &*end(),
             ),
-            ("not starting at 0", start() + &text(1, "x") + &end()),
+            ("not starting at 0", start() + &*text(1, "x") + &*end()),
             (
                 "delta before start",
                 start()
-                    + &delta(0, json!({"type": "text_delta", "text": "x"}))
-                    + &text(0, "y")
-                    + &end(),
+                    + &*delta(0, json!({"type": "text_delta", "text": "x"}))
+                    + &*text(0, "y")
+                    + &*end(),
             ),
             (
                 "start before previous stop",
                 start()
-                    + &block_start(0, json!({"type": "text", "text": ""}))
-                    + &text(1, "x")
-                    + &stop(0)
-                    + &end(),
+                    + &*block_start(0, json!({"type": "text", "text": ""}))
+                    + &*text(1, "x")
+                    + &*stop(0)
+                    + &*end(),
             ),
             (
                 "delta type mismatch",
                 start()
-                    + &block_start(0, json!({"type": "text", "text": ""}))
-                    + &delta(0, json!({"type": "thinking_delta", "thinking": "x"}))
-                    + &stop(0)
-                    + &end(),
+                    + &*block_start(0, json!({"type": "text", "text": ""}))
+                    + &*delta(0, json!({"type": "thinking_delta", "thinking": "x"}))
+                    + &*stop(0)
+                    + &*end(),
             ),
             (
                 "thinking without signature",
                 start()
-                    + &block_start(
+                    + &*block_start(
                         0,
                         json!({"type": "thinking", "thinking": "", "signature": ""}),
                     )
-                    + &delta(0, json!({"type": "thinking_delta", "thinking": "x"}))
-                    + &stop(0)
-                    + &end(),
+                    + &*delta(0, json!({"type": "thinking_delta", "thinking": "x"}))
+                    + &*stop(0)
+                    + &*end(),
             ),
             (
                 "tool json not JSON",
                 start()
-                    + &block_start(
+                    + &*block_start(
                         0,
                         json!({"type": "tool_use", "id": "t", "name": "f", "input": {}}),
                     )
-                    + &delta(
+                    + &*delta(
                         0,
                         json!({"type": "input_json_delta", "partial_json": "{\"a\":"}),
                     )
-                    + &stop(0)
-                    + &end(),
+                    + &*stop(0)
+                    + &*end(),
             ),
             (
                 "missing message_stop",
-                start() + &text(0, "x") + end().split("event: message_stop").next().unwrap(),
+                start() + &*text(0, "x") + end().split("event: message_stop").next().unwrap(),
             ),
             (
                 "missing message_delta",
-                start() + &text(0, "x") + &ev("message_stop", json!({"type": "message_stop"})),
+                start() + &*text(0, "x") + &*ev("message_stop", json!({"type": "message_stop"})),
             ),
             (
                 "block left open",
-                start() + &block_start(0, json!({"type": "text", "text": ""})) + &end(),
+                start() + &*block_start(0, json!({"type": "text", "text": ""})) + &*end(),
             ),
             (
                 "message_delta without usage",
@@ -530,31 +530,31 @@ mod tests {
                 "message_delta without stop_reason",
                 valid().replace("\"end_turn\"", "null"),
             ),
-            ("event after message_stop", valid() + &ping()),
+            ("event after message_stop", valid() + &*ping()),
             (
                 "comment keep-alive",
-                start() + ": keep-alive\n\n" + &text(0, "x") + &end(),
+                start() + ": keep-alive\n\n" + &*text(0, "x") + &*end(),
             ),
             (
                 "error with a block open",
                 start()
-                    + &block_start(0, json!({"type": "text", "text": ""}))
-                    + &error()
-                    + &stop(0)
-                    + &end(),
+                    + &*block_start(0, json!({"type": "text", "text": ""}))
+                    + &*error()
+                    + &*stop(0)
+                    + &*end(),
             ),
             (
                 "error without message_stop",
-                start() + &text(0, "x") + &error(),
+                start() + &*text(0, "x") + &*error(),
             ),
             (
                 "error shape",
-                start() + &ev("error", json!({"type": "error", "message": "x"})) + &end(),
+                start() + &*ev("error", json!({"type": "error", "message": "x"})) + &*end(),
             ),
             ("cut off mid-event", valid()[..valid().len() - 1].to_owned()),
             (
                 "unknown event",
-                start() + &ev("message_pause", json!({"type": "message_pause"})) + &end(),
+                start() + &*ev("message_pause", json!({"type": "message_pause"})) + &*end(),
             ),
             ("id not msg_", valid().replacen("msg_1", "chatcmpl-1", 1)),
         ];
