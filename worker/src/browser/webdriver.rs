@@ -111,10 +111,34 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{}…", &one_line[..end])
 }
 
-/// A chromedriver this worker started; killed when dropped.
+/// A chromedriver this worker started, in a process group of its own that the Chromium it
+/// launches joins; the whole group is killed when this is dropped, so that a cancelled login
+/// (its future dropped mid-step) leaves neither chromedriver nor Chromium behind.
 struct Chromedriver {
     child: tokio::process::Child,
     url: String,
+}
+
+impl Chromedriver {
+    /// SIGKILL to chromedriver's process group (Chromium and its helpers included).
+    fn kill_group(&mut self) {
+        #[cfg(unix)]
+        if let Some(pid) = self
+            .child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        self.kill_group();
+    }
 }
 
 async fn free_port() -> BrowserResult<u16> {
@@ -130,19 +154,22 @@ async fn free_port() -> BrowserResult<u16> {
 
 async fn start_chromedriver(options: &WebDriverOptions) -> BrowserResult<Chromedriver> {
     let port = free_port().await?;
-    let child = tokio::process::Command::new(&options.chromedriver_path)
+    let mut command = tokio::process::Command::new(&options.chromedriver_path);
+    command
         .arg(format!("--port={port}"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            BrowserError::Failed(format!(
-                "cannot start chromedriver ({}): {e}",
-                options.chromedriver_path.display()
-            ))
-        })?;
+        .kill_on_drop(true);
+    // A group of its own: Chromium and its helpers join it, and `kill_group` ends them all.
+    #[cfg(unix)]
+    command.process_group(0);
+    let child = command.spawn().map_err(|e| {
+        BrowserError::Failed(format!(
+            "cannot start chromedriver ({}): {e}",
+            options.chromedriver_path.display()
+        ))
+    })?;
     let driver = Chromedriver {
         child,
         url: format!("http://127.0.0.1:{port}"),
@@ -308,6 +335,31 @@ struct WebDriverSession {
     profile: Option<tempfile::TempDir>,
 }
 
+/// A session dropped without `close` (its task was cancelled mid-step): with our own
+/// chromedriver, its process group (Chromium included) is killed at once; with a configured
+/// WebDriver server, the session is quit in the background. The profile directory goes with
+/// the struct's fields.
+impl Drop for WebDriverSession {
+    fn drop(&mut self) {
+        if let Some(mut chromedriver) = self.chromedriver.take() {
+            chromedriver.kill_group();
+        }
+        // Quitting through the API marks the session as quit (thirtyfour would otherwise tear
+        // it down synchronously, blocking the executor); against our killed chromedriver it
+        // fails at once, against a configured server it ends the browser there.
+        if let Some(driver) = self.driver.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(async move {
+                        let _ = driver.quit().await;
+                    });
+                }
+                Err(_) => drop(driver),
+            }
+        }
+    }
+}
+
 impl WebDriverSession {
     fn driver(&self) -> BrowserResult<&WebDriver> {
         self.driver
@@ -449,7 +501,8 @@ impl BrowserSession for WebDriverSession {
                 tracing::warn!(error = %truncate(&e.to_string(), 200), "cannot quit the browser session");
             }
             if let Some(mut chromedriver) = self.chromedriver.take() {
-                let _ = chromedriver.child.kill().await;
+                chromedriver.kill_group();
+                let _ = chromedriver.child.wait().await;
             }
             if let Some(profile) = self.profile.take() {
                 // Removing a large profile is blocking file system work.
