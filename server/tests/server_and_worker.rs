@@ -78,10 +78,11 @@ fn chromedriver_groups_of(parent: u32) -> Vec<u32> {
             continue;
         };
         let fields: Vec<&str> = rest.split(' ').collect();
-        if left.contains("(chromedriver") && fields.get(1) == Some(&parent.to_string().as_str()) {
-            if let Some(pgrp) = fields.get(2).and_then(|p| p.parse().ok()) {
-                groups.push(pgrp);
-            }
+        if left.contains("(chromedriver")
+            && fields.get(1) == Some(&parent.to_string().as_str())
+            && let Some(pgrp) = fields.get(2).and_then(|p| p.parse().ok())
+        {
+            groups.push(pgrp);
         }
     }
     groups
