@@ -13,7 +13,8 @@
 #   6. Hostile input                 bench/hostile.sh: the release binary under the memory
 #                                    probe's shapes (peak RSS bound, /health within 100 ms)
 #
-# Needs: a Rust toolchain, python3 with the venv module (Debian: python3-venv), and PyPI access
+# Needs: a Rust toolchain, python3 with the venv module (Debian: python3-venv), chromium and
+# chromedriver (Debian: chromium, chromium-driver) for the real-browser re-login tests, and PyPI access
 # the first time (and whenever the requirements change). Exits non-zero on the first failure.
 set -euo pipefail
 
@@ -54,6 +55,13 @@ die() {
     printf '\nerror: %s\n' "$*" >&2
     exit 1
 }
+
+# The re-login tests drive a real Chromium through chromedriver; without them they would fail
+# deep inside the run, so say it here.
+for tool in chromium chromedriver; do
+    command -v "$tool" >/dev/null 2>&1 \
+        || die "$tool is missing: the re-login tests need it (Debian: apt-get install chromium chromium-driver)"
+done
 
 # --- 1. Build ---------------------------------------------------------------------------------
 step "Build the binaries: cargo build --workspace --bins"
