@@ -1,8 +1,10 @@
 //! Client mode (`pool_server.enable = true`, `mode = "client"`): the binary runs a worker and
 //! nothing else — no HTTP API, no pool, no store. The worker (`business2api_worker`) dials
 //! `pool_server.server_addr` over WebSocket with `pool_server.secret` and runs up to
-//! `pool_server.client_threads` tasks at once; SIGTERM or Ctrl-C drains it. Re-login tasks run
-//! in Chromium through chromedriver ([`relogin_runner`], the `browser` section).
+//! `pool_server.client_threads` tasks at once; SIGTERM or Ctrl-C drains it. Its runner is
+//! [`crate::workers::client_runner`]: `relogin` tasks run in Chromium through chromedriver
+//! ([`relogin_runner`], the `browser` section), `probe` tasks with a Gemini Business client built
+//! from this process's own settings (`gemini_business.*`, `proxy`). `hello` announces both kinds.
 
 use std::sync::Arc;
 
@@ -75,8 +77,11 @@ pub fn browser_config(settings: &Settings) -> BrowserConfig {
     }
 }
 
-/// The runner that re-logs accounts in Chromium ([`BrowserRunner`]), for client mode and for a
-/// local mode's in-process worker. It takes `relogin` tasks only (a `probe` is not its kind).
+/// The runner that re-logs accounts in Chromium ([`BrowserRunner`]), for client mode and for
+/// local mode's in-process worker. On its own it takes `relogin` tasks only (it fails a `probe`
+/// as `unsupported`); both modes compose it with a probe runner
+/// ([`crate::workers::client_runner`], [`crate::workers::local_runner`]), so their workers take
+/// both kinds.
 pub fn relogin_runner(settings: &Settings) -> Arc<dyn TaskRunner> {
     Arc::new(BrowserRunner::new(browser_config(settings)))
 }

@@ -136,7 +136,7 @@ pub struct StartupReport {
 ///
 /// | topology | actors | serves |
 /// |---|---|---|
-/// | `Local` | `PoolSupervisor` + one `AccountActor` per account (+ an in-process worker actor for browser re-login: the workers issue) | the HTTP API |
+/// | `Local` | `PoolSupervisor` + one `AccountActor` per account + `WorkerHub` (task queue, leases) + one `LocalSession` actor for the in-process worker (browser re-login and probes; no `/ws`) | the HTTP API |
 /// | `Server` | `PoolSupervisor` + `AccountActor`s + `WorkerHub` (task queue, leases) + one `WorkerSession` actor per connected worker at `/ws` | the HTTP API and `/ws` |
 /// | `Client` | the worker only (`client_mode::run`): connects out to a server, runs its tasks; no pool | nothing |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +158,10 @@ impl Topology {
     /// The actors this build starts for the topology (the start-up log says which).
     pub fn actors(self) -> &'static str {
         match self {
-            Topology::Local => "pool supervisor + one account actor per account (pool thread)",
+            Topology::Local => {
+                "pool supervisor + one account actor per account (pool thread) + worker hub \
+                 (workers thread) + one in-process worker (no /ws)"
+            }
             Topology::Server => {
                 "pool supervisor + one account actor per account (pool thread) + worker hub \
                  (workers thread) + one session actor per worker at /ws"
@@ -256,7 +259,8 @@ impl Application {
         let mode = settings.mode();
         let topology = Topology::of(mode);
         match topology {
-            // API + the account pool's actors; `Server` adds the worker endpoint (workers issue).
+            // API + the account pool's actors + the worker hub: `Server` takes remote workers at
+            // `/ws`, `Local` runs one in-process worker (`crate::workers::Workers::start`).
             Topology::Local | Topology::Server => {}
             // The worker only, no API and no pool: `client_mode::run`, not this application.
             Topology::Client => return Err(StartupError::ClientModeIsAWorker),

@@ -1,10 +1,13 @@
-//! The business2api worker: the process that runs in **client** mode.
+//! The business2api worker: what runs a server's tasks. In **client** mode it is the whole
+//! process ([`run`], over WebSocket); in **local** mode the gateway runs one inside its own process
+//! ([`in_process`], over channels, with the same session loop).
 //!
-//! A worker dials out to a business2api server over WebSocket (`GET <server_addr>/ws`, `ws://`
-//! or `wss://` with rustls), authenticates with `Authorization: Bearer <pool_server.secret>` on
-//! the upgrade request (never in the URL), announces itself in `hello` (capacity =
-//! `pool_server.client_threads`, the task kinds its runner takes) and then runs the tasks the
-//! server leases to it, reporting `accepted`, `progress` and `result`. It serves no API.
+//! In client mode the worker dials out to a business2api server over WebSocket
+//! (`GET <server_addr>/ws`, `ws://` or `wss://` with rustls), authenticates with
+//! `Authorization: Bearer <pool_server.secret>` on the upgrade request (never in the URL),
+//! announces itself in `hello` (capacity = `pool_server.client_threads`, the task kinds its
+//! runner takes) and then runs the tasks the server leases to it, reporting `accepted`,
+//! `progress` and `result`. It serves no API.
 //!
 //! - [`run`] is the whole life of a worker: connect, serve, reconnect after any disconnection
 //!   with jittered exponential backoff ([`Backoff`], 1 s → 60 s by default; a refusal for an
@@ -17,13 +20,19 @@
 //! - The server's `Unknown` messages are ignored; malformed frames close the session with the
 //!   protocol's close code and the worker reconnects.
 //!
-//! # Status
-//! The connection is complete; the task runners are not. This build's production runner,
-//! [`NoBrowserRunner`], fails every `relogin` (no browser automation yet: thirtyfour, the
-//! `Browser` trait and the one-time-code sources come with their own work) and every `probe`
-//! (the Gemini Business client lives in the server crate, which depends on this one) with
-//! [`FailureReason::Unsupported`](business2api_shared::protocol::FailureReason::Unsupported)
-//! and a message that says so. Local mode's in-process worker (no socket) is not built yet.
+//! # What runs a task
+//! - [`BrowserRunner`] takes `relogin` tasks: [`relogin`] walks the login pages in a fresh
+//!   Chromium session ([`browser::WebDriverBrowser`]: chromedriver through thirtyfour, a
+//!   temporary profile per login; the scripted [`browser::FakeBrowser`] in tests), with the
+//!   one-time code from the task's source ([`otp`]: a mailbox over IMAP, or the code the
+//!   operator types, which the server forwards as `otp`), and keeps a bounded number of
+//!   screenshots of failed logins. A `probe` is not its kind.
+//! - [`ComposedRunner`] routes `relogin` to one runner and `probe` to another. The server crate
+//!   composes the browser runner with its probe runner (the Gemini Business client lives there)
+//!   for client mode and for local mode's in-process worker, so both announce both kinds.
+//! - [`NoBrowserRunner`] fails every task as
+//!   [`FailureReason::Unsupported`](business2api_shared::protocol::FailureReason::Unsupported);
+//!   only tests use it.
 
 pub mod browser;
 pub mod browser_runner;

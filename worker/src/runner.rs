@@ -1,5 +1,6 @@
 //! What runs a task: the [`TaskRunner`] trait, the [`TaskContext`] a running task talks through,
-//! and the production runner of this build ([`NoBrowserRunner`]).
+//! [`ComposedRunner`], which routes each task kind to its own runner, and [`NoBrowserRunner`],
+//! which runs nothing (tests).
 
 use std::sync::Arc;
 
@@ -84,19 +85,18 @@ impl TaskContext {
     }
 }
 
-/// The production runner of this build, honest about what exists: there is no browser
-/// automation yet, so a `relogin` fails with [`FailureReason::Unsupported`] and a message saying
-/// so; a `probe` fails the same way (the worker does not embed the gateway's Gemini Business
-/// client, which lives in the server crate). The server learns at once instead of waiting for a
-/// lease to expire.
+/// A runner that announces `relogin` and `probe` and fails every task at once with
+/// [`FailureReason::Unsupported`] and a fixed message. No mode runs it: client mode and local
+/// mode's in-process worker run the browser's re-login runner ([`crate::BrowserRunner`])
+/// composed with the server crate's probe runner ([`ComposedRunner`]). Tests use it where a
+/// runner must answer without doing anything.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoBrowserRunner;
 
-/// The message of a `relogin` this build cannot run.
-pub const NO_BROWSER_MESSAGE: &str =
-    "this worker build has no browser automation yet: it cannot re-login accounts";
-/// The message of a `probe` this build cannot run.
-pub const NO_PROBE_MESSAGE: &str = "this worker build cannot probe accounts yet";
+/// [`NoBrowserRunner`]'s message for a `relogin`.
+pub const NO_BROWSER_MESSAGE: &str = "this worker runs no browser: it cannot re-login accounts";
+/// [`NoBrowserRunner`]'s message for a `probe`.
+pub const NO_PROBE_MESSAGE: &str = "this worker cannot probe accounts";
 
 impl TaskRunner for NoBrowserRunner {
     fn kinds(&self) -> Vec<TaskKindName> {
@@ -119,8 +119,9 @@ impl TaskRunner for NoBrowserRunner {
 }
 
 /// Routes each task to the runner of its kind: `relogin` to one runner, `probe` to another
-/// (client and local mode compose the browser's re-login runner with the server crate's probe
-/// runner). Announces the kinds both take.
+/// (client mode and local mode's in-process worker compose the browser's re-login runner with
+/// the server crate's probe runner). Announces `relogin` if the first runner takes it and
+/// `probe` if the second does; a task of an unknown kind fails as `unsupported`.
 #[derive(Clone)]
 pub struct ComposedRunner {
     relogin: Arc<dyn TaskRunner>,
@@ -169,7 +170,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn the_production_runner_says_it_has_no_browser() {
+    async fn the_browserless_runner_says_it_has_no_browser() {
         let task = Task {
             id: TaskId::parse("t1").unwrap(),
             attempt: 1,
