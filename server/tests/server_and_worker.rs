@@ -52,19 +52,6 @@ fn start(config: &Value, dir: &std::path::Path, name: &str) -> Killed {
     Killed(child)
 }
 
-/// Real-browser tests run one at a time across test processes (a loaded 2-core box, and tests
-/// that check no browser is left): the same lock file as the worker crate's browser tests.
-fn one_browser_at_a_time() -> std::fs::File {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(std::env::temp_dir().join("b2a-worker-real-browser.lock"))
-        .unwrap();
-    file.lock().unwrap();
-    file
-}
-
 /// The process groups of the chromedrivers `parent` started (each chromedriver leads a group
 /// that its Chromium joins).
 fn chromedriver_groups_of(parent: u32) -> Vec<u32> {
@@ -176,7 +163,7 @@ async fn chat(client: &reqwest::Client, base: &str) -> reqwest::Response {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_account_is_relogged_by_a_worker_process_after_the_first_one_dies() {
     business2api::startup::install_crypto_provider();
-    let _one = one_browser_at_a_time();
+    let _one = upstream_sim::one_browser_at_a_time().unwrap();
     let sim = Simulator::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

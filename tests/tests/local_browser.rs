@@ -22,19 +22,6 @@ const ADMIN: &str = "admin-key-for-local-browser-tests-0123";
 const MAIL_USER: &str = "codes@operator.example";
 const MAIL_PASSWORD: &str = "imap-password-for-the-tests-0123";
 
-/// Real-browser tests run one at a time across test processes (a loaded 2-core box, and tests
-/// that check no browser is left): the same lock file as the worker crate's browser tests.
-fn one_browser_at_a_time() -> std::fs::File {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(std::env::temp_dir().join("b2a-worker-real-browser.lock"))
-        .unwrap();
-    file.lock().unwrap();
-    file
-}
-
 /// A simulator with one account, its mailbox served over IMAP (a catch-all user receives
 /// every code e-mail), and a local-mode gateway whose in-process worker re-logs in Chromium.
 async fn local_app(extra: Value, with_mailbox: bool) -> (TestApp, Option<ImapServer>) {
@@ -139,7 +126,7 @@ async fn ready_and_served(app: &TestApp) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_mode_relogs_in_with_the_code_from_the_operators_mailbox() {
-    let _one = one_browser_at_a_time();
+    let _one = upstream_sim::one_browser_at_a_time().unwrap();
     let (app, imap) = local_app(json!({}), true).await;
     kill_cookies(&app).await;
     let tasks = wait_for(&app, "/admin/tasks", "the completed re-login", |v| {
@@ -162,7 +149,7 @@ async fn local_mode_relogs_in_with_the_code_from_the_operators_mailbox() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_mode_takes_the_code_the_operator_types() {
-    let _one = one_browser_at_a_time();
+    let _one = upstream_sim::one_browser_at_a_time().unwrap();
     let (app, _imap) = local_app(json!({}), false).await;
     let email = app.accounts[0].email.clone();
     kill_cookies(&app).await;
@@ -190,7 +177,7 @@ async fn local_mode_takes_the_code_the_operator_types() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_codes_spend_the_relogin_budget_then_the_expired_action_applies() {
-    let _one = one_browser_at_a_time();
+    let _one = upstream_sim::one_browser_at_a_time().unwrap();
     let (app, _imap) = local_app(
         json!({ "pool": { "browser_refresh_max_retry": 2, "browser_refresh_backoff_sec": 1 } }),
         true,

@@ -113,19 +113,6 @@ async fn imap_refusing_the_login_is_network_failed_without_the_password() {
 // ---------------------------------------------------------------------------------------------
 // Real Chromium
 
-/// Real-browser tests run one at a time, across test processes too (nextest runs each test in
-/// its own process; a loaded 2-core box): an exclusive lock on a file, released on drop.
-fn one_browser_at_a_time() -> std::fs::File {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(std::env::temp_dir().join("b2a-worker-real-browser.lock"))
-        .unwrap();
-    file.lock().unwrap();
-    file
-}
-
 /// The temporary browser profiles that exist now.
 fn profiles() -> Vec<std::path::PathBuf> {
     std::fs::read_dir(std::env::temp_dir())
@@ -209,7 +196,7 @@ fn setup(
 
 #[actix_web::test]
 async fn real_chromium_relogs_in_through_the_login_pages_with_the_mailbox_code() {
-    let _one = one_browser_at_a_time();
+    let _one = upstream_sim::one_browser_at_a_time().unwrap();
     let m = imap::start(USER, PASSWORD).await;
     let shots = tempfile::tempdir().unwrap();
     let (pages, runner) = setup(true, &m, shots.path());
@@ -260,7 +247,7 @@ async fn real_chromium_relogs_in_through_the_login_pages_with_the_mailbox_code()
 
 #[actix_web::test]
 async fn real_chromium_is_gone_when_a_waiting_task_is_cancelled() {
-    let _one = one_browser_at_a_time();
+    let _one = upstream_sim::one_browser_at_a_time().unwrap();
     let m = imap::start(USER, PASSWORD).await;
     let shots = tempfile::tempdir().unwrap();
     let (pages, runner) = setup(false, &m, shots.path());
@@ -294,7 +281,7 @@ async fn real_chromium_is_gone_when_a_waiting_task_is_cancelled() {
 
 #[actix_web::test]
 async fn real_chromium_reports_a_wrong_code_with_a_screenshot() {
-    let _one = one_browser_at_a_time();
+    let _one = upstream_sim::one_browser_at_a_time().unwrap();
     let m = imap::start(USER, PASSWORD).await;
     let shots = tempfile::tempdir().unwrap();
     let (pages, runner) = setup(false, &m, shots.path());

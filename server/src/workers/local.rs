@@ -7,14 +7,12 @@
 //! violation ends the session with the same close code.
 
 use actix::prelude::*;
-use business2api_shared::protocol::{
-    Close, ProtocolError, ServerMessage, ServerTerms, WorkerMessage, negotiate_with,
-};
+use business2api_shared::protocol::{Close, ServerMessage, ServerTerms, WorkerMessage};
 use business2api_worker::in_process::{FromWorker as Inbound, ServerEnd, ToWorker};
 use tokio::sync::mpsc;
 
 use super::hub::{FromWorker, Register, ToSession, Unregister, WorkerHub};
-use super::session::next_session_id;
+use super::session::{Step, next_session_id, step};
 
 /// The in-process session actor (see the module docs).
 pub struct LocalSession {
@@ -80,42 +78,27 @@ impl LocalSession {
             Ok(m) => m,
             Err(e) => return self.close(e.close(), ctx),
         };
-        match (self.registered, message) {
-            (false, WorkerMessage::Hello(hello)) => match negotiate_with(&hello, &self.terms) {
-                Ok(welcome) => {
-                    let kinds = welcome.kinds.clone();
-                    self.send(ServerMessage::Welcome(welcome), ctx);
-                    self.registered = true;
-                    self.hub.do_send(Register {
-                        session: self.id,
-                        addr: ctx.address().recipient(),
-                        hello,
-                        kinds,
-                        peer: "in-process".to_owned(),
-                    });
-                }
-                Err(refusal) => {
-                    let close = refusal.close();
-                    self.send(ServerMessage::Refused(refusal), ctx);
-                    self.close(close, ctx);
-                }
-            },
-            (false, _) => self.close(
-                ProtocolError::Unexpected {
-                    what: "a message before hello",
-                }
-                .close(),
-                ctx,
-            ),
-            (true, WorkerMessage::Hello(_)) => self.close(
-                ProtocolError::Unexpected {
-                    what: "a second hello",
-                }
-                .close(),
-                ctx,
-            ),
-            (true, message) => {
-                if matches!(message, WorkerMessage::Heartbeat { .. }) {
+        match step(self.registered, message, &self.terms) {
+            Step::Welcome(welcome, hello) => {
+                let kinds = welcome.kinds.clone();
+                self.send(ServerMessage::Welcome(welcome), ctx);
+                self.registered = true;
+                self.hub.do_send(Register {
+                    session: self.id,
+                    addr: ctx.address().recipient(),
+                    hello,
+                    kinds,
+                    peer: "in-process".to_owned(),
+                });
+            }
+            Step::Refuse(refusal) => {
+                let close = refusal.close();
+                self.send(ServerMessage::Refused(refusal), ctx);
+                self.close(close, ctx);
+            }
+            Step::Close(close) => self.close(close, ctx),
+            Step::Forward { message, ack } => {
+                if ack {
                     self.send(ServerMessage::HeartbeatAck {}, ctx);
                 }
                 self.hub.do_send(FromWorker {

@@ -252,6 +252,31 @@ pub fn relogin_runner(settings: &Settings) -> Arc<dyn TaskRunner> {
     crate::client_mode::relogin_runner(settings)
 }
 
+/// `202` with the task (new or already queued) for `key`, or `503` when the hub cannot take it.
+fn enqueued_answer(
+    sent: Result<Result<hub::Enqueued, hub::QueueFull>, actix::MailboxError>,
+    key: &AccountKey,
+) -> HttpResponse {
+    match sent {
+        Ok(Ok(enqueued)) => HttpResponse::Accepted().json(json!({
+            "task": enqueued.task.as_str(),
+            "created": enqueued.created,
+            "account": key.as_str(),
+        })),
+        Ok(Err(_)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "the task queue is full ({} tasks); try again later",
+                hub::MAX_TASKS
+            ),
+        ),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the worker hub is not running",
+        ),
+    }
+}
+
 fn error(status: StatusCode, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": message }))
 }
@@ -389,30 +414,13 @@ pub async fn admin_browser_refresh(
     let Some(generation) = generation_of(&state, &key).await else {
         return error(StatusCode::NOT_FOUND, "no such account");
     };
-    match hub
+    let sent = hub
         .send(EnqueueRelogin {
             account: key.clone(),
             generation: Some(generation),
         })
-        .await
-    {
-        Ok(Ok(enqueued)) => HttpResponse::Accepted().json(json!({
-            "task": enqueued.task.as_str(),
-            "created": enqueued.created,
-            "account": key.as_str(),
-        })),
-        Ok(Err(_)) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!(
-                "the task queue is full ({} tasks); try again later",
-                hub::MAX_TASKS
-            ),
-        ),
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the worker hub is not running",
-        ),
-    }
+        .await;
+    enqueued_answer(sent, &key)
 }
 
 /// Whether `mode` runs the worker endpoint.
@@ -492,31 +500,14 @@ pub async fn admin_probe(
             );
         }
     };
-    match hub
+    let sent = hub
         .send(EnqueueProbe {
             account: key.clone(),
             credentials,
             generation: Some(generation),
         })
-        .await
-    {
-        Ok(Ok(enqueued)) => HttpResponse::Accepted().json(json!({
-            "task": enqueued.task.as_str(),
-            "created": enqueued.created,
-            "account": key.as_str(),
-        })),
-        Ok(Err(_)) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!(
-                "the task queue is full ({} tasks); try again later",
-                hub::MAX_TASKS
-            ),
-        ),
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the worker hub is not running",
-        ),
-    }
+        .await;
+    enqueued_answer(sent, &key)
 }
 
 /// A one-time code as the admin route takes it: 4 to 16 ASCII letters or digits.

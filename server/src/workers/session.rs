@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Session};
 use business2api_shared::protocol::{
-    Close, HELLO_TIMEOUT, MISSED_HEARTBEATS, ProtocolError, ServerMessage, ServerTerms,
-    WorkerMessage, code, negotiate_with,
+    Close, HELLO_TIMEOUT, Hello, MISSED_HEARTBEATS, ProtocolError, Refusal, ServerMessage,
+    ServerTerms, Welcome, WorkerMessage, code, negotiate_with,
 };
 use tokio::sync::mpsc;
 
@@ -158,42 +158,27 @@ impl WorkerSession {
             Ok(m) => m,
             Err(e) => return self.close(e.close(), ctx),
         };
-        match (self.registered, message) {
-            (false, WorkerMessage::Hello(hello)) => match negotiate_with(&hello, &self.terms) {
-                Ok(welcome) => {
-                    let kinds = welcome.kinds.clone();
-                    self.send(&ServerMessage::Welcome(welcome), ctx);
-                    self.registered = true;
-                    self.hub.do_send(Register {
-                        session: self.id,
-                        addr: ctx.address().recipient(),
-                        hello,
-                        kinds,
-                        peer: self.peer.clone(),
-                    });
-                }
-                Err(refusal) => {
-                    let close = refusal.close();
-                    self.send(&ServerMessage::Refused(refusal), ctx);
-                    self.close(close, ctx);
-                }
-            },
-            (false, _) => self.close(
-                ProtocolError::Unexpected {
-                    what: "a message before hello",
-                }
-                .close(),
-                ctx,
-            ),
-            (true, WorkerMessage::Hello(_)) => self.close(
-                ProtocolError::Unexpected {
-                    what: "a second hello",
-                }
-                .close(),
-                ctx,
-            ),
-            (true, message) => {
-                if matches!(message, WorkerMessage::Heartbeat { .. }) {
+        match step(self.registered, message, &self.terms) {
+            Step::Welcome(welcome, hello) => {
+                let kinds = welcome.kinds.clone();
+                self.send(&ServerMessage::Welcome(welcome), ctx);
+                self.registered = true;
+                self.hub.do_send(Register {
+                    session: self.id,
+                    addr: ctx.address().recipient(),
+                    hello,
+                    kinds,
+                    peer: self.peer.clone(),
+                });
+            }
+            Step::Refuse(refusal) => {
+                let close = refusal.close();
+                self.send(&ServerMessage::Refused(refusal), ctx);
+                self.close(close, ctx);
+            }
+            Step::Close(close) => self.close(close, ctx),
+            Step::Forward { message, ack } => {
+                if ack {
                     self.send(&ServerMessage::HeartbeatAck {}, ctx);
                 }
                 // The hub's mailbox is large; a full one means the server is overloaded, and
@@ -312,5 +297,45 @@ impl StreamHandler<Result<AggregatedMessage, actix_ws::ProtocolError>> for Worke
     fn finished(&mut self, ctx: &mut Context<Self>) {
         self.closing = true;
         ctx.stop();
+    }
+}
+
+/// What a session does with one well-formed message from its worker: the same rules for a
+/// remote worker ([`WorkerSession`]) and local mode's in-process one
+/// ([`super::local::LocalSession`]).
+pub(super) enum Step {
+    /// The first hello, accepted: send the welcome, then register with the hub.
+    Welcome(Welcome, Hello),
+    /// The first hello, refused: send the refusal, then close.
+    Refuse(Refusal),
+    /// A protocol violation: close with this reason.
+    Close(Close),
+    /// After the hello: hand the message to the hub (answering a heartbeat first when `ack`).
+    Forward { message: WorkerMessage, ack: bool },
+}
+
+/// The [`Step`] for `message`, given whether the worker said hello already.
+pub(super) fn step(registered: bool, message: WorkerMessage, terms: &ServerTerms) -> Step {
+    match (registered, message) {
+        (false, WorkerMessage::Hello(hello)) => match negotiate_with(&hello, terms) {
+            Ok(welcome) => Step::Welcome(welcome, hello),
+            Err(refusal) => Step::Refuse(refusal),
+        },
+        (false, _) => Step::Close(
+            ProtocolError::Unexpected {
+                what: "a message before hello",
+            }
+            .close(),
+        ),
+        (true, WorkerMessage::Hello(_)) => Step::Close(
+            ProtocolError::Unexpected {
+                what: "a second hello",
+            }
+            .close(),
+        ),
+        (true, message) => Step::Forward {
+            ack: matches!(message, WorkerMessage::Heartbeat { .. }),
+            message,
+        },
     }
 }

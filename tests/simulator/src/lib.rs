@@ -40,8 +40,10 @@
 //! * `mail.rs` — [`mail::Mailbox`], where the login's code e-mails are delivered.
 //! * `imap.rs` — [`imap::ImapServer`], a plaintext IMAP4rev1 subset over a mailbox.
 //! * `error.rs` — Google-shaped errors and the fault responses.
+//! * `browser_lock.rs` — [`one_browser_at_a_time`], for tests that run a real Chromium.
 //! * `main.rs` — the `upstream-sim` binary.
 
+mod browser_lock;
 mod error;
 mod gate;
 mod handlers;
@@ -61,6 +63,7 @@ use std::time::Duration;
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
 
+pub use browser_lock::one_browser_at_a_time;
 pub use gate::Gate;
 pub use login::{DEFAULT_LOGIN_TTL, LOGIN_COOKIE, LoginScript};
 pub use model::{
