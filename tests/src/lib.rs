@@ -289,6 +289,33 @@ pub async fn start_app_full(
 }
 
 impl TestApp {
+    /// `GET path` with `key` as the bearer token: the JSON body, whatever the status.
+    pub async fn get_json_as(&self, key: &str, path: &str) -> Value {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("GET reaches the gateway")
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+
+    /// `POST path` with `key` as the bearer token and a JSON body: the status and the JSON
+    /// body (`null` when it is not JSON).
+    pub async fn post_json_as(&self, key: &str, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("POST reaches the gateway");
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
@@ -355,6 +382,15 @@ impl TestApp {
         }
         (self.data_dir, self.sim, self.accounts)
     }
+}
+
+/// The account with this e-mail in an `/admin/accounts` answer (the test fails when it is not
+/// listed).
+pub fn account_in<'a>(accounts: &'a Value, email: &str) -> &'a Value {
+    accounts["accounts"]
+        .as_array()
+        .and_then(|list| list.iter().find(|a| a["email"] == email))
+        .unwrap_or_else(|| panic!("{email} not listed: {accounts}"))
 }
 
 /// A chat body with one user message.

@@ -64,15 +64,7 @@ async fn local_app(extra: Value, with_mailbox: bool) -> (TestApp, Option<ImapSer
 }
 
 async fn admin(app: &TestApp, path: &str) -> Value {
-    app.client
-        .get(app.url(path))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    app.get_json_as(ADMIN, path).await
 }
 
 async fn wait_for(app: &TestApp, path: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
@@ -91,12 +83,7 @@ async fn wait_for(app: &TestApp, path: &str, what: &str, check: impl Fn(&Value) 
 }
 
 fn account<'a>(accounts: &'a Value, email: &str) -> &'a Value {
-    accounts["accounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["email"] == email)
-        .unwrap_or_else(|| panic!("{email} not listed: {accounts}"))
+    business2api_tests::account_in(accounts, email)
 }
 
 /// Kills the account's cookies at the simulator and makes one request fail on them.

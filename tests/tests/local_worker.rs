@@ -119,15 +119,7 @@ async fn local_app(
 }
 
 async fn admin(app: &TestApp, path: &str) -> Value {
-    app.client
-        .get(app.url(path))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    app.get_json_as(ADMIN_KEY, path).await
 }
 
 async fn admin_post(app: &TestApp, path: &str, body: Option<Value>) -> (u16, String) {

@@ -33,24 +33,11 @@ async fn admin_get(app: &TestApp, path: &str) -> Value {
 }
 
 async fn admin_post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
-    let r = app
-        .client
-        .post(app.url(path))
-        .bearer_auth(ADMIN_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    app.post_json_as(ADMIN_KEY, path, &body).await
 }
 
 fn account<'a>(accounts: &'a Value, email: &str) -> &'a Value {
-    accounts["accounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["email"] == email)
-        .unwrap_or_else(|| panic!("{email} not listed: {accounts}"))
+    business2api_tests::account_in(accounts, email)
 }
 
 /// Waits until no request is in flight on any account (outcomes are reported asynchronously).

@@ -145,15 +145,7 @@ async fn welcomed(app: &TestApp, worker: &str, capacity: u16) -> Ws {
 }
 
 async fn admin(app: &TestApp, path: &str) -> Value {
-    app.client
-        .get(app.url(path))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    app.get_json_as(ADMIN_KEY, path).await
 }
 
 async fn browser_refresh(app: &TestApp, email: &str) -> (u16, Value) {
@@ -701,15 +693,7 @@ async fn an_account_whose_cookies_die_is_queued_for_a_relogin_by_the_pool() {
 }
 
 async fn admin_post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
-    let r = app
-        .client
-        .post(app.url(path))
-        .bearer_auth(ADMIN_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
+    app.post_json_as(ADMIN_KEY, path, &body).await
 }
 
 #[tokio::test]
