@@ -180,6 +180,9 @@ pub struct ExtraUpstream {
 }
 
 /// A built, bound, not yet running gateway.
+/// How long `run_until_stopped` waits for the store to be closed after everything stopped.
+const STORE_CLOSE_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct Application {
     address: SocketAddr,
     server: Server,
@@ -189,6 +192,9 @@ pub struct Application {
     watcher: Option<tokio::task::JoinHandle<()>>,
     /// The task hub (and local mode's in-process worker, drained at the end).
     workers: crate::workers::Workers,
+    /// The store, watched at the end: `run_until_stopped` returns once every holder let go,
+    /// so the database file is closed (a restart in the same process can open it).
+    store: std::sync::Weak<Store>,
 }
 
 fn create_private_dir(path: &Path) -> std::io::Result<()> {
@@ -302,6 +308,7 @@ impl Application {
             tracing::warn!(account = %crate::telemetry::untrusted(&u.name), reason = %crate::telemetry::untrusted(&u.reason), "account cannot be used");
         }
         let store = Arc::new(store);
+        let store_watch = Arc::downgrade(&store);
 
         for warning in crate::reload::unimplemented_warnings(&settings) {
             tracing::warn!("config: {warning}");
@@ -531,6 +538,7 @@ impl Application {
             pool,
             watcher,
             workers: workers_handle,
+            store: store_watch,
         })
     }
 
@@ -564,6 +572,17 @@ impl Application {
         self.workers.shutdown().await;
         // Every request has finished (or the drain timeout passed): write the pool state.
         self.pool.shutdown().await;
+        drop(self.pool);
+        drop(self.workers);
+        // The HTTP workers, the pool's actors and the hub drop their handles as their threads
+        // end; wait (bounded) until the store is closed.
+        let closing = std::time::Instant::now();
+        while self.store.strong_count() > 0 && closing.elapsed() < STORE_CLOSE_BOUND {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        if self.store.strong_count() > 0 {
+            tracing::warn!("the store is still open after shutdown");
+        }
         tracing::info!("pool state written; stopped");
         served
     }
