@@ -43,5 +43,6 @@ pub mod service;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tools;
 pub mod upstream;
 pub mod workers;
