@@ -318,7 +318,16 @@ async fn tools_are_accepted_and_forcing_one_is_refused() {
         let request = json!({"model": MODEL, "max_tokens": 10, "tools": tools, "tool_choice": choice, "stream": true,
             "messages": [{"role": "user", "content": "weather?"}]});
         let s = stream_of(&app, &request).await;
-        assert!(s.text.contains(&echo("weather?")));
+        assert!(s.text.ends_with("weather?»"), "{}", s.text);
+        // The tools reach the model as the emulation's tools section (docs/TOOLS.md), unless
+        // the choice is none.
+        let query = upstream_query(&app);
+        if choice == json!({"type": "none"}) {
+            assert_eq!(query, "weather?");
+        } else {
+            assert!(query.starts_with("<tools protocol=\"1\">"), "{query}");
+            assert!(query.ends_with("</tools>\n\nweather?"), "{query}");
+        }
     }
     // A replayed tool round trip reaches the upstream as a transcript.
     let request = json!({"model": MODEL, "tools": tools, "messages": [
@@ -329,7 +338,7 @@ async fn tools_are_accepted_and_forcing_one_is_refused() {
     assert_eq!(status, 200, "{v}");
     let query = upstream_query(&app);
     assert!(
-        query.contains("Assistant: [tool call get_weather({\"city\":\"Paris\"})]")
+        query.contains("Assistant: <tool_call>\n{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}\n</tool_call>")
             && query.contains("Tool Result [get_weather]: sunny"),
         "{query}"
     );

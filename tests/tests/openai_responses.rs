@@ -208,10 +208,18 @@ async fn instructions_and_history_reach_the_upstream_flattened() {
     let text = sent["streamAssistRequest"]["query"]["parts"][0]["text"]
         .as_str()
         .unwrap();
+    // The request declares tools: the tools section comes first, and the earlier call is
+    // written in the tool protocol's grammar (docs/TOOLS.md).
+    let (tools, transcript) = text.split_once("</tools>\n\n").unwrap();
+    assert!(tools.starts_with("<tools protocol=\"1\">"), "{tools}");
+    assert!(
+        tools.contains(r#"{"name":"get_weather","parameters":{"type":"object"}}"#),
+        "{tools}"
+    );
     assert_eq!(
-        text,
+        transcript,
         "<system>\nBe terse.\n</system>\n\nHuman: weather in Paris?\n\n\
-         Assistant: [tool call get_weather({\"city\":\"Paris\"})]\n\n\
+         Assistant: <tool_call>\n{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}\n</tool_call>\n\n\
          Tool Result [get_weather]: sunny\n\nAssistant: It is sunny.\n\n\
          Human: and tomorrow?\n\nAssistant:"
     );

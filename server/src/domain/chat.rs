@@ -12,8 +12,9 @@ pub struct ChatRequest {
     pub model: ModelId,
     pub messages: Vec<Message>,
     pub stream: bool,
-    /// Tool definitions the client declared. Each upstream decides what it does with them (the
-    /// Gemini Business upstream takes no custom tools and is never given them).
+    /// Tool definitions the client declared (empty when its tool choice is "none"). Each
+    /// upstream decides what it does with them: Gemini Business takes no custom tools, so its
+    /// adapter emulates them (`crate::tools`, docs/TOOLS.md).
     pub tools: Vec<ToolSpec>,
     /// Sampling and length options the client asked for.
     pub options: GenerationOptions,

@@ -214,8 +214,13 @@ pub fn new_call_id() -> String {
 pub fn render_call(call: &ToolCall, out: &mut impl std::fmt::Write) -> std::fmt::Result {
     let arguments: Value = serde_json::from_str(&call.arguments)
         .unwrap_or_else(|_| Value::String(call.arguments.clone()));
-    let block = json!({ "name": call.name, "arguments": arguments });
-    write!(out, "{OPEN}\n{block}\n{CLOSE}")
+    // Written by hand so that `name` comes first, as in the instructions, whatever the map
+    // order of serde_json in this build.
+    let name = Value::String(call.name.clone());
+    write!(
+        out,
+        "{OPEN}\n{{\"name\":{name},\"arguments\":{arguments}}}\n{CLOSE}"
+    )
 }
 
 #[cfg(test)]

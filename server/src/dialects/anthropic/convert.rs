@@ -46,8 +46,8 @@ fn block_type(raw: &RawValue) -> String {
         .map_or_else(|| "(missing)".to_owned(), |k| k.into_owned())
 }
 
-/// `tool_choice` values that force a tool call, which the gateway cannot honour: client tools
-/// are never given to the upstream model.
+/// `tool_choice` values that force a tool call, which the gateway does not honour yet (tools
+/// are emulated, docs/TOOLS.md, and the model decides).
 fn forces_tool(choice: Option<&serde_json::Value>) -> bool {
     match choice.and_then(|c| c.get("type")).and_then(|t| t.as_str()) {
         Some("auto") | Some("none") | None => false,
@@ -363,7 +363,7 @@ fn parse_within_budget(
     if forces_tool(wire.tool_choice.as_deref()) {
         return Err(invalid(
             "tool_choice",
-            "this gateway cannot force a tool call: tools are accepted but not passed to the upstream model; use tool_choice {\"type\": \"auto\"} or {\"type\": \"none\"}",
+            "this gateway cannot force a tool call: tools are offered to the model, which decides; use tool_choice {\"type\": \"auto\"} or {\"type\": \"none\"}",
         ));
     }
     let raw_messages = wire.messages.unwrap_or_default().items;
@@ -402,11 +402,18 @@ fn parse_within_budget(
         wire.top_p.as_deref(),
         wire.stop_sequences.as_deref(),
     );
+    // `tool_choice: {"type": "none"}`: the model is given no tools.
+    let none = wire
+        .tool_choice
+        .as_deref()
+        .and_then(|c| c.get("type"))
+        .and_then(serde_json::Value::as_str)
+        == Some("none");
     Ok(ChatRequest {
         model,
         messages,
         stream: wire.stream.unwrap_or(false),
-        tools,
+        tools: if none { Vec::new() } else { tools },
         options,
     })
 }

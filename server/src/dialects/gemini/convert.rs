@@ -111,6 +111,13 @@ fn convert(wire: GenerateContentRequest<'_>) -> Result<Parsed, GatewayError> {
     if let Some(reason) = forces_tool(wire.tool_config.as_ref()) {
         return Err(invalid(reason));
     }
+    // `functionCallingConfig.mode: NONE`: the model is given no tools.
+    let no_tools = wire
+        .tool_config
+        .as_ref()
+        .and_then(|c| c.function_calling_config.as_ref())
+        .and_then(|f| f.mode.as_deref())
+        .is_some_and(|m| m.eq_ignore_ascii_case("NONE"));
     let mut messages = Vec::new();
     if let Some(system) = wire.system_instruction {
         let text = match system {
@@ -160,7 +167,11 @@ fn convert(wire: GenerateContentRequest<'_>) -> Result<Parsed, GatewayError> {
     Ok(Parsed {
         options,
         messages,
-        tools: tools_of(wire.tools.unwrap_or_default().items),
+        tools: if no_tools {
+            Vec::new()
+        } else {
+            tools_of(wire.tools.unwrap_or_default().items)
+        },
         include_thoughts: config
             .thinking_config
             .and_then(|t| t.include_thoughts)
@@ -178,7 +189,7 @@ fn forces_tool(config: Option<&ToolConfig>) -> Option<String> {
         .is_some_and(|n| !n.is_empty());
     if mode == "ANY" || (named && mode != "NONE") {
         return Some(
-            "toolConfig.functionCallingConfig: this gateway cannot force a function call (mode ANY or allowedFunctionNames); tools are accepted but not passed to the upstream model; use mode AUTO or NONE"
+            "toolConfig.functionCallingConfig: this gateway cannot force a function call (mode ANY or allowedFunctionNames); tools are offered to the model, which decides; use mode AUTO or NONE"
                 .to_owned(),
         );
     }

@@ -251,7 +251,7 @@ fn convert_message(
 }
 
 /// Whether `tool_choice` (or legacy `function_call`) forces a tool call, which the gateway
-/// cannot honour: the upstream is never given client tools.
+/// does not honour yet (tools are emulated, docs/TOOLS.md, and the model decides).
 fn forces_tool(choice: Option<&serde_json::Value>) -> bool {
     match choice {
         Some(serde_json::Value::String(s)) => s == "required",
@@ -261,6 +261,11 @@ fn forces_tool(choice: Option<&serde_json::Value>) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether `tool_choice` (or legacy `function_call`) is `"none"`: the model is given no tools.
+fn chooses_none(choice: Option<&serde_json::Value>) -> bool {
+    matches!(choice, Some(serde_json::Value::String(s)) if s == "none")
 }
 
 /// Parses a request body; model names are read against `models`.
@@ -299,7 +304,7 @@ fn parse_within_budget(body: &[u8], models: &ModelRegistry) -> Result<Parsed, Ga
     }
     if forces_tool(wire.tool_choice.as_deref()) || forces_tool(wire.function_call.as_deref()) {
         return Err(invalid(
-            "this gateway cannot force a tool call: tools are accepted but not passed to the upstream model; use tool_choice \"auto\" or \"none\"",
+            "this gateway cannot force a tool call: tools are offered to the model, which decides; use tool_choice \"auto\" or \"none\"",
             "tool_choice",
         ));
     }
@@ -354,7 +359,13 @@ fn parse_within_budget(body: &[u8], models: &ModelRegistry) -> Result<Parsed, Ga
             model,
             messages,
             stream,
-            tools,
+            tools: if chooses_none(wire.tool_choice.as_deref())
+                || chooses_none(wire.function_call.as_deref())
+            {
+                Vec::new()
+            } else {
+                tools
+            },
             options,
         },
     })

@@ -18,7 +18,7 @@ use super::convert::{AssistItem, element_items, tools_spec};
 use super::endpoint::Endpoint;
 use super::json_stream::JsonElementSplitter;
 use super::jwt::{XsrfKey, parse_xsrf_body, sign_jwt};
-use super::prompt::flatten;
+use super::prompt::{CallStyle, flatten_styled};
 use super::wire::{
     AddContextFileMember, AddContextFileRequest, AddContextFileResponse, AssistGenerationConfig,
     CreateSessionMember, CreateSessionRequest, CreateSessionResponse, Envelope, FileMetadata,
@@ -653,7 +653,21 @@ impl GeminiBusinessClient {
     pub fn converse(self: &Arc<Self>, auth: CallAuth, request: Arc<ChatRequest>) -> EventStream {
         let client = Arc::clone(self);
         Box::pin(async_stream::try_stream! {
-            let query = flatten(&request.messages);
+            // Declared tools are emulated (crate::tools): described before the conversation,
+            // and the model's calls read back out of its text.
+            let tools = crate::tools::ToolSet::new(
+                &request.tools,
+                &crate::tools::ToolChoice::Auto,
+                true,
+            );
+            let mut query = flatten_styled(
+                &request.messages,
+                if tools.is_some() { CallStyle::Protocol } else { CallStyle::Plain },
+            );
+            if let Some(tools) = &tools {
+                query.text = format!("{}\n\n{}", tools.instructions(), query.text);
+            }
+            let mut parser = tools.as_ref().map(crate::tools::ToolSet::parser);
             let model = &request.model;
             let session = client.create_session(&auth).await?;
             let mut file_ids = Vec::with_capacity(query.attachments.len());
@@ -669,8 +683,19 @@ impl GeminiBusinessClient {
                     AssistItem::SessionInfo(s) => {
                         full_session.get_or_insert(s);
                     }
+                    AssistItem::Event(StreamEvent::Text(text)) if parser.is_some() => {
+                        let pieces = parser.as_mut().map(|p| p.push(&text)).unwrap_or_default();
+                        for piece in pieces {
+                            yield piece_event(piece);
+                        }
+                    }
                     AssistItem::Event(event) => yield event,
                     AssistItem::File(file) => files.push(file),
+                }
+            }
+            if let Some(parser) = parser.as_mut() {
+                for piece in parser.finish() {
+                    yield piece_event(piece);
                 }
             }
             if !files.is_empty() {
@@ -692,6 +717,14 @@ impl GeminiBusinessClient {
                 }
             }
         })
+    }
+}
+
+/// A piece of the tool parser's output as a stream event.
+fn piece_event(piece: crate::tools::Piece) -> StreamEvent {
+    match piece {
+        crate::tools::Piece::Text(text) => StreamEvent::Text(text),
+        crate::tools::Piece::Call(call) => StreamEvent::ToolCall(call),
     }
 }
 

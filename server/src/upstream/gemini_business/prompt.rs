@@ -51,12 +51,27 @@ fn kind_label(kind: MediaKind) -> &'static str {
     }
 }
 
+/// How earlier tool calls are written in the transcript.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallStyle {
+    /// `Assistant: [tool call name(arguments)]` (the request declares no tools).
+    Plain,
+    /// In the tool protocol's grammar (`crate::tools::render_call`), so that the model sees
+    /// the calls it is asked to make (the request declares tools).
+    Protocol,
+}
+
 /// Flattens `messages` into one query (see the module docs for the format).
 pub fn flatten(messages: &[Message]) -> UpstreamQuery {
+    flatten_styled(messages, CallStyle::Plain)
+}
+
+/// [`flatten`], with earlier tool calls written in `style`.
+pub fn flatten_styled(messages: &[Message], style: CallStyle) -> UpstreamQuery {
     let mut text = String::new();
     let mut attachments = Vec::new();
     // Writing into a String cannot fail.
-    let _ = write_query(messages, &mut text, |m| attachments.push(m.clone()));
+    let _ = write_query(messages, &mut text, style, |m| attachments.push(m.clone()));
     UpstreamQuery { text, attachments }
 }
 
@@ -66,7 +81,7 @@ pub fn input_tokens(messages: &[Message]) -> u32 {
     let mut text = TextTokenCounter::default();
     let mut media: u32 = 0;
     // Counting cannot fail.
-    let _ = write_query(messages, &mut text, |m| {
+    let _ = write_query(messages, &mut text, CallStyle::Plain, |m| {
         media = media.saturating_add(media_tokens(m.kind()));
     });
     text.tokens().saturating_add(media).max(1)
@@ -94,6 +109,7 @@ fn has_text(message: &Message, visible: fn(&str) -> bool) -> bool {
 fn write_query(
     messages: &[Message],
     out: &mut impl fmt::Write,
+    style: CallStyle,
     mut attach: impl FnMut(&Media),
 ) -> fmt::Result {
     if let [only] = messages
@@ -151,11 +167,18 @@ fn write_query(
             out.write_str("\n\n")?;
         }
         for call in &message.tool_calls {
-            write!(
-                out,
-                "Assistant: [tool call {}({})]\n\n",
-                call.name, call.arguments
-            )?;
+            match style {
+                CallStyle::Plain => write!(
+                    out,
+                    "Assistant: [tool call {}({})]\n\n",
+                    call.name, call.arguments
+                )?,
+                CallStyle::Protocol => {
+                    out.write_str("Assistant: ")?;
+                    crate::tools::render_call(call, out)?;
+                    out.write_str("\n\n")?;
+                }
+            }
         }
     }
     out.write_str("Assistant:")

@@ -108,13 +108,13 @@ pub struct Parsed {
     pub echo: Echo,
 }
 
-/// Whether `tool_choice` forces a tool call (which the gateway cannot honour: client tools are
-/// never given to the upstream). `"auto"`, `"none"` and `{"type":"allowed_tools","mode":"auto"}`
+/// Whether `tool_choice` forces a tool call (which the gateway does not honour yet: tools are
+/// emulated, docs/TOOLS.md, and the model decides). `"auto"`, `"none"` and `{"type":"allowed_tools","mode":"auto"}`
 /// do not; `"required"`, a named function/custom/MCP tool, or a hosted tool type do.
 fn tool_choice(choice: Option<&Value>) -> Result<&'static str, GatewayError> {
     let refuse = || {
         invalid(
-            "this gateway cannot force a tool call: tools are accepted but not passed to the upstream model; use tool_choice \"auto\" or \"none\"",
+            "this gateway cannot force a tool call: tools are offered to the model, which decides; use tool_choice \"auto\" or \"none\"",
             "tool_choice",
         )
     };
@@ -572,7 +572,12 @@ fn parse_within_budget(body: &[u8], models: &ModelRegistry) -> Result<Parsed, Ga
             model,
             messages,
             stream: wire.stream.unwrap_or(false),
-            tools,
+            // `tool_choice: "none"`: the model is given no tools.
+            tools: if tool_choice == "none" {
+                Vec::new()
+            } else {
+                tools
+            },
             options: GenerationOptions {
                 max_output_tokens: echo
                     .max_output_tokens
