@@ -285,31 +285,55 @@ async fn unknown_betas_versions_fields_and_beta_query_are_accepted() {
 }
 
 #[tokio::test]
-async fn tools_are_accepted_and_forcing_one_is_refused() {
+async fn tools_are_accepted_and_a_forced_choice_is_honoured() {
     let app = spawn_app().await;
     let tools = json!([
         {"name": "get_weather", "description": "Weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
          "cache_control": {"type": "ephemeral"}, "strict": true, "type": "custom"},
         {"type": "web_search_20250305", "name": "web_search", "max_uses": 3}
     ]);
-    for choice in [
-        json!({"type": "any"}),
-        json!({"type": "tool", "name": "get_weather"}),
+    // A forced choice is said in the tools section; a tool that is not declared is a 400.
+    for (choice, says) in [
+        (json!({"type": "any"}), "You must call at least one tool"),
+        (
+            json!({"type": "tool", "name": "get_weather", "disable_parallel_tool_use": true}),
+            "You must call the tool \"get_weather\"",
+        ),
     ] {
         let request = json!({"model": MODEL, "max_tokens": 10, "tools": tools, "tool_choice": choice,
-            "messages": [{"role": "user", "content": "weather?"}]});
+            "messages": [{"role": "user", "content": "weather? [sim:call get_weather {\"city\": \"Paris\"}]"}]});
         let (status, _, v) = json_of(messages(&app, &request).await).await;
-        assert_eq!(status, 400, "{v}");
-        assert_error(&v, "invalid_request_error");
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["stop_reason"], "tool_use", "{v}");
+        let call = v["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["type"] == "tool_use")
+            .unwrap();
+        assert_eq!(call["input"], json!({"city": "Paris"}), "{v}");
+        assert!(call["id"].as_str().unwrap().starts_with("toolu_"), "{v}");
         assert!(
-            v["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("tool_choice"),
-            "{v}"
+            upstream_query(&app).contains(says),
+            "{}",
+            upstream_query(&app)
         );
     }
-    assert!(app.sim.requests(Endpoint::StreamAssist).is_empty());
+    assert!(upstream_query(&app).contains("Make at most one call per answer."));
+    let request = json!({"model": MODEL, "max_tokens": 10, "tools": tools,
+        "tool_choice": {"type": "tool", "name": "get_time"},
+        "messages": [{"role": "user", "content": "weather?"}]});
+    let (status, _, v) = json_of(messages(&app, &request).await).await;
+    assert_eq!(status, 400, "{v}");
+    assert_error(&v, "invalid_request_error");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("tool_choice:"),
+        "{v}"
+    );
+    assert_eq!(app.sim.requests(Endpoint::StreamAssist).len(), 2);
     for choice in [
         json!({"type": "auto"}),
         json!({"type": "none"}),

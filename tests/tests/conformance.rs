@@ -198,6 +198,56 @@ impl D {
         texts.concat()
     }
 
+    /// The names of the tool calls of a non-streamed answer, in order.
+    fn answer_calls(self, v: &Value) -> Vec<String> {
+        let items = |v: &Value| v.as_array().cloned().unwrap_or_default();
+        let names: Vec<Value> = match self {
+            D::Chat => items(&v["choices"][0]["message"]["tool_calls"])
+                .iter()
+                .map(|c| c["function"]["name"].clone())
+                .collect(),
+            D::Responses => items(&v["output"])
+                .iter()
+                .filter(|i| i["type"] == "function_call")
+                .map(|i| i["name"].clone())
+                .collect(),
+            D::Anthropic => items(&v["content"])
+                .iter()
+                .filter(|c| c["type"] == "tool_use")
+                .map(|c| c["name"].clone())
+                .collect(),
+            D::GeminiV1beta | D::GeminiV1 => items(&v["candidates"][0]["content"]["parts"])
+                .iter()
+                .filter(|p| p.get("functionCall").is_some())
+                .map(|p| p["functionCall"]["name"].clone())
+                .collect(),
+        };
+        names
+            .iter()
+            .map(|n| n.as_str().unwrap_or("(no name)").to_owned())
+            .collect()
+    }
+
+    /// A non-streamed answer's stop reason.
+    fn stop_reason(self, v: &Value) -> Value {
+        match self {
+            D::Chat => v["choices"][0]["finish_reason"].clone(),
+            D::Responses => v["status"].clone(),
+            D::Anthropic => v["stop_reason"].clone(),
+            D::GeminiV1beta | D::GeminiV1 => v["candidates"][0]["finishReason"].clone(),
+        }
+    }
+
+    /// The stop reason of an answer that ends with tool calls.
+    fn tool_stop_reason(self) -> Value {
+        match self {
+            D::Chat => json!("tool_calls"),
+            D::Responses => json!("completed"),
+            D::Anthropic => json!("tool_use"),
+            D::GeminiV1beta | D::GeminiV1 => json!("STOP"),
+        }
+    }
+
     /// The media of a non-streamed answer: links, data URIs or base64 payloads.
     fn answer_media(self, v: &Value) -> Vec<String> {
         match self {
@@ -516,17 +566,55 @@ async fn with_every_account_rate_limited_the_answer_is_429_with_retry_after() {
 }
 
 #[tokio::test]
-async fn forcing_a_tool_is_a_clear_400_and_never_reaches_the_upstream() {
+async fn a_forced_tool_call_is_asked_for_again_when_the_model_answers_without_one() {
+    let call_text = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {}}\n</tool_call>";
     for d in ALL {
         let app = app(1, json!({})).await;
         let ask = Ask {
             force_tool: true,
-            ..Ask::text("x", false)
+            ..Ask::text("weather?", false)
         };
+        // The model first answers in prose; the gateway holds that back and asks again.
+        app.sim
+            .push_answer(Answer::new().text("It is probably sunny."));
+        app.sim
+            .push_answer(Answer::new().text("Let me check.\n").text(call_text));
         let (status, _, v) = call(d, &app, &ask).await;
-        assert_eq!(status, 400, "{d:?}: {v}");
-        d.assert_error(400, &v);
-        assert!(app.sim.requests(Endpoint::StreamAssist).is_empty(), "{d:?}");
+        assert_eq!(status, 200, "{d:?}: {v}");
+        assert_eq!(d.answer_calls(&v), ["get_weather"], "{d:?}: {v}");
+        assert!(!d.answer_text(&v).contains("sunny"), "{d:?}: {v}");
+        assert_eq!(d.stop_reason(&v), d.tool_stop_reason(), "{d:?}: {v}");
+        let queries: Vec<String> = app
+            .sim
+            .requests(Endpoint::StreamAssist)
+            .iter()
+            .map(|r| {
+                r.body.as_ref().unwrap()["streamAssistRequest"]["query"]["parts"][0]["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(queries.len(), 2, "{d:?}");
+        assert!(
+            queries[0].contains("You must call"),
+            "{d:?}: {}",
+            queries[0]
+        );
+        assert!(!queries[0].contains("previous answer"), "{d:?}");
+        assert!(
+            queries[1].contains("Your previous answer to this conversation made no call"),
+            "{d:?}"
+        );
+
+        // A model that never calls: its second answer arrives as plain text, nothing invented.
+        app.sim.push_answer(Answer::new().text("No."));
+        app.sim.push_answer(Answer::new().text("Still no."));
+        let (status, _, v) = call(d, &app, &ask).await;
+        assert_eq!(status, 200, "{d:?}: {v}");
+        assert!(d.answer_calls(&v).is_empty(), "{d:?}: {v}");
+        assert_eq!(d.answer_text(&v), "Still no.", "{d:?}: {v}");
+        assert_eq!(app.sim.requests(Endpoint::StreamAssist).len(), 4, "{d:?}");
         app.stop().await;
     }
 }

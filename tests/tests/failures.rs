@@ -407,6 +407,7 @@ async fn bad_requests_are_refused_before_any_upstream_call() {
         ),
         (
             json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "x"}], "tool_choice": "required"}),
+            // No tools to call.
             400,
             None,
             Some("tool_choice"),

@@ -504,14 +504,14 @@ async fn what_the_gateway_cannot_do_is_a_clear_400_before_any_upstream_call() {
                 "toolConfig",
                 json!({"functionCallingConfig": {"mode": "ANY"}}),
             ),
-            "cannot force a function call",
+            "no tools are declared",
         ),
         (
             with(
                 "toolConfig",
                 json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}}),
             ),
-            "cannot force a function call",
+            "not among the declared tools",
         ),
         (json!({"contents": []}), "contents"),
         (

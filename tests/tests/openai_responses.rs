@@ -308,9 +308,12 @@ async fn requests_the_gateway_cannot_honour_are_clear_400s() {
     let app = spawn_app().await;
     for stream in [false, true] {
         for (extra, param) in [
-            (json!({"tool_choice": "required"}), "tool_choice"),
             (
-                json!({"tool_choice": {"type": "function", "name": "get_weather"}}),
+                json!({"tool_choice": {"type": "function", "name": "get_time"}}),
+                "tool_choice",
+            ),
+            (
+                json!({"tool_choice": {"type": "file_search"}}),
                 "tool_choice",
             ),
             (

@@ -232,3 +232,52 @@ async fn quoted_or_invalid_calls_arrive_as_text() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn with_one_call_allowed_the_answer_ends_at_the_first_call_in_every_dialect() {
+    let app = spawn_app().await;
+    let directives =
+        r#"both? [sim:call read_file {"path": "a"}] [sim:call read_file {"path": "b"}]"#;
+    let tool = json!({"name": "read_file", "parameters": schema()});
+    let cases = [
+        (
+            "/v1/chat/completions",
+            json!({"model": MODEL, "parallel_tool_calls": false,
+                "messages": [{"role": "user", "content": directives}],
+                "tools": [{"type": "function", "function": tool}]}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model": MODEL, "parallel_tool_calls": false, "input": directives,
+                "tools": [{"type": "function", "name": "read_file", "parameters": schema()}]}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": MODEL, "max_tokens": 100,
+                "tool_choice": {"type": "auto", "disable_parallel_tool_use": true},
+                "messages": [{"role": "user", "content": directives}],
+                "tools": [{"name": "read_file", "input_schema": schema()}]}),
+        ),
+    ];
+    for (path, body) in cases {
+        let text = json_post(&app, path, &body).await.to_string();
+        assert_eq!(text.matches("read_file").count(), 1, "{path}: {text}");
+        assert!(!text.contains("tool_call>"), "{path}: {text}");
+        let query =
+            app.sim.last_stream_assist_body().unwrap()["streamAssistRequest"]["query"]["parts"][0]
+                ["text"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        assert!(
+            query.contains("Make at most one call per answer."),
+            "{path}"
+        );
+        // Allowed by default: both calls arrive.
+        let mut body = body;
+        body.as_object_mut().unwrap().remove("parallel_tool_calls");
+        body.as_object_mut().unwrap().remove("tool_choice");
+        let text = json_post(&app, path, &body).await.to_string();
+        assert_eq!(text.matches("read_file").count(), 2, "{path}: {text}");
+    }
+}

@@ -242,6 +242,42 @@ pub fn generation_options(
     }
 }
 
+/// Settles a request's tool choice against its declared tools: `allowed` (OpenAI's
+/// `allowed_tools`, Gemini's `allowedFunctionNames`) narrows the tools first; "none" clears
+/// them (the model is given no tools); a forced choice must have a tool to call. The error is
+/// the message for the dialect's `tool_choice` parameter.
+pub fn settle_tool_choice(
+    tools: &mut Vec<crate::domain::ToolSpec>,
+    choice: crate::domain::ToolChoice,
+    allowed: Option<&[String]>,
+) -> Result<crate::domain::ToolChoice, String> {
+    use crate::domain::ToolChoice;
+    if let Some(allowed) = allowed {
+        if let Some(unknown) = allowed
+            .iter()
+            .find(|n| !tools.iter().any(|t| &t.name == *n))
+        {
+            return Err(format!(
+                "names the tool \"{unknown}\", which is not among the declared tools"
+            ));
+        }
+        tools.retain(|t| allowed.contains(&t.name));
+    }
+    match &choice {
+        ToolChoice::None => tools.clear(),
+        ToolChoice::Named(name) if !tools.iter().any(|t| &t.name == name) => {
+            return Err(format!(
+                "names the tool \"{name}\", which is not among the declared tools"
+            ));
+        }
+        ToolChoice::Required if tools.is_empty() => {
+            return Err("requires a tool call, but no tools are declared".to_owned());
+        }
+        _ => {}
+    }
+    Ok(choice)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,11 @@ pub struct ChatRequest {
     /// upstream decides what it does with them: Gemini Business takes no custom tools, so its
     /// adapter emulates them (`crate::tools`, docs/TOOLS.md).
     pub tools: Vec<ToolSpec>,
+    /// Whether and which tool the model must call (`tool_choice`, `functionCallingConfig`).
+    pub tool_choice: ToolChoice,
+    /// Whether the model may make several calls in one answer (`parallel_tool_calls`, the
+    /// inverse of Anthropic's `disable_parallel_tool_use`).
+    pub parallel_tool_calls: bool,
     /// Sampling and length options the client asked for.
     pub options: GenerationOptions,
 }
@@ -28,6 +33,8 @@ impl ChatRequest {
             messages,
             stream: false,
             tools: Vec::new(),
+            tool_choice: ToolChoice::Auto,
+            parallel_tool_calls: true,
             options: GenerationOptions::default(),
         }
     }
@@ -35,6 +42,27 @@ impl ChatRequest {
     /// Every media part of every message, in conversation order.
     pub fn media(&self) -> impl Iterator<Item = &Media> {
         self.messages.iter().flat_map(Message::media)
+    }
+}
+
+/// Whether and how the model must call a tool.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ToolChoice {
+    /// The model decides (the default).
+    #[default]
+    Auto,
+    /// No tool: the request is answered as if it declared none.
+    None,
+    /// At least one call, any declared tool.
+    Required,
+    /// At least one call of this tool.
+    Named(String),
+}
+
+impl ToolChoice {
+    /// Whether the model must call a tool.
+    pub fn forces(&self) -> bool {
+        matches!(self, ToolChoice::Required | ToolChoice::Named(_))
     }
 }
 

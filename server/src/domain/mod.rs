@@ -7,7 +7,7 @@ pub mod usage;
 
 pub use chat::{
     ChatRequest, FinishReason, GeneratedMedia, GenerationOptions, Media, MediaKind, Message, Part,
-    Role, StreamEvent, ToolCall, ToolSpec,
+    Role, StreamEvent, ToolCall, ToolChoice, ToolSpec,
 };
 pub use model::{Features, ModelError, ModelId, ModelSpec};
 pub use usage::{OutputMeter, Usage};

@@ -23,6 +23,7 @@ use std::fmt::Write as _;
 use rand::Rng;
 use serde_json::{Value, json};
 
+pub use crate::domain::ToolChoice;
 use crate::domain::{ToolCall, ToolSpec};
 
 pub use parser::{CallParser, Piece};
@@ -34,20 +35,6 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const OPEN: &str = "<tool_call>";
 /// The line that closes a call.
 pub const CLOSE: &str = "</tool_call>";
-
-/// Whether and how the model must call a tool.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum ToolChoice {
-    /// The model decides (the default).
-    #[default]
-    Auto,
-    /// No tool: the request is answered as if it declared none.
-    None,
-    /// At least one call, any tool.
-    Required,
-    /// At least one call of this tool.
-    Named(String),
-}
 
 /// One declared tool, with its parameters' schema compiled once per request.
 struct Tool {
@@ -102,57 +89,30 @@ impl ToolSet {
 
     /// The tools section placed before the conversation in the upstream query.
     pub fn instructions(&self) -> String {
-        let mut out = String::with_capacity(1024);
-        let _ = write!(
-            out,
-            "<tools protocol=\"{PROTOCOL_VERSION}\">\n\
-             You can call the tools below. Each is described by its name, what it does and the \
-             JSON Schema of its arguments:\n"
-        );
-        for tool in &self.tools {
-            let mut described = json!({ "name": tool.spec.name });
-            if let Some(d) = tool.spec.description.as_deref().filter(|d| !d.is_empty()) {
-                described["description"] = Value::String(d.to_owned());
-            }
-            described["parameters"] = tool
-                .spec
-                .parameters
-                .clone()
-                .unwrap_or_else(|| json!({ "type": "object" }));
-            out.push_str(&described.to_string());
-            out.push('\n');
-        }
-        out.push_str(
-            "\nTo call a tool, write a block like this, with the opening and closing tags on \
-             lines of their own and one JSON object between them:\n\
-             <tool_call>\n\
-             {\"name\": \"<tool name>\", \"arguments\": {<the arguments, as JSON>}}\n\
-             </tool_call>\n\
-             Rules: call only the tools listed above, with arguments that match their schema. \
-             Never put a call inside a code block or quote one. Put your calls at the end of \
-             your answer and write nothing after the last one: the results come back in the \
-             next turn as \"Tool Result [<tool name>]: ...\". Earlier calls in the conversation \
-             are shown in the same form.\n",
-        );
-        out.push_str(if self.parallel {
-            "You may make several calls at once, one block each, when they do not depend on \
-             each other.\n"
-        } else {
-            "Make at most one call per answer.\n"
-        });
+        instructions(
+            self.tools.iter().map(|t| &t.spec),
+            &self.choice,
+            self.parallel,
+        )
+    }
+
+    /// Whether the model must call a tool (`required` or a named tool).
+    pub fn forces(&self) -> bool {
+        self.choice.forces()
+    }
+
+    /// The line added to the tools section when a forced call did not come and the model is
+    /// asked again.
+    pub fn reminder(&self) -> String {
         match &self.choice {
-            ToolChoice::Auto | ToolChoice::None => out.push_str(
-                "Call a tool only when it helps; otherwise answer normally, without any block.\n",
+            ToolChoice::Named(name) => format!(
+                "Your previous answer to this conversation made no call. This answer must be a \
+                 call of the tool \"{name}\", in a <tool_call> block as described above."
             ),
-            ToolChoice::Required => {
-                out.push_str("You must call at least one tool in this answer.\n");
-            }
-            ToolChoice::Named(name) => {
-                let _ = writeln!(out, "You must call the tool \"{name}\" in this answer.");
-            }
+            _ => "Your previous answer to this conversation made no call. This answer must call \
+                  a tool, in a <tool_call> block as described above."
+                .to_owned(),
         }
-        out.push_str("</tools>");
-        out
     }
 
     /// A parser for one answer.
@@ -195,6 +155,65 @@ impl ToolSet {
             arguments: arguments.to_string(),
         })
     }
+}
+
+/// The tools section for `specs` (what [`ToolSet::instructions`] writes), also used to count
+/// a request's input tokens without compiling any schema.
+pub fn instructions<'a>(
+    specs: impl IntoIterator<Item = &'a ToolSpec>,
+    choice: &ToolChoice,
+    parallel: bool,
+) -> String {
+    let mut out = String::with_capacity(1024);
+    let _ = write!(
+        out,
+        "<tools protocol=\"{PROTOCOL_VERSION}\">\n\
+         You can call the tools below. Each is described by its name, what it does and the \
+         JSON Schema of its arguments:\n"
+    );
+    for spec in specs {
+        let mut described = json!({ "name": spec.name });
+        if let Some(d) = spec.description.as_deref().filter(|d| !d.is_empty()) {
+            described["description"] = Value::String(d.to_owned());
+        }
+        described["parameters"] = spec
+            .parameters
+            .clone()
+            .unwrap_or_else(|| json!({ "type": "object" }));
+        out.push_str(&described.to_string());
+        out.push('\n');
+    }
+    out.push_str(
+        "\nTo call a tool, write a block like this, with the opening and closing tags on \
+         lines of their own and one JSON object between them:\n\
+         <tool_call>\n\
+         {\"name\": \"<tool name>\", \"arguments\": {<the arguments, as JSON>}}\n\
+         </tool_call>\n\
+         Rules: call only the tools listed above, with arguments that match their schema. \
+         Never put a call inside a code block or quote one. Put your calls at the end of \
+         your answer and write nothing after the last one: the results come back in the \
+         next turn as \"Tool Result [<tool name>]: ...\". Earlier calls in the conversation \
+         are shown in the same form.\n",
+    );
+    out.push_str(if parallel {
+        "You may make several calls at once, one block each, when they do not depend on \
+         each other.\n"
+    } else {
+        "Make at most one call per answer.\n"
+    });
+    match choice {
+        ToolChoice::Auto | ToolChoice::None => out.push_str(
+            "Call a tool only when it helps; otherwise answer normally, without any block.\n",
+        ),
+        ToolChoice::Required => {
+            out.push_str("You must call at least one tool in this answer.\n");
+        }
+        ToolChoice::Named(name) => {
+            let _ = writeln!(out, "You must call the tool \"{name}\" in this answer.");
+        }
+    }
+    out.push_str("</tools>");
+    out
 }
 
 /// A fresh call id: `call_` and 24 random letters and digits.

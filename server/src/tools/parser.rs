@@ -51,6 +51,9 @@ pub struct CallParser<'a> {
     calls: usize,
     /// Whitespace after a call, held until text follows.
     pending: String,
+    /// One call per answer was asked for and it came: the rest of the answer is dropped, as a
+    /// model stopped after its call would not have written it.
+    stopped: bool,
 }
 
 /// What one `push` produces: consecutive text merged. After a call, trailing whitespace is held
@@ -102,6 +105,7 @@ impl<'a> CallParser<'a> {
             fence: None,
             calls: 0,
             pending: String::new(),
+            stopped: false,
         }
     }
 
@@ -129,6 +133,9 @@ impl<'a> CallParser<'a> {
     pub fn push(&mut self, chunk: &str) -> Vec<Piece> {
         let mut out = self.out();
         for c in chunk.chars() {
+            if self.stopped {
+                break;
+            }
             self.step(c, &mut out);
         }
         self.done(out)
@@ -161,17 +168,15 @@ impl<'a> CallParser<'a> {
                 };
                 let call = if !closed {
                     None
-                } else if self.tools.parallel || self.calls == 0 {
+                } else {
                     self.tools
                         .call_from_block(&raw[body_start..raw.len() - CLOSE.len()])
-                } else {
-                    // One call per answer was asked for: a second stays text.
-                    None
                 };
                 match call {
                     Some(call) => {
                         self.calls += 1;
                         out.call(call);
+                        self.stopped = !self.tools.parallel;
                     }
                     None => out.text.push_str(&raw),
                 }

@@ -184,9 +184,14 @@ fn one_call_per_answer_unless_parallel_calls_are_allowed() {
     let two = format!("{READ}\n{READ}");
     let (_, calls) = summary(&run(&set(ToolChoice::Auto, true), &[&two]));
     assert_eq!(calls.len(), 2);
-    let (text, calls) = summary(&run(&set(ToolChoice::Auto, false), &[&two]));
-    assert_eq!(calls.len(), 1);
-    assert_eq!(text, format!("\n{READ}"), "the second block stays text");
+    // One call was asked for: the answer ends with it, as a model stopped there would.
+    let answer = format!("Reading.\n{two}\nAnd more text.");
+    let (half_a, half_b) = answer.split_at(answer.len() / 2 + 3);
+    for chunks in [vec![answer.as_str()], vec![half_a, half_b]] {
+        let (text, calls) = summary(&run(&set(ToolChoice::Auto, false), &chunks));
+        assert_eq!(calls.len(), 1);
+        assert_eq!(text, "Reading.\n", "nothing after the first call");
+    }
 }
 
 #[test]

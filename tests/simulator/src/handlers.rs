@@ -332,6 +332,7 @@ async fn v1alpha(req: HttpRequest, payload: web::Payload, state: web::Data<State
             Ok(sr) => {
                 let answer = state
                     .next_answer()
+                    .or_else(|| crate::script::scripted_answer(&sr.query_text))
                     .unwrap_or_else(|| stream::default_answer(&sr.query_text, sr.image_only));
                 let elements = stream::build_elements(&state, &sr.session, &answer);
                 let (pacing, hold) = {

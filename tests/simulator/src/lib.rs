@@ -52,6 +52,7 @@ mod jwt;
 mod login;
 pub mod mail;
 mod model;
+mod script;
 mod state;
 mod stream;
 mod validate;
@@ -70,6 +71,7 @@ pub use model::{
     Answer, AnswerPart, Endpoint, Fault, FaultRule, FileUris, RecordedRequest, SimAccount,
     SimStats, Upload,
 };
+pub use script::{AGENT_DIRECTIVE, AGENT_DONE, CALL_DIRECTIVE};
 pub use stream::{CUT_DIRECTIVE, CUT_DIRECTIVE_AFTER, DEFAULT_IMAGE_PNG};
 pub use validate::KNOWN_MODELS;
 

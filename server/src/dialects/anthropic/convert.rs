@@ -26,7 +26,7 @@ use crate::dialects::openai::convert::{media_markdown, url_media_kind};
 use crate::dialects::parse_data_url;
 use crate::domain::{
     ChatRequest, FinishReason, GeneratedMedia, Media, MediaKind, Message, Part, Role, StreamEvent,
-    ToolCall, ToolSpec, Usage,
+    ToolCall, ToolChoice, ToolSpec, Usage,
 };
 use crate::error::GatewayError;
 use crate::upstream::ModelRegistry;
@@ -46,13 +46,39 @@ fn block_type(raw: &RawValue) -> String {
         .map_or_else(|| "(missing)".to_owned(), |k| k.into_owned())
 }
 
-/// `tool_choice` values that force a tool call, which the gateway does not honour yet (tools
-/// are emulated, docs/TOOLS.md, and the model decides).
-fn forces_tool(choice: Option<&serde_json::Value>) -> bool {
-    match choice.and_then(|c| c.get("type")).and_then(|t| t.as_str()) {
-        Some("auto") | Some("none") | None => false,
-        Some(_) => true,
-    }
+/// Reads `tool_choice` (`auto`, `any`, `tool` with `name`, `none`) and its
+/// `disable_parallel_tool_use`; the error is the message for `tool_choice`.
+fn read_tool_choice(choice: Option<&serde_json::Value>) -> Result<(ToolChoice, bool), String> {
+    use serde_json::Value;
+    let Some(choice) = choice.filter(|c| !c.is_null()) else {
+        return Ok((ToolChoice::Auto, true));
+    };
+    let Value::Object(o) = choice else {
+        return Err("must be an object with a type".to_owned());
+    };
+    let parallel = !o
+        .get("disable_parallel_tool_use")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let choice = match o.get("type").and_then(Value::as_str) {
+        Some("auto") => ToolChoice::Auto,
+        Some("any") => ToolChoice::Required,
+        Some("none") => ToolChoice::None,
+        Some("tool") => ToolChoice::Named(
+            o.get("name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .ok_or("a choice of type \"tool\" needs a name")?
+                .to_owned(),
+        ),
+        Some(other) => {
+            return Err(format!(
+                "unknown type \"{other}\"; expected \"auto\", \"any\", \"tool\" or \"none\""
+            ));
+        }
+        None => return Err("missing type".to_owned()),
+    };
+    Ok((choice, parallel))
 }
 
 fn decode_base64(data: &str, path: &str) -> Result<Bytes, GatewayError> {
@@ -197,10 +223,16 @@ fn convert_message(
     let role = match m.role.as_ref() {
         "user" => Role::User,
         "assistant" => Role::Assistant,
+        // Not in Anthropic's reference, but Claude Code sends one (its environment notes) and
+        // the vendor accepts it: system text at its place in the conversation.
+        "system" => {
+            out.extend(system_message(m.content, &format!("messages.{i}.content"))?);
+            return Ok(());
+        }
         other => {
             return Err(invalid(
                 format!("messages.{i}.role"),
-                format!("unknown role `{other}` (expected user or assistant)"),
+                format!("unknown role `{other}` (expected user, assistant or system)"),
             ));
         }
     };
@@ -300,7 +332,7 @@ fn convert_message(
     Ok(())
 }
 
-fn system_message(system: Content<'_>) -> Result<Option<Message>, GatewayError> {
+fn system_message(system: Content<'_>, at: &str) -> Result<Option<Message>, GatewayError> {
     #[derive(serde::Deserialize)]
     struct SystemText {
         #[serde(default)]
@@ -311,7 +343,7 @@ fn system_message(system: Content<'_>) -> Result<Option<Message>, GatewayError> 
         TextOrSeq::Seq(blocks) => {
             let mut texts = Vec::with_capacity(blocks.items.len());
             for (k, raw) in blocks.items.into_iter().enumerate() {
-                let path = format!("system.{k}");
+                let path = format!("{at}.{k}");
                 let kind = block_type(raw);
                 if kind != "text" {
                     return Err(invalid(
@@ -360,19 +392,15 @@ fn parse_within_budget(
     {
         return Err(invalid("max_tokens", "must be a positive integer"));
     }
-    if forces_tool(wire.tool_choice.as_deref()) {
-        return Err(invalid(
-            "tool_choice",
-            "this gateway cannot force a tool call: tools are offered to the model, which decides; use tool_choice {\"type\": \"auto\"} or {\"type\": \"none\"}",
-        ));
-    }
+    let (choice, parallel_tool_calls) =
+        read_tool_choice(wire.tool_choice.as_deref()).map_err(|e| invalid("tool_choice", &e))?;
     let raw_messages = wire.messages.unwrap_or_default().items;
     if raw_messages.is_empty() {
         return Err(invalid("messages", "must contain at least one message"));
     }
     let mut messages = Vec::with_capacity(raw_messages.len() + 1);
     if let Some(system) = wire.system
-        && let Some(m) = system_message(system)?
+        && let Some(m) = system_message(system, "system")?
     {
         messages.push(m);
     }
@@ -380,7 +408,7 @@ fn parse_within_budget(
     for (i, m) in raw_messages.into_iter().enumerate() {
         convert_message(m, i, signer, &mut calls, &mut messages)?;
     }
-    let tools = wire
+    let mut tools: Vec<ToolSpec> = wire
         .tools
         .unwrap_or_default()
         .items
@@ -402,18 +430,15 @@ fn parse_within_budget(
         wire.top_p.as_deref(),
         wire.stop_sequences.as_deref(),
     );
-    // `tool_choice: {"type": "none"}`: the model is given no tools.
-    let none = wire
-        .tool_choice
-        .as_deref()
-        .and_then(|c| c.get("type"))
-        .and_then(serde_json::Value::as_str)
-        == Some("none");
+    let tool_choice = crate::dialects::settle_tool_choice(&mut tools, choice, None)
+        .map_err(|e| invalid("tool_choice", &e))?;
     Ok(ChatRequest {
         model,
         messages,
         stream: wire.stream.unwrap_or(false),
-        tools: if none { Vec::new() } else { tools },
+        tools,
+        tool_choice,
+        parallel_tool_calls,
         options,
     })
 }
@@ -426,10 +451,13 @@ pub fn tool_input(arguments: &str) -> serde_json::Value {
     }
 }
 
-/// A tool call's id in Anthropic's form (`toolu_…`) when the upstream gave none.
+/// A tool call's id in Anthropic's form (`toolu_…`): the gateway's own `call_…` ids are
+/// re-prefixed, a missing one is made up, an upstream's other ids are kept.
 pub fn tool_id(call: &ToolCall) -> String {
     if call.id.is_empty() {
         format!("toolu_{}", uuid::Uuid::new_v4().simple())
+    } else if let Some(rest) = call.id.strip_prefix("call_") {
+        format!("toolu_{rest}")
     } else {
         call.id.clone()
     }
@@ -641,9 +669,14 @@ mod tests {
         let e = parse_json(json!({"model": "gemini-2.5-flash", "messages": []})).unwrap_err();
         assert!(message_of(&e).starts_with("messages:"));
         let e = parse_json(json!({"model": "gemini-2.5-flash", "messages": [
-            {"role": "user", "content": "x"}, {"role": "system", "content": "y"}]}))
+            {"role": "user", "content": "x"}, {"role": "wizard", "content": "y"}]}))
         .unwrap_err();
         assert!(message_of(&e).starts_with("messages.1.role:"), "{e}");
+        let e = parse_json(json!({"model": "gemini-2.5-flash", "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "system", "content": [{"type": "image", "source": {}}]}]}))
+        .unwrap_err();
+        assert!(message_of(&e).starts_with("messages.1.content.0:"), "{e}");
         let e = parse_json(json!({"model": "gemini-2.5-flash", "messages": [
             {"role": "user", "content": [{"type": "hologram"}]}]}))
         .unwrap_err();
@@ -693,21 +726,73 @@ mod tests {
     }
 
     #[test]
-    fn forcing_a_tool_is_refused() {
-        for choice in [json!({"type": "any"}), json!({"type": "tool", "name": "f"})] {
-            let e = parse_json(json!({"model": "gemini-2.5-flash", "tool_choice": choice,
-                "messages": [{"role": "user", "content": "x"}]}))
-            .unwrap_err();
-            assert_eq!(e.status(), 400);
+    fn tool_choice_is_read() {
+        let tools = json!([{"name": "f", "input_schema": {"type": "object"}},
+                           {"name": "g", "input_schema": {"type": "object"}}]);
+        let read = |choice: serde_json::Value| {
+            parse_json(
+                json!({"model": "gemini-2.5-flash", "tool_choice": choice, "tools": tools,
+                "messages": [{"role": "user", "content": "x"}]}),
+            )
+        };
+        let r = read(json!({"type": "any"})).unwrap();
+        assert_eq!(
+            (r.tool_choice, r.parallel_tool_calls, r.tools.len()),
+            (ToolChoice::Required, true, 2)
+        );
+        let r =
+            read(json!({"type": "tool", "name": "g", "disable_parallel_tool_use": true})).unwrap();
+        assert_eq!(
+            (r.tool_choice, r.parallel_tool_calls),
+            (ToolChoice::Named("g".into()), false)
+        );
+        let r = read(json!({"type": "auto", "disable_parallel_tool_use": false})).unwrap();
+        assert_eq!(
+            (r.tool_choice, r.parallel_tool_calls),
+            (ToolChoice::Auto, true)
+        );
+        let r = read(json!({"type": "none"})).unwrap();
+        assert!(r.tools.is_empty());
+        for bad in [
+            json!({"type": "tool", "name": "h"}),
+            json!({"type": "tool"}),
+            json!({"type": "sometimes"}),
+            json!("any"),
+        ] {
+            let e = read(bad.clone()).unwrap_err();
+            assert_eq!(e.status(), 400, "{bad}");
             assert!(message_of(&e).starts_with("tool_choice:"), "{e}");
         }
-        for choice in [json!({"type": "auto"}), json!({"type": "none"})] {
-            assert!(
-                parse_json(json!({"model": "gemini-2.5-flash", "tool_choice": choice,
-                "messages": [{"role": "user", "content": "x"}]}))
-                .is_ok()
-            );
-        }
+        let e = parse_json(
+            json!({"model": "gemini-2.5-flash", "tool_choice": {"type": "any"},
+            "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .unwrap_err();
+        assert!(message_of(&e).contains("no tools are declared"), "{e}");
+    }
+
+    #[test]
+    fn a_system_message_inside_messages_is_system_text_at_its_place() {
+        let r = parse_json(
+            json!({"model": "gemini-2.5-flash", "system": "top", "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "system", "content": [{"type": "text", "text": "env",
+                                            "cache_control": {"type": "ephemeral"}}]},
+            {"role": "user", "content": "y"},
+            {"role": "system", "content": "later"}]}),
+        )
+        .unwrap();
+        let roles: Vec<(Role, String)> = r.messages.iter().map(|m| (m.role, m.text())).collect();
+        assert_eq!(
+            roles,
+            [
+                (Role::System, "top".to_owned()),
+                (Role::User, "x".to_owned()),
+                (Role::System, "env".to_owned()),
+                (Role::User, "y".to_owned()),
+                (Role::System, "later".to_owned()),
+            ]
+        );
     }
 
     #[test]

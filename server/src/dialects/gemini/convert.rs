@@ -17,8 +17,8 @@ use crate::config::LimitsSettings;
 use crate::dialects::limits::{self, Names, TextOr, parse_raw};
 use crate::dialects::openai::convert::url_media_kind;
 use crate::domain::{
-    GenerationOptions, Media, MediaKind, Message, Part, Role, StreamEvent, ToolCall, ToolSpec,
-    Usage,
+    GenerationOptions, Media, MediaKind, Message, Part, Role, StreamEvent, ToolCall, ToolChoice,
+    ToolSpec, Usage,
 };
 use crate::error::GatewayError;
 
@@ -26,8 +26,10 @@ use crate::error::GatewayError;
 #[derive(Debug)]
 pub struct Parsed {
     pub messages: Vec<Message>,
-    /// Declared functions: accepted, never passed upstream.
+    /// Declared functions (emulated upstream, docs/TOOLS.md).
     pub tools: Vec<ToolSpec>,
+    /// `toolConfig.functionCallingConfig`'s mode.
+    pub tool_choice: ToolChoice,
     /// Whether thought parts are sent (default true; `thinkingConfig.includeThoughts: false`
     /// turns them off).
     pub include_thoughts: bool,
@@ -68,13 +70,13 @@ fn parse_generate_within_budget(body: &[u8]) -> Result<Parsed, GatewayError> {
 }
 
 /// Parses a `countTokens` body into the messages whose tokens are counted.
-pub fn parse_count(body: &[u8], limits: &LimitsSettings) -> Result<Vec<Message>, GatewayError> {
+pub fn parse_count(body: &[u8], limits: &LimitsSettings) -> Result<Parsed, GatewayError> {
     limits::bounded(body, limits, Names::GEMINI, || {
         parse_count_within_budget(body)
     })
 }
 
-fn parse_count_within_budget(body: &[u8]) -> Result<Vec<Message>, GatewayError> {
+fn parse_count_within_budget(body: &[u8]) -> Result<Parsed, GatewayError> {
     let wire: CountTokensRequest<'_> = serde_json::from_slice(body).map_err(|e| not_json(&e))?;
     match (wire.contents, wire.generate_content_request) {
         (Some(_), Some(_)) => Err(invalid(
@@ -83,9 +85,8 @@ fn parse_count_within_budget(body: &[u8]) -> Result<Vec<Message>, GatewayError> 
         (Some(contents), None) => convert(GenerateContentRequest {
             contents: Some(contents),
             ..GenerateContentRequest::default()
-        })
-        .map(|p| p.messages),
-        (None, Some(request)) => convert(request).map(|p| p.messages),
+        }),
+        (None, Some(request)) => convert(request),
         (None, None) => Err(invalid(
             "countTokens needs contents or generateContentRequest",
         )),
@@ -108,16 +109,7 @@ fn convert(wire: GenerateContentRequest<'_>) -> Result<Parsed, GatewayError> {
             "generationConfig.candidateCount: only one candidate is supported by this gateway",
         ));
     }
-    if let Some(reason) = forces_tool(wire.tool_config.as_ref()) {
-        return Err(invalid(reason));
-    }
-    // `functionCallingConfig.mode: NONE`: the model is given no tools.
-    let no_tools = wire
-        .tool_config
-        .as_ref()
-        .and_then(|c| c.function_calling_config.as_ref())
-        .and_then(|f| f.mode.as_deref())
-        .is_some_and(|m| m.eq_ignore_ascii_case("NONE"));
+    let (choice, allowed) = read_tool_config(wire.tool_config.as_ref())?;
     let mut messages = Vec::new();
     if let Some(system) = wire.system_instruction {
         let text = match system {
@@ -164,14 +156,14 @@ fn convert(wire: GenerateContentRequest<'_>) -> Result<Parsed, GatewayError> {
         config.top_p.as_deref(),
         config.stop_sequences.as_deref(),
     );
+    let mut tools = tools_of(wire.tools.unwrap_or_default().items);
+    let tool_choice = crate::dialects::settle_tool_choice(&mut tools, choice, allowed.as_deref())
+        .map_err(|e| invalid(format!("toolConfig.functionCallingConfig: {e}")))?;
     Ok(Parsed {
         options,
         messages,
-        tools: if no_tools {
-            Vec::new()
-        } else {
-            tools_of(wire.tools.unwrap_or_default().items)
-        },
+        tools,
+        tool_choice,
         include_thoughts: config
             .thinking_config
             .and_then(|t| t.include_thoughts)
@@ -179,21 +171,31 @@ fn convert(wire: GenerateContentRequest<'_>) -> Result<Parsed, GatewayError> {
     })
 }
 
-/// Why `toolConfig` forces a function call the gateway cannot make, if it does.
-fn forces_tool(config: Option<&ToolConfig>) -> Option<String> {
-    let fc = config?.function_calling_config.as_ref()?;
+/// `functionCallingConfig`: mode `AUTO` (or unspecified, or `VALIDATED`), `ANY` (a call is
+/// required; one allowed name makes it that function), `NONE`; `allowedFunctionNames`
+/// narrows the declared functions.
+fn read_tool_config(
+    config: Option<&ToolConfig>,
+) -> Result<(ToolChoice, Option<Vec<String>>), GatewayError> {
+    let Some(fc) = config.and_then(|c| c.function_calling_config.as_ref()) else {
+        return Ok((ToolChoice::Auto, None));
+    };
+    let allowed = fc.allowed_function_names.clone().filter(|n| !n.is_empty());
     let mode = fc.mode.as_deref().unwrap_or("AUTO").to_ascii_uppercase();
-    let named = fc
-        .allowed_function_names
-        .as_ref()
-        .is_some_and(|n| !n.is_empty());
-    if mode == "ANY" || (named && mode != "NONE") {
-        return Some(
-            "toolConfig.functionCallingConfig: this gateway cannot force a function call (mode ANY or allowedFunctionNames); tools are offered to the model, which decides; use mode AUTO or NONE"
-                .to_owned(),
-        );
-    }
-    None
+    let choice = match mode.as_str() {
+        "AUTO" | "MODE_UNSPECIFIED" | "VALIDATED" => ToolChoice::Auto,
+        "NONE" => ToolChoice::None,
+        "ANY" => match allowed.as_deref() {
+            Some([only]) => ToolChoice::Named(only.clone()),
+            _ => ToolChoice::Required,
+        },
+        other => {
+            return Err(invalid(format!(
+                "Invalid value at 'tool_config.function_calling_config.mode' ({other}): expected AUTO, ANY, NONE or VALIDATED"
+            )));
+        }
+    };
+    Ok((choice, allowed))
 }
 
 fn tools_of(tools: Vec<super::wire::Tool>) -> Vec<ToolSpec> {
@@ -569,11 +571,18 @@ mod tests {
         assert!(
             base(json!({"toolConfig": {"functionCallingConfig": {"mode": "ANY"}}}))
                 .unwrap_err()
-                .contains("cannot force")
+                .contains("no tools are declared")
         );
         assert!(
-            base(json!({"tool_config": {"function_calling_config": {"mode": "AUTO", "allowed_function_names": ["f"]}}}))
-                .is_err()
+            base(json!({"toolConfig": {"functionCallingConfig": {"mode": "SOMETIMES"}}}))
+                .unwrap_err()
+                .contains("mode")
+        );
+        assert!(
+            base(json!({"tools": [{"functionDeclarations": [{"name": "f"}]}],
+                "tool_config": {"function_calling_config": {"mode": "ANY", "allowed_function_names": ["h"]}}}))
+                .unwrap_err()
+                .contains("\"h\"")
         );
         assert!(base(json!({"toolConfig": {"functionCallingConfig": {"mode": "NONE"}}})).is_ok());
         assert!(
@@ -593,6 +602,29 @@ mod tests {
         );
         assert!(parse(json!({"contents": []})).is_err());
         assert!(parse_generate(b"{not json", &LimitsSettings::default()).is_err());
+    }
+
+    #[test]
+    fn function_calling_config_is_read() {
+        let read = |config: Value| {
+            parse(json!({"contents": [{"parts": [{"text": "x"}]}],
+                "tools": [{"functionDeclarations": [{"name": "f"}, {"name": "g"}]}],
+                "toolConfig": {"functionCallingConfig": config}}))
+            .map_err(message)
+            .unwrap()
+        };
+        let p = read(json!({"mode": "ANY"}));
+        assert_eq!((p.tool_choice, p.tools.len()), (ToolChoice::Required, 2));
+        let p = read(json!({"mode": "ANY", "allowedFunctionNames": ["g"]}));
+        assert_eq!(p.tool_choice, ToolChoice::Named("g".into()));
+        let p = read(json!({"mode": "ANY", "allowedFunctionNames": ["f", "g"]}));
+        assert_eq!((p.tool_choice, p.tools.len()), (ToolChoice::Required, 2));
+        let p = read(json!({"mode": "AUTO", "allowedFunctionNames": ["f"]}));
+        assert_eq!((p.tool_choice, p.tools.len()), (ToolChoice::Auto, 1));
+        let p = read(json!({"mode": "none"}));
+        assert_eq!((p.tool_choice, p.tools.len()), (ToolChoice::None, 0));
+        let p = read(json!({"mode": "VALIDATED"}));
+        assert_eq!(p.tool_choice, ToolChoice::Auto);
     }
 
     #[test]
@@ -620,8 +652,8 @@ mod tests {
             &LimitsSettings::default(),
         )
         .unwrap();
-        assert_eq!(a[0].text(), "hello");
-        assert_eq!(b[0].text(), "hello");
+        assert_eq!(a.messages[0].text(), "hello");
+        assert_eq!(b.messages[0].text(), "hello");
         assert!(parse_count(b"{}", &LimitsSettings::default()).is_err());
     }
 

@@ -191,8 +191,11 @@ async fn count_tokens(
     let len = body.len();
     let st = state.clone();
     let total_tokens = limits::parse_body(body, len, move |body| {
-        let messages = convert::parse_count(body, &st.live.load().limits)?;
-        Ok(st.chat.input_tokens(&ChatRequest::new(model, messages)))
+        let parsed = convert::parse_count(body, &st.live.load().limits)?;
+        let mut request = ChatRequest::new(model, parsed.messages);
+        request.tools = parsed.tools;
+        request.tool_choice = parsed.tool_choice;
+        Ok(st.chat.input_tokens(&request))
     })
     .await?;
     Ok(HttpResponse::Ok().json(wire::CountTokensResponse { total_tokens }))
@@ -231,6 +234,8 @@ async fn generate(
                 messages: parsed.messages,
                 stream: streamed,
                 tools: parsed.tools,
+                tool_choice: parsed.tool_choice,
+                parallel_tool_calls: true,
                 options: parsed.options,
             },
         },

@@ -14,7 +14,7 @@ use crate::dialects::limits::{self, Bounded, Names, TextOrSeq, parse_raw};
 use crate::dialects::parse_data_url;
 use crate::domain::{
     ChatRequest, FinishReason, GeneratedMedia, Media, MediaKind, Message, Part, Role, StreamEvent,
-    ToolCall, ToolSpec, Usage,
+    ToolCall, ToolChoice, ToolSpec, Usage,
 };
 use crate::error::GatewayError;
 use crate::upstream::ModelRegistry;
@@ -250,22 +250,74 @@ fn convert_message(
     Ok(message)
 }
 
-/// Whether `tool_choice` (or legacy `function_call`) forces a tool call, which the gateway
-/// does not honour yet (tools are emulated, docs/TOOLS.md, and the model decides).
-fn forces_tool(choice: Option<&serde_json::Value>) -> bool {
+/// Reads Chat Completions' `tool_choice` (or legacy `function_call`): `"none"`, `"auto"`,
+/// `"required"`, a named function (`{"type": "function", "function": {"name"}}`, legacy
+/// `{"name"}`, or a custom tool), or `allowed_tools` (a mode and the tools it narrows to).
+/// Returns the choice and the allowed names, or the error message for `param`.
+pub(crate) fn read_tool_choice(
+    choice: &serde_json::Value,
+) -> Result<(ToolChoice, Option<Vec<String>>), String> {
+    use serde_json::Value;
+    let mode = |m: &str| match m {
+        "none" => Ok(ToolChoice::None),
+        "auto" => Ok(ToolChoice::Auto),
+        "required" => Ok(ToolChoice::Required),
+        other => Err(format!(
+            "unknown value \"{other}\"; expected \"none\", \"auto\", \"required\" or a named function"
+        )),
+    };
+    let name_of = |v: &Value| {
+        v.get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+    };
     match choice {
-        Some(serde_json::Value::String(s)) => s == "required",
-        Some(serde_json::Value::Object(o)) => {
-            o.get("type").and_then(|t| t.as_str()) != Some("auto") && o.get("type").is_some()
-                || o.contains_key("name")
-        }
-        _ => false,
+        Value::Null => Ok((ToolChoice::Auto, None)),
+        Value::String(s) => Ok((mode(s)?, None)),
+        Value::Object(o) => match o.get("type").and_then(Value::as_str) {
+            Some("function") => o
+                .get("function")
+                .and_then(name_of)
+                .or_else(|| name_of(choice))
+                .map(|n| (ToolChoice::Named(n), None))
+                .ok_or_else(|| "a function choice needs function.name".to_owned()),
+            Some("custom") => o
+                .get("custom")
+                .and_then(name_of)
+                .or_else(|| name_of(choice))
+                .map(|n| (ToolChoice::Named(n), None))
+                .ok_or_else(|| "a custom tool choice needs custom.name".to_owned()),
+            Some("allowed_tools") => {
+                let inner = o.get("allowed_tools").unwrap_or(choice);
+                let choice = mode(inner.get("mode").and_then(Value::as_str).unwrap_or("auto"))?;
+                let names = inner
+                    .get("tools")
+                    .and_then(Value::as_array)
+                    .map(|tools| {
+                        tools
+                            .iter()
+                            .filter_map(|t| {
+                                t.get("function")
+                                    .and_then(name_of)
+                                    .or_else(|| t.get("custom").and_then(name_of))
+                                    .or_else(|| name_of(t))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default();
+                Ok((choice, Some(names)))
+            }
+            // Legacy `function_call: {"name": …}`.
+            None => name_of(choice)
+                .map(|n| (ToolChoice::Named(n), None))
+                .ok_or_else(|| "expected a string or a named function".to_owned()),
+            Some(other) => Err(format!(
+                "tool choice of type \"{other}\" is not supported (this gateway runs no hosted tools); use \"function\", \"custom\" or \"allowed_tools\""
+            )),
+        },
+        _ => Err("expected a string or an object".to_owned()),
     }
-}
-
-/// Whether `tool_choice` (or legacy `function_call`) is `"none"`: the model is given no tools.
-fn chooses_none(choice: Option<&serde_json::Value>) -> bool {
-    matches!(choice, Some(serde_json::Value::String(s)) if s == "none")
 }
 
 /// Parses a request body; model names are read against `models`.
@@ -302,12 +354,6 @@ fn parse_within_budget(body: &[u8], models: &ModelRegistry) -> Result<Parsed, Ga
     if wire.n.is_some_and(|n| n > 1) {
         return Err(invalid("only n = 1 is supported", "n"));
     }
-    if forces_tool(wire.tool_choice.as_deref()) || forces_tool(wire.function_call.as_deref()) {
-        return Err(invalid(
-            "this gateway cannot force a tool call: tools are offered to the model, which decides; use tool_choice \"auto\" or \"none\"",
-            "tool_choice",
-        ));
-    }
     let mut messages = Vec::with_capacity(raw_messages.len());
     let mut calls: Vec<ToolCall> = Vec::new();
     for (i, raw) in raw_messages.iter().enumerate() {
@@ -340,6 +386,23 @@ fn parse_within_budget(body: &[u8], models: &ModelRegistry) -> Result<Parsed, Ga
                 parameters: f.parameters.map(Bounded::into_inner),
             }),
     );
+    let (choice_param, raw_choice) =
+        match (wire.tool_choice.as_deref(), wire.function_call.as_deref()) {
+            (Some(c), _) if !c.is_null() => ("tool_choice", Some(c)),
+            (_, Some(c)) => ("function_call", Some(c)),
+            _ => ("tool_choice", None),
+        };
+    let (choice, allowed) = match raw_choice {
+        Some(c) => read_tool_choice(c).map_err(|e| invalid(e, choice_param))?,
+        None => (ToolChoice::Auto, None),
+    };
+    let tool_choice = crate::dialects::settle_tool_choice(&mut tools, choice, allowed.as_deref())
+        .map_err(|e| invalid(e, choice_param))?;
+    let parallel_tool_calls = wire
+        .parallel_tool_calls
+        .as_deref()
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(true);
     let stream = wire.stream.unwrap_or(false);
     let options = crate::dialects::generation_options(
         wire.max_completion_tokens
@@ -359,13 +422,9 @@ fn parse_within_budget(body: &[u8], models: &ModelRegistry) -> Result<Parsed, Ga
             model,
             messages,
             stream,
-            tools: if chooses_none(wire.tool_choice.as_deref())
-                || chooses_none(wire.function_call.as_deref())
-            {
-                Vec::new()
-            } else {
-                tools
-            },
+            tools,
+            tool_choice,
+            parallel_tool_calls,
             options,
         },
     })
@@ -578,25 +637,72 @@ mod tests {
     }
 
     #[test]
-    fn forcing_a_tool_is_refused() {
-        for choice in [
-            json!("required"),
-            json!({"type": "function", "function": {"name": "f"}}),
+    fn tool_choice_is_read() {
+        let tools = json!([{"type": "function", "function": {"name": "f"}},
+                           {"type": "function", "function": {"name": "g"}}]);
+        let read = |extra: serde_json::Value| {
+            let mut body = json!({"model": "gemini-2.5-flash", "tools": tools,
+                "messages": [{"role": "user", "content": "x"}]});
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            parse_json(body).map(|p| p.request)
+        };
+        let r = read(json!({"tool_choice": "required", "parallel_tool_calls": false})).unwrap();
+        assert_eq!(
+            (r.tool_choice, r.parallel_tool_calls, r.tools.len()),
+            (ToolChoice::Required, false, 2)
+        );
+        let r =
+            read(json!({"tool_choice": {"type": "function", "function": {"name": "g"}}})).unwrap();
+        assert_eq!(
+            (r.tool_choice, r.parallel_tool_calls),
+            (ToolChoice::Named("g".into()), true)
+        );
+        let r = read(json!({"function_call": {"name": "f"}})).unwrap();
+        assert_eq!(r.tool_choice, ToolChoice::Named("f".into()));
+        let r = read(
+            json!({"tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "required",
+            "tools": [{"type": "function", "function": {"name": "g"}}]}}}),
+        )
+        .unwrap();
+        assert_eq!(r.tool_choice, ToolChoice::Required);
+        assert_eq!(
+            r.tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            ["g"]
+        );
+        for none in [
+            json!({"tool_choice": "none"}),
+            json!({"function_call": "none"}),
         ] {
-            let e = parse_json(json!({"model": "gemini-2.5-flash", "tool_choice": choice,
-                "messages": [{"role": "user", "content": "x"}]}))
-            .unwrap_err();
+            let r = read(none).unwrap();
+            assert!(r.tools.is_empty());
+            assert_eq!(r.tool_choice, ToolChoice::None);
+        }
+        for (bad, param) in [
+            (
+                json!({"tool_choice": {"type": "function", "function": {"name": "h"}}}),
+                "tool_choice",
+            ),
+            (json!({"tool_choice": "sometimes"}), "tool_choice"),
+            (
+                json!({"tool_choice": {"type": "file_search"}}),
+                "tool_choice",
+            ),
+            (json!({"function_call": {"name": "h"}}), "function_call"),
+        ] {
+            let e = read(bad.clone()).unwrap_err();
             assert!(
-                matches!(e, GatewayError::InvalidRequest { param: Some(ref p), .. } if p == "tool_choice")
+                matches!(e, GatewayError::InvalidRequest { param: Some(ref p), .. } if p == param),
+                "{bad}: {e}"
             );
         }
-        for choice in [json!("auto"), json!("none")] {
-            assert!(
-                parse_json(json!({"model": "gemini-2.5-flash", "tool_choice": choice,
-                "messages": [{"role": "user", "content": "x"}]}))
-                .is_ok()
-            );
-        }
+        let e = parse_json(
+            json!({"model": "gemini-2.5-flash", "tool_choice": "required",
+            "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("no tools are declared"), "{e}");
     }
 
     #[test]

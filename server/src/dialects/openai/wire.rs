@@ -30,6 +30,8 @@ pub struct ChatCompletionRequest<'a> {
     #[serde(default)]
     pub tool_choice: Option<Bounded>,
     #[serde(default)]
+    pub parallel_tool_calls: Option<Bounded>,
+    #[serde(default)]
     pub functions: Option<CountedVec<FunctionDef, ToolsKind>>,
     #[serde(default)]
     pub function_call: Option<Bounded>,

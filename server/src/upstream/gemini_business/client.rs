@@ -657,46 +657,91 @@ impl GeminiBusinessClient {
             // and the model's calls read back out of its text.
             let tools = crate::tools::ToolSet::new(
                 &request.tools,
-                &crate::tools::ToolChoice::Auto,
-                true,
+                &request.tool_choice,
+                request.parallel_tool_calls,
             );
-            let mut query = flatten_styled(
+            let query = flatten_styled(
                 &request.messages,
                 if tools.is_some() { CallStyle::Protocol } else { CallStyle::Plain },
             );
-            if let Some(tools) = &tools {
-                query.text = format!("{}\n\n{}", tools.instructions(), query.text);
-            }
-            let mut parser = tools.as_ref().map(crate::tools::ToolSet::parser);
+            // A forced choice holds the answer back until a call arrives; an answer without
+            // one is asked once more, with a reminder (docs/TOOLS.md, "Forced calls").
+            let forced = tools.as_ref().is_some_and(crate::tools::ToolSet::forces);
+            let attempts = if forced { 2 } else { 1 };
             let model = &request.model;
-            let session = client.create_session(&auth).await?;
-            let mut file_ids = Vec::with_capacity(query.attachments.len());
-            for media in &query.attachments {
-                file_ids.push(client.attach(&auth, &session, media).await?);
-            }
-            let items = client.stream_assist(&auth, &session, &query.text, &file_ids, model).await?;
-            futures_util::pin_mut!(items);
             let mut full_session: Option<String> = None;
+            let mut session = String::new();
             let mut files = Vec::new();
-            while let Some(item) = items.next().await {
-                match item? {
-                    AssistItem::SessionInfo(s) => {
-                        full_session.get_or_insert(s);
-                    }
-                    AssistItem::Event(StreamEvent::Text(text)) if parser.is_some() => {
-                        let pieces = parser.as_mut().map(|p| p.push(&text)).unwrap_or_default();
-                        for piece in pieces {
-                            yield piece_event(piece);
+            for attempt in 1..=attempts {
+                let text = match &tools {
+                    Some(tools) if attempt > 1 => format!(
+                        "{}\n{}\n\n{}",
+                        tools.instructions(),
+                        tools.reminder(),
+                        query.text
+                    ),
+                    Some(tools) => format!("{}\n\n{}", tools.instructions(), query.text),
+                    None => query.text.clone(),
+                };
+                let mut parser = tools.as_ref().map(crate::tools::ToolSet::parser);
+                full_session = None;
+                files.clear();
+                session = client.create_session(&auth).await?;
+                let mut file_ids = Vec::with_capacity(query.attachments.len());
+                for media in &query.attachments {
+                    file_ids.push(client.attach(&auth, &session, media).await?);
+                }
+                let items = client.stream_assist(&auth, &session, &text, &file_ids, model).await?;
+                futures_util::pin_mut!(items);
+                // Events held back while a forced call has not arrived yet.
+                let mut held: Vec<StreamEvent> = Vec::new();
+                let mut called = !forced;
+                while let Some(item) = items.next().await {
+                    let events = match item? {
+                        AssistItem::SessionInfo(s) => {
+                            full_session.get_or_insert(s);
+                            continue;
+                        }
+                        AssistItem::File(file) => {
+                            files.push(file);
+                            continue;
+                        }
+                        AssistItem::Event(StreamEvent::Text(text)) if parser.is_some() => parser
+                            .as_mut()
+                            .map(|p| p.push(&text))
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(piece_event)
+                            .collect(),
+                        AssistItem::Event(event) => vec![event],
+                    };
+                    for event in events {
+                        if called {
+                            yield event;
+                        } else {
+                            called = matches!(event, StreamEvent::ToolCall(_));
+                            held.push(event);
+                            if called {
+                                for event in held.drain(..) {
+                                    yield event;
+                                }
+                            }
                         }
                     }
-                    AssistItem::Event(event) => yield event,
-                    AssistItem::File(file) => files.push(file),
                 }
-            }
-            if let Some(parser) = parser.as_mut() {
-                for piece in parser.finish() {
-                    yield piece_event(piece);
+                let rest: Vec<StreamEvent> = parser
+                    .as_mut()
+                    .map(|p| p.finish().into_iter().map(piece_event).collect())
+                    .unwrap_or_default();
+                called = called || rest.iter().any(|e| matches!(e, StreamEvent::ToolCall(_)));
+                if !called && attempt < attempts {
+                    tracing::info!(attempt, "the forced tool call did not come; asking again");
+                    continue;
                 }
+                for event in held.into_iter().chain(rest) {
+                    yield event;
+                }
+                break;
             }
             if !files.is_empty() {
                 let listed = client

@@ -58,7 +58,7 @@ impl Upstream for GeminiBusiness {
 
     /// The flattened query and its attachments, estimated (see [`prompt`]).
     fn input_tokens(&self, request: &ChatRequest) -> u32 {
-        prompt::input_tokens(&request.messages)
+        prompt::input_tokens(request)
     }
 
     fn converse(&self, auth: CallAuth, request: Arc<ChatRequest>) -> EventStream {

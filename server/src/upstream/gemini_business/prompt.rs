@@ -75,13 +75,29 @@ pub fn flatten_styled(messages: &[Message], style: CallStyle) -> UpstreamQuery {
     UpstreamQuery { text, attachments }
 }
 
-/// The estimated input tokens of the query `messages` flatten into (what the answers and the
-/// count-tokens routes report), counted as it is written, without building it.
-pub fn input_tokens(messages: &[Message]) -> u32 {
+/// The estimated input tokens of the query a request flattens into (what the answers and the
+/// count-tokens routes report), counted as it is written, without building it: the tools
+/// section of emulated tools (docs/TOOLS.md) included.
+pub fn input_tokens(request: &crate::domain::ChatRequest) -> u32 {
     let mut text = TextTokenCounter::default();
     let mut media: u32 = 0;
+    let style =
+        if request.tools.is_empty() || request.tool_choice == crate::domain::ToolChoice::None {
+            CallStyle::Plain
+        } else {
+            let section = crate::tools::instructions(
+                &request.tools,
+                &request.tool_choice,
+                request.parallel_tool_calls,
+            );
+            // Counting cannot fail.
+            let _ = fmt::Write::write_str(&mut text, &section);
+            let _ = fmt::Write::write_str(&mut text, "\n\n");
+            CallStyle::Protocol
+        };
+    let messages = &request.messages;
     // Counting cannot fail.
-    let _ = write_query(messages, &mut text, CallStyle::Plain, |m| {
+    let _ = write_query(messages, &mut text, style, |m| {
         media = media.saturating_add(media_tokens(m.kind()));
     });
     text.tokens().saturating_add(media).max(1)
@@ -313,15 +329,42 @@ mod tests {
                 msg(Role::User, "thanks"),
             ],
         ];
+        let specs: Vec<std::sync::Arc<crate::domain::ModelSpec>> = super::super::models::specs()
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect();
+        let model = crate::domain::ModelId::parse_in(&specs, "gemini-2.5-flash").unwrap();
         for messages in conversations {
             let q = flatten(&messages);
             let media: u32 = q.attachments.iter().map(|m| media_tokens(m.kind())).sum();
             assert_eq!(
-                input_tokens(&messages),
+                input_tokens(&crate::domain::ChatRequest::new(
+                    model.clone(),
+                    messages.clone()
+                )),
                 (text_tokens(&q.text) + media).max(1),
                 "{}",
                 q.text
             );
         }
+        // Declared tools are counted as the tools section the query starts with.
+        let mut request = crate::domain::ChatRequest::new(model, vec![msg(Role::User, "weather?")]);
+        let plain = input_tokens(&request);
+        request.tools = vec![crate::domain::ToolSpec {
+            name: "get_weather".into(),
+            description: Some("The weather in a city".into()),
+            parameters: Some(
+                serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+            ),
+        }];
+        let section = crate::tools::instructions(&request.tools, &request.tool_choice, true);
+        let q = flatten_styled(&request.messages, CallStyle::Protocol);
+        assert_eq!(
+            input_tokens(&request),
+            text_tokens(&format!("{section}\n\n{}", q.text)).max(1)
+        );
+        assert!(input_tokens(&request) > plain + 100);
+        request.tool_choice = crate::domain::ToolChoice::None;
+        assert_eq!(input_tokens(&request), plain);
     }
 }

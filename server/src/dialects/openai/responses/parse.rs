@@ -4,8 +4,9 @@
 //! assistant; content a string or `input_text` / `input_image` / `input_file` / `output_text`
 //! parts), `function_call` and `function_call_output` (and their `custom_tool_call` twins)
 //! become tool turns, `reasoning` items are dropped. `instructions` becomes the first system
-//! message. Everything the gateway cannot honour is refused with a 400 naming the field:
-//! forcing a tool call, `previous_response_id` / `conversation` (no response is stored),
+//! message. `tool_choice` and `parallel_tool_calls` are honoured (tools are emulated,
+//! docs/TOOLS.md). Everything the gateway cannot honour is refused with a 400 naming the field:
+//! a hosted tool choice, `previous_response_id` / `conversation` (no response is stored),
 //! `background`, Files API references (`file_id`), `item_reference`.
 
 use base64::Engine as _;
@@ -22,7 +23,8 @@ use crate::dialects::limits::{
 
 use crate::dialects::openai::convert::{media_from_url, mime_from_filename};
 use crate::domain::{
-    ChatRequest, GenerationOptions, Media, MediaKind, Message, Part, Role, ToolCall, ToolSpec,
+    ChatRequest, GenerationOptions, Media, MediaKind, Message, Part, Role, ToolCall, ToolChoice,
+    ToolSpec,
 };
 use crate::error::GatewayError;
 use crate::upstream::ModelRegistry;
@@ -79,8 +81,8 @@ pub struct Echo {
     /// An object of strings, or `null`.
     pub metadata: Value,
     pub parallel_tool_calls: bool,
-    /// `"auto"` or `"none"` (anything forcing a tool was refused).
-    pub tool_choice: &'static str,
+    /// The `tool_choice` the client sent (validated), or `"auto"`.
+    pub tool_choice: Value,
     pub truncation: Option<&'static str>,
     pub user: Option<String>,
 }
@@ -94,7 +96,7 @@ impl Default for Echo {
             max_output_tokens: None,
             metadata: Value::Null,
             parallel_tool_calls: true,
-            tool_choice: "auto",
+            tool_choice: Value::String("auto".to_owned()),
             truncation: None,
             user: None,
         }
@@ -106,44 +108,6 @@ impl Default for Echo {
 pub struct Parsed {
     pub request: ChatRequest,
     pub echo: Echo,
-}
-
-/// Whether `tool_choice` forces a tool call (which the gateway does not honour yet: tools are
-/// emulated, docs/TOOLS.md, and the model decides). `"auto"`, `"none"` and `{"type":"allowed_tools","mode":"auto"}`
-/// do not; `"required"`, a named function/custom/MCP tool, or a hosted tool type do.
-fn tool_choice(choice: Option<&Value>) -> Result<&'static str, GatewayError> {
-    let refuse = || {
-        invalid(
-            "this gateway cannot force a tool call: tools are offered to the model, which decides; use tool_choice \"auto\" or \"none\"",
-            "tool_choice",
-        )
-    };
-    match choice {
-        None | Some(Value::Null) => Ok("auto"),
-        Some(Value::String(s)) => match s.as_str() {
-            "auto" => Ok("auto"),
-            "none" => Ok("none"),
-            "required" => Err(refuse()),
-            other => Err(invalid(
-                format!("unknown tool_choice `{other}` (expected auto, none or required)"),
-                "tool_choice",
-            )),
-        },
-        Some(Value::Object(o)) => {
-            let kind = o.get("type").and_then(Value::as_str);
-            let mode = o.get("mode").and_then(Value::as_str);
-            match (kind, mode) {
-                (Some("allowed_tools"), Some("auto") | None) => Ok("auto"),
-                (Some("auto"), _) => Ok("auto"),
-                (Some("none"), _) => Ok("none"),
-                _ => Err(refuse()),
-            }
-        }
-        Some(_) => Err(invalid(
-            "tool_choice must be a string or an object",
-            "tool_choice",
-        )),
-    }
 }
 
 fn text_of(value: &Value) -> String {
@@ -499,7 +463,15 @@ fn parse_within_budget(body: &[u8], models: &ModelRegistry) -> Result<Parsed, Ga
             "background",
         ));
     }
-    let tool_choice = tool_choice(wire.tool_choice.as_deref())?;
+    let raw_choice = wire
+        .tool_choice
+        .map(Bounded::into_inner)
+        .filter(|c| !c.is_null());
+    let (choice, allowed) = match &raw_choice {
+        Some(c) => crate::dialects::openai::convert::read_tool_choice(c)
+            .map_err(|e| invalid(format!("tool_choice: {e}"), "tool_choice"))?,
+        None => (ToolChoice::Auto, None),
+    };
     let instructions = match wire.instructions.as_deref() {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -529,7 +501,7 @@ fn parse_within_budget(body: &[u8], models: &ModelRegistry) -> Result<Parsed, Ga
             "input",
         ));
     }
-    let tools = wire
+    let mut tools: Vec<ToolSpec> = wire
         .tools
         .unwrap_or_default()
         .items
@@ -546,6 +518,9 @@ fn parse_within_budget(body: &[u8], models: &ModelRegistry) -> Result<Parsed, Ga
             })
         })
         .collect();
+    let tool_choice = crate::dialects::settle_tool_choice(&mut tools, choice, allowed.as_deref())
+        .map_err(|e| invalid(format!("tool_choice: {e}"), "tool_choice"))?;
+    let parallel_tool_calls = wire.parallel_tool_calls.unwrap_or(true);
     if wire.max_output_tokens.is_some_and(|n| n < 0) {
         return Err(invalid(
             "max_output_tokens: must not be negative",
@@ -558,8 +533,8 @@ fn parse_within_budget(body: &[u8], models: &ModelRegistry) -> Result<Parsed, Ga
         top_p: wire.top_p,
         max_output_tokens: wire.max_output_tokens.and_then(|n| u64::try_from(n).ok()),
         metadata: metadata(wire.metadata.map(Bounded::into_inner))?,
-        parallel_tool_calls: wire.parallel_tool_calls.unwrap_or(true),
-        tool_choice,
+        parallel_tool_calls,
+        tool_choice: raw_choice.unwrap_or_else(|| Value::String("auto".to_owned())),
         truncation: match wire.truncation.as_deref() {
             Some("auto") => Some("auto"),
             Some("disabled") => Some("disabled"),
@@ -572,12 +547,9 @@ fn parse_within_budget(body: &[u8], models: &ModelRegistry) -> Result<Parsed, Ga
             model,
             messages,
             stream: wire.stream.unwrap_or(false),
-            // `tool_choice: "none"`: the model is given no tools.
-            tools: if tool_choice == "none" {
-                Vec::new()
-            } else {
-                tools
-            },
+            tools,
+            tool_choice,
+            parallel_tool_calls,
             options: GenerationOptions {
                 max_output_tokens: echo
                     .max_output_tokens
@@ -677,6 +649,11 @@ mod tests {
                 "tool_choice",
             ),
             (
+                json!({"model": "gemini-2.5-flash", "input": "x", "tool_choice": {"type": "web_search_preview"},
+                       "tools": [{"type": "function", "name": "f"}]}),
+                "tool_choice",
+            ),
+            (
                 json!({"model": "gemini-2.5-flash", "input": "x", "previous_response_id": "resp_1"}),
                 "previous_response_id",
             ),
@@ -728,5 +705,40 @@ mod tests {
                 .is_ok()
             );
         }
+    }
+
+    #[test]
+    fn tool_choice_is_honoured_and_echoed() {
+        let tools = json!([{"type": "function", "name": "f"}, {"type": "function", "name": "g"},
+                           {"type": "web_search_preview"}]);
+        let read = |choice: Value, parallel: bool| {
+            parse_json(
+                json!({"model": "gemini-2.5-flash", "input": "x", "tools": tools,
+                "tool_choice": choice, "parallel_tool_calls": parallel}),
+            )
+            .unwrap()
+        };
+        let p = read(json!("required"), false);
+        assert_eq!(p.request.tool_choice, ToolChoice::Required);
+        assert!(!p.request.parallel_tool_calls && !p.echo.parallel_tool_calls);
+        assert_eq!(p.echo.tool_choice, json!("required"));
+        let p = read(json!({"type": "function", "name": "g"}), true);
+        assert_eq!(p.request.tool_choice, ToolChoice::Named("g".into()));
+        assert_eq!(p.echo.tool_choice, json!({"type": "function", "name": "g"}));
+        let p = read(
+            json!({"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "f"}]}),
+            true,
+        );
+        assert_eq!(p.request.tool_choice, ToolChoice::Required);
+        assert_eq!(
+            p.request
+                .tools
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
+            ["f"]
+        );
+        let p = read(json!("none"), true);
+        assert!(p.request.tools.is_empty());
     }
 }
