@@ -13,16 +13,21 @@
 //! every block has an `event:` line naming its `data.type`; `message_start` comes first with a
 //! `msg_` id, empty content, a null stop reason and integer usage; indexes are contiguous from
 //! 0; a block starts before its deltas and stops before the next starts; delta types match the
-//! block type; `input_json_delta` fragments concatenate to JSON; a thinking block ends with a
+//! block type; a `tool_use` block has a unique id and a name, and its `input_json_delta`
+//! fragments concatenate (within the block) to a JSON object; a thinking block ends with a
 //! `signature_delta` (its last delta); `error` (shape `{"type":"error","error":{"type",
 //! "message"}}`) comes only between blocks and is followed by exactly `message_delta` and
 //! `message_stop`; `message_stop` is last; keep-alives are `ping` events, never SSE comments;
-//! every event but `ping` and `error` validates against the SDK's `RawMessageStreamEvent`.
+//! every event but `ping` and `error` validates against the SDK's `RawMessageStreamEvent`;
+//! `message_delta`'s stop reason is `tool_use` exactly when the message has tool_use blocks
+//! (after an `error` any stop reason goes: the gateway then always says `end_turn`).
 
 use serde_json::Value;
 
 use super::chat::markdown_links;
-use super::{Block, StreamSummary, ensure, json, sse_blocks};
+use super::{
+    Block, CheckedCall, StreamSummary, call_arguments, check_calls, ensure, json, sse_blocks,
+};
 use crate::schemas;
 
 const STOP_REASONS: [&str; 7] = [
@@ -39,6 +44,9 @@ const STOP_REASONS: [&str; 7] = [
 struct OpenBlock {
     index: u64,
     kind: String,
+    /// A tool_use block's id and name.
+    id: String,
+    name: String,
     json: String,
     signed: bool,
 }
@@ -162,9 +170,17 @@ pub fn check(raw: &[u8]) -> Result<StreamSummary, String> {
                     "thinking" => ensure(cb["thinking"] == "", || {
                         format!("event {n}: a thinking block starts empty: {cb}")
                     })?,
-                    "tool_use" => ensure(cb["input"] == serde_json::json!({}), || {
-                        format!("event {n}: tool_use input arrives as input_json_delta: {cb}")
-                    })?,
+                    "tool_use" => {
+                        ensure(cb["input"] == serde_json::json!({}), || {
+                            format!("event {n}: tool_use input arrives as input_json_delta: {cb}")
+                        })?;
+                        ensure(cb["id"].as_str().is_some_and(|id| !id.is_empty()), || {
+                            format!("event {n}: a tool_use block without an id: {cb}")
+                        })?;
+                        ensure(cb["name"].as_str().is_some_and(|id| !id.is_empty()), || {
+                            format!("event {n}: a tool_use block has no name: {cb}")
+                        })?;
+                    }
                     "redacted_thinking" => {}
                     other => return Err(format!("event {n}: unexpected block type `{other}`")),
                 }
@@ -172,6 +188,8 @@ pub fn check(raw: &[u8]) -> Result<StreamSummary, String> {
                     index,
                     signed: cb["signature"].as_str().is_some_and(|s| !s.is_empty()),
                     kind,
+                    id: cb["id"].as_str().unwrap_or_default().to_owned(),
+                    name: cb["name"].as_str().unwrap_or_default().to_owned(),
                     json: String::new(),
                 });
             }
@@ -205,9 +223,11 @@ pub fn check(raw: &[u8]) -> Result<StreamSummary, String> {
                         )?;
                         b.signed = true;
                     }
-                    ("tool_use", "input_json_delta") => b
-                        .json
-                        .push_str(d["partial_json"].as_str().unwrap_or_default()),
+                    ("tool_use", "input_json_delta") => {
+                        b.json.push_str(d["partial_json"].as_str().ok_or_else(|| {
+                            format!("event {n}: partial_json is not a string: {data}")
+                        })?)
+                    }
                     (kind, dtype) => {
                         return Err(format!("event {n}: a `{dtype}` delta in a `{kind}` block"));
                     }
@@ -224,16 +244,21 @@ pub fn check(raw: &[u8]) -> Result<StreamSummary, String> {
                     )
                 })?;
                 if b.kind == "tool_use" {
+                    // No fragments at all is an empty input (the SDKs' reading).
                     let text = if b.json.is_empty() { "{}" } else { &b.json };
-                    let v: Value = serde_json::from_str(text).map_err(|e| {
-                        format!(
-                            "block {}: input_json_delta fragments are not JSON ({e}): {text}",
-                            b.index
-                        )
-                    })?;
-                    ensure(v.is_object(), || {
-                        format!("block {}: tool input is not an object: {text}", b.index)
-                    })?;
+                    let arguments = call_arguments(
+                        &format!(
+                            "block {} (tool_use {}): input_json_delta fragments",
+                            b.index, b.name
+                        ),
+                        text,
+                    )?;
+                    summary.tool_calls.push(CheckedCall {
+                        id: b.id,
+                        name: b.name,
+                        arguments,
+                    });
+                    check_calls(&summary.tool_calls)?;
                 }
                 ensure(b.kind != "thinking" || b.signed, || {
                     format!(
@@ -265,12 +290,26 @@ pub fn check(raw: &[u8]) -> Result<StreamSummary, String> {
                 ensure(open.is_none(), || {
                     format!("event {n}: message_delta while a block is open")
                 })?;
-                ensure(
-                    data["delta"]["stop_reason"]
-                        .as_str()
-                        .is_some_and(|r| STOP_REASONS.contains(&r)),
-                    || format!("event {n}: message_delta needs a stop_reason: {data}"),
-                )?;
+                let reason = data["delta"]["stop_reason"]
+                    .as_str()
+                    .filter(|r| STOP_REASONS.contains(r))
+                    .ok_or_else(|| {
+                        format!("event {n}: message_delta needs a stop_reason: {data}")
+                    })?;
+                // After an error the gateway ends with end_turn whatever came before.
+                if phase == Phase::Body {
+                    let calls = summary.tool_calls.len();
+                    ensure((calls > 0) == (reason == "tool_use"), || {
+                        if calls > 0 {
+                            format!(
+                                "event {n}: stop_reason must be \"tool_use\" after {calls} tool_use block(s), got {reason:?}"
+                            )
+                        } else {
+                            format!("event {n}: stop_reason \"tool_use\" without a tool_use block")
+                        }
+                    })?;
+                }
+                summary.stop_reason = Some(reason.to_owned());
                 ensure(int(&data["usage"]["output_tokens"]), || {
                     format!("event {n}: message_delta needs usage.output_tokens: {data}")
                 })?;
@@ -560,6 +599,186 @@ mod tests {
         ];
         for (what, body) in cases {
             let expected = expected_reason(what);
+            match check(body.as_bytes()) {
+                Ok(_) => panic!("the checker accepted a stream with: {what}\n{body}"),
+                Err(e) => assert!(
+                    e.contains(expected),
+                    "{what}: rejected for another reason than {expected:?}: {e}"
+                ),
+            }
+        }
+    }
+
+    fn tool(i: u64, id: &str, name: &str, fragments: &[&str]) -> String {
+        let mut out = block_start(
+            i,
+            json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
+        );
+        for f in fragments {
+            out += &delta(i, json!({"type": "input_json_delta", "partial_json": f}));
+        }
+        out + &*stop(i)
+    }
+
+    fn end_with(reason: &str) -> String {
+        end().replace("\"end_turn\"", &format!("\"{reason}\""))
+    }
+
+    /// Text, then two calls (the first in fragments, the second without any).
+    fn valid_tools() -> String {
+        start()
+            + &*text(0, "Let me look.")
+            + &*tool(1, "toolu_a", "get_weather", &["{\"city\":", " \"Paris\"}"])
+            + &*ping()
+            + &*tool(2, "toolu_b", "get_time", &[])
+            + &*end_with("tool_use")
+    }
+
+    #[test]
+    fn a_valid_tool_call_stream_passes_and_reports_its_calls() {
+        let s = check(valid_tools().as_bytes()).unwrap();
+        assert_eq!(s.text, "Let me look.");
+        assert_eq!(s.stop_reason.as_deref(), Some("tool_use"));
+        assert_eq!(
+            s.tool_calls,
+            vec![
+                CheckedCall {
+                    id: "toolu_a".into(),
+                    name: "get_weather".into(),
+                    arguments: json!({"city": "Paris"}),
+                },
+                CheckedCall {
+                    id: "toolu_b".into(),
+                    name: "get_time".into(),
+                    arguments: json!({}),
+                },
+            ]
+        );
+        let s = check(valid().as_bytes()).unwrap();
+        assert_eq!(s.stop_reason.as_deref(), Some("end_turn"));
+        assert!(s.tool_calls.is_empty());
+        // After an error the stop reason is end_turn, calls or not.
+        let failed = start() + &*tool(0, "toolu_a", "f", &["{}"]) + &*error() + &*end();
+        let s = check(failed.as_bytes()).unwrap();
+        assert_eq!(s.tool_calls.len(), 1);
+        assert!(s.error.is_some());
+    }
+
+    #[test]
+    fn broken_tool_call_streams_fail() {
+        let cases: Vec<(&str, &str, String)> = vec![
+            (
+                "a call split across two tool_use blocks",
+                "are not JSON",
+                start()
+                    + &*tool(0, "toolu_a", "get_weather", &["{\"city\":"])
+                    + &*tool(1, "toolu_b", "get_weather", &["\"Paris\"}"])
+                    + &*end_with("tool_use"),
+            ),
+            (
+                "a call continued in a text block",
+                "a `input_json_delta` delta in a `text` block",
+                start()
+                    + &*tool(0, "toolu_a", "get_weather", &["{}"])
+                    + &*block_start(1, json!({"type": "text", "text": ""}))
+                    + &*delta(
+                        1,
+                        json!({"type": "input_json_delta", "partial_json": "{\"city\":1}"}),
+                    )
+                    + &*stop(1)
+                    + &*end_with("tool_use"),
+            ),
+            (
+                "a fragment for a closed block",
+                "delta for index 0 while block 1 is open",
+                start()
+                    + &*block_start(
+                        0,
+                        json!({"type": "tool_use", "id": "toolu_a", "name": "f", "input": {}}),
+                    )
+                    + &*delta(0, json!({"type": "input_json_delta", "partial_json": "{}"}))
+                    + &*stop(0)
+                    + &*block_start(
+                        1,
+                        json!({"type": "tool_use", "id": "toolu_b", "name": "f", "input": {}}),
+                    )
+                    + &*delta(
+                        0,
+                        json!({"type": "input_json_delta", "partial_json": "{\"a\":1}"}),
+                    )
+                    + &*stop(1)
+                    + &*end_with("tool_use"),
+            ),
+            (
+                "arguments not JSON",
+                "are not JSON",
+                start() + &*tool(0, "toolu_a", "f", &["{city}"]) + &*end_with("tool_use"),
+            ),
+            (
+                "arguments not an object",
+                "not a JSON object",
+                start() + &*tool(0, "toolu_a", "f", &["[1, ", "2]"]) + &*end_with("tool_use"),
+            ),
+            (
+                "end_turn with tool_use blocks",
+                "stop_reason must be \"tool_use\"",
+                valid_tools().replace(
+                    "\"tool_use\",\"stop_sequence\"",
+                    "\"end_turn\",\"stop_sequence\"",
+                ),
+            ),
+            (
+                "max_tokens with tool_use blocks",
+                "stop_reason must be \"tool_use\"",
+                start() + &*tool(0, "toolu_a", "f", &["{}"]) + &*end_with("max_tokens"),
+            ),
+            (
+                "tool_use without tool_use blocks",
+                "without a tool_use block",
+                start() + &*text(0, "x") + &*end_with("tool_use"),
+            ),
+            (
+                "missing stop reason",
+                "needs a stop_reason",
+                start()
+                    + &*tool(0, "toolu_a", "f", &["{}"])
+                    + &*end().replace("\"end_turn\"", "null"),
+            ),
+            (
+                "a call without a name",
+                "has no name",
+                start() + &*tool(0, "toolu_a", "", &["{}"]) + &*end_with("tool_use"),
+            ),
+            (
+                "a call without an id",
+                "without an id",
+                start() + &*tool(0, "", "f", &["{}"]) + &*end_with("tool_use"),
+            ),
+            (
+                "duplicate ids",
+                "duplicate tool call id \"toolu_a\"",
+                start()
+                    + &*tool(0, "toolu_a", "f", &["{}"])
+                    + &*tool(1, "toolu_a", "g", &["{}"])
+                    + &*end_with("tool_use"),
+            ),
+            (
+                "input not empty at the start",
+                "tool_use input arrives as input_json_delta",
+                start()
+                    + &*block_start(
+                        0,
+                        json!({"type": "tool_use", "id": "toolu_a", "name": "f", "input": {"a": 1}}),
+                    )
+                    + &*stop(0)
+                    + &*end_with("tool_use"),
+            ),
+        ];
+        for (what, expected, body) in cases {
+            assert!(
+                body.contains("message_stop"),
+                "{what}: the case is complete"
+            );
             match check(body.as_bytes()) {
                 Ok(_) => panic!("the checker accepted a stream with: {what}\n{body}"),
                 Err(e) => assert!(

@@ -2,10 +2,19 @@
 //! `data: <json>`, first delta with the role, `delta` never `message`, `finish_reason` in a
 //! chunk of its own, the usage chunk when asked (and `usage: null` before it), one id, an
 //! error chunk only last, `data: [DONE]` at the end, every chunk valid for the SDK's type.
+//!
+//! Tool calls: `delta.tool_calls[]` entries with an `index` (0, 1, … in order of first
+//! appearance); a call's first entry carries a unique `id`, `type: "function"` and a non-empty
+//! `function.name`, its later entries neither (clients concatenate `name`); its
+//! `function.arguments` fragments come before the next call starts and concatenate to a JSON
+//! object; the `finish_reason` (required unless the stream ends with an error chunk) is
+//! `"tool_calls"` exactly when the stream made calls.
 
 use serde_json::{Value, json};
 
-use super::{Block, StreamSummary, ensure, json, sse_blocks};
+use super::{
+    Block, CheckedCall, StreamSummary, call_arguments, check_calls, ensure, json, sse_blocks,
+};
 use crate::schemas;
 
 /// Checks a whole Chat Completions stream body.
@@ -21,9 +30,11 @@ pub fn check(raw: &[u8], include_usage: bool) -> Result<StreamSummary, String> {
             Block::Event { data, .. } => payloads.push(data),
         }
     }
-    let chunks = check_payloads(&payloads, include_usage)?;
+    let (chunks, tool_calls, stop_reason) = check_chunks(&payloads, include_usage)?;
     let mut summary = StreamSummary {
         keepalives,
+        tool_calls,
+        stop_reason,
         ..StreamSummary::default()
     };
     for c in &chunks {
@@ -65,6 +76,23 @@ pub fn markdown_links(text: &str) -> Vec<String> {
 /// The invariants over the `data:` payloads of one stream; returns the parsed chunks (without
 /// `[DONE]`).
 pub fn check_payloads(payloads: &[String], include_usage: bool) -> Result<Vec<Value>, String> {
+    check_chunks(payloads, include_usage).map(|(chunks, _, _)| chunks)
+}
+
+/// The finish reasons the SDK's `ChatCompletionChunk` allows.
+const FINISH_REASONS: [&str; 5] = [
+    "stop",
+    "length",
+    "tool_calls",
+    "content_filter",
+    "function_call",
+];
+
+/// A checked stream: its chunks, its tool calls and its finish reason (`None` when it ended
+/// with an error chunk).
+type Checked = (Vec<Value>, Vec<CheckedCall>, Option<String>);
+
+fn check_chunks(payloads: &[String], include_usage: bool) -> Result<Checked, String> {
     ensure(
         payloads.last().map(String::as_str) == Some("[DONE]"),
         || "the stream must end with data: [DONE]".into(),
@@ -109,25 +137,9 @@ pub fn check_payloads(payloads: &[String], include_usage: bool) -> Result<Vec<Va
         .filter_map(|c| c.get("id").and_then(|v| v.as_str()))
         .collect();
     ensure(ids.len() <= 1, || "one id per stream".into())?;
-    let mut tool_indexes: std::collections::HashMap<u64, bool> = Default::default();
-    for c in &chunks {
-        for call in c["choices"][0]["delta"]["tool_calls"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            let index = call["index"]
-                .as_u64()
-                .ok_or_else(|| format!("a tool call delta without index: {c}"))?;
-            let first = !tool_indexes.contains_key(&index);
-            tool_indexes.insert(index, true);
-            ensure(first == call.get("id").is_some(), || {
-                format!("id only in a tool call's first chunk: {c}")
-            })?;
-        }
-    }
+    let calls = tool_calls(&chunks)?;
     if errored {
-        return Ok(chunks);
+        return Ok((chunks, calls, None));
     }
     let body_end = if include_usage {
         chunks.len() - 1
@@ -152,9 +164,25 @@ pub fn check_payloads(payloads: &[String], include_usage: bool) -> Result<Vec<Va
         )?;
     }
     let finish = &chunks[body_end - 1];
-    ensure(finish["choices"][0]["finish_reason"].is_string(), || {
-        format!("finish chunk: {finish}")
+    let reason = finish["choices"][0]["finish_reason"]
+        .as_str()
+        .ok_or_else(|| format!("the finish chunk has no finish_reason: {finish}"))?
+        .to_owned();
+    ensure(FINISH_REASONS.contains(&reason.as_str()), || {
+        format!("an unknown finish_reason {reason:?}")
     })?;
+    if calls.is_empty() {
+        ensure(reason != "tool_calls", || {
+            "finish_reason \"tool_calls\" but the stream made no tool call".into()
+        })?;
+    } else {
+        ensure(reason == "tool_calls", || {
+            format!(
+                "finish_reason must be \"tool_calls\" after {} tool call(s), got {reason:?}",
+                calls.len()
+            )
+        })?;
+    }
     ensure(finish["choices"][0]["delta"] == json!({}), || {
         format!("finish_reason in a chunk of its own: {finish}")
     })?;
@@ -163,7 +191,88 @@ pub fn check_payloads(payloads: &[String], include_usage: bool) -> Result<Vec<Va
             format!("finish_reason before the end: {c}")
         })?;
     }
-    Ok(chunks)
+    Ok((chunks, calls, Some(reason)))
+}
+
+/// The tool calls of a stream's chunks. A call is `choices[0].delta.tool_calls[]` deltas
+/// sharing an `index`: indexes appear in order from 0; a call's first delta carries `id`,
+/// `type: "function"` and `function.name`, its later deltas only `function.arguments`
+/// fragments, which end once the next call starts and concatenate to a JSON object.
+fn tool_calls(chunks: &[Value]) -> Result<Vec<CheckedCall>, String> {
+    let mut calls: Vec<(CheckedCall, String)> = Vec::new();
+    for c in chunks {
+        for call in c["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let index = call["index"]
+                .as_u64()
+                .ok_or_else(|| format!("a tool call delta without index: {c}"))?
+                as usize;
+            let function = &call["function"];
+            if index == calls.len() {
+                ensure(call["id"].as_str().is_some_and(|id| !id.is_empty()), || {
+                    format!("tool call {index}: its first chunk must carry an id: {c}")
+                })?;
+                ensure(call["type"] == "function", || {
+                    format!("tool call {index}: its first chunk must carry type \"function\": {c}")
+                })?;
+                let name = function["name"].as_str().unwrap_or_default();
+                ensure(!name.is_empty(), || {
+                    format!("tool call {index} has no name in its first chunk: {c}")
+                })?;
+                calls.push((
+                    CheckedCall {
+                        id: call["id"].as_str().unwrap_or_default().to_owned(),
+                        name: name.to_owned(),
+                        arguments: Value::Null,
+                    },
+                    String::new(),
+                ));
+            } else {
+                ensure(index < calls.len(), || {
+                    format!(
+                        "tool call index {index} skips ahead (expected {}, indexes count from 0): {c}",
+                        calls.len()
+                    )
+                })?;
+                ensure(index + 1 == calls.len(), || {
+                    format!(
+                        "tool call {index} continues after call {} started (a call split apart): {c}",
+                        calls.len() - 1
+                    )
+                })?;
+                ensure(call.get("id").is_none(), || {
+                    format!("id only in a tool call's first chunk: {c}")
+                })?;
+                ensure(function.get("name").is_none(), || {
+                    format!(
+                        "function.name only in a tool call's first chunk (clients concatenate it): {c}"
+                    )
+                })?;
+            }
+            match &function["arguments"] {
+                Value::Null => {}
+                Value::String(fragment) => calls[index].1.push_str(fragment),
+                other => {
+                    return Err(format!(
+                        "tool call {index}: function.arguments is not a string: {other}"
+                    ));
+                }
+            }
+        }
+    }
+    let calls = calls
+        .into_iter()
+        .enumerate()
+        .map(|(i, (mut call, text))| {
+            call.arguments = call_arguments(&format!("tool call {i} ({})", call.name), &text)?;
+            Ok(call)
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    check_calls(&calls)?;
+    Ok(calls)
 }
 
 #[cfg(test)]
@@ -231,6 +340,7 @@ mod tests {
         assert!(e.contains("usage"), "{e}");
         let s = check(&body(&p), true).unwrap();
         assert_eq!(s.text, "one");
+        assert_eq!(s.stop_reason, None);
         assert_eq!(s.error.unwrap()["message"], "cut");
     }
 
@@ -278,6 +388,139 @@ mod tests {
         cases.push(("event: line", event_line));
         for (name, raw) in cases {
             assert!(check(&raw, true).is_err(), "{name} must fail");
+        }
+    }
+
+    fn call(index: u64, id: Option<&str>, name: Option<&str>, args: &str) -> Value {
+        let mut c = json!({"index": index, "function": {"arguments": args}});
+        if let Some(id) = id {
+            c["id"] = json!(id);
+            c["type"] = json!("function");
+        }
+        if let Some(name) = name {
+            c["function"]["name"] = json!(name);
+        }
+        c
+    }
+
+    fn calls(tool_calls: Value) -> String {
+        chunk(json!({"tool_calls": tool_calls}), None)
+    }
+
+    /// Two calls: the first streamed in fragments, the second whole.
+    fn valid_tools() -> Vec<String> {
+        vec![
+            chunk(json!({"role": "assistant", "content": ""}), None),
+            chunk(json!({"content": "Let me look."}), None),
+            calls(json!([call(0, Some("call_a"), Some("get_weather"), "")])),
+            calls(json!([call(0, None, None, "{\"city\":")])),
+            calls(json!([call(0, None, None, "\"Paris\"}")])),
+            calls(json!([call(1, Some("call_b"), Some("get_time"), "{}")])),
+            chunk(json!({}), Some("tool_calls")),
+            usage(),
+            "[DONE]".into(),
+        ]
+    }
+
+    #[test]
+    fn a_valid_tool_call_stream_passes_and_reports_its_calls() {
+        let s = check(&body(&valid_tools()), true).unwrap();
+        assert_eq!(s.text, "Let me look.");
+        assert_eq!(s.stop_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(
+            s.tool_calls,
+            vec![
+                CheckedCall {
+                    id: "call_a".into(),
+                    name: "get_weather".into(),
+                    arguments: json!({"city": "Paris"}),
+                },
+                CheckedCall {
+                    id: "call_b".into(),
+                    name: "get_time".into(),
+                    arguments: json!({}),
+                },
+            ]
+        );
+        // Several calls in one delta are fine too.
+        let mut together = valid_tools();
+        together.splice(
+            2..6,
+            [calls(json!([
+                call(0, Some("call_a"), Some("f"), "{}"),
+                call(1, Some("call_b"), Some("g"), "{\"x\":[1]}")
+            ]))],
+        );
+        let s = check(&body(&together), true).unwrap();
+        assert_eq!(s.tool_calls.len(), 2);
+        assert_eq!(s.tool_calls[1].arguments, json!({"x": [1]}));
+        // Without calls the stop reason is reported as sent.
+        let s = check(&body(&valid()), true).unwrap();
+        assert_eq!(s.stop_reason.as_deref(), Some("stop"));
+        assert!(s.tool_calls.is_empty());
+    }
+
+    #[test]
+    fn broken_tool_call_streams_fail() {
+        let mut cases: Vec<(&str, &str, Vec<String>)> = Vec::new();
+        let mut p = valid_tools();
+        p[6] = chunk(json!({}), Some("stop"));
+        cases.push(("stop with tool calls", "must be \"tool_calls\"", p));
+        let mut p = valid();
+        p[3] = chunk(json!({}), Some("tool_calls"));
+        cases.push(("tool_calls without calls", "made no tool call", p));
+        let mut p = valid_tools();
+        p[6] = chunk(json!({}), None);
+        cases.push(("no finish_reason", "has no finish_reason", p));
+        let mut p = valid_tools();
+        p[5] = calls(json!([call(1, Some("call_a"), Some("get_time"), "{}")]));
+        cases.push(("duplicate ids", "duplicate tool call id \"call_a\"", p));
+        let mut p = valid_tools();
+        p[2] = calls(json!([call(0, Some("call_a"), None, "")]));
+        cases.push(("no name", "has no name", p));
+        let mut p = valid_tools();
+        p[2] = calls(json!([call(0, Some("call_a"), Some(""), "")]));
+        cases.push(("empty name", "has no name", p));
+        let mut p = valid_tools();
+        p[4] = calls(json!([call(0, None, None, "\"Paris\"")]));
+        cases.push(("arguments not JSON", "are not JSON", p));
+        let mut p = valid_tools();
+        p[3] = calls(json!([call(0, None, None, "[\"Paris\"")]));
+        p[4] = calls(json!([call(0, None, None, "]")]));
+        cases.push(("arguments not an object", "not a JSON object", p));
+        let mut p = valid_tools();
+        p[5] = calls(json!([call(1, Some("call_b"), Some("get_time"), "")]));
+        cases.push(("empty arguments", "are not JSON", p));
+        // The first call's JSON is finished by a fragment after the second call started.
+        let mut p = valid_tools();
+        let rest = p.remove(4);
+        p.insert(5, rest);
+        cases.push(("a call split apart", "continues after call 1 started", p));
+        let mut p = valid_tools();
+        p[3] = calls(json!([call(0, Some("call_a"), None, "{\"city\":")]));
+        cases.push(("id repeated", "id only in a tool call's first chunk", p));
+        let mut p = valid_tools();
+        p[3] = calls(json!([call(0, None, Some("get_weather"), "{\"city\":")]));
+        cases.push(("name repeated", "function.name only in", p));
+        let mut p = valid_tools();
+        p[5] = calls(json!([call(2, Some("call_b"), Some("get_time"), "{}")]));
+        cases.push(("index gap", "skips ahead", p));
+        let mut p = valid_tools();
+        p[2] = calls(json!([call(0, None, Some("get_weather"), "")]));
+        cases.push(("first chunk without id", "must carry an id", p));
+        let mut p = valid_tools();
+        p[2] = calls(json!([{"index": 0, "id": "call_a", "type": "tool",
+            "function": {"name": "get_weather", "arguments": ""}}]));
+        // (the SDK's schema already refuses it)
+        cases.push(("type not function", "does not match the SDK type", p));
+        for (name, expected, p) in cases {
+            match check(&body(&p), true) {
+                Ok(_) => panic!("{name} was accepted"),
+                Err(e) => assert!(
+                    e.contains(expected),
+                    "{name}: rejected for another reason: {e}"
+                ),
+            }
         }
     }
 }

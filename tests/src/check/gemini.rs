@@ -11,11 +11,15 @@
 //! case and only on the last chunk (which must have it and integer `usageMetadata` whose total
 //! adds up), one `responseId` — or a last element whose first key is `error`
 //! (`{"error":{"code","message","status"}}`) with nothing after it.
+//!
+//! A `functionCall` part arrives whole, in one chunk: `{name, args, id?}` with a non-empty
+//! name, `args` a JSON object and ids (when sent) unique; an answer with calls finishes with
+//! `STOP`. The summary's calls and `stop_reason` are the first candidate's.
 
 use base64::Engine as _;
 use serde_json::Value;
 
-use super::{StreamSummary, ensure};
+use super::{CheckedCall, StreamSummary, check_calls, ensure};
 
 const PART_KINDS: [&str; 7] = [
     "text",
@@ -236,6 +240,18 @@ fn check_elements(raw: &[&str], keepalives: usize) -> Result<StreamSummary, Stri
         }
         summary.events.push(chunk);
     }
+    check_calls(&summary.tool_calls)?;
+    // Gemini reports STOP for an answer with function calls.
+    if let Some(reason) = &summary.stop_reason
+        && !summary.tool_calls.is_empty()
+    {
+        ensure(reason == "STOP", || {
+            format!(
+                "finishReason must be STOP after {} functionCall part(s), got {reason:?}",
+                summary.tool_calls.len()
+            )
+        })?;
+    }
     Ok(summary)
 }
 
@@ -333,13 +349,41 @@ fn check_chunk(chunk: &Value, summary: &mut StreamSummary) -> Result<bool, Strin
                     summary.media.push(uri.to_owned());
                 }
             } else if let Some(call) = part.get("functionCall") {
-                ensure(call["name"].is_string(), || {
-                    format!("{at}.functionCall.name")
+                let fields = call
+                    .as_object()
+                    .ok_or_else(|| format!("{at}.functionCall is not an object"))?;
+                // Whole calls only: no streamed-arguments fields (`partialArgs`, `willContinue`).
+                let unknown: Vec<&String> = fields
+                    .keys()
+                    .filter(|k| !["id", "name", "args"].contains(&k.as_str()))
+                    .collect();
+                ensure(unknown.is_empty(), || {
+                    format!(
+                        "{at}.functionCall has fields other than id, name and args (a call arrives whole): {unknown:?}"
+                    )
                 })?;
-                if let Some(args) = call.get("args") {
-                    ensure(args.is_object(), || {
-                        format!("{at}.functionCall.args must be an object")
-                    })?;
+                let name = call["name"].as_str().unwrap_or_default();
+                ensure(!name.is_empty(), || {
+                    format!("{at}.functionCall has no name")
+                })?;
+                let args = call
+                    .get("args")
+                    .ok_or_else(|| format!("{at}.functionCall.args is missing"))?;
+                ensure(args.is_object(), || {
+                    format!("{at}.functionCall.args must be a JSON object, got {args}")
+                })?;
+                let id = match call.get("id") {
+                    None => "",
+                    Some(id) => id.as_str().filter(|id| !id.is_empty()).ok_or_else(|| {
+                        format!("{at}.functionCall.id must be a non-empty string")
+                    })?,
+                };
+                if c == 0 {
+                    summary.tool_calls.push(CheckedCall {
+                        id: id.to_owned(),
+                        name: name.to_owned(),
+                        arguments: args.clone(),
+                    });
                 }
             }
         }
@@ -354,6 +398,9 @@ fn check_chunk(chunk: &Value, summary: &mut StreamSummary) -> Result<bool, Strin
                         .all(|ch| ch.is_ascii_uppercase() || ch == '_'),
                 || format!("candidates[{c}].finishReason must be upper case, got {reason:?}"),
             )?;
+            if c == 0 {
+                summary.stop_reason = Some(reason.to_owned());
+            }
             finished = true;
         }
     }
@@ -548,5 +595,161 @@ mod tests {
         array_fails(&format!("[{TEXT},]"), "unexpected ']'");
         array_fails(&sse(&[FINISH]), "is not a JSON array");
         array_fails("[]", "no chunks");
+    }
+
+    /// A chunk with the given functionCall parts (each with the gateway's thoughtSignature).
+    fn calls(parts: &[serde_json::Value]) -> String {
+        let parts: Vec<serde_json::Value> = parts
+            .iter()
+            .map(|c| serde_json::json!({"functionCall": c, "thoughtSignature": "sig"}))
+            .collect();
+        serde_json::json!({"candidates": [{"content": {"role": "model", "parts": parts}, "index": 0}],
+            "modelVersion": "m", "responseId": "r"})
+        .to_string()
+    }
+
+    fn call_a() -> serde_json::Value {
+        serde_json::json!({"id": "call_a", "name": "get_weather", "args": {"city": "Paris"}})
+    }
+
+    fn call_b() -> serde_json::Value {
+        serde_json::json!({"name": "get_time", "args": {}})
+    }
+
+    fn finish_without_text() -> String {
+        FINISH.replace(r#"{"text":"lo"}"#, r#"{"text":""}"#)
+    }
+
+    #[test]
+    fn valid_tool_call_streams_pass_and_report_their_calls() {
+        let first = calls(&[call_a()]);
+        let second = calls(&[call_b()]);
+        let finish = finish_without_text();
+        let chunks = [TEXT, first.as_str(), second.as_str(), finish.as_str()];
+        let want = vec![
+            CheckedCall {
+                id: "call_a".into(),
+                name: "get_weather".into(),
+                arguments: serde_json::json!({"city": "Paris"}),
+            },
+            CheckedCall {
+                id: String::new(),
+                name: "get_time".into(),
+                arguments: serde_json::json!({}),
+            },
+        ];
+        let s = check_sse(sse(&chunks).as_bytes()).unwrap();
+        assert_eq!(s.text, "Hel");
+        assert_eq!(s.stop_reason.as_deref(), Some("STOP"));
+        assert_eq!(s.tool_calls, want);
+        let a = check_array(array(&chunks).as_bytes()).unwrap();
+        assert_eq!(a.tool_calls, want);
+        assert_eq!(a.stop_reason.as_deref(), Some("STOP"));
+        // Two calls in one chunk, and calls in the finishing chunk itself.
+        let both = calls(&[call_a(), call_b()]);
+        let s = check_sse(sse(&[both.as_str(), FINISH]).as_bytes()).unwrap();
+        assert_eq!(s.tool_calls, want);
+        let last = FINISH.replace(
+            r#"{"text":"lo"}"#,
+            &serde_json::json!({"functionCall": call_a()}).to_string(),
+        );
+        let s = check_array(array(&[TEXT, &last]).as_bytes()).unwrap();
+        assert_eq!(s.tool_calls, want[..1]);
+        // Without calls: the reason as sent; after an error: none.
+        let s = check_sse(sse(&[TEXT, &FINISH.replace("STOP", "MAX_TOKENS")]).as_bytes()).unwrap();
+        assert_eq!(s.stop_reason.as_deref(), Some("MAX_TOKENS"));
+        let s = check_sse(sse(&[first.as_str(), ERROR]).as_bytes()).unwrap();
+        assert_eq!(s.stop_reason, None);
+        assert_eq!(s.tool_calls.len(), 1);
+    }
+
+    #[test]
+    fn broken_tool_call_streams_fail() {
+        let finish = finish_without_text();
+        let cases: Vec<(&str, &str, Vec<String>)> = vec![
+            (
+                "duplicate ids",
+                "duplicate tool call id \"call_a\"",
+                vec![calls(&[call_a()]), calls(&[call_a()]), finish.clone()],
+            ),
+            (
+                "a call split across chunks",
+                "functionCall has no name",
+                vec![
+                    calls(&[
+                        serde_json::json!({"id": "call_a", "name": "get_weather", "args": {}}),
+                    ]),
+                    calls(&[serde_json::json!({"id": "call_a", "args": {"city": "Paris"}})]),
+                    finish.clone(),
+                ],
+            ),
+            (
+                "streamed arguments",
+                "a call arrives whole",
+                vec![
+                    calls(&[
+                        serde_json::json!({"name": "get_weather", "partialArgs": [], "willContinue": true}),
+                    ]),
+                    finish.clone(),
+                ],
+            ),
+            (
+                "no name",
+                "functionCall has no name",
+                vec![calls(&[serde_json::json!({"args": {}})]), finish.clone()],
+            ),
+            (
+                "empty name",
+                "functionCall has no name",
+                vec![
+                    calls(&[serde_json::json!({"name": "", "args": {}})]),
+                    finish.clone(),
+                ],
+            ),
+            (
+                "args not an object",
+                "args must be a JSON object",
+                vec![
+                    calls(&[serde_json::json!({"name": "f", "args": "{\"a\":1}"})]),
+                    finish.clone(),
+                ],
+            ),
+            (
+                "args missing",
+                "args is missing",
+                vec![calls(&[serde_json::json!({"name": "f"})]), finish.clone()],
+            ),
+            (
+                "empty id",
+                "id must be a non-empty string",
+                vec![
+                    calls(&[serde_json::json!({"id": "", "name": "f", "args": {}})]),
+                    finish.clone(),
+                ],
+            ),
+            (
+                "wrong finish reason",
+                "finishReason must be STOP after 1 functionCall",
+                vec![calls(&[call_a()]), finish.replace("STOP", "MAX_TOKENS")],
+            ),
+            (
+                "missing finish reason",
+                "the last chunk has no finishReason",
+                vec![TEXT.to_owned(), calls(&[call_a()])],
+            ),
+        ];
+        for (what, because, chunks) in cases {
+            let chunks: Vec<&str> = chunks.iter().map(String::as_str).collect();
+            let e = check_sse(sse(&chunks).as_bytes()).expect_err(what);
+            assert!(
+                e.contains(because),
+                "{what}: refused for another reason: {e}"
+            );
+            let e = check_array(array(&chunks).as_bytes()).expect_err(what);
+            assert!(
+                e.contains(because),
+                "{what} (array): refused for another reason: {e}"
+            );
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! checker is shown to reject deliberately broken streams (`tests/tests/checkers.rs`).
 //!
 //! A checker takes the raw body bytes and returns what the stream said (text, reasoning,
-//! media links, a terminal error) or a description of the first violation.
+//! media links, tool calls, the stop reason, a terminal error) or a description of the first
+//! violation.
 
 pub mod anthropic;
 pub mod chat;
@@ -42,6 +43,23 @@ pub struct StreamSummary {
     pub events: Vec<Value>,
     /// Keep-alives seen (comments, pings, whitespace).
     pub keepalives: usize,
+    /// The tool calls, in order, each whole (arguments parsed; always a JSON object).
+    pub tool_calls: Vec<CheckedCall>,
+    /// The dialect's finish/stop reason as sent: Chat `finish_reason`, Responses the final
+    /// `response.status`, Anthropic `stop_reason`, Gemini `finishReason`. `None` when the
+    /// stream carried none (it ended with an error instead).
+    pub stop_reason: Option<String>,
+}
+
+/// One tool call a stream made.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CheckedCall {
+    /// The id clients answer with: Chat `tool_calls[].id`, Responses `call_id`, Anthropic
+    /// `tool_use.id`, Gemini `functionCall.id` (empty when Gemini sent none).
+    pub id: String,
+    pub name: String,
+    /// The arguments, parsed (a JSON object).
+    pub arguments: Value,
 }
 
 /// Checks one complete stream body.
@@ -118,6 +136,38 @@ pub fn sse_blocks(raw: &[u8]) -> Result<Vec<Block>, String> {
 /// Parses a JSON payload or says which one was not JSON.
 pub fn json(data: &str) -> Result<Value, String> {
     serde_json::from_str(data).map_err(|e| format!("payload is not JSON ({e}): {data}"))
+}
+
+/// Parses a call's concatenated argument text; it must be a JSON object. `what` names the
+/// call in the message.
+pub fn call_arguments(what: &str, text: &str) -> Result<Value, String> {
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| format!("{what}: the arguments are not JSON ({e}): {text:?}"))?;
+    ensure(v.is_object(), || {
+        format!("{what}: the arguments are not a JSON object: {text}")
+    })?;
+    Ok(v)
+}
+
+/// The rules over all the calls of one stream: every call has a name, and the ids that were
+/// sent (non-empty) are unique.
+pub fn check_calls(calls: &[CheckedCall]) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, c) in calls.iter().enumerate() {
+        ensure(!c.name.is_empty(), || {
+            format!("tool call {i} (id {:?}) has no name", c.id)
+        })?;
+        ensure(c.arguments.is_object(), || {
+            format!(
+                "tool call {i} ({}): the arguments are not a JSON object",
+                c.name
+            )
+        })?;
+        ensure(c.id.is_empty() || seen.insert(c.id.as_str()), || {
+            format!("duplicate tool call id {:?} (call {i})", c.id)
+        })?;
+    }
+    Ok(())
 }
 
 /// Fails with `message` unless `cond`.

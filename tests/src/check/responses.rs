@@ -11,12 +11,21 @@
 //!   exactly the concatenated deltas; text parts are done before their part is done;
 //! - exactly one terminal event, last: `response.completed` (status `completed`, every item
 //!   done, the response's output equal to the items, usage with a consistent total),
-//!   `response.failed` (status `failed`, an `error`, every item done) or `error`.
+//!   `response.failed` (status `failed`, an `error`, every item done) or `error`;
+//! - a `function_call` item is added with a unique `call_id`, a non-empty `name` and
+//!   `arguments: ""`; its `response.function_call_arguments.delta` events (with `item_id`)
+//!   concatenate to the `arguments` of `response.function_call_arguments.done`, which parse as
+//!   a JSON object; its `response.output_item.done` repeats call_id, name and arguments, and so
+//!   does the terminal response's `output`.
+//!
+//! The summary's `stop_reason` is the terminal response's `status`.
 
 use serde_json::Value;
 
 use super::chat::markdown_links;
-use super::{Block, StreamSummary, ensure, json, sse_blocks};
+use super::{
+    Block, CheckedCall, StreamSummary, call_arguments, check_calls, ensure, json, sse_blocks,
+};
 use crate::schemas;
 
 #[derive(Debug)]
@@ -31,7 +40,12 @@ struct Item {
     id: String,
     kind: String,
     parts: Vec<Part>,
+    /// A function_call item's `call_id` and `name`.
+    call_id: String,
+    name: String,
     arguments: String,
+    /// The parsed arguments, once `response.function_call_arguments.done` came.
+    parsed: Option<Value>,
     arguments_done: bool,
     done: bool,
 }
@@ -170,11 +184,37 @@ fn check_events(events: &[Value]) -> Result<StreamSummary, String> {
                         && item["summary"].as_array().is_none_or(Vec::is_empty),
                     || format!("an added item starts empty: {e}"),
                 )?;
+                let id = item["id"].as_str().unwrap_or_default().to_owned();
+                ensure(!id.is_empty(), || {
+                    format!("an added item without an id: {e}")
+                })?;
+                ensure(items.iter().all(|it| it.id != id), || {
+                    format!("two output items with the id {id:?}: {e}")
+                })?;
+                let (call_id, name) = if kind == "function_call" {
+                    let call_id = item["call_id"].as_str().unwrap_or_default();
+                    ensure(!call_id.is_empty(), || {
+                        format!("a function_call item without a call_id: {e}")
+                    })?;
+                    let name = item["name"].as_str().unwrap_or_default();
+                    ensure(!name.is_empty(), || {
+                        format!("a function_call item has no name: {e}")
+                    })?;
+                    ensure(item["arguments"] == "", || {
+                        format!("an added function_call item starts with arguments \"\": {e}")
+                    })?;
+                    (call_id.to_owned(), name.to_owned())
+                } else {
+                    Default::default()
+                };
                 items.push(Item {
-                    id: item["id"].as_str().unwrap_or_default().to_owned(),
+                    id,
                     kind,
                     parts: Vec::new(),
+                    call_id,
+                    name,
                     arguments: String::new(),
+                    parsed: None,
                     arguments_done: false,
                     done: false,
                 });
@@ -255,6 +295,9 @@ fn check_events(events: &[Value]) -> Result<StreamSummary, String> {
                 part.done = true;
             }
             "response.function_call_arguments.delta" | "response.function_call_arguments.done" => {
+                ensure(e["item_id"].is_string(), || {
+                    format!("{kind} without item_id: {e}")
+                })?;
                 let item = item_at(&mut items, e)?;
                 ensure(item.kind == "function_call", || {
                     format!("{kind} for a {} item", item.kind)
@@ -263,13 +306,24 @@ fn check_events(events: &[Value]) -> Result<StreamSummary, String> {
                     format!("{kind} after arguments were done")
                 })?;
                 if kind.ends_with("delta") {
-                    item.arguments
-                        .push_str(e["delta"].as_str().unwrap_or_default());
+                    let delta = e["delta"]
+                        .as_str()
+                        .ok_or_else(|| format!("{kind}: delta is not a string: {e}"))?;
+                    item.arguments.push_str(delta);
                 } else {
                     ensure(
                         e["arguments"].as_str() == Some(item.arguments.as_str()),
                         || format!("arguments differ from the deltas: {e}"),
                     )?;
+                    if let Some(name) = e.get("name") {
+                        ensure(name.as_str() == Some(item.name.as_str()), || {
+                            format!("{kind} names another function than its item: {e}")
+                        })?;
+                    }
+                    item.parsed = Some(call_arguments(
+                        &format!("function_call {} ({})", item.call_id, item.name),
+                        &item.arguments,
+                    )?);
                     item.arguments_done = true;
                 }
             }
@@ -308,11 +362,32 @@ fn check_events(events: &[Value]) -> Result<StreamSummary, String> {
                     })?;
                 }
                 match item.kind.as_str() {
-                    "function_call" => ensure(
-                        item.arguments_done
-                            && done["arguments"].as_str() == Some(item.arguments.as_str()),
-                        || format!("function_call arguments not streamed consistently: {e}"),
-                    )?,
+                    "function_call" => {
+                        ensure(item.arguments_done, || {
+                            format!(
+                                "output_item.done before response.function_call_arguments.done: {e}"
+                            )
+                        })?;
+                        ensure(
+                            done["arguments"].as_str() == Some(item.arguments.as_str()),
+                            || format!("function_call arguments not streamed consistently: {e}"),
+                        )?;
+                        ensure(
+                            done["call_id"].as_str() == Some(item.call_id.as_str())
+                                && done["name"].as_str() == Some(item.name.as_str()),
+                            || {
+                                format!(
+                                    "the finished function_call's call_id/name differ from the added item's: {e}"
+                                )
+                            },
+                        )?;
+                        summary.tool_calls.push(CheckedCall {
+                            id: item.call_id.clone(),
+                            name: item.name.clone(),
+                            arguments: item.parsed.clone().unwrap_or_default(),
+                        });
+                        check_calls(&summary.tool_calls)?;
+                    }
                     "image_generation_call" => {
                         let result = done["result"]
                             .as_str()
@@ -350,6 +425,28 @@ fn check_events(events: &[Value]) -> Result<StreamSummary, String> {
                 ensure(ids == streamed, || {
                     format!("the final output {ids:?} differs from the streamed items {streamed:?}")
                 })?;
+                for (o, item) in r["output"].as_array().into_iter().flatten().zip(&items) {
+                    ensure(o["type"] == item.kind.as_str(), || {
+                        format!(
+                            "the final output item {} is a {}, streamed as a {}",
+                            item.id, o["type"], item.kind
+                        )
+                    })?;
+                    if item.kind == "function_call" {
+                        ensure(
+                            o["call_id"].as_str() == Some(item.call_id.as_str())
+                                && o["name"].as_str() == Some(item.name.as_str())
+                                && o["arguments"].as_str() == Some(item.arguments.as_str()),
+                            || {
+                                format!(
+                                    "the final output's function_call {} differs from the streamed call ({} {} {}): {o}",
+                                    item.id, item.call_id, item.name, item.arguments
+                                )
+                            },
+                        )?;
+                    }
+                }
+                summary.stop_reason = r["status"].as_str().map(str::to_owned);
                 let u = &r["usage"];
                 let (input, output, total) = (
                     u["input_tokens"].as_u64(),
@@ -473,6 +570,7 @@ mod tests {
         r["error"] = json!({"code": "server_error", "message": "the upstream failed"});
         events[last] = json!({"type": "response.failed", "response": r});
         let s = check(&render(&events)).unwrap();
+        assert_eq!(s.stop_reason.as_deref(), Some("failed"));
         assert_eq!(s.error.unwrap()["code"], "server_error");
     }
 
@@ -557,6 +655,267 @@ mod tests {
             match check(&raw) {
                 Ok(_) => panic!("{name} was accepted"),
                 Err(e) => eprintln!("{name}: rejected: {e}"),
+            }
+        }
+    }
+
+    fn fc(id: &str, call_id: &str, name: &str, arguments: &str, status: &str) -> Value {
+        json!({"type": "function_call", "id": id, "call_id": call_id, "name": name,
+            "arguments": arguments, "status": status})
+    }
+
+    /// A function_call item at `index`, its arguments streamed in `deltas`.
+    fn call_events(
+        index: usize,
+        id: &str,
+        call_id: &str,
+        name: &str,
+        deltas: &[&str],
+    ) -> Vec<Value> {
+        let arguments: String = deltas.concat();
+        let mut out = vec![
+            json!({"type": "response.output_item.added", "output_index": index,
+            "item": fc(id, call_id, name, "", "in_progress")}),
+        ];
+        for d in deltas {
+            out.push(
+                json!({"type": "response.function_call_arguments.delta", "item_id": id,
+                "output_index": index, "delta": d}),
+            );
+        }
+        out.push(
+            json!({"type": "response.function_call_arguments.done", "item_id": id,
+            "output_index": index, "name": name, "arguments": arguments}),
+        );
+        out.push(
+            json!({"type": "response.output_item.done", "output_index": index,
+            "item": fc(id, call_id, name, &arguments, "completed")}),
+        );
+        out
+    }
+
+    /// The reasoning and message of [`valid`], then two calls.
+    fn valid_tools() -> Vec<Value> {
+        let mut e = valid();
+        let completed = e.pop().unwrap();
+        e.extend(call_events(
+            2,
+            "fc_1",
+            "call_a",
+            "get_weather",
+            &["{\"city\":", "\"Paris\"}"],
+        ));
+        e.extend(call_events(3, "fc_2", "call_b", "get_time", &["{}"]));
+        let mut output = completed["response"]["output"].clone();
+        let output_list = output.as_array_mut().unwrap();
+        output_list.push(fc(
+            "fc_1",
+            "call_a",
+            "get_weather",
+            "{\"city\":\"Paris\"}",
+            "completed",
+        ));
+        output_list.push(fc("fc_2", "call_b", "get_time", "{}", "completed"));
+        e.push(json!({"type": "response.completed", "response": response("completed", output)}));
+        e
+    }
+
+    #[test]
+    fn a_valid_tool_call_stream_passes_and_reports_its_calls() {
+        let s = check(&render(&valid_tools())).unwrap();
+        assert_eq!(s.text, "Hi there");
+        assert_eq!(s.stop_reason.as_deref(), Some("completed"));
+        assert_eq!(
+            s.tool_calls,
+            vec![
+                CheckedCall {
+                    id: "call_a".into(),
+                    name: "get_weather".into(),
+                    arguments: json!({"city": "Paris"}),
+                },
+                CheckedCall {
+                    id: "call_b".into(),
+                    name: "get_time".into(),
+                    arguments: json!({}),
+                },
+            ]
+        );
+        let s = check(&render(&valid())).unwrap();
+        assert_eq!(s.stop_reason.as_deref(), Some("completed"));
+        assert!(s.tool_calls.is_empty());
+    }
+
+    /// Replaces the events of the call at output_index `index` by `events`.
+    fn with_call(index: usize, events: Vec<Value>, output: Option<Value>) -> Vec<Value> {
+        let mut e: Vec<Value> = valid_tools()
+            .into_iter()
+            .filter(|x| x["output_index"] != index)
+            .collect();
+        let at = e
+            .iter()
+            .position(|x| x["output_index"] == index + 1)
+            .unwrap_or(e.len() - 1);
+        e.splice(at..at, events);
+        if let Some(o) = output {
+            let last = e.len() - 1;
+            e[last]["response"]["output"][index] = o;
+        }
+        e
+    }
+
+    #[test]
+    fn broken_tool_call_streams_fail() {
+        let mut broken: Vec<(&str, &str, Vec<Value>)> = Vec::new();
+
+        // The first call's JSON is finished in the second call's item.
+        let mut e = with_call(
+            2,
+            call_events(2, "fc_1", "call_a", "get_weather", &["{\"city\":"]),
+            Some(fc(
+                "fc_1",
+                "call_a",
+                "get_weather",
+                "{\"city\":",
+                "completed",
+            )),
+        );
+        let second = call_events(3, "fc_2", "call_b", "get_time", &["\"Paris\"}"]);
+        let at = e.iter().position(|x| x["output_index"] == 3).unwrap();
+        e.splice(at..at + 4, second);
+        broken.push(("a call split across items", "are not JSON", e));
+
+        broken.push((
+            "arguments not JSON",
+            "are not JSON",
+            with_call(
+                2,
+                call_events(2, "fc_1", "call_a", "get_weather", &["{city: 1}"]),
+                Some(fc(
+                    "fc_1",
+                    "call_a",
+                    "get_weather",
+                    "{city: 1}",
+                    "completed",
+                )),
+            ),
+        ));
+        broken.push((
+            "arguments not an object",
+            "not a JSON object",
+            with_call(
+                2,
+                call_events(2, "fc_1", "call_a", "get_weather", &["[1,", "2]"]),
+                Some(fc("fc_1", "call_a", "get_weather", "[1,2]", "completed")),
+            ),
+        ));
+        broken.push((
+            "empty arguments",
+            "are not JSON",
+            with_call(
+                2,
+                call_events(2, "fc_1", "call_a", "get_weather", &[]),
+                Some(fc("fc_1", "call_a", "get_weather", "", "completed")),
+            ),
+        ));
+        broken.push((
+            "no name",
+            "has no name",
+            with_call(
+                2,
+                call_events(2, "fc_1", "call_a", "", &["{}"]),
+                Some(fc("fc_1", "call_a", "", "{}", "completed")),
+            ),
+        ));
+        broken.push((
+            "duplicate call ids",
+            "duplicate tool call id \"call_a\"",
+            with_call(
+                3,
+                call_events(3, "fc_2", "call_a", "get_time", &["{}"]),
+                Some(fc("fc_2", "call_a", "get_time", "{}", "completed")),
+            ),
+        ));
+        broken.push((
+            "no call_id",
+            "without a call_id",
+            with_call(
+                3,
+                call_events(3, "fc_2", "", "get_time", &["{}"]),
+                Some(fc("fc_2", "", "get_time", "{}", "completed")),
+            ),
+        ));
+
+        let mut e = valid_tools();
+        let done = index_of(&e, "response.function_call_arguments.done");
+        e[done]["arguments"] = json!("{\"city\":\"Rome\"}");
+        broken.push((
+            "done arguments differ from the deltas",
+            "differ from the deltas",
+            e,
+        ));
+
+        let mut e = valid_tools();
+        let done = index_of(&e, "response.function_call_arguments.done");
+        e.remove(done);
+        broken.push((
+            "no arguments.done",
+            "before response.function_call_arguments.done",
+            e,
+        ));
+
+        let mut e = valid_tools();
+        let added = index_of(&e, "response.output_item.added");
+        let fc_added = e
+            .iter()
+            .rposition(|x| {
+                x["type"] == "response.output_item.added"
+                    && x["item"]["type"] == "function_call"
+                    && x["output_index"] == 2
+            })
+            .unwrap();
+        assert!(fc_added > added);
+        e[fc_added]["item"]["arguments"] = json!("{");
+        broken.push(("added with arguments", "starts with arguments", e));
+
+        let mut e = valid_tools();
+        let delta = index_of(&e, "response.function_call_arguments.delta");
+        e[delta].as_object_mut().unwrap().remove("item_id");
+        // (the SDK's schema already requires it)
+        broken.push(("delta without item_id", "does not match the SDK type", e));
+
+        let mut e = valid_tools();
+        let done = e
+            .iter()
+            .position(|x| x["type"] == "response.output_item.done" && x["output_index"] == 2)
+            .unwrap();
+        e[done]["item"]["name"] = json!("other");
+        broken.push(("item.done renames the call", "call_id/name differ", e));
+
+        let mut e = valid_tools();
+        let last = e.len() - 1;
+        e[last]["response"]["output"][3]["arguments"] = json!("{\"x\":1}");
+        broken.push((
+            "final output arguments differ",
+            "differs from the streamed call",
+            e,
+        ));
+
+        let mut e = valid_tools();
+        let last = e.len() - 1;
+        e[last]["response"]["output"][2]["call_id"] = json!("call_z");
+        broken.push((
+            "final output call_id differs",
+            "differs from the streamed call",
+            e,
+        ));
+
+        for (name, expected, events) in broken {
+            match check(&render(&events)) {
+                Ok(_) => panic!("{name} was accepted"),
+                Err(e) => assert!(
+                    e.contains(expected),
+                    "{name}: rejected for another reason: {e}"
+                ),
             }
         }
     }
