@@ -10,7 +10,9 @@ event hooks record the requests the SDK sends: each SDK call must be exactly one
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
 from typing import Any, Iterator
 
 import anthropic
@@ -276,3 +278,141 @@ def test_a_cut_mid_stream_still_ends_with_message_stop(sdk: Sdk, after_a_cut: No
     assert types[0] == "message_start", types
     assert "content_block_stop" in types, types
     sdk.assert_one_request("POST", "/v1/messages")
+
+
+# ---- Tool use ------------------------------------------------------------------------------
+# With tools declared, a prompt carrying `[sim:call NAME {json arguments}]` makes the simulator's
+# model call NAME with those arguments (one call per directive, all in one answer); once the
+# conversation holds a tool result it answers `Done. The tool said: <the last result>`. Each loop
+# below is two SDK calls: the tool_use, then the tool_result sent back as the SDK documents it.
+
+WEATHER_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "description": "The city's name"}},
+    "required": ["city"],
+}
+TIME_SCHEMA = {"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]}
+TOOLS = [
+    {"name": "get_weather", "description": "The current weather in a city", "input_schema": WEATHER_SCHEMA},
+    {"name": "get_time", "description": "The time in a zone", "input_schema": TIME_SCHEMA},
+]
+PARIS = {"city": "Paris"}
+CALL_WEATHER = '[sim:call get_weather {"city": "Paris"}]'
+CALL_TIME = '[sim:call get_time {"zone": "Europe/Paris"}]'
+WEATHER_PROMPT = f"What is the weather in Paris? {CALL_WEATHER}"
+WEATHER_RESULT = "21 C and sunny"
+DONE = f"Done. The tool said: {WEATHER_RESULT}"
+TOOL_USE_ID = re.compile(r"^toolu_[A-Za-z0-9]+$")
+
+
+def the_weather_tool_use(message: Any) -> Any:
+    """The one get_weather(Paris) tool_use block of an answer, which is its last block."""
+    assert message.stop_reason == "tool_use", message.stop_reason
+    uses = blocks_of(message, "tool_use")
+    assert len(uses) == 1, f"expected one tool_use block: {message.content}"
+    use = uses[0]
+    assert message.content[-1] is use, f"the tool_use is not the last block: {[b.type for b in message.content]}"
+    assert TOOL_USE_ID.match(use.id), f"tool_use id {use.id!r}"
+    assert use.name == "get_weather", use
+    assert use.input == PARIS, use.input
+    text = "".join(b.text for b in blocks_of(message, "text"))
+    assert "<tool_call>" not in text and "</tool_call>" not in text, f"protocol text leaked: {text!r}"
+    return use
+
+
+def test_tool_use_loop(sdk: Sdk) -> None:
+    history: list[Any] = user(WEATHER_PROMPT)
+    first = sdk.client.messages.create(model=MODEL, max_tokens=1024, messages=history, tools=TOOLS)
+    sdk.assert_one_request("POST", "/v1/messages")
+    use = the_weather_tool_use(first)
+    assert first.usage.output_tokens > 0, first.usage
+
+    sdk.reset()
+    history += [
+        {"role": "assistant", "content": first.content},  # the SDK's own blocks: thinking, text, tool_use
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": WEATHER_RESULT}]},
+    ]
+    second = sdk.client.messages.create(model=MODEL, max_tokens=1024, messages=history, tools=TOOLS)
+    sdk.assert_one_request("POST", "/v1/messages")
+    assert second.stop_reason == "end_turn", second.stop_reason
+    assert blocks_of(second, "tool_use") == [], second.content
+    assert "".join(b.text for b in blocks_of(second, "text")) == DONE, second.content
+
+
+def test_tool_use_loop_stream_helper(sdk: Sdk) -> None:
+    history: list[Any] = user(WEATHER_PROMPT)
+    with sdk.client.messages.stream(model=MODEL, max_tokens=1024, messages=history, tools=TOOLS) as stream:
+        events = list(stream)
+        first = stream.get_final_message()
+    sdk.assert_one_request("POST", "/v1/messages")
+    content_type = sdk.responses[0].headers.get("content-type", "")
+    assert content_type.startswith("text/event-stream"), content_type
+
+    starts = [e.content_block for e in events if e.type == "content_block_start" and e.content_block.type == "tool_use"]
+    assert len(starts) == 1 and starts[0].name == "get_weather" and starts[0].input == {}, starts
+    partial = "".join(e.partial_json for e in events if e.type == "input_json")
+    assert json.loads(partial) == PARIS, f"input_json deltas {partial!r}"
+    use = the_weather_tool_use(first)
+    assert use.id == starts[0].id, (use.id, starts[0].id)
+    thinking = blocks_of(first, "thinking")
+    assert len(thinking) == 1 and thinking[0].signature, first.content
+
+    sdk.reset()
+    history += [
+        {"role": "assistant", "content": first.content},
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": use.id, "content": [{"type": "text", "text": WEATHER_RESULT}]}
+            ],
+        },
+    ]
+    with sdk.client.messages.stream(model=MODEL, max_tokens=1024, messages=history, tools=TOOLS) as stream:
+        streamed = "".join(stream.text_stream)
+        second = stream.get_final_message()
+    sdk.assert_one_request("POST", "/v1/messages")
+    assert streamed == DONE, streamed
+    assert second.stop_reason == "end_turn", second.stop_reason
+    assert blocks_of(second, "tool_use") == [], second.content
+    assert "".join(b.text for b in blocks_of(second, "text")) == DONE, second.content
+
+
+@pytest.mark.parametrize(
+    "tool_choice",
+    [{"type": "tool", "name": "get_weather"}, {"type": "any"}],
+    ids=["tool", "any"],
+)
+@pytest.mark.parametrize("stream", [False, True], ids=["non-stream", "stream"])
+def test_forced_tool_choice_yields_the_tool_use(sdk: Sdk, tool_choice: dict, stream: bool) -> None:
+    kwargs: dict[str, Any] = dict(model=MODEL, max_tokens=1024, messages=user(WEATHER_PROMPT), tools=TOOLS)
+    if stream:
+        with sdk.client.messages.stream(tool_choice=tool_choice, **kwargs) as s:
+            message = s.get_final_message()
+    else:
+        message = sdk.client.messages.create(tool_choice=tool_choice, **kwargs)
+    sdk.assert_one_request("POST", "/v1/messages")
+    assert sdk.responses[0].status_code == 200, sdk.responses[0]
+    the_weather_tool_use(message)
+
+
+def test_two_directives_make_two_tool_uses_unless_parallel_use_is_disabled(sdk: Sdk) -> None:
+    prompt = f"Weather and time in Paris? {CALL_WEATHER} {CALL_TIME}"
+    both = sdk.client.messages.create(model=MODEL, max_tokens=1024, messages=user(prompt), tools=TOOLS)
+    sdk.assert_one_request("POST", "/v1/messages")
+    assert both.stop_reason == "tool_use", both.stop_reason
+    uses = blocks_of(both, "tool_use")
+    assert [(u.name, u.input) for u in uses] == [("get_weather", PARIS), ("get_time", {"zone": "Europe/Paris"})], uses
+    assert all(TOOL_USE_ID.match(u.id) for u in uses) and uses[0].id != uses[1].id, uses
+
+    sdk.reset()
+    one = sdk.client.messages.create(
+        model=MODEL,
+        max_tokens=1024,
+        messages=user(prompt),
+        tools=TOOLS,
+        tool_choice={"type": "auto", "disable_parallel_tool_use": True},
+    )
+    sdk.assert_one_request("POST", "/v1/messages")
+    assert one.stop_reason == "tool_use", one.stop_reason
+    uses = blocks_of(one, "tool_use")
+    assert [(u.name, u.input) for u in uses] == [("get_weather", PARIS)], one.content

@@ -9,6 +9,7 @@ expected version prefix.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Iterator, Optional
 
 import httpx2
@@ -210,21 +211,6 @@ def test_unknown_model_is_a_404_client_error(sdk: Sdk) -> None:
     sdk.assert_one_request("GET", "models/gpt-4o")
 
 
-def test_forced_function_calling_is_a_400_client_error(sdk: Sdk) -> None:
-    config = types.GenerateContentConfig(
-        tools=[types.Tool(function_declarations=[types.FunctionDeclaration(name="f")])],
-        tool_config=types.ToolConfig(
-            function_calling_config=types.FunctionCallingConfig(mode=types.FunctionCallingConfigMode.ANY)
-        ),
-    )
-    with pytest.raises(errors.ClientError) as caught:
-        sdk.client.models.generate_content(model=MODEL, contents="x", config=config)
-    assert caught.value.code == 400
-    assert caught.value.status == "INVALID_ARGUMENT"
-    assert "cannot force" in caught.value.message
-    sdk.assert_one_request("POST", f"models/{MODEL}:generateContent")
-
-
 @pytest.mark.parametrize("version", VERSIONS, ids=["v1beta", "default-v1"])
 def test_wrong_api_key_is_a_401_client_error(gateway: Gateway, version: Optional[str]) -> None:
     s = make_sdk(gateway, version, api_key="not-the-key")
@@ -257,3 +243,160 @@ def test_a_cut_mid_stream_raises_after_the_partial_text(sdk: Sdk, after_a_cut: N
     assert "".join(received).startswith("Hello"), f"the partial text did not arrive first: {received}"
     assert raised.value.code == 502, raised.value
     sdk.assert_one_request("POST", f"models/{MODEL}:streamGenerateContent")
+
+
+# ---- Function calling ----------------------------------------------------------------------
+# With function declarations, a prompt carrying `[sim:call NAME {json arguments}]` makes the
+# simulator's model call NAME with those arguments (one call per directive, all in one answer);
+# once the conversation holds a function response it answers `Done. The tool said: <the last
+# response>` (a functionResponse reaches the model as its `response` object's JSON).
+
+WEATHER_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "description": "The city's name"}},
+    "required": ["city"],
+}
+PARIS = {"city": "Paris"}
+CALL_WEATHER = '[sim:call get_weather {"city": "Paris"}]'
+WEATHER_PROMPT = f"What is the weather in Paris? {CALL_WEATHER}"
+WEATHER_RESULT = "21 C and sunny"
+DONE_PREFIX = "Done. The tool said: "
+
+
+def weather_config(tool_config: Optional[types.ToolConfig] = None) -> types.GenerateContentConfig:
+    return types.GenerateContentConfig(
+        tools=[
+            types.Tool(
+                function_declarations=[
+                    types.FunctionDeclaration(
+                        name="get_weather",
+                        description="The current weather in a city",
+                        parameters_json_schema=WEATHER_SCHEMA,
+                    ),
+                    types.FunctionDeclaration(
+                        name="get_time",
+                        description="The time in a zone",
+                        parameters_json_schema={"type": "object", "properties": {"zone": {"type": "string"}}},
+                    ),
+                ]
+            )
+        ],
+        tool_config=tool_config,
+        # Declarations only, no Python callables: the loop is this test's own.
+        automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+    )
+
+
+def the_weather_call(calls: Optional[list[types.FunctionCall]]) -> types.FunctionCall:
+    assert calls is not None and len(calls) == 1, f"expected one function call, got {calls}"
+    call = calls[0]
+    assert call.name == "get_weather", call
+    assert call.args == PARIS, call.args
+    return call
+
+
+def assert_no_protocol_text(parts: list[types.Part]) -> None:
+    text = "".join(p.text or "" for p in parts if not p.thought)
+    assert "<tool_call>" not in text and "</tool_call>" not in text, f"protocol text leaked: {text!r}"
+
+
+def function_response(call: types.FunctionCall) -> types.Content:
+    """The function's result for `call`, as the SDK's docs send it back."""
+    return types.Content(
+        role="user",
+        parts=[
+            types.Part(
+                function_response=types.FunctionResponse(
+                    id=call.id, name=call.name, response={"result": WEATHER_RESULT}
+                )
+            )
+        ],
+    )
+
+
+def assert_done(text: Optional[str]) -> None:
+    assert text and text.startswith(DONE_PREFIX), text
+    assert json.loads(text[len(DONE_PREFIX) :]) == {"result": WEATHER_RESULT}, text
+
+
+def test_function_calling_loop(sdk: Sdk) -> None:
+    history = [types.Content(role="user", parts=[types.Part.from_text(text=WEATHER_PROMPT)])]
+    first = sdk.client.models.generate_content(model=MODEL, contents=history, config=weather_config())
+    sdk.assert_one_request("POST", f"models/{MODEL}:generateContent")
+    candidate = first.candidates[0]
+    assert candidate.finish_reason == types.FinishReason.STOP, candidate.finish_reason
+    assert candidate.content.role == "model", candidate.content
+    call = the_weather_call(first.function_calls)
+    parts = candidate.content.parts
+    calling = [p for p in parts if p.function_call]
+    assert len(calling) == 1 and parts[-1] is calling[0], f"the call is not the last part: {parts}"
+    assert calling[0].thought_signature, "a functionCall part without a thoughtSignature"
+    assert_no_protocol_text(parts)
+    assert first.usage_metadata.candidates_token_count >= 1, first.usage_metadata
+
+    # The model's content goes back as it came (thought signature included), then the response.
+    history += [candidate.content, function_response(call)]
+    second = sdk.client.models.generate_content(model=MODEL, contents=history, config=weather_config())
+    sdk.assert_one_request("POST", f"models/{MODEL}:generateContent")
+    assert second.function_calls is None, second.function_calls
+    assert second.candidates[0].finish_reason == types.FinishReason.STOP
+    assert_done(second.text)
+
+
+def test_function_calling_loop_stream(sdk: Sdk) -> None:
+    history = [types.Content(role="user", parts=[types.Part.from_text(text=WEATHER_PROMPT)])]
+    chunks = list(sdk.client.models.generate_content_stream(model=MODEL, contents=history, config=weather_config()))
+    request = sdk.assert_one_request("POST", f"models/{MODEL}:streamGenerateContent")
+    assert request.url.params.get("alt") == "sse"
+    call = the_weather_call([fc for c in chunks for fc in (c.function_calls or [])])
+    assert chunks[-1].candidates[0].finish_reason == types.FinishReason.STOP
+    assert all(c.candidates[0].finish_reason is None for c in chunks[:-1])
+    # As gemini-cli keeps a streamed turn: every part of every chunk, in order, as one content.
+    parts = [p for c in chunks for p in (c.candidates[0].content.parts or [])]
+    assert_no_protocol_text(parts)
+    # The last chunk may carry only the finish reason and an empty text part.
+    with_data = [p for p in parts if p.text != ""]
+    assert with_data[-1].function_call is not None, f"the call is not the last part: {parts}"
+    assert with_data[-1].thought_signature, "a functionCall part without a thoughtSignature"
+
+    history += [types.Content(role="model", parts=parts), function_response(call)]
+    chunks = list(sdk.client.models.generate_content_stream(model=MODEL, contents=history, config=weather_config()))
+    sdk.assert_one_request("POST", f"models/{MODEL}:streamGenerateContent")
+    assert not any(c.function_calls for c in chunks), chunks
+    assert chunks[-1].candidates[0].finish_reason == types.FinishReason.STOP
+    assert_done("".join(c.text or "" for c in chunks))
+
+
+def test_automatic_function_calling_runs_the_python_function(sdk: Sdk) -> None:
+    seen: list[str] = []
+
+    def get_weather(city: str) -> str:
+        """The current weather in a city."""
+        seen.append(city)
+        return WEATHER_RESULT
+
+    response = sdk.client.models.generate_content(
+        model=MODEL, contents=WEATHER_PROMPT, config=types.GenerateContentConfig(tools=[get_weather])
+    )
+    assert sdk.take() == [f"POST {sdk.prefix}models/{MODEL}:generateContent"] * 2
+    assert seen == ["Paris"], seen
+    assert_done(response.text)
+    history = response.automatic_function_calling_history or []
+    calls = [p.function_call for c in history for p in (c.parts or []) if p.function_call]
+    assert [(c.name, c.args) for c in calls] == [("get_weather", PARIS)], history
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["any", "any-named"])
+def test_forced_function_calling_yields_the_call(sdk: Sdk, named: bool) -> None:
+    config = weather_config(
+        types.ToolConfig(
+            function_calling_config=types.FunctionCallingConfig(
+                mode=types.FunctionCallingConfigMode.ANY,
+                allowed_function_names=["get_weather"] if named else None,
+            )
+        )
+    )
+    response = sdk.client.models.generate_content(model=MODEL, contents=WEATHER_PROMPT, config=config)
+    sdk.assert_one_request("POST", f"models/{MODEL}:generateContent")
+    the_weather_call(response.function_calls)
+    assert response.candidates[0].finish_reason == types.FinishReason.STOP

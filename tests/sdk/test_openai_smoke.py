@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-from typing import Iterator
+import json
+import re
+from typing import Any, Iterator
 
 import httpx2
 import openai
@@ -36,6 +38,10 @@ class Sdk:
     def assert_one_request(self, method: str, path: str) -> None:
         sent = [f"{r.method} {r.url.path}" for r in self.requests]
         assert sent == [f"{method} {path}"], f"expected exactly one request {method} {path}, the SDK sent {sent}"
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.responses.clear()
 
 
 def make_sdk(gateway: Gateway, api_key: str) -> Sdk:
@@ -260,15 +266,6 @@ def test_responses_create_stream_iteration(sdk: Sdk) -> None:
     sdk.assert_one_request("POST", "/v1/responses")
 
 
-def test_responses_forced_tool_is_bad_request(sdk: Sdk) -> None:
-    tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}]
-    with pytest.raises(openai.BadRequestError) as caught:
-        sdk.client.responses.create(model=MODEL, input="weather?", tools=tools, tool_choice="required")
-    assert caught.value.status_code == 400, caught.value
-    assert (caught.value.body or {}).get("param") == "tool_choice", caught.value.body
-    sdk.assert_one_request("POST", "/v1/responses")
-
-
 # ---- Images API ----------------------------------------------------------------------------
 
 IMAGE_MODEL = "gemini-2.5-flash-image"
@@ -339,3 +336,335 @@ def test_responses_stream_cut_mid_answer_ends_with_response_failed(sdk: Sdk, aft
     text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert text.startswith("Hello"), text
     sdk.assert_one_request("POST", "/v1/responses")
+
+
+# ---- Tool calling --------------------------------------------------------------------------
+# With tools declared, a prompt carrying `[sim:call NAME {json arguments}]` makes the simulator's
+# model call NAME with those arguments (one call per directive, all in one answer); once the
+# conversation holds a tool result it answers `Done. The tool said: <the last result>`. Each loop
+# below is two SDK calls: the call, then the tool's result sent back the SDK's own way.
+
+WEATHER_PARAMETERS = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "description": "The city's name"}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
+TIME_PARAMETERS = {
+    "type": "object",
+    "properties": {"zone": {"type": "string"}},
+    "required": ["zone"],
+    "additionalProperties": False,
+}
+PARIS = {"city": "Paris"}
+CALL_WEATHER = '[sim:call get_weather {"city": "Paris"}]'
+CALL_TIME = '[sim:call get_time {"zone": "Europe/Paris"}]'
+WEATHER_PROMPT = f"What is the weather in Paris? {CALL_WEATHER}"
+WEATHER_RESULT = "21 C and sunny"
+DONE = f"Done. The tool said: {WEATHER_RESULT}"
+CALL_ID = re.compile(r"^call_[A-Za-z0-9]{24}$")  # docs/TOOLS.md: `call_` and 24 letters and digits
+
+
+def chat_tool(name: str, parameters: dict, strict: bool = False) -> dict:
+    function: dict[str, Any] = {"name": name, "description": f"The tool {name}", "parameters": parameters}
+    if strict:
+        function["strict"] = True  # the stream helper then parses the arguments (parsed_arguments)
+    return {"type": "function", "function": function}
+
+
+def chat_tools(strict: bool = False) -> list[dict]:
+    return [chat_tool("get_weather", WEATHER_PARAMETERS, strict)]
+
+
+def assert_no_protocol_text(text: str | None) -> None:
+    """The gateway's tool-call blocks must never reach the client as text."""
+    assert "<tool_call>" not in (text or "") and "</tool_call>" not in (text or ""), f"protocol text leaked: {text!r}"
+
+
+def the_weather_call(calls: list[Any] | None) -> Any:
+    """The one get_weather(Paris) call of a Chat Completions message."""
+    assert calls is not None and len(calls) == 1, f"expected one tool call, got {calls}"
+    call = calls[0]
+    assert call.type == "function", call
+    assert CALL_ID.match(call.id), f"call id {call.id!r}"
+    assert call.function.name == "get_weather", call
+    assert json.loads(call.function.arguments) == PARIS, call.function.arguments
+    return call
+
+
+def chat_result_turns(call: Any, content: str | None) -> list[dict]:
+    """The assistant's call and the tool's result, as an agent sends them back."""
+    return [
+        {
+            "role": "assistant",
+            "content": content,
+            "tool_calls": [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.function.name, "arguments": call.function.arguments},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": call.id, "content": WEATHER_RESULT},
+    ]
+
+
+def test_chat_tool_loop(sdk: Sdk) -> None:
+    messages: list[Any] = user(WEATHER_PROMPT)
+    first = sdk.client.chat.completions.create(model=MODEL, messages=messages, tools=chat_tools())
+    sdk.assert_one_request("POST", "/v1/chat/completions")
+    assert len(first.choices) == 1, first.choices
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    assert choice.message.role == "assistant", choice.message
+    call = the_weather_call(choice.message.tool_calls)
+    assert_no_protocol_text(choice.message.content)
+    assert first.usage is not None and first.usage.completion_tokens > 0, first.usage
+
+    sdk.reset()
+    messages += chat_result_turns(call, choice.message.content)
+    second = sdk.client.chat.completions.create(model=MODEL, messages=messages, tools=chat_tools())
+    sdk.assert_one_request("POST", "/v1/chat/completions")
+    final = second.choices[0]
+    assert final.finish_reason == "stop", final
+    assert final.message.tool_calls is None, final.message
+    assert final.message.content == DONE, final.message.content
+
+
+def test_chat_tool_loop_stream_helper(sdk: Sdk) -> None:
+    messages: list[Any] = user(WEATHER_PROMPT)
+    with sdk.client.chat.completions.stream(
+        model=MODEL,
+        messages=messages,
+        tools=chat_tools(strict=True),
+        stream_options={"include_usage": True},
+    ) as stream:
+        events = list(stream)
+        first = stream.get_final_completion()
+    sdk.assert_one_request("POST", "/v1/chat/completions")
+    content_type = sdk.responses[0].headers.get("content-type", "")
+    assert content_type.startswith("text/event-stream"), f"content-type {content_type!r}"
+
+    types = [e.type for e in events]
+    deltas = "".join(e.arguments_delta for e in events if e.type == "tool_calls.function.arguments.delta")
+    assert json.loads(deltas) == PARIS, f"argument deltas {deltas!r}"
+    done = [e for e in events if e.type == "tool_calls.function.arguments.done"]
+    assert len(done) == 1, types
+    assert (done[0].index, done[0].name, done[0].arguments) == (0, "get_weather", deltas), done[0]
+    assert done[0].parsed_arguments == PARIS, done[0]
+    streamed_text = "".join(e.delta for e in events if e.type == "content.delta")
+    assert_no_protocol_text(streamed_text)
+
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    call = the_weather_call(choice.message.tool_calls)
+    assert call.function.parsed_arguments == PARIS, call.function
+    assert (choice.message.content or "") == streamed_text, (choice.message.content, streamed_text)
+    assert first.usage is not None and first.usage.total_tokens > 0, first.usage
+
+    sdk.reset()
+    messages += chat_result_turns(call, choice.message.content)
+    with sdk.client.chat.completions.stream(model=MODEL, messages=messages, tools=chat_tools(strict=True)) as stream:
+        events = list(stream)
+        second = stream.get_final_completion()
+    sdk.assert_one_request("POST", "/v1/chat/completions")
+    assert not any(e.type.startswith("tool_calls.") for e in events), [e.type for e in events]
+    text = "".join(e.delta for e in events if e.type == "content.delta")
+    assert text == DONE, text
+    final = second.choices[0]
+    assert final.finish_reason == "stop", final
+    assert not final.message.tool_calls, final.message
+    assert final.message.content == DONE, final.message.content
+
+
+def accumulate_tool_calls(chunks: list[Any]) -> tuple[list[dict], list[str]]:
+    """The tool calls of a raw Chat Completions stream, put together from their deltas by index
+    (id, type and name in the first delta of each call, the arguments in pieces), and the
+    finish reasons."""
+    calls: dict[int, dict] = {}
+    finishes: list[str] = []
+    for chunk in chunks:
+        for choice in chunk.choices:
+            if choice.finish_reason is not None:
+                finishes.append(choice.finish_reason)
+            for delta in choice.delta.tool_calls or []:
+                if delta.index not in calls:
+                    assert delta.id and delta.type == "function" and delta.function and delta.function.name, (
+                        f"the first delta of call {delta.index} lacks its id, type or name: {delta}"
+                    )
+                    calls[delta.index] = {"id": delta.id, "name": delta.function.name, "arguments": ""}
+                else:
+                    assert delta.id is None or delta.id == calls[delta.index]["id"], f"the id changed: {delta}"
+                calls[delta.index]["arguments"] += (delta.function.arguments if delta.function else None) or ""
+    assert sorted(calls) == list(range(len(calls))), f"call indexes {sorted(calls)}"
+    return [calls[i] for i in range(len(calls))], finishes
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["non-stream", "stream"])
+def test_chat_two_directives_make_two_parallel_calls(sdk: Sdk, stream: bool) -> None:
+    tools = [chat_tool("get_weather", WEATHER_PARAMETERS), chat_tool("get_time", TIME_PARAMETERS)]
+    messages = user(f"Weather and time in Paris? {CALL_WEATHER} {CALL_TIME}")
+    if stream:
+        raw = sdk.client.chat.completions.create(
+            model=MODEL, messages=messages, tools=tools, parallel_tool_calls=True, stream=True
+        )
+        with raw:
+            chunks = list(raw)
+        calls, finishes = accumulate_tool_calls(chunks)
+        assert finishes == ["tool_calls"], finishes
+    else:
+        completion = sdk.client.chat.completions.create(
+            model=MODEL, messages=messages, tools=tools, parallel_tool_calls=True
+        )
+        choice = completion.choices[0]
+        assert choice.finish_reason == "tool_calls", choice
+        calls = [
+            {"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
+            for c in choice.message.tool_calls or []
+        ]
+    sdk.assert_one_request("POST", "/v1/chat/completions")
+    assert [c["name"] for c in calls] == ["get_weather", "get_time"], calls
+    assert [json.loads(c["arguments"]) for c in calls] == [PARIS, {"zone": "Europe/Paris"}], calls
+    assert all(CALL_ID.match(c["id"]) for c in calls) and calls[0]["id"] != calls[1]["id"], calls
+
+
+def test_chat_parallel_tool_calls_false_keeps_only_the_first_call(sdk: Sdk) -> None:
+    tools = [chat_tool("get_weather", WEATHER_PARAMETERS), chat_tool("get_time", TIME_PARAMETERS)]
+    completion = sdk.client.chat.completions.create(
+        model=MODEL,
+        messages=user(f"Weather and time in Paris? {CALL_WEATHER} {CALL_TIME}"),
+        tools=tools,
+        parallel_tool_calls=False,
+    )
+    sdk.assert_one_request("POST", "/v1/chat/completions")
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    the_weather_call(choice.message.tool_calls)
+    # The simulator writes both blocks whatever the prompt asks; with one call allowed the answer
+    # ends at the first (docs/TOOLS.md), so nothing of the second reaches the client.
+    assert "get_time" not in (choice.message.content or ""), choice.message.content
+    assert "<tool_call>" not in (choice.message.content or ""), choice.message.content
+
+
+@pytest.mark.parametrize(
+    "tool_choice",
+    ["required", {"type": "function", "function": {"name": "get_weather"}}],
+    ids=["required", "named"],
+)
+def test_chat_forced_tool_choice_yields_the_call(sdk: Sdk, tool_choice: Any) -> None:
+    tools = [chat_tool("get_weather", WEATHER_PARAMETERS), chat_tool("get_time", TIME_PARAMETERS)]
+    completion = sdk.client.chat.completions.create(
+        model=MODEL, messages=user(WEATHER_PROMPT), tools=tools, tool_choice=tool_choice
+    )
+    sdk.assert_one_request("POST", "/v1/chat/completions")
+    assert sdk.responses[0].status_code == 200, sdk.responses[0]
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    the_weather_call(choice.message.tool_calls)
+
+
+# Responses API: `function_call` output items, and `function_call_output` items back.
+
+
+def responses_tools(strict: bool = False) -> list[dict]:
+    return [
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "The current weather in a city",
+            "parameters": WEATHER_PARAMETERS,
+            "strict": strict,
+        }
+    ]
+
+
+def the_responses_weather_call(response: Any) -> Any:
+    calls = [item for item in response.output if item.type == "function_call"]
+    assert len(calls) == 1, f"expected one function_call item: {response.output}"
+    call = calls[0]
+    assert response.output[-1] is call, f"the call is not the last output item: {[i.type for i in response.output]}"
+    assert call.name == "get_weather", call
+    assert CALL_ID.match(call.call_id), f"call_id {call.call_id!r}"
+    assert call.id and call.id.startswith("fc_"), f"item id {call.id!r}"
+    assert call.status == "completed", call
+    assert json.loads(call.arguments) == PARIS, call.arguments
+    assert_no_protocol_text(response.output_text)
+    return call
+
+
+def test_responses_tool_loop(sdk: Sdk) -> None:
+    history: list[Any] = [{"role": "user", "content": WEATHER_PROMPT}]
+    first = sdk.client.responses.create(model=MODEL, input=history, tools=responses_tools())
+    sdk.assert_one_request("POST", "/v1/responses")
+    assert first.status == "completed", first
+    call = the_responses_weather_call(first)
+    assert first.usage is not None and first.usage.output_tokens > 0, first.usage
+
+    sdk.reset()
+    # As the OpenAI guide has it: the whole output (reasoning, text, the call) goes back, then
+    # the result.
+    history += first.output
+    history.append({"type": "function_call_output", "call_id": call.call_id, "output": WEATHER_RESULT})
+    second = sdk.client.responses.create(model=MODEL, input=history, tools=responses_tools())
+    sdk.assert_one_request("POST", "/v1/responses")
+    assert second.status == "completed", second
+    assert [i.type for i in second.output if i.type == "function_call"] == [], second.output
+    assert second.output_text == DONE, second.output_text
+
+
+def test_responses_tool_loop_stream_helper(sdk: Sdk) -> None:
+    history: list[Any] = [{"role": "user", "content": WEATHER_PROMPT}]
+    with sdk.client.responses.stream(model=MODEL, input=history, tools=responses_tools(strict=True)) as stream:
+        events = list(stream)
+        first = stream.get_final_response()
+    sdk.assert_one_request("POST", "/v1/responses")
+    types = [e.type for e in events]
+    assert types[0] == "response.created" and types[-1] == "response.completed", types
+    seqs = [e.sequence_number for e in events]
+    assert seqs == sorted(set(seqs)), f"sequence numbers not strictly increasing: {seqs}"
+
+    added = [e.item for e in events if e.type == "response.output_item.added" and e.item.type == "function_call"]
+    assert len(added) == 1 and added[0].name == "get_weather", added
+    deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    assert json.loads(deltas) == PARIS, deltas
+    done = [e for e in events if e.type == "response.function_call_arguments.done"]
+    assert len(done) == 1 and done[0].arguments == deltas and done[0].item_id == added[0].id, done
+    finished = [e.item for e in events if e.type == "response.output_item.done" and e.item.type == "function_call"]
+    assert len(finished) == 1 and finished[0].arguments == deltas, finished
+
+    call = the_responses_weather_call(first)
+    assert call.id == added[0].id and call.call_id == added[0].call_id, (call, added[0])
+    assert call.parsed_arguments == PARIS, call
+
+    sdk.reset()
+    # This time only the call item goes back (as agents that keep no reasoning do).
+    history.append(
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments}
+    )
+    history.append({"type": "function_call_output", "call_id": call.call_id, "output": WEATHER_RESULT})
+    with sdk.client.responses.stream(model=MODEL, input=history, tools=responses_tools(strict=True)) as stream:
+        events = list(stream)
+        second = stream.get_final_response()
+    sdk.assert_one_request("POST", "/v1/responses")
+    types = [e.type for e in events]
+    assert not any("function_call" in t for t in types), types
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == DONE and second.output_text == DONE, (text, second.output_text)
+    assert second.status == "completed", second
+
+
+@pytest.mark.parametrize(
+    "tool_choice",
+    ["required", {"type": "function", "name": "get_weather"}],
+    ids=["required", "named"],
+)
+def test_responses_forced_tool_choice_yields_the_call(sdk: Sdk, tool_choice: Any) -> None:
+    tools = responses_tools() + [
+        {"type": "function", "name": "get_time", "parameters": TIME_PARAMETERS, "strict": False}
+    ]
+    response = sdk.client.responses.create(model=MODEL, input=WEATHER_PROMPT, tools=tools, tool_choice=tool_choice)
+    sdk.assert_one_request("POST", "/v1/responses")
+    assert sdk.responses[0].status_code == 200, sdk.responses[0]
+    assert response.status == "completed", response
+    the_responses_weather_call(response)
