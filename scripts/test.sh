@@ -2,6 +2,8 @@
 # The whole test suite, as README.md documents it: ./scripts/test.sh (from any directory).
 #
 #   1. build the binaries            cargo build --workspace --bins
+#      agent CLIs                    scripts/agent-clis.sh: Claude Code, Codex CLI, gemini-cli
+#                                    pinned (tests/agents/), cached in ~/.cache/business2api
 #   2. Rust tests                    cargo nextest run --workspace --profile ci
 #                                    (cargo test --workspace --all-targets without cargo-nextest)
 #   3. doc tests                     cargo test --workspace --doc
@@ -14,8 +16,10 @@
 #                                    probe's shapes (peak RSS bound, /health within 100 ms)
 #
 # Needs: a Rust toolchain, python3 with the venv module (Debian: python3-venv), chromium and
-# chromedriver (Debian: chromium, chromium-driver) for the real-browser re-login tests, and PyPI access
-# the first time (and whenever the requirements change). Exits non-zero on the first failure.
+# chromedriver (Debian: chromium, chromium-driver) for the real-browser re-login tests, node and
+# npm for the agent CLI tests, and PyPI / npm registry access the first time (and whenever the
+# pins change). Without node/npm the agent CLI tests are skipped with a warning, except under CI
+# (CI set), where that is an error. Exits non-zero on the first failure.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -73,6 +77,22 @@ UPSTREAM_SIM_BIN=$TARGET_DIR/debug/upstream-sim
 for bin in "$BUSINESS2API_BIN" "$UPSTREAM_SIM_BIN"; do
     [[ -x $bin ]] || die "the build did not produce $bin"
 done
+step_done
+
+# --- Agent CLIs -------------------------------------------------------------------------------
+step "Agent CLIs for tests/tests/agents.rs: scripts/agent-clis.sh"
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+    AGENT_CLI_DIR=$("$ROOT/scripts/agent-clis.sh" | tail -n 1) \
+        || die "scripts/agent-clis.sh could not install the agent CLIs (is the npm registry reachable?)"
+    export AGENT_CLI_DIR
+    echo "    node $(node --version), npm $(npm --version); CLIs in $AGENT_CLI_DIR"
+elif [[ -n ${CI:-} ]]; then
+    die "node and npm are needed for the agent CLI tests (Debian: apt-get install nodejs npm)"
+else
+    printf '\n*** WARNING: node/npm not found: the agent CLI tests (tests/tests/agents.rs) are SKIPPED.\n' >&2
+    printf '*** Install node and npm to run them.\n\n' >&2
+    export BUSINESS2API_SKIP_AGENT_CLIS=1
+fi
 step_done
 
 # --- 2. Rust tests ----------------------------------------------------------------------------
