@@ -688,3 +688,121 @@ async fn generated_images_are_text_blocks_with_a_link_that_serves_the_bytes() {
     }
     app.stop().await;
 }
+
+/// The shapes Claude Code 2.x sends (captured from `claude -p`), which Anthropic's reference
+/// does not all list: a system-role message inside `messages`, `cache_control` on system,
+/// text and tool_result blocks, an empty text block, a tool result holding an image, JSON-string
+/// `metadata.user_id`, adaptive thinking shown as "omitted", `context_management`,
+/// `output_config`, deferred tools and a stack of beta headers.
+#[tokio::test]
+async fn claude_code_requests_are_accepted_as_they_are() {
+    let app = spawn_app().await;
+    let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg==";
+    let body = json!({
+        "model": MODEL, "max_tokens": 32000, "stream": true,
+        "system": [
+            {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.332;"},
+            {"type": "text", "text": "You are a Claude agent.", "cache_control": {"type": "ephemeral"}},
+            {"type": "text", "text": "Be careful.", "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+        ],
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "<system-reminder>context</system-reminder>"},
+                {"type": "text", "text": ""},
+                {"type": "text", "text": "Look at the picture in shot.png", "cache_control": {"type": "ephemeral"}}
+            ]},
+            {"role": "system", "content": "# Environment\nPrimary working directory: /w"},
+            {"role": "assistant", "content": [
+                {"type": "text", "text": ""},
+                {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {"file_path": "/w/shot.png"},
+                 "cache_control": {"type": "ephemeral"}}
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "cache_control": {"type": "ephemeral"},
+                 "content": [
+                     {"type": "text", "text": "an image:"},
+                     {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}}
+                 ]}
+            ]}
+        ],
+        "tools": [
+            {"name": "Read", "description": "Reads a file", "input_schema": {
+                "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+                "properties": {"file_path": {"type": "string"}}, "required": ["file_path"],
+                "additionalProperties": false}},
+            {"name": "DeferredToolPlaceholder", "description": "later", "defer_loading": true,
+             "input_schema": {"type": "object"}}
+        ],
+        "metadata": {"user_id": "{\"device_id\":\"d\",\"session_id\":\"s\"}"},
+        "thinking": {"type": "adaptive", "display": "omitted"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "output_config": {"effort": "high"}
+    });
+    let response = app
+        .client
+        .post(app.url("/v1/messages?beta=true"))
+        .header("x-api-key", TEST_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .header(
+            "anthropic-beta",
+            "claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27,\
+             mid-conversation-tool-changes-2026-07-01,advanced-tool-use-2025-11-20,effort-2025-11-24",
+        )
+        .header("anthropic-dangerous-direct-browser-access", "true")
+        .header("x-app", "cli")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let s = read_stream(response, Wire::Anthropic).await;
+    // "omitted": the answer carries no thinking.
+    assert!(s.thinking.is_empty(), "{:?}", s.events);
+    assert!(
+        !s.events
+            .iter()
+            .any(|e| e["content_block"]["type"] == "thinking"),
+        "{:?}",
+        s.events
+    );
+    assert!(!s.text.is_empty());
+    let query = upstream_query(&app);
+    let at = |needle: &str| {
+        query
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} missing from {query}"))
+    };
+    // The system texts first, the mid-conversation system message at its place, then the
+    // call and its result.
+    assert!(at("You are a Claude agent.") < at("<system-reminder>"));
+    assert!(at("<system-reminder>") < at("# Environment"));
+    assert!(
+        at("# Environment")
+            < at("{\"name\":\"Read\",\"arguments\":{\"file_path\":\"/w/shot.png\"}}")
+    );
+    assert!(at("\"arguments\":{\"file_path\"") < at("Tool Result [Read]: an image:"));
+    // The image in the tool result went up as an attachment.
+    let sent = app.sim.last_stream_assist_body().unwrap();
+    assert_eq!(
+        sent["streamAssistRequest"]["fileIds"]
+            .as_array()
+            .map_or(0, Vec::len),
+        1,
+        "{sent}"
+    );
+    // Thinking switched off the same way, non-streamed.
+    let mut plain = body.clone();
+    plain["stream"] = json!(false);
+    plain["thinking"] = json!({"type": "disabled"});
+    let (status, _, v) = json_of(messages(&app, &plain).await).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["type"] != "thinking"),
+        "{v}"
+    );
+    app.stop().await;
+}

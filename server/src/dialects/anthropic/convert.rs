@@ -370,16 +370,44 @@ pub fn parse(
     models: &ModelRegistry,
     limits: &LimitsSettings,
 ) -> Result<ChatRequest, GatewayError> {
+    parse_messages(body, signer, models, limits).map(|p| p.request)
+}
+
+/// A parsed `/v1/messages` request and how its answer shows reasoning.
+pub struct Parsed {
+    pub request: ChatRequest,
+    /// False when the client turned thinking off (`thinking.type: "disabled"`) or asked for it
+    /// not to be shown (`thinking.display: "omitted"`): the answer then has no thinking blocks.
+    pub show_thinking: bool,
+}
+
+/// [`parse`], keeping the options that shape the answer.
+pub fn parse_messages(
+    body: &[u8],
+    signer: &ThinkingSigner,
+    models: &ModelRegistry,
+    limits: &LimitsSettings,
+) -> Result<Parsed, GatewayError> {
     limits::bounded(body, limits, Names::ANTHROPIC, || {
         parse_within_budget(body, signer, models)
     })
+}
+
+/// Whether the answer shows thinking blocks (see [`Parsed::show_thinking`]).
+fn shows_thinking(thinking: Option<&serde_json::Value>) -> bool {
+    let field = |k: &str| {
+        thinking
+            .and_then(|t| t.get(k))
+            .and_then(serde_json::Value::as_str)
+    };
+    field("type") != Some("disabled") && field("display") != Some("omitted")
 }
 
 fn parse_within_budget(
     body: &[u8],
     signer: &ThinkingSigner,
     models: &ModelRegistry,
-) -> Result<ChatRequest, GatewayError> {
+) -> Result<Parsed, GatewayError> {
     let wire: MessagesRequest<'_> = serde_json::from_slice(body).map_err(|e| {
         GatewayError::invalid(
             format!("the request body is not valid JSON for this endpoint: {e}"),
@@ -432,14 +460,18 @@ fn parse_within_budget(
     );
     let tool_choice = crate::dialects::settle_tool_choice(&mut tools, choice, None)
         .map_err(|e| invalid("tool_choice", &e))?;
-    Ok(ChatRequest {
-        model,
-        messages,
-        stream: wire.stream.unwrap_or(false),
-        tools,
-        tool_choice,
-        parallel_tool_calls,
-        options,
+    let show_thinking = shows_thinking(wire.thinking.as_deref());
+    Ok(Parsed {
+        show_thinking,
+        request: ChatRequest {
+            model,
+            messages,
+            stream: wire.stream.unwrap_or(false),
+            tools,
+            tool_choice,
+            parallel_tool_calls,
+            options,
+        },
     })
 }
 

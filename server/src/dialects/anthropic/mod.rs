@@ -22,6 +22,7 @@ use time::format_description::well_known::Rfc3339;
 
 use self::sse::MessageEncoder;
 use crate::dialects::{Dialect, limits, read_body, stream};
+use crate::domain::StreamEvent;
 use crate::error::GatewayError;
 use crate::startup::AppState;
 
@@ -55,8 +56,11 @@ async fn handle(
     let body = read_body(payload, state.max_body_bytes()).await?;
     let len = body.len();
     let st = state.clone();
-    let request = limits::parse_body(body, len, move |body| {
-        convert::parse(
+    let convert::Parsed {
+        request,
+        show_thinking,
+    } = limits::parse_body(body, len, move |body| {
+        convert::parse_messages(
             body,
             &st.thinking_signer,
             st.chat.models(),
@@ -81,12 +85,27 @@ async fn handle(
             dialect: Dialect::Anthropic,
             request,
         },
-        |input| MessageEncoder::new(stream_id, stream_model, input, stream_signer),
+        move |input| {
+            MessageEncoder::new(stream_id, stream_model, input, stream_signer)
+                .show_thinking(show_thinking)
+        },
         move |answer| {
+            let shown: Vec<StreamEvent>;
+            let events = if show_thinking {
+                &answer.events
+            } else {
+                shown = answer
+                    .events
+                    .iter()
+                    .filter(|e| !matches!(e, StreamEvent::Thought(_)))
+                    .cloned()
+                    .collect();
+                &shown
+            };
             Bytes::from(convert::message(
                 &id,
                 &model_name,
-                &answer.events,
+                events,
                 answer.usage,
                 answer.finish,
                 &signer,

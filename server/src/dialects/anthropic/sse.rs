@@ -48,6 +48,7 @@ pub struct MessageEncoder {
     signer: ThinkingSigner,
     next_index: u32,
     open: Open,
+    show_thinking: bool,
 }
 
 fn frame(out: &mut BytesMut, event: &str, data: &serde_json::Value) {
@@ -67,7 +68,14 @@ impl MessageEncoder {
             signer,
             next_index: 0,
             open: Open::None,
+            show_thinking: true,
         }
+    }
+
+    /// Whether reasoning becomes thinking blocks (false: it is left out).
+    pub fn show_thinking(mut self, show: bool) -> Self {
+        self.show_thinking = show;
+        self
     }
 
     fn start_block(&mut self, block: serde_json::Value, out: &mut BytesMut) -> u32 {
@@ -160,6 +168,7 @@ impl StreamEncoder for MessageEncoder {
 
     fn event(&mut self, event: &StreamEvent, out: &mut BytesMut) {
         match event {
+            StreamEvent::Thought(_) if !self.show_thinking => {}
             StreamEvent::Thought(t) if !t.is_empty() => {
                 let index = match &mut self.open {
                     Open::Thinking { index, text } => {

@@ -40,6 +40,9 @@ pub struct MessagesRequest<'a> {
     pub top_p: Option<Bounded>,
     #[serde(default)]
     pub stop_sequences: Option<Bounded>,
+    /// `{"type": "enabled" | "adaptive" | "disabled", "display": "summarized" | "omitted", …}`.
+    #[serde(default)]
+    pub thinking: Option<Bounded>,
 }
 
 /// A message's content (or `system`, or a nested `content`): a string or raw blocks.

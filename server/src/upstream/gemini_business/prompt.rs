@@ -25,8 +25,9 @@
 //!   Assistant:
 //!   ```
 //!
-//!   The `<system>` block appears only when there is system text. Turns without text, media or
-//!   tool calls are skipped.
+//!   The `<system>` block appears only when there is system text; it holds the system messages
+//!   that come before the conversation, and a system message between turns is a `<system>` block
+//!   of its own at its place. Turns without text, media or tool calls are skipped.
 //! * Media from **every** turn is attached, in conversation order; in a transcript each turn that
 //!   carries media is marked with `[attachment N: kind]` so the model can tell which turn sent it.
 
@@ -135,10 +136,16 @@ fn write_query(
         return write_text(only, out);
     }
 
-    let mut in_system = false;
-    for message in messages
+    // The system messages before the conversation form the opening block; a later one (Claude
+    // Code puts its environment notes between turns) is a block of its own at its place.
+    let leading = messages
         .iter()
-        .filter(|m| m.role == Role::System && has_text(m, |t| !t.trim().is_empty()))
+        .take_while(|m| m.role == Role::System)
+        .count();
+    let mut in_system = false;
+    for message in messages[..leading]
+        .iter()
+        .filter(|m| has_text(m, |t| !t.trim().is_empty()))
     {
         out.write_str(if in_system { "\n\n" } else { "<system>\n" })?;
         in_system = true;
@@ -149,9 +156,14 @@ fn write_query(
     }
 
     let mut attached = 0usize;
-    for message in messages {
+    for (i, message) in messages.iter().enumerate() {
         let speaker = match message.role {
             Role::System => {
+                if i >= leading && has_text(message, |t| !t.trim().is_empty()) {
+                    out.write_str("<system>\n")?;
+                    write_text(message, out)?;
+                    out.write_str("\n</system>\n\n")?;
+                }
                 // Media in a system turn is unusual but not dropped (and not marked).
                 for media in message.media() {
                     attached += 1;
@@ -255,9 +267,10 @@ mod tests {
         ]);
         assert_eq!(
             q.text,
-            "<system>\nsys one\n\nsys two\n</system>\n\n\
+            "<system>\nsys one\n</system>\n\n\
              Human: first question\n\n\
              Assistant: first answer\n\n\
+             <system>\nsys two\n</system>\n\n\
              Human: weather?\n\n\
              Assistant: [tool call get_weather({\"city\":\"Paris\"})]\n\n\
              Tool Result [get_weather]: sunny\n\n\
