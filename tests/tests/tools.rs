@@ -281,3 +281,39 @@ async fn with_one_call_allowed_the_answer_ends_at_the_first_call_in_every_dialec
         assert_eq!(text.matches("read_file").count(), 2, "{path}: {text}");
     }
 }
+
+#[tokio::test]
+async fn tools_work_with_thinking_models_and_web_search() {
+    let app = spawn_app().await;
+    for model in [
+        "gemini-3-pro-preview",
+        "gemini-2.5-flash-search",
+        "gemini-2.5-pro-search",
+    ] {
+        let body = json!({"model": model, "stream": true,
+            "messages": [{"role": "user", "content": r#"notes? [sim:call read_file {"path": "notes.txt"}]"#}],
+            "tools": [{"type": "function", "function": {"name": "read_file", "parameters": schema()}}]});
+        let s = read_stream(
+            post(&app, "/v1/chat/completions", &body).await,
+            Wire::ChatCompletions {
+                include_usage: false,
+            },
+        )
+        .await;
+        assert_eq!(s.stop_reason.as_deref(), Some("tool_calls"), "{model}");
+        assert_eq!(s.tool_calls.len(), 1, "{model}");
+        assert_eq!(s.tool_calls[0].name, "read_file");
+        assert_eq!(s.tool_calls[0].arguments, json!({"path": "notes.txt"}));
+        // The thinking the model did before its call is kept as reasoning.
+        assert_eq!(s.thinking, "Deciding which tool to call.", "{model}");
+        let sent = app.sim.last_stream_assist_body().unwrap();
+        let query = sent["streamAssistRequest"]["query"]["parts"][0]["text"]
+            .as_str()
+            .unwrap();
+        assert!(query.starts_with("<tools protocol=\"1\">"), "{model}");
+        assert!(
+            sent["streamAssistRequest"]["toolsSpec"]["webGroundingSpec"].is_object(),
+            "{model}: web search stays on with tools declared: {sent}"
+        );
+    }
+}
