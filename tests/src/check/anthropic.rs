@@ -641,18 +641,7 @@ mod tests {
         assert_eq!(s.stop_reason.as_deref(), Some("tool_use"));
         assert_eq!(
             s.tool_calls,
-            vec![
-                CheckedCall {
-                    id: "toolu_a".into(),
-                    name: "get_weather".into(),
-                    arguments: json!({"city": "Paris"}),
-                },
-                CheckedCall {
-                    id: "toolu_b".into(),
-                    name: "get_time".into(),
-                    arguments: json!({}),
-                },
-            ]
+            crate::check::weather_then_time("toolu_a", "toolu_b")
         );
         let s = check(valid().as_bytes()).unwrap();
         assert_eq!(s.stop_reason.as_deref(), Some("end_turn"));

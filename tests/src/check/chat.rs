@@ -429,18 +429,7 @@ mod tests {
         assert_eq!(s.stop_reason.as_deref(), Some("tool_calls"));
         assert_eq!(
             s.tool_calls,
-            vec![
-                CheckedCall {
-                    id: "call_a".into(),
-                    name: "get_weather".into(),
-                    arguments: json!({"city": "Paris"}),
-                },
-                CheckedCall {
-                    id: "call_b".into(),
-                    name: "get_time".into(),
-                    arguments: json!({}),
-                },
-            ]
+            crate::check::weather_then_time("call_a", "call_b")
         );
         // Several calls in one delta are fine too.
         let mut together = valid_tools();

@@ -626,18 +626,7 @@ mod tests {
         let second = calls(&[call_b()]);
         let finish = finish_without_text();
         let chunks = [TEXT, first.as_str(), second.as_str(), finish.as_str()];
-        let want = vec![
-            CheckedCall {
-                id: "call_a".into(),
-                name: "get_weather".into(),
-                arguments: serde_json::json!({"city": "Paris"}),
-            },
-            CheckedCall {
-                id: String::new(),
-                name: "get_time".into(),
-                arguments: serde_json::json!({}),
-            },
-        ];
+        let want = crate::check::weather_then_time("call_a", "");
         let s = check_sse(sse(&chunks).as_bytes()).unwrap();
         assert_eq!(s.text, "Hel");
         assert_eq!(s.stop_reason.as_deref(), Some("STOP"));

@@ -174,3 +174,21 @@ pub fn check_calls(calls: &[CheckedCall]) -> Result<(), String> {
 pub fn ensure(cond: bool, message: impl FnOnce() -> String) -> Result<(), String> {
     if cond { Ok(()) } else { Err(message()) }
 }
+
+/// The two calls the checkers' tool-call test streams make: `get_weather({"city": "Paris"})`
+/// with id `first`, then `get_time({})` with id `second`.
+#[cfg(test)]
+pub(crate) fn weather_then_time(first: &str, second: &str) -> Vec<CheckedCall> {
+    vec![
+        CheckedCall {
+            id: first.into(),
+            name: "get_weather".into(),
+            arguments: serde_json::json!({"city": "Paris"}),
+        },
+        CheckedCall {
+            id: second.into(),
+            name: "get_time".into(),
+            arguments: serde_json::json!({}),
+        },
+    ]
+}
