@@ -64,7 +64,11 @@ pub enum GatewayError {
     #[error("{0}")]
     Model(ModelError),
     #[error("no upstream account is available right now")]
-    NoAccountAvailable { retry_after: Duration },
+    NoAccountAvailable {
+        retry_after: Duration,
+        /// The pool holds no account at all (not merely none free right now).
+        empty: bool,
+    },
     /// The upstream failed on every account tried (the last failure).
     #[error("{0}")]
     Upstream(UpstreamError),
@@ -172,7 +176,7 @@ impl GatewayError {
     /// The `retry-after` to send, for 429 and 503 answers.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            GatewayError::NoAccountAvailable { retry_after } => Some(*retry_after),
+            GatewayError::NoAccountAvailable { retry_after, .. } => Some(*retry_after),
             GatewayError::Busy => Some(Duration::from_secs(1)),
             GatewayError::Upstream(e) => match self.category() {
                 Category::RateLimited | Category::QuotaExhausted => {
@@ -208,6 +212,7 @@ impl GatewayError {
                 | ErrorKind::Transport
                 | ErrorKind::Protocol => format!("the upstream failed: {}", e.message),
             },
+            GatewayError::NoAccountAvailable { empty: true, .. } => EMPTY_POOL.to_owned(),
             GatewayError::NoAccountAvailable { .. } => {
                 "no upstream account is available right now; retry later".to_owned()
             }
@@ -215,6 +220,11 @@ impl GatewayError {
         }
     }
 }
+
+/// What a request is told when the pool holds no account (also said at start and in `/health`).
+pub const EMPTY_POOL: &str = "the gateway has no upstream accounts: put account files \
+     (<email>.json, see config/account.example.json) in the data directory and restart, or \
+     import them with `business2api accounts import` or POST /admin/pool-files/import";
 
 impl From<ModelError> for GatewayError {
     fn from(e: ModelError) -> Self {
@@ -280,6 +290,7 @@ mod tests {
         assert_eq!(up(ErrorKind::Timeout).status(), 504);
         let none = GatewayError::NoAccountAvailable {
             retry_after: Duration::from_secs(9),
+            empty: false,
         };
         assert_eq!(none.status(), 503);
         assert_eq!(none.retry_after(), Some(Duration::from_secs(9)));

@@ -217,6 +217,13 @@ async fn run(settings: Settings, source: Option<ConfigSource>, banner: Option<St
     } else {
         addr
     };
+    if report.accounts == 0 {
+        println!(
+            "The pool is empty, so requests will be answered 503 until accounts arrive: {}.",
+            business2api::error::EMPTY_POOL
+                .trim_start_matches("the gateway has no upstream accounts: ")
+        );
+    }
     println!(
         "business2api listening on http://{addr} ({} account(s) in rotation)",
         report.accounts

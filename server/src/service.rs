@@ -440,8 +440,10 @@ impl ChatService {
             let mut lease = match route.pool.lease(cap, &attempts.tried).await {
                 Ok(lease) => lease,
                 Err(unavailable) => {
+                    let empty = attempts.tried.is_empty() && route.pool.count().await == 0;
                     return Err(attempts.give_up(GatewayError::NoAccountAvailable {
                         retry_after: unavailable.retry_after,
+                        empty,
                     }));
                 }
             };

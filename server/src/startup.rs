@@ -195,6 +195,8 @@ pub struct Application {
     /// The store, watched at the end: `run_until_stopped` returns once every holder let go,
     /// so the database file is closed (a restart in the same process can open it).
     store: std::sync::Weak<Store>,
+    /// How long in-flight requests get once SIGINT or SIGTERM arrives.
+    shutdown_timeout: Duration,
 }
 
 fn create_private_dir(path: &Path) -> std::io::Result<()> {
@@ -504,6 +506,9 @@ impl Application {
                 .default_service(web::to(not_found))
         })
         .shutdown_timeout(settings.http.shutdown_timeout.as_secs())
+        // SIGINT and SIGTERM are handled by `run_until_stopped`, alike (actix would stop at once
+        // on SIGINT).
+        .disable_signals()
         // A client that closes its side has gone away: drop its response (and so cancel the
         // upstream call) instead of waiting for the next write to fail.
         .h1_allow_half_closed(false)
@@ -539,6 +544,7 @@ impl Application {
             watcher,
             workers: workers_handle,
             store: store_watch,
+            shutdown_timeout: settings.http.shutdown_timeout,
         })
     }
 
@@ -564,7 +570,27 @@ impl Application {
     /// Serves until stopped (SIGINT/SIGTERM drain in-flight requests up to
     /// `http.shutdown_timeout_sec`).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let grace = self.shutdown_timeout;
+        let signals = actix_web::rt::spawn(async move {
+            let Some(first) = shutdown_signal().await else {
+                return;
+            };
+            tracing::info!(
+                signal = first,
+                grace_secs = grace.as_secs(),
+                "shutting down gracefully: requests in flight get up to http.shutdown_timeout_sec \
+                 to finish; send the signal again to stop at once"
+            );
+            let graceful = handle.clone();
+            actix_web::rt::spawn(async move { graceful.stop(true).await });
+            if let Some(second) = shutdown_signal().await {
+                tracing::warn!(signal = second, "second signal: stopping at once");
+                handle.stop(false).await;
+            }
+        });
         let served = self.server.await;
+        signals.abort();
         if let Some(watcher) = self.watcher {
             watcher.abort();
         }
@@ -585,5 +611,21 @@ impl Application {
         }
         tracing::info!("pool state written; stopped");
         served
+    }
+}
+
+/// The next SIGINT or SIGTERM, by name; `None` when signals cannot be watched.
+async fn shutdown_signal() -> Option<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!("cannot watch SIGINT/SIGTERM");
+        return None;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => Some("SIGINT"),
+        _ = terminate.recv() => Some("SIGTERM"),
     }
 }

@@ -303,6 +303,14 @@ fn a_missing_default_config_still_starts_with_the_defaults() {
         "{}",
         run.stdout
     );
+    // No accounts: the operator is told at once, and where they go.
+    assert!(
+        run.stdout.contains("The pool is empty")
+            && run.stdout.contains("account.example.json")
+            && run.stdout.contains("accounts import"),
+        "{}",
+        run.stdout
+    );
     assert!(
         run.stderr.contains("no configuration file; using defaults")
             && run.stderr.contains("config/config.json"),

@@ -2,8 +2,8 @@
 //! status routes and the start-up account report.
 
 use business2api_tests::{
-    SimAccount, Simulator, TEST_KEY, TestOptions, base_config, chat_body, merge, spawn_app,
-    spawn_app_with, start_app, write_account_file,
+    Endpoint, Fault, FaultRule, SimAccount, Simulator, TEST_KEY, TestOptions, base_config,
+    chat_body, merge, spawn_app, spawn_app_with, start_app, write_account_file,
 };
 use serde_json::{Value, json};
 
@@ -149,6 +149,23 @@ async fn health_and_root_are_public_and_reveal_no_identities() {
     let root: Value = app.get_json("/").await;
     assert_eq!(root["service"], "business2api");
     assert_eq!(root["note"], json!(["hello operators"]));
+    // Every dialect's routes are listed, not just OpenAI's.
+    let endpoints = root["endpoints"].to_string();
+    for route in [
+        "POST /v1/chat/completions",
+        "POST /v1/responses",
+        "POST /v1/messages",
+        "POST /v1/messages/count_tokens",
+        "POST /v1beta/models/{model}:generateContent",
+        "POST /v1beta/models/{model}:streamGenerateContent?alt=sse",
+        "GET /health",
+    ] {
+        assert!(endpoints.contains(route), "{route}: {endpoints}");
+    }
+    assert!(
+        root["endpoints"].get("workers").is_none(),
+        "local mode has no /ws"
+    );
     for body in [v.to_string(), root.to_string()] {
         for account in &app.accounts {
             assert!(!body.contains(&account.email));
@@ -160,6 +177,85 @@ async fn health_and_root_are_public_and_reveal_no_identities() {
 }
 
 #[tokio::test]
+async fn an_empty_pool_says_so_in_health_and_in_every_refusal() {
+    let app = spawn_app_with(TestOptions::default().accounts(0)).await;
+    let v: Value = app.get_json("/health").await;
+    assert_eq!(v["status"], "degraded", "{v}");
+    assert_eq!(v["accounts"], 0);
+    let reason = v["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("no upstream accounts") && reason.contains("account files"),
+        "{v}"
+    );
+    let asks = [
+        (
+            "/v1/chat/completions",
+            json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "x"}]}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "gemini-2.5-flash", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}),
+        ),
+        (
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            json!({"contents": [{"parts": [{"text": "x"}]}]}),
+        ),
+    ];
+    for (path, body) in asks {
+        let r = app
+            .client
+            .post(app.url(path))
+            .bearer_auth(TEST_KEY)
+            .header("x-goog-api-key", TEST_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "{path}");
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains("no upstream accounts") && text.contains("accounts import"),
+            "{path}: {text}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_is_degraded_with_the_reason_when_no_account_can_serve() {
+    let app = spawn_app_with(TestOptions::default().accounts(1)).await;
+    let v: Value = app.get_json("/health").await;
+    assert_eq!(v["status"], "ok", "{v}");
+    assert!(v.get("reason").is_none(), "{v}");
+    // The only account's cookies die: it waits for a re-login (none comes in this test).
+    let account = app.accounts[0].clone();
+    app.sim.add_fault(
+        FaultRule::always(Endpoint::GetOxsrf, Fault::Unauthorized).for_account(&account.csesidx),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let v = loop {
+        let _ = app
+            .chat(json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "x"}]}))
+            .await;
+        let v: Value = app.get_json("/health").await;
+        if v["ready"] == 0 {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the account never left: {v}"
+        );
+    };
+    assert_eq!(v["status"], "degraded", "{v}");
+    assert_eq!(
+        v["reason"],
+        "no account can take a request now: 0 cooling down, 1 waiting for re-login, 0 disabled",
+        "{v}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn server_mode_is_reported_as_such() {
     let app = spawn_app_with(TestOptions::default().config(json!({
         "pool_server": {"enable": true, "mode": "server", "secret": "a-long-enough-worker-secret"}
@@ -167,6 +263,11 @@ async fn server_mode_is_reported_as_such() {
     .await;
     let v: Value = app.get_json("/health").await;
     assert_eq!(v["mode"], "server");
+    let root: Value = app.get_json("/").await;
+    assert_eq!(
+        root["endpoints"]["workers"],
+        "GET /ws (WebSocket, worker secret)"
+    );
     app.stop().await;
 }
 

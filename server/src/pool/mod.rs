@@ -229,6 +229,11 @@ impl Pool {
             .unwrap_or_default()
     }
 
+    /// How many accounts the pool holds (0 also when the pool is gone).
+    pub async fn count(&self) -> usize {
+        self.supervisor.send(supervisor::Count).await.unwrap_or(0)
+    }
+
     pub async fn summary(&self) -> PoolSummary {
         PoolSummary::of(&self.snapshot().await)
     }

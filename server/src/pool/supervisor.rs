@@ -248,6 +248,11 @@ pub struct Finish {
 #[rtype(result = "Vec<AccountView>")]
 pub struct Snapshot;
 
+/// How many accounts the pool holds, whatever their state. Reply: the count.
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct Count;
+
 /// Add or update accounts. Reply: `()` once they are in the pool.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -1018,6 +1023,14 @@ impl Handler<RefreshFinished> for PoolSupervisor {
         if let Some(fx) = fx {
             self.effects(&key, fx, None);
         }
+    }
+}
+
+impl Handler<Count> for PoolSupervisor {
+    type Result = usize;
+
+    fn handle(&mut self, _: Count, _: &mut Self::Context) -> usize {
+        self.entries.len()
     }
 }
 

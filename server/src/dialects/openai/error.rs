@@ -89,6 +89,7 @@ mod tests {
     fn retry_after_header() {
         let r = response(&GatewayError::NoAccountAvailable {
             retry_after: Duration::from_secs(12),
+            empty: false,
         });
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers().get("retry-after").unwrap(), "12");
