@@ -56,6 +56,8 @@ pub const EXIT_FAILURE: u8 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AccountSummary {
     pub email: String,
+    /// The label log lines use for this account (`acct-` and 8 hex digits).
+    pub label: String,
     /// Whether the gateway can use the account.
     pub usable: bool,
     /// Why it cannot, when it cannot.
@@ -77,6 +79,7 @@ pub fn summaries(store: &Store, default_config: &str) -> Result<Vec<AccountSumma
         .map(|(key, record)| match record {
             Ok(record) => summary(&record, default_config),
             Err(e) => AccountSummary {
+                label: business2api_shared::AccountKey::new(&key).label(),
                 email: key,
                 usable: false,
                 reason: Some(e.to_string()),
@@ -96,6 +99,7 @@ fn summary(record: &AccountRecord, default_config: &str) -> AccountSummary {
         .map(str::to_owned);
     AccountSummary {
         email: record.email.clone(),
+        label: business2api_shared::AccountKey::new(&record.email).label(),
         usable: reason.is_none(),
         reason,
         config_id,
@@ -132,9 +136,14 @@ fn run_inner(
         return Ok(EXIT_FAILURE);
     };
     match command {
-        AccountsCommand::Import { paths } => {
-            import(&store, paths, settings.accounts_dir(), out, err)
-        }
+        AccountsCommand::Import { paths } => import(
+            &store,
+            paths,
+            settings.accounts_dir(),
+            &settings.default_config,
+            out,
+            err,
+        ),
         AccountsCommand::Export { dir } => export(&store, dir, out, err),
         AccountsCommand::List { json } => list(&store, &settings.default_config, *json, out, err),
     }
@@ -187,6 +196,7 @@ fn import(
     store: &Store,
     paths: &[PathBuf],
     accounts_dir: &Path,
+    default_config: &str,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> std::io::Result<u8> {
@@ -229,18 +239,40 @@ fn import(
             printable(&r.reason)
         )?;
     }
-    writeln!(
-        out,
-        "{} account(s) imported ({inserted} inserted, {updated} updated, {unchanged} unchanged), \
-         {} rejected",
-        report.imported.len(),
-        report.rejected.len()
-    )?;
     let changed: BTreeSet<&String> = after
         .iter()
         .filter(|(k, r)| before.get(*k) != Some(r))
         .map(|(k, _)| k)
         .collect();
+    // Stored, but unable to serve (e.g. no `__Secure-C_SES` cookie): said now, not first at
+    // start-up or in `accounts list`.
+    let mut unusable = 0;
+    for key in &changed {
+        if let Some(record) = after.get(*key)
+            && let Err(reason) = credentials_of(record, default_config)
+        {
+            unusable += 1;
+            writeln!(
+                out,
+                "{:<9}  {}: imported, but it cannot serve: {}",
+                "unusable",
+                printable(&record.email),
+                printable(&reason)
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "{} account(s) imported ({inserted} inserted, {updated} updated, {unchanged} unchanged), \
+         {} rejected{}",
+        report.imported.len(),
+        report.rejected.len(),
+        if unusable > 0 {
+            format!(", {unusable} imported but unusable (see above)")
+        } else {
+            String::new()
+        }
+    )?;
     for (path, email) in stale_copies(&after, &changed, accounts_dir) {
         writeln!(
             err,
@@ -352,7 +384,8 @@ fn list(
         let state = if a.usable { "usable  " } else { "unusable" };
         write!(
             out,
-            "{email:<width$}  {state}  config={}  cookies={}  source={}",
+            "{email:<width$}  {}  {state}  config={}  cookies={}  source={}",
+            a.label,
             printable(a.config_id.as_deref().unwrap_or("-")),
             a.cookies,
             printable(a.source_file.as_deref().unwrap_or("-")),
@@ -417,8 +450,12 @@ mod tests {
         assert_eq!(code, EXIT_OK, "{out}");
         let (code, out, _) = exec(&no_default, AccountsCommand::List { json: false });
         assert_eq!(code, EXIT_OK);
+        // The label is the one log lines use for the account.
+        let label = business2api_shared::AccountKey::new("ann@example.com").label();
         assert!(
-            out.contains("Ann@example.com  unusable  config=-  cookies=1  source=ann.json"),
+            out.contains(&format!(
+                "Ann@example.com  {label}  unusable  config=-  cookies=1  source=ann.json"
+            )),
             "{out}"
         );
         assert!(out.contains("default_config"), "the reason is shown: {out}");
@@ -428,7 +465,7 @@ mod tests {
         let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(
             listed,
-            serde_json::json!([{"email": "Ann@example.com", "usable": true, "reason": null,
+            serde_json::json!([{"email": "Ann@example.com", "label": label, "usable": true, "reason": null,
                 "config_id": "cfg-default", "cookies": 1, "source_file": "ann.json"}])
         );
         for secret in ["SECRET-AUTH", "SECRET-COOKIE"] {

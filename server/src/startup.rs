@@ -572,7 +572,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let handle = self.server.handle();
         let grace = self.shutdown_timeout;
-        let signals = actix_web::rt::spawn(async move {
+        let signals = tokio::spawn(async move {
             let Some(first) = shutdown_signal().await else {
                 return;
             };
@@ -583,7 +583,7 @@ impl Application {
                  to finish; send the signal again to stop at once"
             );
             let graceful = handle.clone();
-            actix_web::rt::spawn(async move { graceful.stop(true).await });
+            tokio::spawn(async move { graceful.stop(true).await });
             if let Some(second) = shutdown_signal().await {
                 tracing::warn!(signal = second, "second signal: stopping at once");
                 handle.stop(false).await;

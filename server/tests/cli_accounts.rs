@@ -261,7 +261,8 @@ fn reference_files_survive_import_and_export_unchanged() {
     assert_eq!(emails, ["alice@example.com", "bob@example.com"]);
     assert_eq!(
         listed[0],
-        serde_json::json!({"email": "alice@example.com", "usable": true, "reason": null,
+        serde_json::json!({"email": "alice@example.com", "label": "acct-ff8d9819",
+            "usable": true, "reason": null,
             "config_id": "0f1e2d3c-aaaa-bbbb-cccc-123456789abc", "cookies": 2,
             "source_file": "alice@example.com.json"})
     );
@@ -358,7 +359,7 @@ fn implausible_emails_are_rejected_by_name_and_stored_ones_never_reach_the_termi
     let stdout = text(&out.stdout);
     assert!(!has_control(&stdout), "{stdout:?}");
     assert!(
-        stdout.contains("../../evil\\u{1b}]0;pwned\\u{7}\\u{202e}@x.com  usable")
+        stdout.contains("../../evil\\u{1b}]0;pwned\\u{7}\\u{202e}@x.com  acct-")
             && stdout.contains("source=old\\u{1b}[31m.json"),
         "{stdout}"
     );
@@ -403,6 +404,44 @@ fn a_rejected_file_fails_the_import_and_says_why() {
         "{stdout}"
     );
     assert!(!stdout.contains("SECRET-ISH"), "{stdout}");
+}
+
+#[test]
+fn an_account_that_cannot_serve_is_reported_at_import_with_the_reason() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let cfg = config(root, "config.json", &root.join("data"));
+    let good = root.join("alice.json");
+    std::fs::write(&good, ALICE).unwrap();
+    let cookieless = root.join("carol.json");
+    std::fs::write(
+        &cookieless,
+        br#"{"email": "carol@example.com", "cookies": [], "csesidx": "3", "configId": "c",
+            "authorization": "Bearer CAROL-AUTH"}"#,
+    )
+    .unwrap();
+    let out = accounts(&cfg, &["import"], &[&good, &cookieless]);
+    // Stored (it may get its cookies by a re-login), so the import succeeds, but it says so.
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(
+            "unusable   carol@example.com: imported, but it cannot serve: no `__Secure-C_SES` cookie"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("alice@example.com: imported, but"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("2 account(s) imported (2 inserted, 0 updated, 0 unchanged), 0 rejected, 1 imported but unusable (see above)"),
+        "{stdout}"
+    );
+    assert_no_secret("import", &out);
+    // Importing the same files again changes nothing and repeats nothing.
+    let again = text(&accounts(&cfg, &["import"], &[&good, &cookieless]).stdout);
+    assert!(!again.contains("unusable"), "{again}");
 }
 
 #[test]

@@ -477,6 +477,12 @@ async fn admin_import_export_force_refresh_and_delete_invalid() {
     assert_eq!(exported[0]["cookies"][0]["name"], "__Secure-C_SES");
     let listing = admin_get(&app, "/admin/accounts").await;
     assert!(!listing.to_string().contains(&app.accounts[0].c_ses));
+    // Each account carries the label its log lines use.
+    let first = business2api_tests::account_in(&listing, &app.accounts[0].email);
+    assert_eq!(
+        first["label"],
+        business2api_shared::AccountKey::new(&app.accounts[0].email).label()
+    );
 
     // Import: a new account (array form) joins the rotation at once, an unusable one is listed
     // as disabled, a malformed element is rejected with its index.
