@@ -9,6 +9,20 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// address are one account. Cheap to clone (shared string).
 ///
 /// An e-mail address is personal data: log accounts by [`AccountKey::label`], not by key.
+///
+/// ```
+/// use business2api_shared::AccountKey;
+///
+/// let key = AccountKey::new("  Alice@Example.COM ");
+/// assert_eq!(key.as_str(), "alice@example.com");
+/// assert_eq!(key, AccountKey::new("alice@example.com"));
+///
+/// // What logs show instead of the address: stable, and not the address.
+/// let label = key.label();
+/// assert!(label.starts_with("acct-") && label.len() == 13);
+/// assert_eq!(label, AccountKey::new("ALICE@example.com").label());
+/// assert!(!format!("{key:?}").contains("alice"));
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AccountKey(Arc<str>);
 

@@ -457,6 +457,27 @@ impl WorkerMessage {
     /// Parses and validates one text frame from a worker: the size bound first, then the JSON,
     /// then every field's bounds. A `type` this crate does not know is `Ok(Unknown)`; see
     /// [`WorkerMessage::require_known`]. Never panics, whatever `text` holds.
+    ///
+    /// ```
+    /// use business2api_shared::protocol::{PROTOCOL_MAJOR, WorkerMessage, negotiate};
+    ///
+    /// let hello = format!(
+    ///     r#"{{"type":"hello","protocol":{{"major":{PROTOCOL_MAJOR},"minor":0}},"worker":"box-1",
+    ///        "software":"0.1.0","capacity":2,"kinds":["relogin","probe"]}}"#
+    /// );
+    /// let WorkerMessage::Hello(parsed) = WorkerMessage::parse(&hello)? else {
+    ///     return Err("not a hello".into());
+    /// };
+    /// assert_eq!(parsed.capacity, 2);
+    /// assert!(negotiate(&parsed).is_ok());
+    ///
+    /// // A field out of its bounds is refused; a type from a newer peer is not an error.
+    /// assert!(WorkerMessage::parse(&hello.replace(r#""capacity":2"#, r#""capacity":0"#)).is_err());
+    /// let newer = WorkerMessage::parse(r#"{"type":"from_the_future"}"#)?;
+    /// assert!(matches!(newer, WorkerMessage::Unknown));
+    /// assert!(newer.require_known().is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn parse(text: &str) -> Result<WorkerMessage, ProtocolError> {
         check_size(text)?;
         let message: WorkerMessage =

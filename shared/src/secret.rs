@@ -27,6 +27,34 @@ use subtle::ConstantTimeEq;
 /// (not available for `String` without a newtype), it implements no `PartialEq` (every key
 /// comparison would need its own constant-time call), and swapping would touch every call site
 /// for no gain over this small type, whose whole surface is tested below.
+///
+/// # Example
+///
+/// ```
+/// use business2api_shared::Secret;
+///
+/// let cookie = Secret::new("my-session-cookie");
+/// // Formatting never shows the value, so a secret inside a logged struct stays hidden…
+/// assert_eq!(format!("{cookie:?}"), "Secret([redacted])");
+/// assert_eq!(cookie.to_string(), "[redacted]");
+/// // …only the explicit, greppable call does.
+/// assert_eq!(cookie.expose(), "my-session-cookie");
+/// // Comparisons run in constant time.
+/// assert!(cookie.matches(b"my-session-cookie"));
+/// assert_eq!(cookie, Secret::from("my-session-cookie"));
+/// ```
+///
+/// A struct that derives `Serialize` over a `Secret` without naming how to write it does not
+/// compile:
+///
+/// ```compile_fail,E0277
+/// use business2api_shared::Secret;
+///
+/// #[derive(serde::Serialize)]
+/// struct Record {
+///     key: Secret,
+/// }
+/// ```
 #[derive(Clone, Default)]
 pub struct Secret(String);
 
@@ -89,6 +117,20 @@ impl Eq for Secret {}
 
 /// Writes the secret's real value. Only for the formats that must hold it (the store, the
 /// reference account file): `#[serde(serialize_with = "business2api_shared::secret::serialize_exposed")]`.
+///
+/// ```
+/// use business2api_shared::Secret;
+///
+/// #[derive(serde::Serialize)]
+/// struct Record {
+///     #[serde(serialize_with = "business2api_shared::secret::serialize_exposed")]
+///     key: Secret,
+/// }
+///
+/// let record = Record { key: Secret::new("abc") };
+/// assert_eq!(serde_json::to_string(&record)?, r#"{"key":"abc"}"#);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 pub fn serialize_exposed<S: Serializer>(secret: &Secret, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(secret.expose())
 }

@@ -252,6 +252,25 @@ async fn wait_for_authorization(
 }
 
 /// `(configId, csesidx)` when `url`'s path has `/cid/<configId>` and its query `csesidx=<digits>`.
+///
+/// The same two values an operator copies by hand from the address bar of a signed-in
+/// Gemini Business tab:
+///
+/// ```
+/// use business2api_worker::relogin::landing;
+///
+/// let url = "https://business.gemini.google/home/cid/0f1e2d3c-aaaa-bbbb-cccc-123456789abc?csesidx=1234567890";
+/// assert_eq!(
+///     landing(url),
+///     Some((
+///         "0f1e2d3c-aaaa-bbbb-cccc-123456789abc".to_owned(),
+///         "1234567890".to_owned()
+///     ))
+/// );
+/// // Not a landing page yet: no configId, or a csesidx that is not all digits.
+/// assert_eq!(landing("https://business.gemini.google/home?csesidx=1"), None);
+/// assert_eq!(landing("https://business.gemini.google/home/cid/abc?csesidx=1a"), None);
+/// ```
 pub fn landing(url: &str) -> Option<(String, String)> {
     let url = url::Url::parse(url).ok()?;
     let mut segments = url.path_segments()?;

@@ -69,6 +69,34 @@ impl ModelId {
     /// Reads `name` against `specs`. A leading `models/` (Gemini style) is accepted. An exact
     /// spec name wins; otherwise suffixes are peeled off the end (each at most once) and the
     /// rest must name a suffix-taking spec.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// use business2api::domain::{ModelError, ModelId, ModelSpec};
+    /// use business2api::upstream::gemini_business::models;
+    ///
+    /// let specs: Vec<Arc<ModelSpec>> = models::specs().into_iter().map(Arc::new).collect();
+    ///
+    /// // Suffixes in any order, a Gemini-style `models/` prefix accepted.
+    /// let model = ModelId::parse_in(&specs, "models/gemini-2.5-flash-search-image")?;
+    /// assert_eq!(model.public_name(), "gemini-2.5-flash-search-image");
+    /// assert_eq!(model.upstream_id(), "gemini-2.5-flash");
+    /// let features = model.features();
+    /// assert!(features.image && features.search && !features.video);
+    ///
+    /// // No suffix: the model may use every tool.
+    /// assert!(ModelId::parse_in(&specs, "gemini-2.5-pro")?.features().is_all_tools());
+    ///
+    /// // Anything else is an unknown model, never a silent fallback.
+    /// assert_eq!(
+    ///     ModelId::parse_in(&specs, "gpt-4o"),
+    ///     Err(ModelError::Unknown("gpt-4o".to_owned()))
+    /// );
+    /// assert!(ModelId::parse_in(&specs, "gemini-2.5-flash-image-image").is_err());
+    /// assert_eq!(ModelId::parse_in(&specs, " "), Err(ModelError::Missing));
+    /// # Ok::<(), ModelError>(())
+    /// ```
     pub fn parse_in(specs: &[Arc<ModelSpec>], name: &str) -> Result<ModelId, ModelError> {
         let name = name.trim();
         if name.is_empty() {

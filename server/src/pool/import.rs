@@ -55,6 +55,32 @@ fn string_field(obj: &Map<String, Value>, key: &str) -> Result<String, String> {
 }
 
 /// Parses one reference-format account file. `file_name` is recorded as the source.
+///
+/// Parsing checks the shape and the `email`; whether the account can serve is
+/// [`credentials_of`]'s question.
+///
+/// ```
+/// use business2api::pool::import::{credentials_of, parse_account_file};
+///
+/// // The repository's example account file parses and would be usable.
+/// let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/account.example.json");
+/// let record = parse_account_file("account.example.json", &std::fs::read(path)?)?;
+/// assert_eq!(record.email, "someone@example.com");
+/// let credentials = credentials_of(&record, "")?;
+/// assert_eq!(credentials.csesidx, "1234567890");
+/// assert_eq!(credentials.config_id, "00000000-0000-0000-0000-000000000000");
+/// // Cookie values and `authorization` are secrets: debug output never shows them.
+/// assert!(!format!("{credentials:?}").contains("REPLACE_ME"));
+///
+/// // Without the `__Secure-C_SES` cookie an account parses but cannot serve.
+/// let bare = br#"{"email": "a@example.com", "csesidx": "1", "configId": "c"}"#;
+/// let record = parse_account_file("a.json", bare)?;
+/// assert_eq!(credentials_of(&record, "").unwrap_err(), "no `__Secure-C_SES` cookie");
+///
+/// // An implausible e-mail is refused at once.
+/// assert!(parse_account_file("x.json", br#"{"email": "../x@example.com"}"#).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn parse_account_file(file_name: &str, bytes: &[u8]) -> Result<AccountRecord, String> {
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON ({e})"))?;

@@ -115,6 +115,26 @@ enum Phase {
 /// Each byte is scanned exactly once, whatever the chunking; the only memory kept is the part of
 /// the current element that arrived in earlier chunks, bounded by
 /// [`max_element_bytes`](Self::max_element_bytes).
+///
+/// ```
+/// use business2api::upstream::gemini_business::json_stream::{Completion, JsonElementSplitter};
+///
+/// let mut splitter = JsonElementSplitter::new();
+/// // Chunks may end anywhere, even inside a string holding brackets.
+/// assert!(splitter.push(b")]}'\n[{\"text\":\"a ] and a {")?.is_empty());
+/// let done = splitter.push(b"\"},\n{\"n\":2}")?;
+/// assert_eq!(done.len(), 2);
+/// assert_eq!(&done[0][..], br#"{"text":"a ] and a {"}"#);
+/// assert_eq!(&done[1][..], br#"{"n":2}"#);
+/// assert!(splitter.push(b"]")?.is_empty());
+/// assert_eq!(splitter.finish()?, (vec![], Completion::ClosedArray));
+///
+/// // An answer cut off before its `]` keeps every complete element and says so.
+/// let mut cut = JsonElementSplitter::new();
+/// assert_eq!(cut.push(b"[{\"a\":1},{\"b\":")?.len(), 1);
+/// assert_eq!(cut.finish()?.1, Completion::TruncatedArray);
+/// # Ok::<(), business2api::upstream::gemini_business::json_stream::SplitError>(())
+/// ```
 #[derive(Debug)]
 pub struct JsonElementSplitter {
     layout: Layout,
