@@ -614,10 +614,12 @@ async fn a_silent_worker_is_closed_after_the_missed_heartbeats() {
     let app = server_app(1, json!({ "pool_server": { "heartbeat_interval_sec": 1 } })).await;
     let mut chatty = welcomed(&app, "w-chatty", 1).await;
     let mut silent = connect(&app).await;
+    // Taken before the hello: the gateway's silence clock cannot start earlier than this
+    // (measured after the welcome, the welcome's own latency made 3 s look like 2.9994 s).
+    let started = Instant::now();
     send(&mut silent, hello("w-silent", 1, 1)).await;
     let welcome = expect(&mut silent, "welcome").await;
     assert_eq!(welcome["heartbeat_interval_ms"], 1000);
-    let started = Instant::now();
     let keep_alive = async {
         loop {
             send(&mut chatty, json!({ "type": "heartbeat", "running": [] })).await;
