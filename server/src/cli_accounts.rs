@@ -26,8 +26,10 @@ pub enum AccountsCommand {
     /// Import account files in the reference format into the database. Each PATH is a file
     /// holding one account object or a JSON array of them, or a directory (every *.json
     /// directly inside it). Importing the same file again changes nothing. Prints what
-    /// happened to each file; exits with 1 if anything was rejected.
+    /// happened to each file, and names each imported account that cannot serve (and why);
+    /// exits with 1 if anything was rejected.
     Import {
+        /// Account files (`<email>.json`, one object or an array) or directories of them.
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
@@ -35,13 +37,14 @@ pub enum AccountsCommand {
     /// gateway writes it (mode 0600; DIR is created with mode 0700). The files hold the
     /// accounts' cookies: keep them private.
     Export {
+        /// Directory to write the account files into (created when missing).
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
-    /// List the stored accounts: e-mail, whether the account can be used (or why not),
-    /// config id, number of cookies, source file. Never prints credentials.
+    /// List the stored accounts: e-mail, log label (acct-…), whether the account can be used
+    /// (or why not), config id, number of cookies, source file. Never prints credentials.
     List {
-        /// Print a JSON array of {email, usable, reason, config_id, cookies, source_file}.
+        /// Print a JSON array of {email, label, usable, reason, config_id, cookies, source_file}.
         #[arg(long)]
         json: bool,
     },

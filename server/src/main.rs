@@ -39,7 +39,8 @@ struct Cli {
 enum Command {
     /// Run the gateway (the default when no subcommand is given). Environment overrides:
     /// LISTEN_ADDR, DATA_DIR, PROXY, CONFIG_ID, API_KEYS (comma-separated, replaces),
-    /// API_KEY (appends).
+    /// API_KEY (appends), ADMIN_KEYS (comma-separated, replaces), ADMIN_KEY (appends);
+    /// RUST_LOG sets the log filter.
     Serve {
         /// Do not watch the configuration file; reload only with POST /admin/reload-config.
         #[arg(long)]
@@ -268,7 +269,8 @@ fn report_startup_error(e: &StartupError) {
 async fn demo(listen: SocketAddr, pace_ms: u64) -> ExitCode {
     use upstream_sim::{SimAccount, SimOptions, Simulator};
 
-    telemetry::init(false);
+    // Only warnings and errors: the banner on stdout is what a newcomer reads.
+    telemetry::init_quiet();
     let options = SimOptions {
         pacing: std::time::Duration::from_millis(pace_ms),
         ..SimOptions::default()
@@ -305,6 +307,16 @@ async fn demo(listen: SocketAddr, pace_ms: u64) -> ExitCode {
         "data_dir": dir.path(),
         "gemini_business": { "auth_base_url": sim.base_url(), "api_base_url": sim.base_url() },
     });
+    let mut config = config;
+    if listen.port() != 0 {
+        // Links to generated media point at the demo itself (no warning about a missing one).
+        let host = if listen.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], listen.port()))
+        } else {
+            listen
+        };
+        config["media"] = serde_json::json!({ "public_base_url": format!("http://{host}") });
+    }
     let settings = match Settings::from_json_str(&config.to_string(), &|_| None) {
         Ok(loaded) => loaded.settings,
         Err(errors) => {

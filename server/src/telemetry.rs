@@ -178,11 +178,22 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for EscapingMakeWriter<M> {
 
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing).
 pub fn init(debug: bool) {
-    let default = if debug {
-        "info,business2api=debug,upstream_sim=debug"
+    // actix-server's start-up lines ("starting 2 workers", "Actix runtime found") say nothing
+    // an operator needs.
+    init_with(if debug {
+        "info,actix_server=warn,business2api=debug,upstream_sim=debug"
     } else {
-        "info"
-    };
+        "info,actix_server=warn"
+    });
+}
+
+/// Warnings and errors only (unless `RUST_LOG` says otherwise): `demo`, whose stdout banner is
+/// what its user reads.
+pub fn init_quiet() {
+    init_with("warn");
+}
+
+fn init_with(default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()

@@ -25,7 +25,15 @@ fn help_documents_every_subcommand_and_flag() {
     }
     let out = bin().args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
-    for needle in ["LISTEN_ADDR", "API_KEYS", "API_KEY", "--config"] {
+    for needle in [
+        "LISTEN_ADDR",
+        "API_KEYS",
+        "API_KEY",
+        "ADMIN_KEYS",
+        "ADMIN_KEY",
+        "RUST_LOG",
+        "--config",
+    ] {
         assert!(
             help.contains(needle),
             "`serve --help` lacks {needle}:\n{help}"
@@ -38,6 +46,15 @@ fn help_documents_every_subcommand_and_flag() {
             help.contains(needle),
             "`demo --help` lacks {needle}:\n{help}"
         );
+    }
+    // Every positional argument says what it is.
+    for (args, needle) in [
+        (["accounts", "import", "--help"], "Account files"),
+        (["accounts", "export", "--help"], "Directory to write"),
+    ] {
+        let out = bin().args(args).output().unwrap();
+        let help = String::from_utf8(out.stdout).unwrap();
+        assert!(help.contains(needle), "{args:?} lacks {needle}:\n{help}");
     }
 }
 
@@ -99,10 +116,13 @@ fn environment_errors_are_reported_too() {
 fn the_demo_prints_a_working_curl_line() {
     use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 
+    let logs = tempfile::tempdir().unwrap();
+    let stderr_path = logs.path().join("stderr");
+    let listen = format!("127.0.0.1:{}", common::free_port());
     let mut child = bin()
-        .args(["demo", "--listen", "127.0.0.1:0", "--pace-ms", "0"])
+        .args(["demo", "--listen", &listen, "--pace-ms", "0"])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
         .spawn()
         .unwrap();
     struct Kill(std::process::Child);
@@ -163,6 +183,9 @@ fn the_demo_prints_a_working_curl_line() {
     assert!(response.contains("text/event-stream"), "{response}");
     assert!(response.contains("You asked: «Hello!»"), "{response}");
     assert!(response.contains("data: [DONE]"), "{response}");
+    // The banner is all a newcomer sees: no log lines from actix, the simulator or the worker.
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(stderr.trim().is_empty(), "{stderr}");
 }
 
 /// What a run of the binary left: exit code (`None`: still running when stopped), stdout and
