@@ -183,6 +183,8 @@ pub static KEYS: &[KeySpec] = &[
     key!("flow.timeout", NoEffect, flow.timeout),
     key!("flow.poll_interval", NoEffect, flow.poll_interval),
     key!("flow.max_poll_attempts", NoEffect, flow.max_poll_attempts),
+    key!("flow.labs_base_url", NoEffect, flow.labs_base_url),
+    key!("flow.api_base_url", NoEffect, flow.api_base_url),
     key!(
         "gemini_business.auth_base_url",
         Restart,

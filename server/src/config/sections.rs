@@ -194,6 +194,22 @@ pub struct FlowSettings {
     pub timeout: Duration,
     pub poll_interval: Duration,
     pub max_poll_attempts: u32,
+    /// Base URL of the labs host (session → access token, projects). Normalised to end in `/`.
+    pub labs_base_url: String,
+    /// Base URL of the API host (credits, uploads, generation, polling). Normalised to end in `/`.
+    pub api_base_url: String,
+}
+
+impl FlowSettings {
+    /// `labs_base_url` + `path` (a leading `/` on `path` is optional).
+    pub fn labs_url(&self, path: &str) -> String {
+        join_base(&self.labs_base_url, path)
+    }
+
+    /// `api_base_url` + `path` (a leading `/` on `path` is optional).
+    pub fn api_url(&self, path: &str) -> String {
+        join_base(&self.api_base_url, path)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -332,6 +348,8 @@ fn join_base(base: &str, path: &str) -> String {
 
 const DEFAULT_AUTH_BASE_URL: &str = "https://business.gemini.google";
 const DEFAULT_API_BASE_URL: &str = "https://biz-discoveryengine.googleapis.com";
+const DEFAULT_FLOW_LABS_BASE_URL: &str = "https://labs.google";
+const DEFAULT_FLOW_API_BASE_URL: &str = "https://aisandbox-pa.googleapis.com";
 const MIB: u64 = 1024 * 1024;
 /// Why the reference's sign-up knobs do nothing here.
 const NO_SIGN_UP: &str = "business2api does not sign up accounts automatically";
@@ -510,6 +528,12 @@ pub(super) fn read_flow(top: &mut Section<'_>, r: &mut Reader) -> FlowSettings {
         timeout: s.secs(r, "timeout", 120, AT_LEAST_1),
         poll_interval: s.secs(r, "poll_interval", 3, AT_LEAST_1),
         max_poll_attempts: s.u32(r, "max_poll_attempts", 500, AT_LEAST_1),
+        labs_base_url: s
+            .base_url(r, "labs_base_url", Some(DEFAULT_FLOW_LABS_BASE_URL))
+            .map_or_else(|| format!("{DEFAULT_FLOW_LABS_BASE_URL}/"), String::from),
+        api_base_url: s
+            .base_url(r, "api_base_url", Some(DEFAULT_FLOW_API_BASE_URL))
+            .map_or_else(|| format!("{DEFAULT_FLOW_API_BASE_URL}/"), String::from),
     };
     s.finish(r);
     flow

@@ -14,6 +14,7 @@
 //!   credentials (each adapter reads what it needs from them).
 
 pub mod error;
+pub mod flow;
 pub mod gemini_business;
 pub mod registry;
 
