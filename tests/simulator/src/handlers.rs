@@ -24,12 +24,12 @@ use crate::validate::{self, Reject};
 const MAX_BODY_BYTES: usize = 64 << 20;
 
 /// Recorded bodies larger than this have their long strings elided (keeps records bounded).
-const RECORD_ELIDE_ABOVE: usize = 1 << 20;
+pub(crate) const RECORD_ELIDE_ABOVE: usize = 1 << 20;
 /// Strings longer than this are elided in large recorded bodies.
 const ELIDE_STRING_ABOVE: usize = 64 << 10;
 
 /// Replaces every string longer than [`ELIDE_STRING_ABOVE`] by `[elided N bytes]`.
-fn elide_long_strings(v: Value) -> Value {
+pub(crate) fn elide_long_strings(v: Value) -> Value {
     match v {
         Value::String(s) if s.len() > ELIDE_STRING_ABOVE => {
             Value::String(format!("[elided {} bytes]", s.len()))
@@ -218,7 +218,7 @@ async fn getoxsrf(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
 }
 
 /// Reads the whole request body (bounded).
-async fn read_body(mut payload: web::Payload) -> Result<bytes::Bytes, HttpResponse> {
+pub(crate) async fn read_body(mut payload: web::Payload) -> Result<bytes::Bytes, HttpResponse> {
     let mut buf = BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|_| invalid_argument("The request body could not be read."))?;

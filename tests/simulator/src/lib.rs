@@ -1,5 +1,6 @@
 //! A strict, scriptable simulator of the Gemini Business upstream (endpoints U1–U6 of
-//! `shared/spec/gemini-business-upstream.md`).
+//! `shared/spec/gemini-business-upstream.md`), and of the Google Labs Flow upstream
+//! ([`FlowSimulator`], `shared/spec/flow-upstream.md`).
 //!
 //! It is a real HTTP server (actix-web) on `127.0.0.1`, used by the integration tests (each
 //! starts its own on port 0), by the gateway's in-process `demo` command, and as the standalone
@@ -41,10 +42,13 @@
 //! * `imap.rs` — [`imap::ImapServer`], a plaintext IMAP4rev1 subset over a mailbox.
 //! * `error.rs` — Google-shaped errors and the fault responses.
 //! * `browser_lock.rs` — [`one_browser_at_a_time`], for tests that run a real Chromium.
+//! * `flow/` — [`FlowSimulator`], the Google Labs Flow (Imagen / Veo) upstream: both of its
+//!   hosts on one server (see [`flow`]).
 //! * `main.rs` — the `upstream-sim` binary.
 
 mod browser_lock;
 mod error;
+pub mod flow;
 mod gate;
 mod handlers;
 pub mod imap;
@@ -65,6 +69,9 @@ use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
 
 pub use browser_lock::one_browser_at_a_time;
+pub use flow::{
+    FlowRequest, FlowRoute, FlowSimulator, FlowUpload, ImageOutcome, VideoOutcome, VideoScript,
+};
 pub use gate::Gate;
 pub use login::{DEFAULT_LOGIN_TTL, LOGIN_COOKIE, LoginScript};
 pub use model::{

@@ -98,6 +98,20 @@ pub(crate) fn rfc3339_now() -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    rfc3339_secs(secs)
+}
+
+/// `t` (UTC) as RFC 3339 with milliseconds (`YYYY-MM-DDTHH:MM:SS.mmmZ`, as JavaScript's
+/// `toISOString`).
+pub(crate) fn rfc3339_millis(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let base = rfc3339_secs(d.as_secs());
+    let base = base.strip_suffix('Z').unwrap_or(&base);
+    format!("{base}.{:03}Z", d.subsec_millis())
+}
+
+/// Seconds since the Unix epoch (UTC) as `YYYY-MM-DDTHH:MM:SSZ`.
+fn rfc3339_secs(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Howard Hinnant's civil_from_days.

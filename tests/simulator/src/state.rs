@@ -84,6 +84,10 @@ impl<K: Eq + Hash + Clone, V> BoundedMap<K, V> {
         Some(v)
     }
 
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.map.iter()
+    }
+
     pub(crate) fn contains_key(&self, key: &K) -> bool {
         self.map.contains_key(key)
     }
