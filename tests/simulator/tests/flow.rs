@@ -495,43 +495,43 @@ async fn uploads_are_validated_and_recorded() {
 
     let cases: Vec<(Value, &str)> = vec![
         (
-            {
-                let mut b = upload_body(b"x");
-                b["imageInput"]["rawImageBytes"] = json!("%%%not base64");
-                b
-            },
+            patched(
+                upload_body(b"x"),
+                &["imageInput", "rawImageBytes"],
+                json!("%%%not base64"),
+            ),
             "imageInput.rawImageBytes",
         ),
         (
-            {
-                let mut b = upload_body(b"x");
-                b["imageInput"]["rawImageBytes"] = json!("");
-                b
-            },
+            patched(
+                upload_body(b"x"),
+                &["imageInput", "rawImageBytes"],
+                json!(""),
+            ),
             "imageInput.rawImageBytes",
         ),
         (
-            {
-                let mut b = upload_body(b"x");
-                b["imageInput"]["aspectRatio"] = json!("VIDEO_ASPECT_RATIO_LANDSCAPE");
-                b
-            },
+            patched(
+                upload_body(b"x"),
+                &["imageInput", "aspectRatio"],
+                json!("VIDEO_ASPECT_RATIO_LANDSCAPE"),
+            ),
             "imageInput.aspectRatio",
         ),
         (
-            {
-                let mut b = upload_body(b"x");
-                b["clientContext"]["tool"] = json!("PINHOLE");
-                b
-            },
+            patched(
+                upload_body(b"x"),
+                &["clientContext", "tool"],
+                json!("PINHOLE"),
+            ),
             "clientContext.tool",
         ),
         (
-            {
-                let mut b = upload_body(b"x");
-                b["clientContext"]["sessionId"] = json!("12345");
-                b
-            },
+            patched(
+                upload_body(b"x"),
+                &["clientContext", "sessionId"],
+                json!("12345"),
+            ),
             "clientContext.sessionId",
         ),
         (json!({"clientContext": {}}), "imageInput"),
@@ -1089,4 +1089,17 @@ async fn files_and_unrouted_paths() {
     );
     assert_eq!(f.sim.count(FlowRoute::Unrouted), 2);
     f.sim.stop();
+}
+
+/// `body` with the member at `path` (object keys, or array indices as digits) set to `value`.
+fn patched(mut body: Value, path: &[&str], value: Value) -> Value {
+    let mut at = &mut body;
+    for key in path {
+        at = match key.parse::<usize>() {
+            Ok(i) if at.is_array() => &mut at[i],
+            _ => &mut at[*key],
+        };
+    }
+    *at = value;
+    body
 }
