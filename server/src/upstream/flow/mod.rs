@@ -3,11 +3,13 @@
 //! Status (issue 13, first part): the model table ([`models`]) and every HTTP call of the
 //! protocol ([`client::FlowClient`]), with typed failures, configurable hosts
 //! (`flow.labs_base_url`, `flow.api_base_url`) and `flow.proxy` applied; tested against the
-//! Flow simulator (`upstream_sim::flow`). Not yet: the token pool, the registry entry that routes
-//! Flow models here, the dialects' output and the async video job API.
+//! Flow simulator (`upstream_sim::flow`); where session tokens come from ([`tokens`]). Not yet:
+//! the token pool, the registry entry that routes Flow models here, the dialects' output and
+//! the async video job API.
 
 pub mod client;
 pub mod models;
+pub mod tokens;
 
 pub use client::{AccessToken, Credits, FlowClient, VideoRequest, VideoStatus, VideoTask};
 pub use models::{FlowModel, Orientation, VideoKind};
