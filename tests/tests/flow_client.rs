@@ -10,6 +10,8 @@
 
 use business2api::config::Settings;
 use business2api::upstream::error::ErrorKind;
+use business2api::upstream::flow::session::{Polling, TokenSession};
+use business2api::upstream::flow::tokens::config_tokens;
 use business2api::upstream::flow::{
     FlowClient, Orientation, VideoKind, VideoRequest, VideoStatus, VideoTask,
 };
@@ -344,4 +346,130 @@ async fn failures_are_typed_by_whose_fault_they_are() {
     assert_eq!(e.kind, ErrorKind::CookiesInvalid);
     // Nothing secret in any error.
     assert!(!e.message.contains(ST), "{e:?}");
+}
+
+fn token_session() -> TokenSession {
+    TokenSession::new(config_tokens(&[session()]).remove(0))
+}
+
+const FAST: Polling = Polling {
+    interval: std::time::Duration::from_millis(10),
+    max_attempts: 50,
+};
+
+fn text_video() -> VideoRequest<'static> {
+    VideoRequest {
+        model_key: "veo_3_1_t2v_fast",
+        kind: VideoKind::Text,
+        orientation: Orientation::Landscape,
+        prompt: "rain on a window",
+        images: &[],
+    }
+}
+
+#[tokio::test]
+async fn an_access_token_refused_mid_job_is_replaced_and_the_job_completes() {
+    let (sim, client) = setup().await;
+    let mut token = token_session();
+    sim.script_video(VideoScript {
+        outcome: VideoOutcome::Success,
+        polls_before_done: 4,
+        poll_http_errors: 0,
+    });
+    let revoker = sim.clone();
+    let mut polls = Vec::new();
+    let url = token
+        .run_video(&client, &text_video(), FAST, |attempt, status| {
+            if attempt == 1 {
+                // The access token dies while the job runs upstream.
+                revoker.revoke_access_tokens(ST);
+            }
+            polls.push(status.to_owned());
+        })
+        .await
+        .unwrap();
+    assert!(client.download(&url, 1 << 20).await.is_ok());
+    assert_eq!(sim.count(FlowRoute::Session), 2, "minted again once");
+    assert_eq!(
+        sim.count(FlowRoute::VideoText),
+        1,
+        "the job was not submitted twice"
+    );
+    assert!(
+        polls
+            .iter()
+            .all(|s| s.starts_with("MEDIA_GENERATION_STATUS_")),
+        "{polls:?}"
+    );
+}
+
+#[tokio::test]
+async fn access_tokens_are_reused_until_shortly_before_they_expire() {
+    let (sim, client) = setup().await;
+    let mut token = token_session();
+    let now = time::OffsetDateTime::now_utc();
+    let first = token.access(&client, now).await.unwrap();
+    let again = token.access(&client, now).await.unwrap();
+    assert_eq!(first.expose(), again.expose());
+    assert_eq!(sim.count(FlowRoute::Session), 1);
+    // One that expires within five minutes is replaced before it is used.
+    sim.set_access_ttl(std::time::Duration::from_secs(240));
+    token.drop_access();
+    token.access(&client, now).await.unwrap();
+    token.access(&client, now).await.unwrap();
+    assert_eq!(sim.count(FlowRoute::Session), 3);
+    // The project is made once per token; credits are read with the token's access.
+    let p1 = token.project(&client).await.unwrap();
+    assert_eq!(token.project(&client).await.unwrap(), p1);
+    assert_eq!(sim.count(FlowRoute::CreateProject), 1);
+    assert_eq!(token.refresh_credits(&client).await.unwrap().credits, 1000);
+}
+
+#[tokio::test]
+async fn a_job_waits_out_poll_errors_and_ends_on_failure_or_too_many_polls() {
+    let (sim, client) = setup().await;
+    let mut token = token_session();
+    sim.script_video(VideoScript {
+        outcome: VideoOutcome::Success,
+        polls_before_done: 1,
+        poll_http_errors: 3,
+    });
+    assert!(
+        token
+            .run_video(&client, &text_video(), FAST, |_, _| {})
+            .await
+            .is_ok()
+    );
+    sim.script_video(VideoScript {
+        outcome: VideoOutcome::Failed("MEDIA_GENERATION_STATUS_ERROR_SAFETY".into()),
+        polls_before_done: 1,
+        poll_http_errors: 0,
+    });
+    let e = token
+        .run_video(&client, &text_video(), FAST, |_, _| {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::BadRequest);
+    sim.script_video(VideoScript {
+        outcome: VideoOutcome::Success,
+        polls_before_done: 100,
+        poll_http_errors: 0,
+    });
+    let few = Polling {
+        interval: std::time::Duration::from_millis(5),
+        max_attempts: 3,
+    };
+    let e = token
+        .run_video(&client, &text_video(), few, |_, _| {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Timeout);
+    // A session that died is the token's end, typed for the pool to act on.
+    sim.expire_session(ST);
+    token.drop_access();
+    let e = token
+        .run_video(&client, &text_video(), FAST, |_, _| {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::CookiesInvalid);
 }
