@@ -5,12 +5,14 @@
 //! (`flow.labs_base_url`, `flow.api_base_url`) and `flow.proxy` applied; tested against the
 //! Flow simulator (`upstream_sim::flow`); where session tokens come from ([`tokens`]); one token
 //! in use and a video job run to its end on it ([`session`]: access tokens reused until 5 min
-//! before expiry and replaced when refused mid-job, poll errors waited out). Not yet:
+//! before expiry and replaced when refused mid-job, poll errors waited out); what a chat request
+//! asks Flow for ([`request`]: the prompt, the images, checked per model kind). Not yet:
 //! the token pool, the registry entry that routes Flow models here, the dialects' output and
 //! the async video job API.
 
 pub mod client;
 pub mod models;
+pub mod request;
 pub mod session;
 pub mod tokens;
 
