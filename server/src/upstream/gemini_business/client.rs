@@ -713,6 +713,12 @@ impl GeminiBusinessClient {
                             .into_iter()
                             .map(piece_event)
                             .collect(),
+                        // The common path (no tools, or a call already made): passed on as
+                        // it is, no buffer.
+                        AssistItem::Event(event) if called => {
+                            yield event;
+                            continue;
+                        }
                         AssistItem::Event(event) => vec![event],
                     };
                     for event in events {
