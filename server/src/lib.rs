@@ -21,6 +21,7 @@
 //! - [`forwarded`]: trusted proxies and the scheme and host of the gateway's own links.
 //! - [`head_limits`]: URL and header limits answered in the caller's dialect.
 //! - [`telemetry`]: tracing setup, the request root span, escaping untrusted text in logs.
+//! - [`videos`]: the asynchronous video jobs of `/v1/videos` (persisted, resumed at start).
 //! - [`workers`]: server mode's worker endpoint `GET /ws`, the worker sessions and the task hub.
 
 pub mod accounts;
@@ -45,4 +46,5 @@ pub mod store;
 pub mod telemetry;
 pub mod tools;
 pub mod upstream;
+pub mod videos;
 pub mod workers;

@@ -85,7 +85,10 @@ pub struct ChatService {
 pub struct ChatStream {
     first: Option<StreamEvent>,
     rest: EventStream,
+    /// The account serving the answer (`None` for an upstream with credentials of its own).
     lease: Option<Lease>,
+    /// The answer has ended (or failed): nothing more is polled.
+    ended: bool,
 }
 
 impl std::fmt::Debug for ChatStream {
@@ -103,17 +106,19 @@ impl Stream for ChatStream {
         if let Some(first) = self.first.take() {
             return Poll::Ready(Some(Ok(first)));
         }
-        if self.lease.is_none() {
+        if self.ended {
             return Poll::Ready(None);
         }
         match self.rest.poll_next_unpin(cx) {
             Poll::Ready(None) => {
+                self.ended = true;
                 if let Some(lease) = self.lease.take() {
                     lease.succeed();
                 }
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {
+                self.ended = true;
                 if let Some(lease) = self.lease.take() {
                     tracing::warn!(account = %lease.label(), error = %crate::telemetry::untrusted(&e.to_string()), "upstream failed mid-answer");
                     match &e {
@@ -346,7 +351,7 @@ impl ChatService {
     pub fn input_tokens(&self, request: &ChatRequest) -> u32 {
         self.registry
             .route(&request.model)
-            .map_or(1, |r| r.upstream.input_tokens(request))
+            .map_or(1, |r| r.input_tokens(request))
     }
 
     /// What every turn starts with: the limits in force, the model's route, and the request
@@ -365,12 +370,22 @@ impl ChatService {
     /// send when no account could start it (within the attempt budget and the deadline).
     pub async fn stream(&self, request: ChatRequest) -> Result<ChatStream, GatewayError> {
         let (limits, route, request) = self.prepare(request)?;
+        let (upstream, pool) = match route {
+            Route::Own(upstream) => return own_stream(upstream.converse(request)).await,
+            Route::Pooled { upstream, pool } => (upstream, pool),
+        };
         // Once the answer has started, a deferred failure of an earlier account is reported as
         // `attempts` goes.
         let mut attempts = Attempts::default();
         let started = tokio::time::timeout(
             limits.deadline,
-            self.start(&route, &request, limits.max_attempts, &mut attempts),
+            start(
+                &*upstream,
+                &pool,
+                &request,
+                limits.max_attempts,
+                &mut attempts,
+            ),
         )
         .await
         .unwrap_or_else(|_| Err(deadline_passed(limits.deadline)))?;
@@ -378,6 +393,7 @@ impl ChatService {
             first: Some(started.first),
             rest: started.rest,
             lease: Some(started.lease),
+            ended: false,
         })
     }
 
@@ -385,6 +401,20 @@ impl ChatService {
     /// complete, so a failure mid-answer may still move to another account.
     pub async fn complete(&self, request: ChatRequest) -> Result<Vec<StreamEvent>, GatewayError> {
         let (limits, route, request) = self.prepare(request)?;
+        let (upstream, pool) = match route {
+            Route::Own(upstream) => {
+                let mut events = Vec::new();
+                let mut answer = upstream.converse(request);
+                while let Some(event) = answer.next().await {
+                    events.push(event?);
+                }
+                if events.is_empty() {
+                    return Err(empty_answer().into());
+                }
+                return Ok(events);
+            }
+            Route::Pooled { upstream, pool } => (upstream, pool),
+        };
         let mut attempts = Attempts::default();
         loop {
             let Started {
@@ -393,7 +423,13 @@ impl ChatService {
                 lease,
             } = tokio::time::timeout(
                 limits.deadline,
-                self.start(&route, &request, limits.max_attempts, &mut attempts),
+                start(
+                    &*upstream,
+                    &pool,
+                    &request,
+                    limits.max_attempts,
+                    &mut attempts,
+                ),
             )
             .await
             .unwrap_or_else(|_| Err(deadline_passed(limits.deadline)))?;
@@ -424,61 +460,76 @@ impl ChatService {
             }
         }
     }
+}
 
-    /// Tries pool members not yet tried until one produces a first event, the attempt budget
-    /// is spent, or failover stops (see [`Attempts::failed`]). A deferred failure stays in
-    /// `attempts` for the caller to settle.
-    async fn start(
-        &self,
-        route: &Route,
-        request: &Arc<ChatRequest>,
-        max_attempts: usize,
-        attempts: &mut Attempts,
-    ) -> Result<Started, GatewayError> {
-        let cap = Capability::of(&request.model);
-        while attempts.tried.len() < max_attempts {
-            let mut lease = match route.pool.lease(cap, &attempts.tried).await {
-                Ok(lease) => lease,
-                Err(unavailable) => {
-                    let empty = attempts.tried.is_empty() && route.pool.count().await == 0;
-                    return Err(attempts.give_up(GatewayError::NoAccountAvailable {
-                        retry_after: unavailable.retry_after,
-                        empty,
-                    }));
-                }
-            };
-            attempts.tried.push(lease.key().clone());
-            let auth = match lease.auth().await {
-                Ok(auth) => auth,
-                Err(e) => {
-                    tracing::warn!(account = %lease.label(), error = %crate::telemetry::untrusted(&e.to_string()), "no session token");
-                    lease.fail_auth(&e);
-                    attempts.last = Some(e);
-                    continue;
-                }
-            };
-            let mut events = route.upstream.converse(auth, Arc::clone(request));
-            let error = match events.next().await {
-                Some(Ok(first)) => {
-                    return Ok(Started {
-                        first,
-                        rest: events,
-                        lease,
-                    });
-                }
-                Some(Err(CallError::Input(e))) => {
-                    // The client's media, not the account: release the lease without an outcome.
-                    tracing::info!(account = %lease.label(), error = %crate::telemetry::untrusted(&e.to_string()), "client media not usable");
-                    drop(lease);
-                    return Err(e.into());
-                }
-                Some(Err(CallError::Upstream(e))) => e,
-                None => empty_answer(),
-            };
-            if let ControlFlow::Break(e) = attempts.failed(lease, error) {
-                return Err(e);
+/// Tries pool members not yet tried until one produces a first event, the attempt budget
+/// is spent, or failover stops (see [`Attempts::failed`]). A deferred failure stays in
+/// `attempts` for the caller to settle.
+async fn start(
+    upstream: &dyn crate::upstream::Upstream,
+    pool: &Pool,
+    request: &Arc<ChatRequest>,
+    max_attempts: usize,
+    attempts: &mut Attempts,
+) -> Result<Started, GatewayError> {
+    let cap = Capability::of(&request.model);
+    while attempts.tried.len() < max_attempts {
+        let mut lease = match pool.lease(cap, &attempts.tried).await {
+            Ok(lease) => lease,
+            Err(unavailable) => {
+                let empty = attempts.tried.is_empty() && pool.count().await == 0;
+                return Err(attempts.give_up(GatewayError::NoAccountAvailable {
+                    retry_after: unavailable.retry_after,
+                    empty,
+                }));
             }
+        };
+        attempts.tried.push(lease.key().clone());
+        let auth = match lease.auth().await {
+            Ok(auth) => auth,
+            Err(e) => {
+                tracing::warn!(account = %lease.label(), error = %crate::telemetry::untrusted(&e.to_string()), "no session token");
+                lease.fail_auth(&e);
+                attempts.last = Some(e);
+                continue;
+            }
+        };
+        let mut events = upstream.converse(auth, Arc::clone(request));
+        let error = match events.next().await {
+            Some(Ok(first)) => {
+                return Ok(Started {
+                    first,
+                    rest: events,
+                    lease,
+                });
+            }
+            Some(Err(CallError::Input(e))) => {
+                // The client's media, not the account: release the lease without an outcome.
+                tracing::info!(account = %lease.label(), error = %crate::telemetry::untrusted(&e.to_string()), "client media not usable");
+                drop(lease);
+                return Err(e.into());
+            }
+            Some(Err(CallError::Upstream(e))) => e,
+            None => empty_answer(),
+        };
+        if let ControlFlow::Break(e) = attempts.failed(lease, error) {
+            return Err(e);
         }
-        Err(attempts.give_up(GatewayError::Internal))
+    }
+    Err(attempts.give_up(GatewayError::Internal))
+}
+
+/// The answer of an upstream with credentials of its own: started once its first event exists
+/// (a failure before it is the answer's status).
+async fn own_stream(mut events: EventStream) -> Result<ChatStream, GatewayError> {
+    match events.next().await {
+        Some(Ok(first)) => Ok(ChatStream {
+            first: Some(first),
+            rest: events,
+            lease: None,
+            ended: false,
+        }),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(empty_answer().into()),
     }
 }

@@ -25,6 +25,7 @@ use crate::reload::{ConfigSource, Reloader};
 use crate::service::ChatService;
 use crate::store::{Store, StoreError};
 use crate::telemetry::RequestSpan;
+use crate::upstream::flow::{self, FlowClient, FlowPool, FlowUpstream};
 use crate::upstream::gemini_business::{self, GeminiBusiness, GeminiBusinessClient};
 use crate::upstream::{ModelRegistry, RegistryError, Upstream};
 
@@ -48,6 +49,8 @@ pub struct AppState {
     pub media: Arc<MediaStore>,
     /// Signs the `thinking` blocks of Anthropic answers (`<data_dir>/thinking-signing.key`).
     pub thinking_signer: dialects::anthropic::ThinkingSigner,
+    /// Google Labs Flow (its token pool for the admin API).
+    pub flow: FlowUpstream,
 }
 
 impl AppState {
@@ -190,6 +193,10 @@ pub struct Application {
     pool: Pool,
     /// The configuration file watcher, when one runs.
     watcher: Option<tokio::task::JoinHandle<()>>,
+    /// The watch of `<data_dir>/at/` (Flow token files), when Flow is enabled.
+    flow_watcher: Option<flow::pool::AtWatcher>,
+    /// The async video jobs, stopped (left to resume) at shutdown.
+    videos: Option<crate::videos::VideoJobs>,
     /// The task hub (and local mode's in-process worker, drained at the end).
     workers: crate::workers::Workers,
     /// The store, watched at the end: `run_until_stopped` returns once every holder let go,
@@ -369,7 +376,11 @@ impl Application {
         for e in extra {
             registry.register(e.upstream, pool.clone(), e.models, None)?;
         }
-        let chat = ChatService::new(Arc::new(registry), pool.clone(), live.clone());
+        // Google Labs Flow: its own token pool; its models answer a clear 400 when disabled.
+        let (flow, flow_watcher) = start_flow(&settings, &data_dir, &store)?;
+        registry.register_own(Arc::new(flow.clone()), flow::models::specs())?;
+        let registry = Arc::new(registry);
+        let chat = ChatService::new(Arc::clone(&registry), pool.clone(), live.clone());
         let media = {
             let dir = data_dir.clone();
             let media_settings = settings.media.clone();
@@ -383,6 +394,23 @@ impl Application {
                 })?
         };
         let media = Arc::new(media);
+        // The async video jobs (`/v1/videos`), resumed where a previous run left them.
+        let videos = settings.flow.enable.then(|| {
+            crate::videos::VideoJobs::new(
+                Arc::clone(&store),
+                Arc::new(flow.clone()),
+                Arc::clone(&media),
+                Arc::clone(&registry),
+            )
+        });
+        if let Some(v) = &videos {
+            match v.resume_unfinished().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(jobs = n, "unfinished video jobs resumed"),
+                Err(e) => tracing::warn!(error = %e, "the unfinished video jobs could not be read"),
+            }
+        }
+        let videos_data = videos.clone().map(web::Data::new);
         MediaStore::spawn_janitor(&media, crate::media::store::JANITOR_INTERVAL);
         let media_data = web::Data::from(Arc::clone(&media));
         let thinking_signer = dialects::anthropic::ThinkingSigner::load_or_create(&data_dir)
@@ -425,6 +453,7 @@ impl Application {
                 .unwrap_or(0),
             media,
             thinking_signer,
+            flow,
         });
         let reloader = Reloader::new(
             live.clone(),
@@ -466,6 +495,11 @@ impl Application {
                 .app_data(media_data.clone())
                 .app_data(body_budget.clone())
                 .app_data(workers_data.clone())
+                .configure(|cfg| {
+                    if let Some(v) = &videos_data {
+                        cfg.app_data(v.clone());
+                    }
+                })
                 // Head limits first (inside the request span, so refusals are logged too).
                 .wrap(from_fn(crate::head_limits::enforce))
                 .wrap(TracingLogger::<RequestSpan>::new())
@@ -542,6 +576,8 @@ impl Application {
             report,
             pool,
             watcher,
+            flow_watcher,
+            videos,
             workers: workers_handle,
             store: store_watch,
             shutdown_timeout: settings.http.shutdown_timeout,
@@ -590,10 +626,16 @@ impl Application {
             }
         });
         let served = self.server.await;
+        // Running video jobs stop where they are; the next start resumes them.
+        if let Some(videos) = &self.videos {
+            videos.shutdown();
+        }
+        drop(self.videos);
         signals.abort();
         if let Some(watcher) = self.watcher {
             watcher.abort();
         }
+        drop(self.flow_watcher);
         // Local mode's in-process worker drains (its running tasks finish, bounded).
         self.workers.shutdown().await;
         // Every request has finished (or the drain timeout passed): write the pool state.
@@ -612,6 +654,38 @@ impl Application {
         tracing::info!("pool state written; stopped");
         served
     }
+}
+
+/// Flow as the configuration has it: disabled, or its token pool started (configuration
+/// tokens, `<data_dir>/at/`, the stored token states) with `<data_dir>/at/` watched.
+fn start_flow(
+    settings: &Settings,
+    data_dir: &Path,
+    store: &Arc<Store>,
+) -> Result<(FlowUpstream, Option<flow::pool::AtWatcher>), StartupError> {
+    if !settings.flow.enable {
+        return Ok((FlowUpstream::disabled(), None));
+    }
+    // The proxy URL is not echoed (it may hold a password).
+    let client = FlowClient::new(&settings.flow).map_err(|_| {
+        StartupError::HttpClient(format!(
+            "flow.proxy is not usable: {}",
+            settings
+                .flow
+                .proxy
+                .as_ref()
+                .map_or_else(String::new, |p| p.redacted())
+        ))
+    })?;
+    let pool = FlowPool::start(
+        client.clone(),
+        &settings.flow.tokens,
+        data_dir.join("at"),
+        Some(Arc::clone(store)),
+    )
+    .map_err(StartupError::Pool)?;
+    let watcher = pool.watch();
+    Ok((FlowUpstream::new(pool, client, &settings.flow), watcher))
 }
 
 /// The next SIGINT or SIGTERM, by name; `None` when signals cannot be watched.

@@ -19,6 +19,10 @@
 //!   without the operator (unusable credentials, needs re-login, disabled).
 //! - `GET  /admin/workers`, `GET /admin/tasks`, `POST /admin/browser-refresh {email}` — the
 //!   connected workers, the task queue, and queueing a re-login now (`crate::workers`).
+//! - `/admin/flow/status`, `/add-token`, `/remove-token`, `/reload` — the Flow token pool
+//!   ([`flow`]).
+
+mod flow;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,7 +136,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/accounts/{email}/otp",
             web::post().to(crate::workers::admin_otp),
-        );
+        )
+        .configure(flow::routes);
 }
 
 /// A failed store operation, as the admin API answers it (the cause goes to the log).

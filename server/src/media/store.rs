@@ -217,6 +217,36 @@ impl MediaStore {
         Ok(name)
     }
 
+    /// How long a stored file is served (`media.store_ttl_hours`).
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Deletes a stored file at once (its link 404s from now on); returns whether the store
+    /// knew it. A name this store would not hand out is ignored.
+    pub async fn remove(&self, name: &str) -> bool {
+        if !valid_name(name) {
+            return false;
+        }
+        let known = match self.index.lock() {
+            Ok(mut index) => index.remove(name).is_some(),
+            Err(_) => false,
+        };
+        self.remove_files(vec![name.to_owned()]).await;
+        known
+    }
+
+    /// A live stored file's type and bytes (read whole: for small files such as a video job's
+    /// reference image), `None` when it is unknown, expired or unreadable.
+    pub async fn read(&self, name: &str) -> Option<(String, Bytes)> {
+        if !valid_name(name) {
+            return None;
+        }
+        let entry = self.live(name)?;
+        let data = tokio::fs::read(self.dir.join(name)).await.ok()?;
+        Some((entry.mime, Bytes::from(data)))
+    }
+
     /// Drops expired entries and, while the total is over the limit, the oldest ones, from
     /// the index; returns their names (the caller deletes the files).
     fn over_budget(&self, index: &mut HashMap<String, Entry>, now: SystemTime) -> Vec<String> {
@@ -495,5 +525,25 @@ mod tests {
         assert_eq!(on_disk(tmp.path()), want);
         drop(s);
         janitor.abort();
+    }
+
+    #[tokio::test]
+    async fn a_removed_file_is_gone_at_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = store(tmp.path(), 1 << 20, Duration::from_secs(3600));
+        let name = s
+            .put("video/mp4", Bytes::from_static(b"mp4"))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.read(&name).await,
+            Some(("video/mp4".to_owned(), Bytes::from_static(b"mp4")))
+        );
+        assert!(s.remove(&name).await);
+        assert!(s.live(&name).is_none());
+        assert!(s.read(&name).await.is_none());
+        assert!(on_disk(tmp.path()).is_empty());
+        assert!(!s.remove(&name).await);
+        assert!(!s.remove("../business2api.redb").await);
     }
 }

@@ -14,6 +14,14 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 mod accounts;
+mod videos;
+
+pub use videos::{
+    StoredMedia, VIDEO_JOB_SCHEMA_VERSION, VideoJobError, VideoJobRecord, VideoJobStatus,
+};
+mod flow;
+
+pub use flow::{FLOW_TOKEN_SCHEMA_VERSION, FlowTokenRecord, FlowTokenState};
 
 /// Accounts, keyed by lower-cased e-mail address; values are JSON [`AccountRecord`]s.
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
@@ -201,6 +209,9 @@ impl Store {
         let tx = db.begin_write()?;
         tx.open_table(ACCOUNTS)?;
         tx.open_table(ACCOUNT_STATE)?;
+        tx.open_table(videos::VIDEO_JOBS)?;
+        tx.open_table(flow::FLOW_TOKENS)?;
+        tx.open_table(flow::FLOW_REMOVED)?;
         tx.commit()?;
         Ok(Store { db })
     }

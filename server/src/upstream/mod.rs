@@ -103,3 +103,20 @@ pub trait Upstream: Send + Sync + std::fmt::Debug + 'static {
     /// another pool member (when [`UpstreamError::retry_elsewhere`] says so).
     fn converse(&self, auth: CallAuth, request: Arc<ChatRequest>) -> EventStream;
 }
+
+/// An upstream that draws on credentials of its own instead of the account pool, and fails
+/// over among them itself (Flow and its token pool). The service calls it directly.
+pub trait OwnPoolUpstream: Send + Sync + std::fmt::Debug + 'static {
+    /// The name models register under ([`crate::domain::ModelSpec::upstream`]).
+    fn name(&self) -> &'static str;
+
+    /// The estimated input tokens of `request`.
+    fn input_tokens(&self, request: &ChatRequest) -> u32;
+
+    /// Whether its models are listed by `/v1/models` now (enabled, with a usable credential).
+    fn listed(&self) -> bool;
+
+    /// One turn: events as they arrive. A failure before the first event is the answer's
+    /// status.
+    fn converse(&self, request: Arc<ChatRequest>) -> EventStream;
+}

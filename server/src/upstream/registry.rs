@@ -9,16 +9,39 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::Upstream;
+use super::{OwnPoolUpstream, Upstream};
 use crate::domain::{ModelError, ModelId, ModelSpec};
 use crate::pool::Pool;
 
 /// Where the requests for one upstream's models go.
 #[derive(Debug, Clone)]
-pub struct Route {
-    pub upstream: Arc<dyn Upstream>,
-    /// The pool whose members (accounts) the upstream's calls are made with.
-    pub pool: Pool,
+pub enum Route {
+    /// An upstream whose calls are made with members (accounts) of `pool`; the service leases
+    /// them and fails over.
+    Pooled {
+        upstream: Arc<dyn Upstream>,
+        pool: Pool,
+    },
+    /// An upstream with credentials of its own (Flow's tokens), failing over by itself.
+    Own(Arc<dyn OwnPoolUpstream>),
+}
+
+impl Route {
+    /// The estimated input tokens of `request` on this route's upstream.
+    pub fn input_tokens(&self, request: &crate::domain::ChatRequest) -> u32 {
+        match self {
+            Route::Pooled { upstream, .. } => upstream.input_tokens(request),
+            Route::Own(upstream) => upstream.input_tokens(request),
+        }
+    }
+
+    /// Whether the route's models are listed now.
+    fn listed(&self) -> bool {
+        match self {
+            Route::Pooled { .. } => true,
+            Route::Own(upstream) => upstream.listed(),
+        }
+    }
 }
 
 /// Why a registration was refused.
@@ -60,6 +83,27 @@ impl ModelRegistry {
         listing: Option<Vec<String>>,
     ) -> Result<(), RegistryError> {
         let name = upstream.name();
+        self.add(name, Route::Pooled { upstream, pool }, specs, listing)
+    }
+
+    /// Registers an upstream with credentials of its own and its models (listed in order,
+    /// while [`OwnPoolUpstream::listed`] says so).
+    pub fn register_own(
+        &mut self,
+        upstream: Arc<dyn OwnPoolUpstream>,
+        specs: Vec<ModelSpec>,
+    ) -> Result<(), RegistryError> {
+        let name = upstream.name();
+        self.add(name, Route::Own(upstream), specs, None)
+    }
+
+    fn add(
+        &mut self,
+        name: &'static str,
+        route: Route,
+        specs: Vec<ModelSpec>,
+        listing: Option<Vec<String>>,
+    ) -> Result<(), RegistryError> {
         if self.routes.contains_key(name) {
             return Err(RegistryError::DuplicateUpstream(name));
         }
@@ -84,7 +128,7 @@ impl ModelRegistry {
         });
         self.specs.extend(specs.into_iter().map(Arc::new));
         self.listed.extend(listing);
-        self.routes.insert(name, Route { upstream, pool });
+        self.routes.insert(name, route);
         Ok(())
     }
 
@@ -112,6 +156,7 @@ impl ModelRegistry {
         self.listed
             .iter()
             .filter_map(|name| self.parse(name).ok())
+            .filter(|model| self.route(model).is_some_and(Route::listed))
             .collect()
     }
 

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::wire::{
-    BlobOut, Candidate, Content, ContentOut, CountTokensRequest, FunctionCallOut,
+    BlobOut, Candidate, Content, ContentOut, CountTokensRequest, FileDataOut, FunctionCallOut,
     GenerateContentRequest, GenerateContentResponse, Part as WirePart, PartOut, ToolConfig,
     UsageMetadata,
 };
@@ -17,8 +17,8 @@ use crate::config::LimitsSettings;
 use crate::dialects::limits::{self, Names, TextOr, parse_raw};
 use crate::dialects::openai::convert::url_media_kind;
 use crate::domain::{
-    GenerationOptions, Media, MediaKind, Message, Part, Role, StreamEvent, ToolCall, ToolChoice,
-    ToolSpec, Usage,
+    GeneratedMedia, GenerationOptions, Media, MediaKind, Message, Part, Role, StreamEvent,
+    ToolCall, ToolChoice, ToolSpec, Usage,
 };
 use crate::error::GatewayError;
 
@@ -381,6 +381,16 @@ pub fn part_of(event: &StreamEvent, include_thoughts: bool) -> Option<PartOut<'_
             text: Cow::Borrowed(t),
             thought: Some(true),
         }),
+        StreamEvent::Media(GeneratedMedia {
+            mime,
+            url: Some(url),
+            ..
+        }) if MediaKind::from_mime(mime) == MediaKind::Video => Some(PartOut::FileData {
+            file_data: FileDataOut {
+                mime_type: mime,
+                file_uri: url,
+            },
+        }),
         StreamEvent::Media(m) => Some(PartOut::InlineData {
             inline_data: BlobOut {
                 mime_type: &m.mime,
@@ -465,7 +475,7 @@ pub fn response_body(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::GeneratedMedia;
+
     use serde_json::{Value, json};
 
     fn parse(v: Value) -> Result<Parsed, GatewayError> {

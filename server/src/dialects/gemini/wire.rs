@@ -242,6 +242,9 @@ pub enum PartOut<'a> {
     },
     #[serde(rename_all = "camelCase")]
     InlineData { inline_data: BlobOut<'a> },
+    /// A generated video, by the gateway's link to it (the bytes are not inlined).
+    #[serde(rename_all = "camelCase")]
+    FileData { file_data: FileDataOut<'a> },
     #[serde(rename_all = "camelCase")]
     FunctionCall {
         function_call: FunctionCallOut<'a>,
@@ -255,6 +258,13 @@ pub struct BlobOut<'a> {
     pub mime_type: &'a str,
     /// Standard base64.
     pub data: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileDataOut<'a> {
+    pub mime_type: &'a str,
+    pub file_uri: &'a str,
 }
 
 #[derive(Debug, Serialize)]

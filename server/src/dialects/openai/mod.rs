@@ -1,10 +1,11 @@
 //! The OpenAI dialect: `POST /v1/chat/completions` (streamed and not), `POST /v1/responses`,
-//! `POST /v1/images/generations` and `GET /v1/models`.
+//! `POST /v1/images/generations`, the video API (`/v1/videos…`) and `GET /v1/models`.
 //!
 //! # Layout
 //! - [`wire`]: request and response shapes; [`convert`]: wire ⇄ domain;
 //!   [`sse`]: domain events → chunks; [`error`]: OpenAI-shaped errors.
-//! - [`responses`]: the Responses API; [`images`]: the Images API.
+//! - [`responses`]: the Responses API; [`images`]: the Images API; [`videos`]: the video
+//!   jobs API.
 //! - this module: the chat and models handlers.
 
 pub mod convert;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod images;
 pub mod responses;
 pub mod sse;
+pub mod videos;
 pub mod wire;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -29,7 +31,12 @@ use crate::startup::AppState;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/chat/completions", web::post().to(chat_completions))
         .route("/responses", web::post().to(responses::create))
-        .route("/images/generations", web::post().to(images::generations));
+        .route("/images/generations", web::post().to(images::generations))
+        .route("/videos", web::post().to(videos::create))
+        .route("/videos", web::get().to(videos::list))
+        .route("/videos/{id}", web::get().to(videos::retrieve))
+        .route("/videos/{id}", web::delete().to(videos::delete))
+        .route("/videos/{id}/content", web::get().to(videos::content));
 }
 
 pub(crate) fn unix_now() -> u64 {

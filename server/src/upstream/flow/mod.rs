@@ -12,9 +12,13 @@
 
 pub mod client;
 pub mod models;
+pub mod pool;
 pub mod request;
 pub mod session;
 pub mod tokens;
+pub mod upstream;
 
 pub use client::{AccessToken, Credits, FlowClient, VideoRequest, VideoStatus, VideoTask};
 pub use models::{FlowModel, Orientation, VideoKind};
+pub use pool::{FlowPool, TokenView};
+pub use upstream::{FlowUpstream, SubmittedVideo, VideoPoll};

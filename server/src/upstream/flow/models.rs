@@ -220,3 +220,26 @@ pub const MODELS: [(&str, FlowModel); 20] = {
 pub fn model(id: &str) -> Option<FlowModel> {
     MODELS.iter().find(|(name, _)| *name == id).map(|(_, m)| *m)
 }
+
+/// The name Flow registers its models under.
+pub const UPSTREAM: &str = "flow";
+
+/// Every Flow model as the registry knows it: the public id is Flow's own id, with no feature
+/// suffixes; image models have the `image` feature, video models `video`.
+pub fn specs() -> Vec<crate::domain::ModelSpec> {
+    MODELS
+        .iter()
+        .map(|(name, model)| crate::domain::ModelSpec {
+            name: (*name).to_owned(),
+            upstream: UPSTREAM,
+            upstream_id: (*name).to_owned(),
+            suffixes: false,
+            features: crate::domain::Features {
+                image: matches!(model, FlowModel::Image { .. }),
+                video: matches!(model, FlowModel::Video { .. }),
+                search: false,
+            },
+            visible: true,
+        })
+        .collect()
+}

@@ -11,6 +11,7 @@ use business2api_shared::Secret;
 
 use super::client::{AccessToken, Credits, FlowClient, VideoRequest, VideoStatus, VideoTask};
 use super::tokens::FlowToken;
+use crate::upstream::BoxFuture;
 use crate::upstream::error::{ErrorKind, UpstreamError};
 
 /// An access token is minted again when it expires within this (spec §1: 5 min).
@@ -99,60 +100,163 @@ impl TokenSession {
         self.credits.as_ref()
     }
 
-    /// Submits a video and polls it to the end: its URL. `progress` hears each running status.
-    /// A refused access token (on submit or while polling) is replaced and the call repeated;
-    /// HTTP errors while polling are waited out; a job still running after
-    /// `polling.max_attempts` polls is a [`ErrorKind::Timeout`].
+    /// Submits a video and polls it to the end: its URL (see [`run_video`]).
     pub async fn run_video(
         &mut self,
         client: &FlowClient,
         video: &VideoRequest<'_>,
         polling: Polling,
-        mut progress: impl FnMut(u32, &str),
+        progress: impl FnMut(u32, &str),
     ) -> Result<String, UpstreamError> {
-        let project = self.project(client).await?;
-        let tier = self.credits.as_ref().and_then(|c| c.tier.clone());
-        let mut remints = 0u32;
-        let task: VideoTask = loop {
-            let access = self.access(client, OffsetDateTime::now_utc()).await?;
-            match client
-                .submit_video(&access, &project, tier.as_deref(), video)
-                .await
-            {
-                Err(e) if e.kind == ErrorKind::AuthExpired && remints < MAX_REMINTS_PER_JOB => {
-                    remints += 1;
-                    self.drop_access();
-                }
-                other => break other?,
-            }
+        let mut access = SessionAccess {
+            session: self,
+            client,
         };
-        for attempt in 1..=polling.max_attempts {
-            tokio::time::sleep(polling.interval).await;
-            let access = self.access(client, OffsetDateTime::now_utc()).await?;
-            match client.check_video(&access, &task).await {
-                Ok(VideoStatus::Done { url }) => return Ok(url),
-                Ok(VideoStatus::Running(status)) => progress(attempt, &status),
-                Err(e) if e.kind == ErrorKind::AuthExpired && remints < MAX_REMINTS_PER_JOB => {
-                    // The job lives on upstream: a new access token picks it up.
-                    remints += 1;
-                    self.drop_access();
-                }
-                // An HTTP error while polling is not the end of the job (spec §3).
-                Err(e) if polling_error_is_transient(&e) => {
-                    tracing::debug!(error = %e, attempt, "a Flow status poll failed; polling on");
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(UpstreamError::new(
-            ErrorKind::Timeout,
-            super::client::endpoint::CHECK_VIDEO,
-            format!(
-                "the video was not ready after {} polls",
-                polling.max_attempts
-            ),
-        ))
+        run_video(&mut access, client, video, polling, progress).await
     }
+}
+
+/// What a job needs of the token it runs on: an access token (minted when needed), word that
+/// the last one was refused, the token's project and tier. Implemented by a [`TokenSession`]
+/// held by the caller and by the pool's token actors (`super::pool::TokenHandle`).
+pub trait TokenAccess: Send {
+    /// A usable access token.
+    fn access(&mut self) -> BoxFuture<'_, Result<Secret, UpstreamError>>;
+    /// The access token last given was refused: the next [`TokenAccess::access`] mints another.
+    fn refused(&mut self) -> BoxFuture<'_, ()>;
+    /// The token's project, created on first use.
+    fn project(&mut self) -> BoxFuture<'_, Result<String, UpstreamError>>;
+    /// The token's paygate tier, when known.
+    fn tier(&mut self) -> BoxFuture<'_, Option<String>>;
+}
+
+/// A [`TokenSession`] and the client its calls go through.
+struct SessionAccess<'s> {
+    session: &'s mut TokenSession,
+    client: &'s FlowClient,
+}
+
+impl TokenAccess for SessionAccess<'_> {
+    fn access(&mut self) -> BoxFuture<'_, Result<Secret, UpstreamError>> {
+        Box::pin(self.session.access(self.client, OffsetDateTime::now_utc()))
+    }
+
+    fn refused(&mut self) -> BoxFuture<'_, ()> {
+        self.session.drop_access();
+        Box::pin(std::future::ready(()))
+    }
+
+    fn project(&mut self) -> BoxFuture<'_, Result<String, UpstreamError>> {
+        Box::pin(self.session.project(self.client))
+    }
+
+    fn tier(&mut self) -> BoxFuture<'_, Option<String>> {
+        let tier = self.session.credits.as_ref().and_then(|c| c.tier.clone());
+        Box::pin(std::future::ready(tier))
+    }
+}
+
+/// Submits a video on `token`; a refused access token is replaced and the submission repeated
+/// (at most [`MAX_REMINTS_PER_JOB`] times).
+pub async fn submit_video(
+    token: &mut dyn TokenAccess,
+    client: &FlowClient,
+    video: &VideoRequest<'_>,
+) -> Result<VideoTask, UpstreamError> {
+    let project = token.project().await?;
+    let tier = token.tier().await;
+    let mut remints = 0u32;
+    loop {
+        let access = token.access().await?;
+        match client
+            .submit_video(&access, &project, tier.as_deref(), video)
+            .await
+        {
+            Err(e) if e.kind == ErrorKind::AuthExpired && remints < MAX_REMINTS_PER_JOB => {
+                remints += 1;
+                token.refused().await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One poll of a submitted video: its status, `None` when this poll failed in a way that does
+/// not end the job (an HTTP error, a refused access token — replaced for the next poll).
+pub async fn poll_video(
+    token: &mut dyn TokenAccess,
+    client: &FlowClient,
+    task: &VideoTask,
+) -> Result<Option<VideoStatus>, UpstreamError> {
+    let access = token.access().await?;
+    match client.check_video(&access, task).await {
+        Ok(status) => Ok(Some(status)),
+        Err(e) if e.kind == ErrorKind::AuthExpired => {
+            // The job lives on upstream: a new access token picks it up.
+            token.refused().await;
+            Ok(None)
+        }
+        // An HTTP error while polling is not the end of the job (spec §3).
+        Err(e) if polling_error_is_transient(&e) => {
+            tracing::debug!(error = %e, "a Flow status poll failed; polling on");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Polls a submitted video to its end: its URL. `progress` hears each running status. A job
+/// still running after `polling.max_attempts` polls is a [`ErrorKind::Timeout`]; a job whose
+/// access tokens keep being refused ends after [`MAX_REMINTS_PER_JOB`] replacements.
+pub async fn poll_to_end(
+    token: &mut dyn TokenAccess,
+    client: &FlowClient,
+    task: &VideoTask,
+    polling: Polling,
+    mut progress: impl FnMut(u32, &str),
+) -> Result<String, UpstreamError> {
+    let mut refused = 0u32;
+    for attempt in 1..=polling.max_attempts {
+        tokio::time::sleep(polling.interval).await;
+        let access = token.access().await?;
+        match client.check_video(&access, task).await {
+            Ok(VideoStatus::Done { url }) => return Ok(url),
+            Ok(VideoStatus::Running(status)) => progress(attempt, &status),
+            Err(e) if e.kind == ErrorKind::AuthExpired && refused < MAX_REMINTS_PER_JOB => {
+                // The job lives on upstream: a new access token picks it up.
+                refused += 1;
+                token.refused().await;
+            }
+            // An HTTP error while polling is not the end of the job (spec §3).
+            Err(e) if polling_error_is_transient(&e) => {
+                tracing::debug!(error = %e, attempt, "a Flow status poll failed; polling on");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(UpstreamError::new(
+        ErrorKind::Timeout,
+        super::client::endpoint::CHECK_VIDEO,
+        format!(
+            "the video was not ready after {} polls",
+            polling.max_attempts
+        ),
+    ))
+}
+
+/// Submits a video on `token` and polls it to the end: its URL. A refused access token (on
+/// submit or while polling) is replaced and the call repeated; HTTP errors while polling are
+/// waited out; a job still running after `polling.max_attempts` polls is a
+/// [`ErrorKind::Timeout`].
+pub async fn run_video(
+    token: &mut dyn TokenAccess,
+    client: &FlowClient,
+    video: &VideoRequest<'_>,
+    polling: Polling,
+    progress: impl FnMut(u32, &str),
+) -> Result<String, UpstreamError> {
+    let task = submit_video(token, client, video).await?;
+    poll_to_end(token, client, &task, polling, progress).await
 }
 
 /// Errors of a status poll that do not end the job: the upstream's trouble, not the job's.

@@ -1,0 +1,486 @@
+//! Flow through the real wiring: the gateway's token pool and every dialect against the Flow
+//! simulator (a real HTTP server on loopback).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests: a failed unwrap is a failed test"
+)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use business2api_tests::{
+    SseReader, TEST_KEY, TestApp, TestOptions, base_config, merge, spawn_app_with, start_app,
+};
+use serde_json::{Value, json};
+use upstream_sim::flow::{FlowRoute, FlowSimulator, VideoScript};
+
+const ST: &str = "flow-session-token-aaaaaaaaaaaaaaaaaaaa";
+const ST2: &str = "flow-session-token-bbbbbbbbbbbbbbbbbbbb";
+const ADMIN: &str = "admin-key-0123456789abcdef";
+
+/// The Flow part of a test configuration.
+fn flow_config(sim: &FlowSimulator, tokens: &[&str]) -> Value {
+    json!({
+        "admin_keys": [ADMIN],
+        "flow": {
+            "enable": true,
+            "tokens": tokens,
+            "labs_base_url": sim.base_url(),
+            "api_base_url": sim.base_url(),
+            "timeout": 10,
+            "poll_interval": 1,
+            "max_poll_attempts": 20,
+        }
+    })
+}
+
+/// A Flow simulator with `tokens` known to it, and an app configured with them.
+async fn flow_app(tokens: &[&str]) -> (TestApp, FlowSimulator) {
+    let sim = FlowSimulator::start().await.unwrap();
+    for (i, t) in tokens.iter().enumerate() {
+        sim.add_token(t, &format!("flow{i}@example.com"), 1000, "PAYGATE_TIER_TWO");
+    }
+    let app = spawn_app_with(TestOptions::default().config(flow_config(&sim, tokens))).await;
+    (app, sim)
+}
+
+/// Stops `app` and starts it again on the same data dir and configuration.
+async fn restart(app: TestApp, sim: &FlowSimulator, tokens: &[&str]) -> TestApp {
+    let (data_dir, gemini, accounts) = app.shutdown_gracefully().await;
+    let mut config = base_config(data_dir.path(), &gemini);
+    merge(&mut config, json!({ "api_keys": [TEST_KEY] }));
+    merge(&mut config, flow_config(sim, tokens));
+    start_app(gemini, accounts, data_dir, config).await
+}
+
+async fn admin_get(app: &TestApp, path: &str) -> Value {
+    app.get_json_as(ADMIN, path).await
+}
+
+async fn admin_post(app: &TestApp, path: &str, body: &Value) -> (u16, Value) {
+    app.post_json_as(ADMIN, path, body).await
+}
+
+/// The token `id` in `/admin/flow/status`, if listed.
+async fn token_status(app: &TestApp, id: &str) -> Option<Value> {
+    let status = admin_get(app, "/admin/flow/status").await;
+    status["tokens"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{status}"))
+        .iter()
+        .find(|t| t["id"] == id)
+        .cloned()
+}
+
+/// Polls `/admin/flow/status` until `check` holds (5 s at most).
+async fn wait_status(app: &TestApp, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = admin_get(app, "/admin/flow/status").await;
+        if check(&status) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{what}: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn ids(status: &Value) -> Vec<String> {
+    status["tokens"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|t| t["id"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A non-streamed OpenAI chat for `model`: status and body.
+async fn chat(app: &TestApp, model: &str, prompt: &str) -> (u16, Value) {
+    let response = post(
+        app,
+        "/v1/chat/completions",
+        &json!({"model": model, "messages": [{"role": "user", "content": prompt}]}),
+    )
+    .await;
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// The md5 hex of a session token: the id of file and API tokens.
+fn md5_id(token: &str) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn post(app: &TestApp, path: &str, body: &Value) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .bearer_auth(TEST_KEY)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_openai_chat_gets_a_flow_image_as_a_link_to_the_gateways_copy() {
+    let (app, sim) = flow_app(&[ST]).await;
+    let models = app.get_json_as(TEST_KEY, "/v1/models").await;
+    assert!(models["data"].is_array(), "{models}");
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"gemini-2.5-flash-image-landscape"), "{ids:?}");
+    assert!(ids.contains(&"veo_3_1_t2v_fast_landscape"), "{ids:?}");
+    let response = post(
+        &app,
+        "/v1/chat/completions",
+        &json!({
+            "model": "imagen-4.0-generate-preview-portrait",
+            "messages": [{"role": "user", "content": "a lighthouse at dusk"}],
+        }),
+    )
+    .await;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let content = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(content.contains("/media/"), "{content}");
+    let generate = sim.requests_to(FlowRoute::GenerateImages);
+    assert_eq!(generate.len(), 1);
+    let sent = generate[0].body.as_ref().unwrap();
+    assert_eq!(sent["requests"][0]["prompt"], "a lighthouse at dusk");
+    assert_eq!(
+        sent["requests"][0]["imageAspectRatio"],
+        "IMAGE_ASPECT_RATIO_PORTRAIT"
+    );
+}
+
+#[tokio::test]
+async fn an_access_token_refused_mid_video_is_replaced_and_the_job_completes() {
+    let (app, sim) = flow_app(&[ST]).await;
+    sim.script_video(VideoScript::success_after(3));
+    let response = post(
+        &app,
+        "/v1/chat/completions",
+        &json!({"model": "veo_3_1_t2v_fast_landscape", "stream": true,
+            "messages": [{"role": "user", "content": "waves"}]}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let mut reader = SseReader::new(response);
+    // The job is running: its access token is revoked under it.
+    let mut reasoning = String::new();
+    while sim.count(FlowRoute::CheckStatus) == 0 {
+        let data = reader.next_data().await.expect("the stream goes on");
+        let chunk: Value = serde_json::from_str(&data).unwrap();
+        if let Some(r) = chunk["choices"][0]["delta"]["reasoning_content"].as_str() {
+            reasoning.push_str(r);
+        }
+    }
+    let sessions_before = sim.count(FlowRoute::Session);
+    sim.revoke_access_tokens(ST);
+    let rest = reader.rest().await;
+    assert_eq!(rest.last().map(String::as_str), Some("[DONE]"), "{rest:?}");
+    let content: String = rest
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(content.contains("/media/"), "{content}");
+    assert!(reasoning.contains("Video submitted"), "{reasoning}");
+    // A new access token was minted and the same job polled to its end: one submit.
+    assert!(sim.count(FlowRoute::Session) > sessions_before);
+    assert_eq!(sim.count(FlowRoute::VideoText), 1);
+}
+
+#[tokio::test]
+async fn a_token_whose_session_dies_hands_the_request_to_the_next_token() {
+    let (app, sim) = flow_app(&[ST, ST2]).await;
+    // Both tokens are read at start; then the first one's session dies.
+    wait_status(&app, "both tokens read", |s| {
+        s["tokens"]
+            .as_array()
+            .is_some_and(|t| t.iter().all(|t| t["credits"] == 1000))
+    })
+    .await;
+    sim.expire_session(ST);
+    sim.revoke_access_tokens(ST);
+    let (status, body) = chat(&app, "gemini-2.5-flash-image-landscape", "a red kite").await;
+    assert_eq!(status, 200, "{body}");
+    let first = token_status(&app, "flow_token_0").await.unwrap();
+    assert_eq!(first["state"], "disabled", "{first}");
+    assert_eq!(first["disabled"], true);
+    assert!(
+        first["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("flow.session")
+            || first["last_error"].is_string()
+    );
+    // The disabled token is not tried again: the next image goes to the second token directly.
+    let sessions = sim.count(FlowRoute::Session);
+    let (status, _) = chat(&app, "gemini-2.5-flash-image-landscape", "a blue kite").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        sim.count(FlowRoute::Session),
+        sessions,
+        "no new mint for a disabled token"
+    );
+    assert_eq!(sim.projects(ST2).len(), 1);
+}
+
+#[tokio::test]
+async fn a_token_that_dies_mid_video_loses_nothing_the_job_runs_on_the_next_token() {
+    let (app, sim) = flow_app(&[ST, ST2]).await;
+    wait_status(&app, "both tokens read", |s| {
+        s["tokens"]
+            .as_array()
+            .is_some_and(|t| t.iter().all(|t| t["credits"] == 1000))
+    })
+    .await;
+    sim.script_video(VideoScript::success_after(5));
+    sim.script_video(VideoScript::success_after(0));
+    let response = post(
+        &app,
+        "/v1/chat/completions",
+        &json!({"model": "veo_3_1_t2v_fast_portrait", "stream": true,
+            "messages": [{"role": "user", "content": "a storm"}]}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let mut reader = SseReader::new(response);
+    while sim.count(FlowRoute::CheckStatus) == 0 {
+        reader.next_data().await.expect("the stream goes on");
+    }
+    // The token the job runs on dies: its session and its access tokens are refused.
+    assert_eq!(sim.projects(ST).len(), 1, "the job runs on the first token");
+    sim.expire_session(ST);
+    sim.revoke_access_tokens(ST);
+    let rest = reader.rest().await;
+    assert_eq!(rest.last().map(String::as_str), Some("[DONE]"), "{rest:?}");
+    let content: String = rest
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(content.contains("/media/"), "{content}");
+    // Submitted again on the second token.
+    assert_eq!(sim.count(FlowRoute::VideoText), 2);
+    assert_eq!(
+        token_status(&app, "flow_token_0").await.unwrap()["state"],
+        "disabled"
+    );
+}
+
+#[tokio::test]
+async fn admin_routes_add_list_and_remove_tokens_and_never_show_one() {
+    let (app, sim) = flow_app(&[ST]).await;
+    let new = "flow-session-token-cccccccccccccccccccc";
+    sim.add_token(new, "c@example.com", 40, "PAYGATE_TIER_ONE");
+    // API keys grant nothing here.
+    let (status, _) = app
+        .post_json_as(TEST_KEY, "/admin/flow/add-token", &json!({"cookie": new}))
+        .await;
+    assert_eq!(status, 401);
+    let (status, body) = admin_post(
+        &app,
+        "/admin/flow/add-token",
+        &json!({"cookie": format!("a=b; __Secure-next-auth.session-token={new}; c=d")}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let id = md5_id(new);
+    assert_eq!(body["token_id"], id);
+    assert_eq!(body["total"], 2);
+    // Saved under <data_dir>/at/, readable by the owner only.
+    let file = app
+        .data_dir
+        .path()
+        .join("at")
+        .join(format!("{}.txt", &id[..16]));
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    // The same token again is refused.
+    let (status, body) = admin_post(
+        &app,
+        "/admin/flow/add-token",
+        &json!({"cookie": format!("__Secure-next-auth.session-token={new}")}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("already"),
+        "{body}"
+    );
+    let (status, _) = admin_post(&app, "/admin/flow/add-token", &json!({"cookie": "x=y"})).await;
+    assert_eq!(status, 400);
+    // Status: ids, state, credits, tier; never a token.
+    let status = wait_status(&app, "the new token's credits", |s| {
+        s["tokens"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["credits"] == 40))
+    })
+    .await;
+    assert_eq!(status["enabled"], true);
+    assert_eq!(status["total"], 2);
+    let added = status["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap();
+    assert_eq!(added["tier"], "PAYGATE_TIER_ONE");
+    assert_eq!(added["state"], "active");
+    let text = status.to_string();
+    assert!(
+        !text.contains(ST) && !text.contains(new) && !text.contains("ya29."),
+        "{text}"
+    );
+    // Removed: never selected again, its file gone.
+    let (status, body) = admin_post(
+        &app,
+        "/admin/flow/remove-token",
+        &json!({"token_id": "flow_token_0"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = admin_post(
+        &app,
+        "/admin/flow/remove-token",
+        &json!({"token_id": "flow_token_0"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, body) = chat(&app, "gemini-2.5-flash-image-portrait", "a cat").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(sim.projects(ST).is_empty(), "the removed token was used");
+    let (status, _) = admin_post(&app, "/admin/flow/remove-token", &json!({"token_id": id})).await;
+    assert_eq!(status, 200);
+    assert!(!file.exists());
+    // No token left: Flow models are not listed, and a request is a clear 503.
+    let (status, body) = chat(&app, "gemini-2.5-flash-image-portrait", "a dog").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    let models = app.get_json_as(TEST_KEY, "/v1/models").await;
+    assert!(!models.to_string().contains("veo_"), "{models}");
+}
+
+#[tokio::test]
+async fn removed_configuration_tokens_and_disabled_tokens_stay_so_after_a_restart() {
+    let (app, sim) = flow_app(&[ST, ST2]).await;
+    let (status, _) = admin_post(
+        &app,
+        "/admin/flow/remove-token",
+        &json!({"token_id": "flow_token_1"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    sim.expire_session(ST);
+    sim.revoke_access_tokens(ST);
+    admin_post(&app, "/admin/flow/reload", &json!({})).await;
+    let (status, _) = chat(&app, "gemini-2.5-flash-image-landscape", "x").await;
+    assert_eq!(status, 503);
+    wait_status(&app, "token 0 disabled", |s| s["disabled"] == 1).await;
+    let app = restart(app, &sim, &[ST, ST2]).await;
+    let status = admin_get(&app, "/admin/flow/status").await;
+    assert_eq!(ids(&status), vec!["flow_token_0"], "{status}");
+    assert_eq!(status["tokens"][0]["state"], "disabled", "{status}");
+    // Re-adding the removed token by hand is the operator's word: it serves again.
+    let (status, body) = admin_post(
+        &app,
+        "/admin/flow/add-token",
+        &json!({"cookie": format!("__Secure-next-auth.session-token={ST2}")}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = chat(&app, "gemini-2.5-flash-image-landscape", "y").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn token_files_in_the_at_dir_apply_live_when_created_changed_and_deleted() {
+    let (app, sim) = flow_app(&[]).await;
+    let at = app.data_dir.path().join("at");
+    let status = admin_get(&app, "/admin/flow/status").await;
+    assert_eq!(status["total"], 0, "{status}");
+    // The watcher is up once the directory exists.
+    assert!(at.is_dir());
+    sim.add_token(ST, "a@example.com", 10, "PAYGATE_TIER_ONE");
+    sim.add_token(ST2, "b@example.com", 20, "PAYGATE_TIER_ONE");
+    let file = at.join("mine.txt");
+    std::fs::write(
+        &file,
+        format!("__Secure-next-auth.session-token={ST}; other=1"),
+    )
+    .unwrap();
+    wait_status(&app, "the created file's token", |s| {
+        ids(s) == vec![md5_id(ST)]
+    })
+    .await;
+    std::fs::write(&file, format!("__Secure-next-auth.session-token={ST2}")).unwrap();
+    wait_status(&app, "the changed file's token", |s| {
+        ids(s) == vec![md5_id(ST2)]
+    })
+    .await;
+    let (status, body) = chat(&app, "gemini-2.5-flash-image-landscape", "z").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sim.projects(ST2).len(), 1);
+    std::fs::remove_file(&file).unwrap();
+    wait_status(&app, "the deleted file's token gone", |s| s["total"] == 0).await;
+    // A file with no token is reported by reload, never echoed.
+    std::fs::write(at.join("junk.txt"), "not-a-cookie=1").unwrap();
+    let (status, body) = admin_post(&app, "/admin/flow/reload", &json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["unusable"].as_array().unwrap().len(), 1, "{body}");
+    assert!(!body.to_string().contains("not-a-cookie"), "{body}");
+    let files = files_in(&at);
+    assert!(files.contains(&"junk.txt".to_owned()));
+}
+
+#[tokio::test]
+async fn flow_disabled_lists_no_flow_model_and_answers_a_clear_400() {
+    let app = spawn_app_with(TestOptions::default().config(json!({"admin_keys": [ADMIN]}))).await;
+    let models = app.get_json_as(TEST_KEY, "/v1/models").await;
+    assert!(!models.to_string().contains("veo_"), "{models}");
+    let (status, body) = chat(&app, "veo_3_1_t2v_fast_landscape", "x").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("flow.enable"),
+        "{body}"
+    );
+    let status = admin_get(&app, "/admin/flow/status").await;
+    assert_eq!(status["enabled"], false, "{status}");
+}
