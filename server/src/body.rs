@@ -246,8 +246,10 @@ fn guarded(inner: Payload, held: Held, prepaid: usize, idle: Duration, wait: Dur
         }
         Some((Ok(chunk), st))
     });
+    // Fused: a reader may poll again after the end (actix-multipart does), which an unfused
+    // `unfold` answers with a panic.
     Payload::Stream {
-        payload: Box::pin(stream),
+        payload: Box::pin(stream.fuse()),
     }
 }
 
