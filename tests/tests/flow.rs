@@ -484,3 +484,79 @@ async fn flow_disabled_lists_no_flow_model_and_answers_a_clear_400() {
     let status = admin_get(&app, "/admin/flow/status").await;
     assert_eq!(status["enabled"], false, "{status}");
 }
+
+/// A plain HTTP forward proxy on loopback that records the head of each connection's first
+/// request and then relays bytes both ways.
+async fn recording_proxy() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&heads);
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let seen = std::sync::Arc::clone(&seen);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if inbound.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                // `GET http://127.0.0.1:port/path HTTP/1.1`: the origin is in the target.
+                let target = text
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                let host = target
+                    .trim_start_matches("http://")
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                seen.lock().unwrap().push(text);
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(host).await else {
+                    return;
+                };
+                if outbound.write_all(&head).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (format!("http://flowuser:proxy-pass-123@{address}"), heads)
+}
+
+#[tokio::test]
+async fn flow_traffic_goes_through_flow_proxy_with_its_credentials() {
+    let sim = FlowSimulator::start().await.unwrap();
+    sim.add_token(ST, "a@example.com", 100, "PAYGATE_TIER_ONE");
+    let (proxy, heads) = recording_proxy().await;
+    let mut config = flow_config(&sim, &[ST]);
+    merge(&mut config, json!({"flow": {"proxy": proxy}}));
+    let app = spawn_app_with(TestOptions::default().config(config)).await;
+    let (status, body) = chat(&app, "gemini-3.0-pro-image-portrait", "a map").await;
+    assert_eq!(status, 200, "{body}");
+    let heads = heads.lock().unwrap().clone();
+    assert!(!heads.is_empty(), "nothing went through the proxy");
+    let sim_origin = sim.base_url();
+    let sim_origin = sim_origin.trim_end_matches('/');
+    for head in &heads {
+        assert!(head.contains(sim_origin), "{head}");
+        // Basic credentials for flowuser:proxy-pass-123.
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("proxy-authorization: basic zmxvd3vzzxi6chjvehktcgfzcy0xmjm="),
+            "{head}"
+        );
+    }
+    // Every Flow call of the image went out through it (session, project, generate, file).
+    assert_eq!(sim.count(FlowRoute::GenerateImages), 1);
+    // The proxy password is not shown by the admin status or the health page.
+    let health = app.get_json("/health").await.to_string();
+    assert!(!health.contains("proxy-pass-123"), "{health}");
+}
