@@ -48,11 +48,14 @@ pub async fn root(state: web::Data<AppState>) -> HttpResponse {
         "status": "running",
         "version": env!("CARGO_PKG_VERSION"),
         "mode": state.mode.as_str(),
+        // The reference's key: whether Flow (Imagen, Veo) is on.
+        "flow_enabled": state.flow.pool().is_some(),
         "endpoints": {
             "openai": [
                 "POST /v1/chat/completions",
                 "POST /v1/responses",
                 "POST /v1/images/generations",
+                "POST /v1/videos, GET /v1/videos, GET|DELETE /v1/videos/{id}, GET /v1/videos/{id}/content (Flow)",
                 "GET /v1/models",
                 "GET /v1/models/{model}",
             ],

@@ -152,6 +152,9 @@ async fn an_openai_chat_gets_a_flow_image_as_a_link_to_the_gateways_copy() {
         .collect();
     assert!(ids.contains(&"gemini-2.5-flash-image-landscape"), "{ids:?}");
     assert!(ids.contains(&"veo_3_1_t2v_fast_landscape"), "{ids:?}");
+    let root = app.get_json("/").await;
+    assert_eq!(root["flow_enabled"], true, "{root}");
+    assert!(root["endpoints"].to_string().contains("POST /v1/videos"));
     let response = post(
         &app,
         "/v1/chat/completions",
@@ -483,6 +486,7 @@ async fn flow_disabled_lists_no_flow_model_and_answers_a_clear_400() {
     );
     let status = admin_get(&app, "/admin/flow/status").await;
     assert_eq!(status["enabled"], false, "{status}");
+    assert_eq!(app.get_json("/").await["flow_enabled"], false);
 }
 
 /// A plain HTTP forward proxy on loopback that records the head of each connection's first
