@@ -564,3 +564,34 @@ async fn flow_traffic_goes_through_flow_proxy_with_its_credentials() {
     let health = app.get_json("/health").await.to_string();
     assert!(!health.contains("proxy-pass-123"), "{health}");
 }
+
+#[tokio::test]
+async fn a_token_out_of_credits_cools_down_and_the_video_goes_to_the_next_token() {
+    let sim = FlowSimulator::start().await.unwrap();
+    // A video costs 20 credits: the first token cannot pay for one.
+    sim.add_token(ST, "poor@example.com", 10, "PAYGATE_TIER_ONE");
+    sim.add_token(ST2, "rich@example.com", 1000, "PAYGATE_TIER_TWO");
+    let app = spawn_app_with(TestOptions::default().config(flow_config(&sim, &[ST, ST2]))).await;
+    wait_status(&app, "both tokens read", |s| {
+        s["tokens"]
+            .as_array()
+            .is_some_and(|t| t.iter().all(|t| t["credits"].is_i64()))
+    })
+    .await;
+    sim.script_video(VideoScript::success_after(0));
+    let (status, body) = chat(&app, "veo_2_0_t2v_landscape", "rain").await;
+    assert_eq!(status, 200, "{body}");
+    let poor = token_status(&app, "flow_token_0").await.unwrap();
+    assert_eq!(poor["state"], "cooling", "{poor}");
+    assert!(poor["cooldown_secs"].as_u64().unwrap() > 0, "{poor}");
+    // Out of credits is not an error of the token: it is not counted as one.
+    assert_eq!(poor["errors"], 0, "{poor}");
+    assert_eq!(sim.credits(ST2), Some(980));
+    // While it cools, the next video goes straight to the second token.
+    let submits = sim.count(FlowRoute::VideoText);
+    sim.script_video(VideoScript::success_after(0));
+    let (status, _) = chat(&app, "veo_2_0_t2v_landscape", "snow").await;
+    assert_eq!(status, 200);
+    assert_eq!(sim.count(FlowRoute::VideoText), submits + 1);
+    assert_eq!(sim.credits(ST2), Some(960));
+}
