@@ -571,8 +571,8 @@ impl Job {
                 self.record.submitted = Some(submitted);
                 self.record.status = VideoJobStatus::InProgress;
                 self.record.progress = self.record.progress.max(SUBMITTED_PROGRESS);
-                self.save().await;
-                self.drop_reference().await;
+                // The reference image stays until the job ends: a job whose token dies is
+                // submitted again with it.
                 self.save().await;
                 true
             }
@@ -584,9 +584,10 @@ impl Job {
     }
 
     async fn poll_to_end(&mut self) {
-        let Some(submitted) = self.record.submitted.clone() else {
+        let Some(mut submitted) = self.record.submitted.clone() else {
             return;
         };
+        let mut resubmitted = 0usize;
         if self.record.status != VideoJobStatus::InProgress {
             self.record.status = VideoJobStatus::InProgress;
             self.save().await;
@@ -609,6 +610,23 @@ impl Job {
                     if progress != self.record.progress {
                         self.record.progress = progress;
                         self.save().await;
+                    }
+                }
+                Ok(VideoPoll::Lost { reason }) => {
+                    // The token died under the job: submit it again on another one.
+                    tracing::warn!(job = %self.record.id, reason = %crate::telemetry::untrusted(&reason), "a video job's token failed; submitting it again");
+                    resubmitted += 1;
+                    if resubmitted > crate::upstream::flow::upstream::MAX_TOKENS {
+                        self.fail("token_failed", reason).await;
+                        return;
+                    }
+                    self.record.submitted = None;
+                    if !self.submit(None, None).await {
+                        return;
+                    }
+                    match self.record.submitted.clone() {
+                        Some(s) => submitted = s,
+                        None => return,
                     }
                 }
                 Err(e) => {
@@ -660,6 +678,7 @@ impl Job {
         self.record.progress = 100;
         self.record.completed_at = Some(now);
         self.record.expires_at = Some(now.saturating_add(self.inner.media.ttl().as_secs()));
+        self.drop_reference().await;
         self.save().await;
         tracing::info!(job = %self.record.id, bytes, "video job completed");
     }

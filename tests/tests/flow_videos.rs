@@ -437,3 +437,50 @@ async fn a_restart_during_a_job_resumes_it_to_completion() {
     assert_eq!(response.bytes().await.unwrap().as_ref(), FLOW_VIDEO_MP4);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_job_whose_token_dies_is_submitted_again_on_another_token_and_completes() {
+    const ST2: &str = "flow-session-token-wwwwwwwwwwwwwwwwwwww";
+    let sim = FlowSimulator::start().await.unwrap();
+    sim.add_token(ST, "a@example.com", 1000, "PAYGATE_TIER_TWO");
+    sim.add_token(ST2, "b@example.com", 1000, "PAYGATE_TIER_TWO");
+    let mut config = flow_config(&sim);
+    merge(&mut config, json!({"flow": {"tokens": [ST, ST2]}}));
+    let app = spawn_app_with(TestOptions::default().config(config)).await;
+    // The first job runs long on the first token (both are fresh: the first is picked).
+    sim.script_video(VideoScript::success_after(20));
+    sim.script_video(VideoScript::success_after(0));
+    let frame = format!(
+        "data:image/png;base64,{}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            DEFAULT_IMAGE_PNG
+        )
+    );
+    let video = create(
+        &app,
+        TEST_KEY,
+        &json!({"model": I2V, "prompt": "the kite flies", "input_reference": frame}),
+    )
+    .await;
+    let id = video["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sim.count(FlowRoute::CheckStatus) == 0 {
+        assert!(Instant::now() < deadline, "never polled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sim.projects(ST).len(), 1);
+    // The token dies under the job.
+    sim.expire_session(ST);
+    sim.revoke_access_tokens(ST);
+    let done = wait_video(&app, TEST_KEY, &id, finished).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    // Submitted again, on the second token, with its frame uploaded again.
+    assert_eq!(sim.count(FlowRoute::VideoStartEnd), 2);
+    assert_eq!(sim.projects(ST2).len(), 1);
+    let uploads = sim.uploads();
+    assert_eq!(uploads.len(), 2, "the frame went up for each submission");
+    let response = content(&app, TEST_KEY, &id, "").await;
+    assert_eq!(response.status(), 200);
+    app.stop().await;
+}

@@ -70,6 +70,11 @@ pub enum VideoPoll {
     },
     /// This poll failed in a way that does not end the job: poll again.
     Retry,
+    /// The token the job ran on failed (its session refused, removed from the pool, …): the
+    /// job is lost upstream and may be submitted again on another token.
+    Lost {
+        reason: String,
+    },
 }
 
 /// Flow as an upstream: the token pool, the client, the polling settings.
@@ -218,13 +223,12 @@ impl FlowUpstream {
     /// One poll of a submitted video, on the token it was submitted with.
     pub async fn poll_video(&self, job: &SubmittedVideo) -> Result<VideoPoll, GatewayError> {
         let flow = self.enabled()?;
-        let mut token = flow.pool.get(&job.token_id).await.ok_or_else(|| {
-            UpstreamError::new(
-                ErrorKind::CookiesInvalid,
-                "flow.pool",
-                "the Flow token this video was submitted with is no longer in the pool",
-            )
-        })?;
+        let Some(mut token) = flow.pool.get(&job.token_id).await else {
+            return Ok(VideoPoll::Lost {
+                reason: "the Flow token this video was submitted with is no longer in the pool"
+                    .to_owned(),
+            });
+        };
         match session::poll_video(&mut token, &flow.client, &job.task()).await {
             Ok(Some(VideoStatus::Running(status))) => Ok(VideoPoll::Running { status }),
             Ok(Some(VideoStatus::Done { url })) => {
@@ -234,7 +238,13 @@ impl FlowUpstream {
             Ok(None) => Ok(VideoPoll::Retry),
             Err(e) => {
                 flow.pool.report(&token.id, Err(&e));
-                Err(e.into())
+                if tokens_fault(&e) {
+                    Ok(VideoPoll::Lost {
+                        reason: e.to_string(),
+                    })
+                } else {
+                    Err(e.into())
+                }
             }
         }
     }
