@@ -1215,3 +1215,98 @@ fn write_private(dir: &Path, path: &Path, contents: &[u8]) -> std::io::Result<()
     file.sync_all()?;
     std::fs::rename(&tmp, path)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use upstream_sim::flow::{FlowRoute, FlowSimulator};
+
+    const ST: &str = "pool-test-session-token-0123456789";
+
+    async fn start(sim: &FlowSimulator, dir: &Path, refresh_every: Duration) -> FlowPool {
+        crate::startup::install_crypto_provider();
+        let config = serde_json::json!({"flow": {"enable": true, "labs_base_url": sim.base_url(),
+            "api_base_url": sim.base_url(), "timeout": 5}});
+        let settings = crate::config::Settings::from_json_str(&config.to_string(), &|_| None)
+            .unwrap()
+            .settings;
+        let client = FlowClient::new(&settings.flow).unwrap();
+        FlowPool::start_with(
+            client,
+            &[Secret::new(ST.to_owned())],
+            dir.join("at"),
+            None,
+            refresh_every,
+        )
+        .unwrap()
+    }
+
+    async fn wait_for(pool: &FlowPool, what: &str, check: impl Fn(&TokenView) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let status = pool.status().await;
+            if status.first().is_some_and(&check) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: {status:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_background_refresh_reads_credits_and_renews_access_tokens_that_expire_soon() {
+        let sim = FlowSimulator::start().await.unwrap();
+        sim.add_token(ST, "a@example.com", 100, "PAYGATE_TIER_ONE");
+        // Access tokens that expire within the 5-minute margin are renewed at each refresh.
+        sim.set_access_ttl(Duration::from_secs(60));
+        let dir = tempfile::tempdir().unwrap();
+        let pool = start(&sim, dir.path(), Duration::from_millis(200)).await;
+        wait_for(&pool, "first credits", |t| t.credits == Some(100)).await;
+        sim.add_token(ST, "a@example.com", 70, "PAYGATE_TIER_TWO");
+        wait_for(&pool, "credits read again", |t| {
+            t.credits == Some(70) && t.tier.as_deref() == Some("PAYGATE_TIER_TWO")
+        })
+        .await;
+        assert!(sim.count(FlowRoute::Session) >= 2, "access tokens renewed");
+        assert!(sim.count(FlowRoute::Credits) >= 2);
+    }
+
+    #[tokio::test]
+    async fn three_errors_take_a_token_out_until_a_refresh_succeeds_and_prompt_faults_never_count()
+    {
+        let sim = FlowSimulator::start().await.unwrap();
+        sim.add_token(ST, "a@example.com", 100, "PAYGATE_TIER_ONE");
+        let dir = tempfile::tempdir().unwrap();
+        let pool = start(&sim, dir.path(), REFRESH_EVERY).await;
+        wait_for(&pool, "first credits", |t| t.credits == Some(100)).await;
+        let id = "flow_token_0";
+        let safety = UpstreamError::new(ErrorKind::BadRequest, "flow.check", "NSFW");
+        let failed_job = UpstreamError::new(
+            ErrorKind::Server { status: 500 },
+            "flow.check",
+            "MEDIA_GENERATION_STATUS_ERROR_UNKNOWN",
+        );
+        for _ in 0..5 {
+            pool.report(id, Err(&safety));
+            pool.report(id, Err(&failed_job));
+        }
+        wait_for(&pool, "no error counted", |t| t.errors == 0).await;
+        assert!(pool.pick(&[]).await.is_some());
+        let http = UpstreamError::new(ErrorKind::Server { status: 502 }, "flow.x", "bad gateway")
+            .with_status(502);
+        for _ in 0..MAX_ERRORS {
+            pool.report(id, Err(&http));
+        }
+        wait_for(&pool, "failing", |t| t.state == TokenStateView::Failing).await;
+        assert!(!pool.has_usable());
+        assert!(pool.pick(&[]).await.is_none());
+        pool.refresh_all();
+        wait_for(&pool, "back after a refresh", |t| {
+            t.state == TokenStateView::Active && t.errors == 0
+        })
+        .await;
+        assert!(pool.pick(&[]).await.is_some());
+    }
+}
