@@ -7,6 +7,10 @@ Binaries (build them first with `cargo build --workspace --bins`, or run ./scrip
 where `<target>` is `$CARGO_TARGET_DIR` if set, else `target/` in the repository root. Relative
 paths in the variables are taken from the current directory.
 
+The simulator also runs its Google Labs Flow (Imagen / Veo) upstream with one session token
+(`--flow-token`), and the gateway has Flow enabled against it: every session lists and serves
+the Flow models (`FLOW_MODELS`) next to the Gemini Business ones.
+
 Nothing here talks to anything but 127.0.0.1: proxy variables are removed from the environment
 of this process (so the SDK's HTTP client cannot pick them up) and of both child processes.
 """
@@ -34,9 +38,39 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "sk-sdk-smoke-test-key"
 ACCOUNTS = 2
 START_TIMEOUT_S = 30.0
+# The Flow session token the simulator knows and the gateway is configured with.
+FLOW_TOKEN = "flow-session-token-sdk-smoke-aaaaaaaaaaaa"
+# Every Flow model id (server/src/upstream/flow/models.rs), listed while Flow is usable.
+FLOW_MODELS = (
+    "gemini-2.5-flash-image-landscape",
+    "gemini-2.5-flash-image-portrait",
+    "gemini-3.0-pro-image-landscape",
+    "gemini-3.0-pro-image-portrait",
+    "imagen-4.0-generate-preview-landscape",
+    "imagen-4.0-generate-preview-portrait",
+    "veo_3_1_t2v_fast_portrait",
+    "veo_3_1_t2v_fast_landscape",
+    "veo_2_1_fast_d_15_t2v_portrait",
+    "veo_2_1_fast_d_15_t2v_landscape",
+    "veo_2_0_t2v_portrait",
+    "veo_2_0_t2v_landscape",
+    "veo_3_1_i2v_s_fast_fl_portrait",
+    "veo_3_1_i2v_s_fast_fl_landscape",
+    "veo_2_1_fast_d_15_i2v_portrait",
+    "veo_2_1_fast_d_15_i2v_landscape",
+    "veo_2_0_i2v_portrait",
+    "veo_2_0_i2v_landscape",
+    "veo_3_0_r2v_fast_portrait",
+    "veo_3_0_r2v_fast_landscape",
+)
+# The Gemini Business models every listing shows (besides FLOW_MODELS).
+GEMINI_MODEL_COUNT = 28
+# What every listing shows in these sessions.
+MODEL_COUNT = GEMINI_MODEL_COUNT + len(FLOW_MODELS)
 STOP_TIMEOUT_S = 10.0
 
 _SIM_LINE = re.compile(r"^upstream-sim listening on (http://127\.0\.0\.1:\d+)\s*$", re.M)
+_FLOW_LINE = re.compile(r"^upstream-sim flow listening on (http://127\.0\.0\.1:\d+)\s*$", re.M)
 _GW_LINE = re.compile(r"^business2api listening on (http://127\.0\.0\.1:\d+)\b", re.M)
 
 # Variables that could send traffic elsewhere or change what the processes under test do:
@@ -199,6 +233,33 @@ def _wait_for_health(base_url: str, deadline: float, procs: list[Proc]) -> dict:
         time.sleep(0.1)
 
 
+def _wait_for_flow(base_url: str, deadline: float, procs: list[Proc]) -> None:
+    """Waits until the gateway lists the Flow models (its Flow token pool has a usable token)."""
+    last = "no answer yet"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(f"{base_url}/v1/models", headers={"Authorization": f"Bearer {API_KEY}"})
+    while True:
+        try:
+            with opener.open(request, timeout=2.0) as response:
+                ids = [m.get("id") for m in json.loads(response.read()).get("data", [])]
+                missing = [m for m in FLOW_MODELS if m not in ids]
+                if not missing:
+                    return
+                last = f"not listed: {missing}"
+        except urllib.error.HTTPError as e:
+            last = f"HTTP {e.code}"
+        except (OSError, ValueError, AttributeError) as e:
+            last = f"{type(e).__name__}: {e}"
+        if procs[-1].popen.poll() is not None:
+            _fail_start("business2api exited while waiting for the Flow models", procs)
+        if time.monotonic() > deadline:
+            _fail_start(
+                f"GET {base_url}/v1/models did not list the Flow models within {START_TIMEOUT_S:.0f} s; last: {last}",
+                procs,
+            )
+        time.sleep(0.1)
+
+
 def _fail_start(message: str, procs: list[Proc]) -> None:
     pytest.fail(message + "\n\n" + "\n".join(p.output() for p in procs), pytrace=False)
 
@@ -259,11 +320,14 @@ def gateway() -> Iterator[Gateway]:
                     str(ACCOUNTS),
                     "--write-accounts",
                     str(data_dir),
+                    "--flow-token",
+                    FLOW_TOKEN,
                 ],
                 workdir,
             )
             procs.append(sim)
             sim_url = _wait_for_line(sim, _SIM_LINE, deadline, procs)
+            flow_url = _wait_for_line(sim, _FLOW_LINE, deadline, procs)
 
             config = {
                 "listen_addr": "127.0.0.1:0",
@@ -273,6 +337,15 @@ def gateway() -> Iterator[Gateway]:
                 "http": {"workers": 2},
                 # The cut tests make accounts back off; keep that short so the session goes on.
                 "pool": {"max_backoff_sec": 2},
+                # Flow (Imagen / Veo) against the simulator's Flow upstream; video jobs are
+                # polled every second.
+                "flow": {
+                    "enable": True,
+                    "tokens": [FLOW_TOKEN],
+                    "labs_base_url": flow_url,
+                    "api_base_url": flow_url,
+                    "poll_interval": 1,
+                },
             }
             config_file = workdir / "config.json"
             config_file.write_text(json.dumps(config, indent=2) + "\n")
@@ -282,6 +355,7 @@ def gateway() -> Iterator[Gateway]:
             procs.append(gw)
             gw_url = _wait_for_line(gw, _GW_LINE, deadline, procs)
             health = _wait_for_health(gw_url, deadline, procs)
+            _wait_for_flow(gw_url, deadline, procs)
 
             yield Gateway(base_url=gw_url, api_key=API_KEY, health=health)
 

@@ -13,12 +13,14 @@ import dataclasses
 import json
 import os
 import re
+import math
+import urllib.request
 from typing import Any, Iterator
 
 import anthropic
 import pytest
 
-from conftest import Gateway
+from conftest import FLOW_MODELS, GEMINI_MODEL_COUNT, MODEL_COUNT, Gateway
 
 VARIANT = os.environ.get("SDK_VARIANT", "current")
 if VARIANT not in ("current", "legacy"):
@@ -31,7 +33,8 @@ else:
 
 MODEL = "gemini-2.5-flash"
 THOUGHT = "Considering the question."
-MODEL_COUNT = 28
+FLOW_IMAGE_MODEL = "imagen-4.0-generate-preview-landscape"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def echo(prompt: str) -> str:
@@ -204,7 +207,8 @@ def test_models_list_and_retrieve(sdk: Sdk) -> None:
     page = sdk.client.models.list(limit=100)
     ids = [m.id for m in page.data]
     assert len(ids) == MODEL_COUNT and len(set(ids)) == MODEL_COUNT, ids
-    assert MODEL in ids, ids
+    assert len([i for i in ids if i not in FLOW_MODELS]) == GEMINI_MODEL_COUNT, ids
+    assert MODEL in ids and set(FLOW_MODELS) <= set(ids), ids
     assert all(m.type == "model" and m.display_name for m in page.data), page.data
     assert page.has_more is False, page
     sdk.assert_one_request("GET", "/v1/models")
@@ -219,8 +223,11 @@ def test_models_list_and_retrieve(sdk: Sdk) -> None:
 def test_models_auto_pagination_follows_the_cursor(sdk: Sdk) -> None:
     ids = [m.id for m in sdk.client.models.list()]  # Anthropic's default page: 20
     assert len(ids) == MODEL_COUNT and len(set(ids)) == MODEL_COUNT, ids
-    sdk.assert_requests("GET /v1/models", "GET /v1/models")
-    assert "after_id=" in str(sdk.requests[1].url), sdk.requests[1].url
+    pages = math.ceil(MODEL_COUNT / 20)
+    assert pages >= 2, MODEL_COUNT
+    sdk.assert_requests(*["GET /v1/models"] * pages)
+    for request in sdk.requests[1:]:
+        assert "after_id=" in str(request.url), request.url
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["non-stream", "stream"])
@@ -416,3 +423,32 @@ def test_two_directives_make_two_tool_uses_unless_parallel_use_is_disabled(sdk: 
     assert one.stop_reason == "tool_use", one.stop_reason
     uses = blocks_of(one, "tool_use")
     assert [(u.name, u.input) for u in uses] == [("get_weather", PARIS)], one.content
+
+
+# --- Flow (Imagen / Veo through the simulator's Flow upstream; see conftest) --------------------
+
+# A generated file's link in the answer's text: absolute, or relative to the gateway.
+MEDIA_LINK = re.compile(r"(?:https?://[^\s()<>\[\]\"']+)?/media/[^\s()<>\[\]\"']+")
+
+
+def test_messages_create_gets_a_flow_image_as_a_media_link(sdk: Sdk, gateway: Gateway) -> None:
+    message = sdk.client.messages.create(
+        model=FLOW_IMAGE_MODEL, max_tokens=1024, messages=user("Flow smoke: a lighthouse at dusk")
+    )
+    sdk.assert_one_request("POST", "/v1/messages")
+    assert message.type == "message" and message.role == "assistant", message
+    assert message.model == FLOW_IMAGE_MODEL, message.model
+    assert message.stop_reason == "end_turn", message.stop_reason
+    text = "".join(b.text for b in blocks_of(message, "text"))
+    links = MEDIA_LINK.findall(text)
+    assert len(links) == 1, f"expected one /media/ link in {text!r}"
+    url = links[0] if links[0].startswith("http") else gateway.base_url + links[0]
+    assert url.startswith(gateway.base_url + "/media/"), f"the link points elsewhere: {url}"
+
+    # No API key: the link is the capability.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=10.0) as response:
+        assert response.status == 200, response.status
+        assert response.headers.get("content-type", "").startswith("image/png"), dict(response.headers)
+        png = response.read()
+    assert png.startswith(PNG_MAGIC), f"not a PNG: {png[:16]!r}"

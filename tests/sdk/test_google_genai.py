@@ -17,7 +17,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from conftest import Gateway
+from conftest import FLOW_MODELS, GEMINI_MODEL_COUNT, MODEL_COUNT, Gateway
 
 MODEL = "gemini-2.5-flash"
 THOUGHT = "Considering the question."
@@ -178,9 +178,12 @@ def test_models_list(sdk: Sdk) -> None:
     sent = sdk.take()
     assert len(sent) == 1 and sent[0].startswith(f"GET {sdk.prefix}models"), sent
     names = [m.name for m in models]
-    assert len(names) == 28 and len(set(names)) == 28, names
+    assert len(names) == MODEL_COUNT and len(set(names)) == MODEL_COUNT, names
     assert f"models/{MODEL}" in names
-    assert all(n.startswith("models/gemini-") for n in names), names
+    assert {f"models/{m}" for m in FLOW_MODELS} <= set(names), names
+    gemini = [n for n in names if n.removeprefix("models/") not in FLOW_MODELS]
+    assert len(gemini) == GEMINI_MODEL_COUNT, names
+    assert all(n.startswith("models/gemini-") for n in gemini), names
     flash = next(m for m in models if m.name == f"models/{MODEL}")
     assert set(flash.supported_actions) >= {"generateContent", "streamGenerateContent", "countTokens"}
     assert flash.input_token_limit and flash.output_token_limit
@@ -400,3 +403,20 @@ def test_forced_function_calling_yields_the_call(sdk: Sdk, named: bool) -> None:
     sdk.assert_one_request("POST", f"models/{MODEL}:generateContent")
     the_weather_call(response.function_calls)
     assert response.candidates[0].finish_reason == types.FinishReason.STOP
+
+
+# --- Flow (Imagen / Veo through the simulator's Flow upstream; see conftest) --------------------
+
+FLOW_IMAGE_MODEL = "gemini-2.5-flash-image-portrait"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_generate_content_gets_a_flow_image_as_inline_data(sdk: Sdk) -> None:
+    response = sdk.client.models.generate_content(model=FLOW_IMAGE_MODEL, contents="Flow smoke: a red kite")
+    sdk.assert_one_request("POST", f"models/{FLOW_IMAGE_MODEL}:generateContent")
+    candidate = response.candidates[0]
+    assert candidate.finish_reason == types.FinishReason.STOP, candidate
+    blobs = [p.inline_data for p in candidate.content.parts if p.inline_data is not None]
+    assert len(blobs) == 1, candidate.content.parts
+    assert blobs[0].mime_type == "image/png", blobs[0].mime_type
+    assert isinstance(blobs[0].data, bytes) and blobs[0].data.startswith(PNG_MAGIC), blobs[0].data[:16]

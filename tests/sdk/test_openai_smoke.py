@@ -18,7 +18,7 @@ import httpx2
 import openai
 import pytest
 
-from conftest import Gateway
+from conftest import FLOW_MODELS, GEMINI_MODEL_COUNT, MODEL_COUNT, Gateway
 
 MODEL = "gemini-2.5-flash"
 THOUGHT = "Considering the question."
@@ -81,8 +81,10 @@ def test_health_reports_ready_accounts(gateway: Gateway) -> None:
 def test_models_list(sdk: Sdk) -> None:
     page = sdk.client.models.list()
     ids = [m.id for m in page.data]
-    assert len(ids) == 28, f"expected 28 models, got {len(ids)}: {ids}"
+    assert len(ids) == MODEL_COUNT, f"expected {MODEL_COUNT} models, got {len(ids)}: {ids}"
+    assert len([i for i in ids if i not in FLOW_MODELS]) == GEMINI_MODEL_COUNT, ids
     assert MODEL in ids, f"{MODEL} missing from {ids}"
+    assert set(FLOW_MODELS) <= set(ids), f"Flow models missing from {ids}"
     assert len(set(ids)) == len(ids), f"duplicate model ids: {ids}"
     assert all(m.object == "model" and m.owned_by for m in page.data), page.data
     sdk.assert_one_request("GET", "/v1/models")
@@ -668,3 +670,61 @@ def test_responses_forced_tool_choice_yields_the_call(sdk: Sdk, tool_choice: Any
     assert sdk.responses[0].status_code == 200, sdk.responses[0]
     assert response.status == "completed", response
     the_responses_weather_call(response)
+
+
+# --- Flow (Imagen / Veo through the simulator's Flow upstream; see conftest) --------------------
+
+FLOW_IMAGE_MODEL = "imagen-4.0-generate-preview-landscape"
+FLOW_VIDEO_MODEL = "veo_3_1_t2v_fast_landscape"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# What the Flow simulator serves for every video (FLOW_VIDEO_MP4 in tests/simulator/src/flow):
+# an `ftyp` box (mp42) and an empty `mdat` box.
+FLOW_VIDEO_MP4 = (
+    b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
+    b"\x00\x00\x00\x08mdat"
+)
+
+
+def test_images_generate_a_flow_image_as_b64_json(sdk: Sdk) -> None:
+    result = sdk.client.images.generate(
+        model=FLOW_IMAGE_MODEL, prompt="Flow smoke: a lighthouse at dusk", response_format="b64_json"
+    )
+    sdk.assert_one_request("POST", "/v1/images/generations")
+    assert result.created > 0, result
+    assert result.data is not None and len(result.data) == 1, result
+    image = result.data[0]
+    assert image.b64_json and image.url is None, image
+    png = base64.b64decode(image.b64_json, validate=True)
+    assert png.startswith(PNG_MAGIC), f"not a PNG: {png[:16]!r}"
+
+
+# Every method of the SDK's video resource is marked deprecated (the Sora API's shutdown date).
+@pytest.mark.filterwarnings("ignore:The Sora API:DeprecationWarning")
+def test_videos_create_poll_and_download_a_flow_video(sdk: Sdk) -> None:
+    prompt = "Flow smoke: a paper boat on a pond"
+    created = sdk.client.videos.create(model=FLOW_VIDEO_MODEL, prompt=prompt)
+    sdk.assert_one_request("POST", "/v1/videos")
+    assert created.object == "video" and created.id, created
+    assert created.status in ("queued", "in_progress"), created
+    assert created.model == FLOW_VIDEO_MODEL and created.prompt == prompt, created
+    assert created.size in ("1280x720", "1792x1024"), f"not a landscape size: {created.size}"
+
+    sdk.reset()
+    video = sdk.client.videos.poll(created.id, poll_interval_ms=200)
+    polls = [f"{r.method} {r.url.path}" for r in sdk.requests]
+    assert polls and set(polls) == {f"GET /v1/videos/{created.id}"}, polls
+    assert video.status == "completed", video
+    assert video.id == created.id and video.model == FLOW_VIDEO_MODEL, video
+    assert video.progress == 100 and video.error is None, video
+    assert video.completed_at is not None and video.completed_at >= video.created_at, video
+    assert video.seconds == "8", video  # every Flow clip is 8 s
+
+    retrieved = sdk.client.videos.retrieve(created.id)
+    assert retrieved.status == "completed" and retrieved.id == created.id, retrieved
+
+    sdk.reset()
+    content = sdk.client.videos.download_content(created.id)
+    sdk.assert_one_request("GET", f"/v1/videos/{created.id}/content")
+    content_type = sdk.responses[0].headers.get("content-type", "")
+    assert content_type.startswith("video/mp4"), f"content-type {content_type!r}"
+    assert content.content == FLOW_VIDEO_MP4, f"not the simulator's MP4: {content.content[:32]!r}"

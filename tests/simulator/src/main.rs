@@ -1,7 +1,9 @@
 //! `upstream-sim`: runs the Gemini Business upstream simulator as a standalone server.
 //!
-//! Prints exactly one line, `upstream-sim listening on http://127.0.0.1:PORT`, once bound, then
-//! serves until SIGINT/SIGTERM.
+//! Prints one line, `upstream-sim listening on http://127.0.0.1:PORT`, once bound, then serves
+//! until SIGINT/SIGTERM. With `--flow-token` it also runs the Google Labs Flow simulator on
+//! `127.0.0.1:0` and prints a second line, `upstream-sim flow listening on
+//! http://127.0.0.1:PORT`, after the first.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -9,7 +11,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use upstream_sim::flow::FlowSimulator;
 use upstream_sim::{SimAccount, SimOptions, Simulator};
+
+/// Credits of each `--flow-token` (enough for many videos).
+const FLOW_CREDITS: i64 = 100_000;
+/// Tier of each `--flow-token`.
+const FLOW_TIER: &str = "PAYGATE_TIER_TWO";
 
 /// A strict simulator of the Gemini Business upstream (U1–U6).
 #[derive(Parser, Debug)]
@@ -30,6 +38,11 @@ struct Cli {
     /// actix worker threads.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// A Flow session token to register with a Flow simulator (repeatable). When given, the
+    /// Flow simulator is started on 127.0.0.1:0 as well; each token gets its own e-mail
+    /// (`flow<N>@example.com`), 100000 credits and tier PAYGATE_TIER_TWO.
+    #[arg(long = "flow-token", value_name = "SESSION_TOKEN")]
+    flow_tokens: Vec<String>,
 }
 
 #[tokio::main]
@@ -62,12 +75,32 @@ async fn run(cli: Cli) -> std::io::Result<()> {
     for account in accounts {
         sim.add_account(account);
     }
+    let flow = if cli.flow_tokens.is_empty() {
+        None
+    } else {
+        let flow = FlowSimulator::start().await?;
+        for (i, token) in cli.flow_tokens.iter().enumerate() {
+            flow.add_token(
+                token,
+                &format!("flow{i}@example.com"),
+                FLOW_CREDITS,
+                FLOW_TIER,
+            );
+        }
+        Some(flow)
+    };
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "upstream-sim listening on {}", sim.base_url())?;
+        if let Some(flow) = &flow {
+            writeln!(out, "upstream-sim flow listening on {}", flow.base_url())?;
+        }
         out.flush()?;
     }
     wait_for_signal().await?;
+    if let Some(flow) = &flow {
+        flow.shutdown().await;
+    }
     sim.shutdown().await;
     Ok(())
 }
