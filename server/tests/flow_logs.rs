@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Read as _;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -22,16 +21,6 @@ const CONFIG_TOKEN: &str = "st-config-token-SECRET-0123456789abcdef";
 const DYING_TOKEN: &str = "st-dying-token-SECRET-0123456789abcdef";
 const API_TOKEN: &str = "st-admin-added-token-SECRET-0123456789abcdef";
 const FILE_TOKEN: &str = "st-file-token-SECRET-0123456789abcdef";
-
-/// Kills the gateway when the test ends, also on a failed assertion.
-struct Kill(std::process::Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 async fn chat(client: &reqwest::Client, base: &str, model: &str, stream: bool) -> (u16, String) {
     let r = client
@@ -104,7 +93,7 @@ async fn no_flow_token_access_token_or_cookie_reaches_the_log() {
         .to_string(),
     )
     .unwrap();
-    let mut child = Kill(
+    let mut child = common::Kill(
         common::gateway_command()
             .args(["serve", "--config"])
             .arg(&config)
@@ -115,16 +104,7 @@ async fn no_flow_token_access_token_or_cookie_reaches_the_log() {
             .unwrap(),
     );
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/health")).send().await
-            && r.status() == 200
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the gateway did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_healthy(&client, &base).await;
 
     // The first configuration token dies: requests move to the next token.
     sim.expire_session(DYING_TOKEN);
@@ -190,16 +170,7 @@ async fn no_flow_token_access_token_or_cookie_reaches_the_log() {
 
     // Let the log lines reach stderr, then stop the gateway and read all of it.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
-    let mut raw = Vec::new();
-    child
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_end(&mut raw)
-        .unwrap();
+    let raw = child.stop_and_read_stderr();
     let log = String::from_utf8_lossy(&raw);
     // The run did what it should have: the log is not empty of Flow.
     assert!(log.contains("Flow token added"), "{log}");

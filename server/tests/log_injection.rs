@@ -3,9 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Read as _;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::free_port;
 use serde_json::json;
@@ -15,16 +14,6 @@ mod common;
 const API_KEY: &str = "log-test-api-key-0123456789";
 /// What a forged line would start with.
 const FORGED: &str = "2030-01-01T00:00:00.000000Z  INFO forged:";
-
-/// Kills the gateway when the test ends, also on a failed assertion.
-struct Kill(std::process::Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_name_with_newlines_and_nul_cannot_forge_a_log_line() {
@@ -49,7 +38,7 @@ async fn a_model_name_with_newlines_and_nul_cannot_forge_a_log_line() {
         .to_string(),
     )
     .unwrap();
-    let mut child = Kill(
+    let mut child = common::Kill(
         common::gateway_command()
             .args(["serve", "--config"])
             .arg(&config)
@@ -60,16 +49,7 @@ async fn a_model_name_with_newlines_and_nul_cannot_forge_a_log_line() {
             .unwrap(),
     );
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/health")).send().await
-            && r.status() == 200
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the gateway did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_healthy(&client, &base).await;
 
     let model = format!("gpt-x\n{FORGED} admin login ok\r\n{FORGED} nul\0 end\u{2028}{FORGED}");
     // OpenAI chat, Anthropic messages and a Gemini path all quote the model in their refusal.
@@ -104,16 +84,7 @@ async fn a_model_name_with_newlines_and_nul_cannot_forge_a_log_line() {
     assert_eq!(r.status(), 404);
     // Let the log lines reach stderr, then stop the gateway and read all of it.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
-    let mut raw = Vec::new();
-    child
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_end(&mut raw)
-        .unwrap();
+    let raw = child.stop_and_read_stderr();
     let log = String::from_utf8_lossy(&raw);
 
     assert!(!raw.contains(&0), "a raw NUL reached the log:\n{log}");

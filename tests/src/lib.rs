@@ -194,6 +194,38 @@ pub fn base_config(data_dir: &Path, sim: &Simulator) -> Value {
     })
 }
 
+/// The admin key of the Flow test apps.
+pub const FLOW_ADMIN_KEY: &str = "admin-key-0123456789abcdef";
+
+/// The configuration that enables Flow against `sim` with `tokens` (plus an admin key): polls
+/// every second, at most 20 of them.
+pub fn flow_config(sim: &upstream_sim::flow::FlowSimulator, tokens: &[&str]) -> Value {
+    json!({
+        "admin_keys": [FLOW_ADMIN_KEY],
+        "flow": {
+            "enable": true,
+            "tokens": tokens,
+            "labs_base_url": sim.base_url(),
+            "api_base_url": sim.base_url(),
+            "timeout": 10,
+            "poll_interval": 1,
+            "max_poll_attempts": 20,
+        }
+    })
+}
+
+/// A Flow simulator that knows `tokens` (1000 credits each), and an app configured with them.
+pub async fn flow_app(tokens: &[&str]) -> (TestApp, upstream_sim::flow::FlowSimulator) {
+    let sim = upstream_sim::flow::FlowSimulator::start()
+        .await
+        .expect("the Flow simulator starts");
+    for (i, t) in tokens.iter().enumerate() {
+        sim.add_token(t, &format!("flow{i}@example.com"), 1000, "PAYGATE_TIER_TWO");
+    }
+    let app = spawn_app_with(TestOptions::default().config(flow_config(&sim, tokens))).await;
+    (app, sim)
+}
+
 /// Starts an app with one account and default settings.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(TestOptions::default()).await

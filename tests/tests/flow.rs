@@ -11,40 +11,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use business2api_tests::{
-    SseReader, TEST_KEY, TestApp, TestOptions, base_config, merge, spawn_app_with, start_app,
+    FLOW_ADMIN_KEY, SseReader, TEST_KEY, TestApp, TestOptions, base_config, collect_delta,
+    flow_app, flow_config, merge, spawn_app_with, start_app,
 };
 use serde_json::{Value, json};
 use upstream_sim::flow::{FlowRoute, FlowSimulator, VideoScript};
 
 const ST: &str = "flow-session-token-aaaaaaaaaaaaaaaaaaaa";
 const ST2: &str = "flow-session-token-bbbbbbbbbbbbbbbbbbbb";
-const ADMIN: &str = "admin-key-0123456789abcdef";
-
-/// The Flow part of a test configuration.
-fn flow_config(sim: &FlowSimulator, tokens: &[&str]) -> Value {
-    json!({
-        "admin_keys": [ADMIN],
-        "flow": {
-            "enable": true,
-            "tokens": tokens,
-            "labs_base_url": sim.base_url(),
-            "api_base_url": sim.base_url(),
-            "timeout": 10,
-            "poll_interval": 1,
-            "max_poll_attempts": 20,
-        }
-    })
-}
-
-/// A Flow simulator with `tokens` known to it, and an app configured with them.
-async fn flow_app(tokens: &[&str]) -> (TestApp, FlowSimulator) {
-    let sim = FlowSimulator::start().await.unwrap();
-    for (i, t) in tokens.iter().enumerate() {
-        sim.add_token(t, &format!("flow{i}@example.com"), 1000, "PAYGATE_TIER_TWO");
-    }
-    let app = spawn_app_with(TestOptions::default().config(flow_config(&sim, tokens))).await;
-    (app, sim)
-}
+const ADMIN: &str = FLOW_ADMIN_KEY;
 
 /// Stops `app` and starts it again on the same data dir and configuration.
 async fn restart(app: TestApp, sim: &FlowSimulator, tokens: &[&str]) -> TestApp {
@@ -108,6 +83,15 @@ async fn chat(app: &TestApp, model: &str, prompt: &str) -> (u16, Value) {
     .await;
     let status = response.status().as_u16();
     (status, response.json().await.unwrap())
+}
+
+/// The `content` of OpenAI chat chunks (data payloads; `[DONE]` is skipped).
+fn streamed_content(payloads: &[String]) -> String {
+    let chunks: Vec<Value> = payloads
+        .iter()
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    collect_delta(&chunks, "content")
 }
 
 /// The md5 hex of a session token: the id of file and API tokens.
@@ -205,15 +189,7 @@ async fn an_access_token_refused_mid_video_is_replaced_and_the_job_completes() {
     sim.revoke_access_tokens(ST);
     let rest = reader.rest().await;
     assert_eq!(rest.last().map(String::as_str), Some("[DONE]"), "{rest:?}");
-    let content: String = rest
-        .iter()
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
+    let content = streamed_content(&rest);
     assert!(content.contains("/media/"), "{content}");
     assert!(reasoning.contains("Video submitted"), "{reasoning}");
     // A new access token was minted and the same job polled to its end: one submit.
@@ -286,15 +262,7 @@ async fn a_token_that_dies_mid_video_loses_nothing_the_job_runs_on_the_next_toke
     sim.revoke_access_tokens(ST);
     let rest = reader.rest().await;
     assert_eq!(rest.last().map(String::as_str), Some("[DONE]"), "{rest:?}");
-    let content: String = rest
-        .iter()
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
+    let content = streamed_content(&rest);
     assert!(content.contains("/media/"), "{content}");
     // Submitted again on the second token.
     assert_eq!(sim.count(FlowRoute::VideoText), 2);

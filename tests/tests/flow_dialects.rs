@@ -17,7 +17,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use business2api_tests::check::chat::markdown_links;
 use business2api_tests::{
-    StreamSummary, TEST_KEY, TestApp, TestOptions, Wire, read_stream, spawn_app_with,
+    StreamSummary, TEST_KEY, TestApp, TestOptions, Wire, flow_app, flow_config, read_stream,
+    spawn_app_with,
 };
 use serde_json::{Value, json};
 use upstream_sim::flow::{
@@ -25,7 +26,6 @@ use upstream_sim::flow::{
 };
 
 const ST: &str = "flow-session-token-aaaaaaaaaaaaaaaaaaaa";
-const ADMIN: &str = "admin-key-0123456789abcdef";
 
 const T2V: &str = "veo_3_1_t2v_fast_landscape";
 const I2V: &str = "veo_3_1_i2v_s_fast_fl_landscape";
@@ -42,31 +42,9 @@ const IMAGES: [(&str, &str); 2] = [
     ),
 ];
 
-/// A Flow simulator with `tokens` known to it, and an app configured with them.
-async fn flow_app(tokens: &[&str]) -> (TestApp, FlowSimulator) {
-    let sim = FlowSimulator::start().await.unwrap();
-    for (i, t) in tokens.iter().enumerate() {
-        sim.add_token(t, &format!("flow{i}@example.com"), 1000, "PAYGATE_TIER_TWO");
-    }
-    let app = app_on(&sim, tokens).await;
-    (app, sim)
-}
-
 /// An app with Flow enabled against `sim`, configured with `tokens` (whatever `sim` knows).
 async fn app_on(sim: &FlowSimulator, tokens: &[&str]) -> TestApp {
-    spawn_app_with(TestOptions::default().config(json!({
-        "admin_keys": [ADMIN],
-        "flow": {
-            "enable": true,
-            "tokens": tokens,
-            "labs_base_url": sim.base_url(),
-            "api_base_url": sim.base_url(),
-            "timeout": 10,
-            "poll_interval": 1,
-            "max_poll_attempts": 20,
-        }
-    })))
-    .await
+    spawn_app_with(TestOptions::default().config(flow_config(sim, tokens))).await
 }
 
 /// The dialects a chat turn can come through.

@@ -24,18 +24,12 @@ const I2V: &str = "veo_3_1_i2v_s_fast_fl_landscape";
 
 /// The Flow part of a test configuration (and a second API key).
 fn flow_config(sim: &FlowSimulator) -> Value {
-    json!({
-        "api_keys": [TEST_KEY, OTHER_KEY],
-        "flow": {
-            "enable": true,
-            "tokens": [ST],
-            "labs_base_url": sim.base_url(),
-            "api_base_url": sim.base_url(),
-            "timeout": 10,
-            "poll_interval": 1,
-            "max_poll_attempts": 30,
-        }
-    })
+    let mut config = business2api_tests::flow_config(sim, &[ST]);
+    merge(
+        &mut config,
+        json!({"api_keys": [TEST_KEY, OTHER_KEY], "flow": {"max_poll_attempts": 30}}),
+    );
+    config
 }
 
 async fn flow_app() -> (TestApp, FlowSimulator) {

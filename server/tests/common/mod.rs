@@ -55,3 +55,44 @@ pub fn write_demo_accounts(sim: &Simulator, data: &Path, n: u32) -> Vec<SimAccou
     }
     accounts
 }
+
+/// Kills the gateway when the test ends, also on a failed assertion.
+pub struct Kill(pub std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Kill {
+    /// Stops the process and returns all it wrote to its (piped) stderr.
+    pub fn stop_and_read_stderr(&mut self) -> Vec<u8> {
+        use std::io::Read as _;
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let mut raw = Vec::new();
+        if let Some(mut stderr) = self.0.stderr.take() {
+            stderr.read_to_end(&mut raw).unwrap();
+        }
+        raw
+    }
+}
+
+/// Waits (20 s at most) until `GET {base}/health` answers 200.
+pub async fn wait_healthy(client: &reqwest::Client, base: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/health")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway did not come up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
