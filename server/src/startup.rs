@@ -666,12 +666,17 @@ fn start_flow(
     if !settings.flow.enable {
         return Ok((FlowUpstream::disabled(), None));
     }
+    // `flow.proxy`, else the gateway's `proxy`: Flow leaves through the egress the operator set
+    // for upstream traffic, and never through one from the environment.
+    let mut flow_settings = settings.flow.clone();
+    if flow_settings.proxy.is_none() {
+        flow_settings.proxy = settings.proxy.clone();
+    }
     // The proxy URL is not echoed (it may hold a password).
-    let client = FlowClient::new(&settings.flow).map_err(|_| {
+    let client = FlowClient::new(&flow_settings).map_err(|_| {
         StartupError::HttpClient(format!(
-            "flow.proxy is not usable: {}",
-            settings
-                .flow
+            "the Flow proxy is not usable: {}",
+            flow_settings
                 .proxy
                 .as_ref()
                 .map_or_else(String::new, |p| p.redacted())
