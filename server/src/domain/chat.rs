@@ -217,6 +217,25 @@ impl GeneratedMedia {
     }
 }
 
+/// A web source a range of the answer's text rests on (search grounding).
+///
+/// The range is in the answer's visible text: the concatenation of every [`StreamEvent::Text`]
+/// of the answer, as byte offsets on `char` boundaries (`end` exclusive). A citation is emitted
+/// only after all the text it covers (`end` ≤ the text emitted so far), so an encoder can turn
+/// it into its own units (UTF-16 or code points, bytes, the cited text) from what it has sent.
+/// One range supported by several sources is one citation per source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Citation {
+    pub url: String,
+    pub title: Option<String>,
+    /// The source's domain (e.g. `example.com`), when the upstream named it.
+    pub domain: Option<String>,
+    pub start: usize,
+    pub end: usize,
+    /// The cited text: `text[start..end]` of the answer.
+    pub cited_text: String,
+}
+
 /// What the upstream produces, in order, as it arrives.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
@@ -228,6 +247,8 @@ pub enum StreamEvent {
     Media(GeneratedMedia),
     /// A tool call the model made.
     ToolCall(ToolCall),
+    /// A source for a range of the text already sent (see [`Citation`]).
+    Citation(Citation),
 }
 
 /// Why the answer ended.

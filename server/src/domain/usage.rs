@@ -100,6 +100,7 @@ impl OutputMeter {
                     .answer
                     .saturating_add(media_tokens(MediaKind::from_mime(&m.mime)))
             }
+            StreamEvent::Citation(_) => {}
             StreamEvent::ToolCall(c) => {
                 self.answer = self
                     .answer

@@ -541,6 +541,7 @@ pub fn blocks(events: &[StreamEvent], signer: &ThinkingSigner) -> Vec<BlockOut> 
                     text: String::new(),
                 });
             }
+            StreamEvent::Citation(_) => {}
             StreamEvent::ToolCall(c) => {
                 close_thinking(&mut open_thinking, &mut out);
                 out.push(BlockOut::ToolUse {

@@ -206,6 +206,7 @@ impl StreamEncoder for MessageEncoder {
                 );
                 self.close(out);
             }
+            StreamEvent::Citation(_) => {}
             StreamEvent::ToolCall(c) => {
                 self.close(out);
                 let index = self.start_block(

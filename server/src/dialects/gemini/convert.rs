@@ -397,6 +397,7 @@ pub fn part_of(event: &StreamEvent, include_thoughts: bool) -> Option<PartOut<'_
                 data: STANDARD.encode(&m.data),
             },
         }),
+        StreamEvent::Citation(_) => None,
         StreamEvent::ToolCall(c) => Some(PartOut::FunctionCall {
             function_call: FunctionCallOut {
                 id: (!c.id.is_empty()).then_some(c.id.as_str()),

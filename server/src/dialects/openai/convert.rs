@@ -489,6 +489,7 @@ pub fn completion(
             StreamEvent::Text(t) => content.push_str(t),
             StreamEvent::Thought(t) => reasoning.push_str(t),
             StreamEvent::Media(m) => content.push_str(&media_markdown(m, inline_media)),
+            StreamEvent::Citation(_) => {}
             StreamEvent::ToolCall(c) => tool_calls.push(ToolCallOut {
                 id: c.id.clone(),
                 kind: "function",

@@ -108,6 +108,7 @@ impl ChunkEncoder {
                     None,
                 )
             }
+            StreamEvent::Citation(_) => Bytes::new(),
             StreamEvent::ToolCall(c) => {
                 let index = self.next_tool_index;
                 self.next_tool_index += 1;

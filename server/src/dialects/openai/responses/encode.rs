@@ -329,6 +329,7 @@ impl ResponsesEncoder {
                 self.image(m, out)
             }
             StreamEvent::Media(m) => self.text(&media_markdown(m, false), out),
+            StreamEvent::Citation(_) => {}
             StreamEvent::ToolCall(c) => self.tool_call(c, out),
         }
     }
