@@ -75,10 +75,13 @@ pub use flow::{
 pub use gate::Gate;
 pub use login::{DEFAULT_LOGIN_TTL, LOGIN_COOKIE, LoginScript};
 pub use model::{
-    Answer, AnswerPart, Endpoint, Fault, FaultRule, FileUris, RecordedRequest, SimAccount,
-    SimStats, Upload,
+    Answer, AnswerPart, Endpoint, Fault, FaultRule, FileUris, Grounding, RecordedRequest,
+    SimAccount, SimReference, SimSegment, SimStats, Upload,
 };
-pub use script::{AGENT_DIRECTIVE, AGENT_DONE, CALL_DIRECTIVE};
+pub use script::{
+    AGENT_DIRECTIVE, AGENT_DONE, CALL_DIRECTIVE, GROUNDED_CITES, GROUNDED_DIRECTIVE, GROUNDED_TEXT,
+    grounded_answer,
+};
 pub use stream::{CUT_DIRECTIVE, CUT_DIRECTIVE_AFTER, DEFAULT_IMAGE_PNG};
 pub use validate::KNOWN_MODELS;
 

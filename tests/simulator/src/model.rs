@@ -322,8 +322,118 @@ pub enum AnswerPart {
         /// Arguments object.
         args: Value,
     },
+    /// Web grounding for the text sent before it (`groundedContent.textGroundingMetadata`, in
+    /// a reply of its own, as a streamed answer sends it after its text).
+    Grounding(Grounding),
+    /// Text and its grounding in one reply (`content.text` with `textGroundingMetadata`).
+    GroundedText { text: String, grounding: Grounding },
     /// A raw array element, sent verbatim (for shapes the builders do not cover).
     Element(Value),
+}
+
+/// A web source of a grounded answer (`TextGroundingMetadata.Reference`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimReference {
+    pub uri: String,
+    pub title: String,
+    pub domain: String,
+    /// A snippet of the source (`content`).
+    pub content: String,
+}
+
+impl SimReference {
+    /// A reference with a title and domain derived from `uri`.
+    pub fn new(uri: impl Into<String>, title: impl Into<String>) -> Self {
+        let uri = uri.into();
+        let domain = uri
+            .split("//")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default()
+            .to_owned();
+        SimReference {
+            uri,
+            title: title.into(),
+            domain,
+            content: String::new(),
+        }
+    }
+}
+
+/// A grounded range of the answer text (`TextGroundingMetadata.Segment`): UTF-8 byte offsets
+/// into the answer's visible text (every text reply so far, concatenated), end exclusive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimSegment {
+    pub start: usize,
+    pub end: usize,
+    /// Indices into the references.
+    pub references: Vec<usize>,
+    /// The segment's text (sent as `text`; `None` leaves the field out).
+    pub text: Option<String>,
+}
+
+/// The grounding of an answer: its sources and the ranges each supports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Grounding {
+    pub references: Vec<SimReference>,
+    pub segments: Vec<SimSegment>,
+}
+
+impl Grounding {
+    /// The `textGroundingMetadata` JSON: indices as strings (proto3 JSON's int64), as Google
+    /// sends them.
+    pub fn to_json(&self) -> Value {
+        let segments: Vec<Value> = self
+            .segments
+            .iter()
+            .map(|s| {
+                let mut v = serde_json::json!({
+                    "startIndex": s.start.to_string(),
+                    "endIndex": s.end.to_string(),
+                    "referenceIndices": s.references,
+                    "groundingScore": 0.9,
+                });
+                if let Some(t) = &s.text {
+                    v["text"] = Value::String(t.clone());
+                }
+                v
+            })
+            .collect();
+        let references: Vec<Value> = self
+            .references
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "content": r.content,
+                    "documentMetadata": {"uri": r.uri, "title": r.title, "domain": r.domain},
+                })
+            })
+            .collect();
+        serde_json::json!({"segments": segments, "references": references})
+    }
+
+    /// The grounding of `answer` where each `(cited, reference)` pair cites the first
+    /// occurrence of `cited` in `answer` (with its text), one reference per distinct URL.
+    pub fn citing(answer: &str, cites: &[(&str, SimReference)]) -> Grounding {
+        let mut g = Grounding::default();
+        for (cited, reference) in cites {
+            let index = match g.references.iter().position(|r| r.uri == reference.uri) {
+                Some(i) => i,
+                None => {
+                    g.references.push(reference.clone());
+                    g.references.len() - 1
+                }
+            };
+            let start = answer.find(cited).unwrap_or(0);
+            g.segments.push(SimSegment {
+                start,
+                end: start + cited.len(),
+                references: vec![index],
+                text: Some((*cited).to_owned()),
+            });
+        }
+        g
+    }
 }
 
 /// A scripted U4 answer: ordered parts, one array element each (after `sessionInfo`).
@@ -383,6 +493,21 @@ impl Answer {
         self.parts.push(AnswerPart::FunctionCall {
             name: name.into(),
             args,
+        });
+        self
+    }
+
+    /// Appends web grounding for the text before it, in a reply of its own (as streamed).
+    pub fn grounding(mut self, grounding: Grounding) -> Self {
+        self.parts.push(AnswerPart::Grounding(grounding));
+        self
+    }
+
+    /// Appends text with its grounding in the same reply.
+    pub fn grounded_text(mut self, text: impl Into<String>, grounding: Grounding) -> Self {
+        self.parts.push(AnswerPart::GroundedText {
+            text: text.into(),
+            grounding,
         });
         self
     }

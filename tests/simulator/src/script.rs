@@ -2,8 +2,9 @@
 //! directive in the prompt, so that clients driving the simulator (the SDK suites, the agent
 //! CLIs) can run whole tool loops without scripting answers by hand.
 //!
-//! Only a query that carries a tools section (`<tools protocol="…">`) is scripted; any other
-//! query gets the default answer. The turn is the number of tool results the conversation
+//! `[sim:grounded]` anywhere in a query gets a web-grounded answer ([`grounded_answer`]).
+//! Otherwise only a query that carries a tools section (`<tools protocol="…">`) is scripted;
+//! any other query gets the default answer. The turn is the number of tool results the conversation
 //! already holds (`Tool Result [name]: …`).
 //!
 //! * `[sim:call NAME {json arguments}]` (one or more): turn 0 calls each named tool with its
@@ -25,11 +26,51 @@ pub const AGENT_DIRECTIVE: &str = "[sim:agent ";
 /// The final text of a finished agent task.
 pub const AGENT_DONE: &str = "Done: the token is written.";
 
+/// A prompt with this directive gets [`grounded_answer`]: streamed text with non-ASCII before
+/// its cited ranges, then its web grounding in a reply of its own.
+pub const GROUNDED_DIRECTIVE: &str = "[sim:grounded]";
+/// The text elements of [`grounded_answer`], in order.
+pub const GROUNDED_TEXT: [&str; 3] = [
+    "Café 𝄞 au lait ☕ is ",
+    "coffee with hot milk. ",
+    "Rust 1.0 shipped in 2015.",
+];
+/// The cited ranges of [`grounded_answer`] and their sources `(cited text, uri, title)`.
+pub const GROUNDED_CITES: [(&str, &str, &str); 2] = [
+    (
+        "coffee with hot milk",
+        "https://en.wikipedia.org/wiki/Caf%C3%A9_au_lait",
+        "Café au lait — Wikipedia",
+    ),
+    (
+        "Rust 1.0 shipped in 2015",
+        "https://blog.rust-lang.org/2015/05/15/Rust-1.0.html",
+        "Announcing Rust 1.0",
+    ),
+];
+
+/// The answer to [`GROUNDED_DIRECTIVE`].
+pub fn grounded_answer() -> Answer {
+    let text: String = GROUNDED_TEXT.concat();
+    let cites: Vec<(&str, crate::model::SimReference)> = GROUNDED_CITES
+        .iter()
+        .map(|(cited, uri, title)| (*cited, crate::model::SimReference::new(*uri, *title)))
+        .collect();
+    let mut answer = Answer::new().thought("Searching the web.");
+    for piece in GROUNDED_TEXT {
+        answer = answer.text(piece);
+    }
+    answer.grounding(crate::model::Grounding::citing(&text, &cites))
+}
+
 /// Characters per text element of a scripted call, so calls cross element boundaries.
 const CALL_CHUNK: usize = 7;
 
 /// The scripted answer to `query`, if it carries a tools section and a directive.
 pub(crate) fn scripted_answer(query: &str) -> Option<Answer> {
+    if query.contains(GROUNDED_DIRECTIVE) {
+        return Some(grounded_answer());
+    }
     if !query.contains("<tools protocol=") {
         return None;
     }
@@ -230,7 +271,7 @@ mod tests {
         a.parts
             .iter()
             .filter_map(|p| match p {
-                AnswerPart::Text(t) => Some(t.as_str()),
+                AnswerPart::Text(t) | AnswerPart::GroundedText { text: t, .. } => Some(t.as_str()),
                 _ => None,
             })
             .collect()

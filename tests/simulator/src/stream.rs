@@ -92,6 +92,17 @@ pub(crate) fn build_elements(state: &State, session: &str, answer: &Answer) -> V
             AnswerPart::FunctionCall { name, args } => {
                 content_element(json!({"functionCall": {"name": name, "args": args}}))
             }
+            AnswerPart::Grounding(g) => json!({"streamAssistResponse": {"answer": {"replies": [
+                {"groundedContent": {"textGroundingMetadata": g.to_json()}}
+            ]}}}),
+            AnswerPart::GroundedText { text, grounding } => {
+                json!({"streamAssistResponse": {"answer": {"replies": [
+                    {"groundedContent": {
+                        "content": {"text": text},
+                        "textGroundingMetadata": grounding.to_json(),
+                    }}
+                ]}}})
+            }
             AnswerPart::Element(v) => v.clone(),
         };
         out.push(Bytes::from(element.to_string()));
