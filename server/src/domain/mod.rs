@@ -6,8 +6,8 @@ pub mod model;
 pub mod usage;
 
 pub use chat::{
-    ChatRequest, FinishReason, GeneratedMedia, GenerationOptions, Media, MediaKind, Message, Part,
-    Role, StreamEvent, ToolCall, ToolChoice, ToolSpec,
+    ChatRequest, Citation, FinishReason, GeneratedMedia, GenerationOptions, Media, MediaKind,
+    Message, Part, Role, StreamEvent, ToolCall, ToolChoice, ToolSpec,
 };
 pub use model::{Features, ModelError, ModelId, ModelSpec};
 pub use usage::{OutputMeter, Usage};

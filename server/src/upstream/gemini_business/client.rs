@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::classify::{classify_element, classify_response, is_html};
-use super::convert::{AssistItem, element_items, tools_spec};
+use super::convert::{AnswerState, AssistItem, element_items, may_be_grounded, tools_spec};
 use super::endpoint::Endpoint;
 use super::json_stream::JsonElementSplitter;
 use super::jwt::{XsrfKey, parse_xsrf_body, sign_jwt};
@@ -575,7 +575,11 @@ impl GeminiBusinessClient {
         let response = self
             .send(endpoint, request, knobs.stream_first_byte_timeout)
             .await?;
-        Ok(assist_items(response, knobs.stream_idle_timeout))
+        Ok(assist_items(
+            response,
+            knobs.stream_idle_timeout,
+            may_be_grounded(model.features()),
+        ))
     }
 
     /// U5: the AI-generated files of a session.
@@ -706,6 +710,9 @@ impl GeminiBusinessClient {
                             files.push(file);
                             continue;
                         }
+                        // Declared tools rewrite the text (calls are taken out of it): the
+                        // upstream's ranges no longer fit what the client gets.
+                        AssistItem::Event(StreamEvent::Citation(_)) if parser.is_some() => continue,
                         AssistItem::Event(StreamEvent::Text(text)) if parser.is_some() => parser
                             .as_mut()
                             .map(|p| p.push(&text))
@@ -793,6 +800,7 @@ fn upstream_refused_uri(e: &UpstreamError) -> bool {
 fn assist_items(
     response: Response,
     idle: Duration,
+    grounded: bool,
 ) -> impl Stream<Item = Result<AssistItem, UpstreamError>> + Send + 'static {
     let endpoint = Endpoint::StreamAssist;
     async_stream::try_stream! {
@@ -800,7 +808,7 @@ fn assist_items(
         debug_assert_eq!(status, StatusCode::OK);
         let mut body = response.bytes_stream();
         let mut splitter = JsonElementSplitter::new();
-        let mut call_seq = 0u32;
+        let mut state = AnswerState::new(grounded);
         loop {
             let chunk = match tokio::time::timeout(idle, body.next()).await {
                 Err(_) => Err(timeout(endpoint, "went silent in the middle of the answer"))?,
@@ -812,7 +820,7 @@ fn assist_items(
                 .push(&chunk)
                 .map_err(|e| protocol(endpoint, format!("malformed answer: {e}")))?;
             for element in elements {
-                for item in parse_element(&element, &mut call_seq)? {
+                for item in parse_element(&element, &mut state)? {
                     yield item;
                 }
             }
@@ -821,7 +829,7 @@ fn assist_items(
             .finish()
             .map_err(|e| protocol(endpoint, format!("malformed answer: {e}")))?;
         for element in rest {
-            for item in parse_element(&element, &mut call_seq)? {
+            for item in parse_element(&element, &mut state)? {
                 yield item;
             }
         }
@@ -841,7 +849,7 @@ struct RawElement {
     error_message: Option<serde_json::Value>,
 }
 
-fn parse_element(bytes: &[u8], call_seq: &mut u32) -> Result<Vec<AssistItem>, UpstreamError> {
+fn parse_element(bytes: &[u8], state: &mut AnswerState) -> Result<Vec<AssistItem>, UpstreamError> {
     let endpoint = Endpoint::StreamAssist;
     let raw: RawElement = serde_json::from_slice(bytes).map_err(|_| {
         protocol(
@@ -872,7 +880,7 @@ fn parse_element(bytes: &[u8], call_seq: &mut u32) -> Result<Vec<AssistItem>, Up
         StreamAssistElement {
             stream_assist_response: raw.answer,
         },
-        call_seq,
+        state,
     )
 }
 
@@ -900,7 +908,7 @@ mod tests {
 
     #[test]
     fn elements_are_parsed_once_and_errors_still_classified() {
-        let mut seq = 0;
+        let mut seq = AnswerState::new(false);
         let answer = br#"{"streamAssistResponse":{"answer":{"replies":[{"groundedContent":
             {"content":{"text":"an error about quota and uToken"}}}]}}}"#;
         assert_eq!(

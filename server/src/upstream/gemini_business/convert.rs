@@ -5,8 +5,8 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 
 use super::endpoint::Endpoint;
-use super::wire::{Empty, FileRef, StreamAssistElement, ToolsSpec};
-use crate::domain::{Features, GeneratedMedia, StreamEvent, ToolCall};
+use super::wire::{Empty, FileRef, StreamAssistElement, TextGroundingMetadata, ToolsSpec};
+use crate::domain::{Citation, Features, GeneratedMedia, StreamEvent, ToolCall};
 use crate::upstream::{ErrorKind, UpstreamError};
 
 /// What one U4 element contributes, in order.
@@ -39,10 +39,93 @@ pub fn tools_spec(features: Features) -> ToolsSpec {
     }
 }
 
-/// Converts one parsed element into items. `call_seq` numbers tool calls across the answer.
+/// What the conversion of one answer remembers from element to element.
+#[derive(Debug, Default)]
+pub struct AnswerState {
+    /// Numbers tool calls across the answer.
+    pub call_seq: u32,
+    /// The visible text so far, kept only when the answer may be grounded (search models):
+    /// citations are placed on it.
+    text: Option<String>,
+}
+
+impl AnswerState {
+    /// The state of a new answer; `grounded`: keep its text for citations.
+    pub fn new(grounded: bool) -> AnswerState {
+        AnswerState {
+            call_seq: 0,
+            text: grounded.then(String::new),
+        }
+    }
+}
+
+/// Whether answers of a model with these features may carry web grounding.
+pub fn may_be_grounded(features: Features) -> bool {
+    features.search || features.is_all_tools()
+}
+
+/// The citations of `meta` on the answer text so far (see [`Citation`]): one per segment and
+/// reference with a URI. A segment's range is its byte offsets into the answer's text so far;
+/// when it sends its text and that is not what the offsets hold (offsets of another text, e.g.
+/// of its reply alone), the occurrence of its text nearest to the offsets is cited instead. A
+/// segment whose range cannot be placed on the text (out of range, inside a character, empty)
+/// is dropped, as are references without a URI.
+pub fn citations(text: &str, meta: &TextGroundingMetadata) -> Vec<Citation> {
+    let mut out = Vec::new();
+    for segment in &meta.segments {
+        let start = segment.start_index.and_then(|i| i.0).unwrap_or(0);
+        let end = segment.end_index.and_then(|i| i.0).unwrap_or(-1);
+        let by_offsets = usize::try_from(start)
+            .ok()
+            .zip(usize::try_from(end).ok())
+            .filter(|(s, e)| s < e && text.get(*s..*e).is_some());
+        let range = match segment.text.as_deref().filter(|t| !t.is_empty()) {
+            Some(cited) if by_offsets.is_some_and(|(s, e)| &text[s..e] == cited) => by_offsets,
+            Some(cited) => {
+                let near = by_offsets.map_or(0, |(s, _)| s);
+                text.match_indices(cited)
+                    .map(|(at, _)| at)
+                    .min_by_key(|at| at.abs_diff(near))
+                    .map(|at| (at, at + cited.len()))
+            }
+            None => by_offsets,
+        };
+        let Some((start, end)) = range else {
+            tracing::debug!(
+                start,
+                end,
+                "a grounding segment does not fit the answer text; dropped"
+            );
+            continue;
+        };
+        for index in &segment.reference_indices {
+            let reference = index
+                .0
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| meta.references.get(i))
+                .and_then(|r| r.document_metadata.as_ref());
+            let Some(doc) = reference else { continue };
+            let Some(url) = doc.uri.as_deref().filter(|u| !u.is_empty()) else {
+                continue;
+            };
+            out.push(Citation {
+                url: url.to_owned(),
+                title: doc.title.clone().filter(|t| !t.is_empty()),
+                domain: doc.domain.clone().filter(|d| !d.is_empty()),
+                start,
+                end,
+                cited_text: text[start..end].to_owned(),
+            });
+        }
+    }
+    out
+}
+
+/// Converts one parsed element into items; `state` carries what the answer's earlier elements
+/// left (tool call numbering, the text citations are placed on).
 pub fn element_items(
     element: StreamAssistElement,
-    call_seq: &mut u32,
+    state: &mut AnswerState,
 ) -> Result<Vec<AssistItem>, UpstreamError> {
     let mut items = Vec::new();
     let Some(response) = element.stream_assist_response else {
@@ -57,10 +140,38 @@ pub fn element_items(
     }
     let replies = response.answer.map(|a| a.replies).unwrap_or_default();
     for reply in replies {
-        let Some(content) = reply.grounded_content.and_then(|g| g.content) else {
+        let Some(grounded) = reply.grounded_content else {
             continue;
         };
+        let grounding = grounded.text_grounding_metadata;
+        if let Some(content) = grounded.content {
+            content_items(content, state, &mut items)?;
+        }
+        // After the reply's own text: a grounding may cite it.
+        if let (Some(meta), Some(text)) = (grounding, &state.text) {
+            items.extend(
+                citations(text, &meta)
+                    .into_iter()
+                    .map(|c| AssistItem::Event(StreamEvent::Citation(c))),
+            );
+        }
+    }
+    Ok(items)
+}
+
+/// The items of one reply's content.
+fn content_items(
+    content: super::wire::Content,
+    state: &mut AnswerState,
+    items: &mut Vec<AssistItem>,
+) -> Result<(), UpstreamError> {
+    {
         if let Some(text) = content.text.filter(|t| !t.is_empty()) {
+            if !content.thought
+                && let Some(answer) = &mut state.text
+            {
+                answer.push_str(&text);
+            }
             items.push(AssistItem::Event(if content.thought {
                 StreamEvent::Thought(text)
             } else {
@@ -89,7 +200,8 @@ pub fn element_items(
             items.push(AssistItem::File(file));
         }
         if let Some(call) = content.function_call.filter(|c| !c.name.is_empty()) {
-            *call_seq += 1;
+            state.call_seq += 1;
+            let call_seq = state.call_seq;
             let arguments = if call.args.is_null() {
                 "{}".to_owned()
             } else {
@@ -102,7 +214,7 @@ pub fn element_items(
             })));
         }
     }
-    Ok(items)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -111,7 +223,7 @@ mod tests {
     use serde_json::json;
 
     fn items(v: serde_json::Value) -> Vec<AssistItem> {
-        let mut seq = 0;
+        let mut seq = AnswerState::new(false);
         element_items(serde_json::from_value(v).unwrap(), &mut seq).unwrap()
     }
 
@@ -182,7 +294,7 @@ mod tests {
 
     #[test]
     fn bad_inline_base64_is_a_protocol_error() {
-        let mut seq = 0;
+        let mut seq = AnswerState::new(false);
         let e = element_items(
             serde_json::from_value(json!({"streamAssistResponse":{"answer":{"replies":[
                 {"groundedContent":{"content":{"inlineData":{"mimeType":"image/png","data":"!!"}}}}]}}}))
@@ -201,5 +313,147 @@ mod tests {
             .is_empty()
         );
         assert!(items(json!({"other": 1})).is_empty());
+    }
+
+    /// The citations of a stream of elements, on a grounded answer.
+    fn grounded(elements: &[serde_json::Value]) -> Vec<AssistItem> {
+        let mut state = AnswerState::new(true);
+        elements
+            .iter()
+            .flat_map(|v| {
+                element_items(serde_json::from_value(v.clone()).unwrap(), &mut state).unwrap()
+            })
+            .collect()
+    }
+
+    fn text(t: &str) -> serde_json::Value {
+        json!({"streamAssistResponse":{"answer":{"replies":[{"groundedContent":{"content":{"text": t}}}]}}})
+    }
+
+    fn grounding(meta: serde_json::Value) -> serde_json::Value {
+        json!({"streamAssistResponse":{"answer":{"replies":[{"groundedContent":{"textGroundingMetadata": meta}}]}}})
+    }
+
+    fn cites(items: &[AssistItem]) -> Vec<&Citation> {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                AssistItem::Event(StreamEvent::Citation(c)) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn grounding_after_streamed_text_cites_byte_ranges_of_the_whole_answer() {
+        // "Café 𝄞 " is 11 bytes: é is 2, 𝄞 is 4.
+        let items = grounded(&[
+            text("Café 𝄞 "),
+            text("is coffee. Rust 1.0 shipped."),
+            grounding(json!({
+                "segments": [
+                    {"startIndex": "14", "endIndex": "20", "referenceIndices": [0, 1], "text": "coffee"},
+                    // Numbers as numbers, no text: the offsets alone.
+                    {"startIndex": 22, "endIndex": 38, "referenceIndices": [2]},
+                ],
+                "references": [
+                    {"content": "…", "documentMetadata": {"uri": "https://a.example/x", "title": "A", "domain": "a.example"}},
+                    {"documentMetadata": {"uri": "https://b.example/y"}},
+                    {"documentMetadata": {"uri": "https://c.example/z", "title": "C"}},
+                ],
+            })),
+        ]);
+        let c = cites(&items);
+        assert_eq!(c.len(), 3);
+        assert_eq!(
+            (c[0].start, c[0].end, c[0].cited_text.as_str()),
+            (14, 20, "coffee")
+        );
+        assert_eq!(c[0].url, "https://a.example/x");
+        assert_eq!(c[0].title.as_deref(), Some("A"));
+        assert_eq!(c[0].domain.as_deref(), Some("a.example"));
+        assert_eq!(
+            (c[1].url.as_str(), c[1].title.as_deref()),
+            ("https://b.example/y", None)
+        );
+        assert_eq!(c[2].cited_text, "Rust 1.0 shipped");
+        // Citations come after the text they cover.
+        let last_text = items
+            .iter()
+            .rposition(|i| matches!(i, AssistItem::Event(StreamEvent::Text(_))))
+            .unwrap();
+        let first_cite = items
+            .iter()
+            .position(|i| matches!(i, AssistItem::Event(StreamEvent::Citation(_))))
+            .unwrap();
+        assert!(first_cite > last_text);
+    }
+
+    #[test]
+    fn a_segment_whose_offsets_miss_its_text_is_placed_by_its_text_and_broken_ones_are_dropped() {
+        let items = grounded(&[
+            text("one two "),
+            json!({"streamAssistResponse":{"answer":{"replies":[{"groundedContent":{
+                "content": {"text": "three four"},
+                // Offsets of the reply alone: "four" is at 6..10 there, at 14..18 in the answer.
+                "textGroundingMetadata": {
+                    "segments": [
+                        {"startIndex": "6", "endIndex": "10", "referenceIndices": [0], "text": "four"},
+                        // Inside a character? Out of range, reversed, no reference: dropped.
+                        {"startIndex": "100", "endIndex": "120", "referenceIndices": [0]},
+                        {"startIndex": "5", "endIndex": "2", "referenceIndices": [0]},
+                        {"startIndex": "0", "endIndex": "3", "referenceIndices": [7]},
+                        {"startIndex": "0", "endIndex": "3", "referenceIndices": [1]},
+                        {"text": "absent words", "referenceIndices": [0]},
+                    ],
+                    "references": [
+                        {"documentMetadata": {"uri": "https://a.example/"}},
+                        {"documentMetadata": {"title": "no uri"}},
+                    ],
+                },
+            }}]}}}),
+        ]);
+        let c = cites(&items);
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(
+            (c[0].start, c[0].end, c[0].cited_text.as_str()),
+            (14, 18, "four")
+        );
+        let multibyte = grounded(&[
+            text("é!"),
+            grounding(
+                json!({"segments": [{"startIndex": 1, "endIndex": 3, "referenceIndices": [0]}],
+                "references": [{"documentMetadata": {"uri": "https://a.example/"}}]}),
+            ),
+        ]);
+        assert!(
+            cites(&multibyte).is_empty(),
+            "a range inside a character is dropped"
+        );
+    }
+
+    #[test]
+    fn answers_of_models_without_search_keep_no_text_and_cite_nothing() {
+        let mut state = AnswerState::new(false);
+        let mut all = Vec::new();
+        for v in [
+            text("coffee"),
+            grounding(
+                json!({"segments": [{"startIndex": 0, "endIndex": 6, "referenceIndices": [0]}],
+                "references": [{"documentMetadata": {"uri": "https://a.example/"}}]}),
+            ),
+        ] {
+            all.extend(element_items(serde_json::from_value(v).unwrap(), &mut state).unwrap());
+        }
+        assert!(cites(&all).is_empty());
+        assert!(may_be_grounded(Features {
+            search: true,
+            ..Features::default()
+        }));
+        assert!(may_be_grounded(Features::default()));
+        assert!(!may_be_grounded(Features {
+            image: true,
+            ..Features::default()
+        }));
     }
 }

@@ -192,8 +192,60 @@ pub struct Reply {
 }
 
 #[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
 pub struct GroundedContent {
     pub content: Option<Content>,
+    /// Web grounding of the answer's text (search models).
+    pub text_grounding_metadata: Option<TextGroundingMetadata>,
+}
+
+/// `AssistantGroundedContent.TextGroundingMetadata`: which ranges of the text rest on which
+/// references. Every field may be absent; indices may be JSON numbers or strings (int64).
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct TextGroundingMetadata {
+    pub segments: Vec<GroundingSegment>,
+    pub references: Vec<GroundingReference>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct GroundingSegment {
+    /// UTF-8 byte offset of the segment's start.
+    pub start_index: Option<Int64>,
+    /// UTF-8 byte offset of its end, exclusive.
+    pub end_index: Option<Int64>,
+    pub reference_indices: Vec<Int64>,
+    /// The segment's text, when sent.
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct GroundingReference {
+    pub document_metadata: Option<DocumentMetadata>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct DocumentMetadata {
+    pub uri: Option<String>,
+    pub title: Option<String>,
+    pub domain: Option<String>,
+}
+
+/// A proto3 JSON int64: a number or a decimal string (anything else reads as absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Int64(pub Option<i64>);
+
+impl<'de> Deserialize<'de> for Int64 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Int64(match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Number(n) => n.as_i64(),
+            serde_json::Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }))
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
