@@ -728,3 +728,118 @@ def test_videos_create_poll_and_download_a_flow_video(sdk: Sdk) -> None:
     content_type = sdk.responses[0].headers.get("content-type", "")
     assert content_type.startswith("video/mp4"), f"content-type {content_type!r}"
     assert content.content == FLOW_VIDEO_MP4, f"not the simulator's MP4: {content.content[:32]!r}"
+
+
+# ---- Web-search citations (issue 16) ----------------------------------------------------------
+
+# The simulator's `[sim:grounded]` answer (upstream_sim::GROUNDED_TEXT / GROUNDED_CITES): text
+# with non-ASCII (an astral 𝄞 among them) before its cited ranges, and two web sources.
+SEARCH_MODEL = "gemini-2.5-flash-search"
+GROUNDED_PROMPT = "[sim:grounded] What is café au lait, and when did Rust 1.0 ship?"
+GROUNDED_TEXT = "Café 𝄞 au lait ☕ is coffee with hot milk. Rust 1.0 shipped in 2015."
+GROUNDED_CITES = [
+    ("coffee with hot milk", "https://en.wikipedia.org/wiki/Caf%C3%A9_au_lait", "Café au lait — Wikipedia"),
+    ("Rust 1.0 shipped in 2015", "https://blog.rust-lang.org/2015/05/15/Rust-1.0.html", "Announcing Rust 1.0"),
+]
+
+
+def assert_cited(text: str, cites: list[tuple[str, int, int, str, str]]) -> None:
+    """`cites` are (type, start_index, end_index, url, title); the offsets are code points of
+    `text` (Python's string indexes): `text[start:end]` is the cited text."""
+    assert text == GROUNDED_TEXT, text
+    got = [(kind, text[start:end], url, title) for kind, start, end, url, title in cites]
+    assert got == [("url_citation", cited, url, title) for cited, url, title in GROUNDED_CITES], got
+    # "Café 𝄞 au lait ☕ is " is 20 code points (21 UTF-16 units, 24 UTF-8 bytes).
+    assert cites[0][1:3] == (20, 40), cites
+
+
+def chat_cites(annotations: list[Any] | None) -> list[tuple[str, int, int, str, str]]:
+    return [
+        (a.type, a.url_citation.start_index, a.url_citation.end_index, a.url_citation.url, a.url_citation.title)
+        for a in annotations or []
+    ]
+
+
+def test_chat_grounded_answer_has_url_citations(sdk: Sdk) -> None:
+    completion = sdk.client.chat.completions.create(model=SEARCH_MODEL, messages=user(GROUNDED_PROMPT))
+    message = completion.choices[0].message
+    assert_cited(message.content or "", chat_cites(message.annotations))
+    sdk.assert_one_request("POST", "/v1/chat/completions")
+
+
+def test_chat_grounded_stream_has_url_citations(sdk: Sdk) -> None:
+    stream = sdk.client.chat.completions.create(
+        model=SEARCH_MODEL,
+        messages=user(GROUNDED_PROMPT),
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    content = ""
+    annotations: list[dict] = []
+    with stream:
+        for chunk in stream:
+            if not chunk.choices:
+                continue
+            delta = chunk.choices[0].delta
+            content += delta.content or ""
+            # Not a field of the SDK's ChoiceDelta: kept as an extra, in one delta.
+            extra = (delta.model_extra or {}).get("annotations")
+            if extra is not None:
+                assert not annotations, "annotations in two deltas"
+                annotations = extra
+    cites = [
+        (a["type"], a["url_citation"]["start_index"], a["url_citation"]["end_index"],
+         a["url_citation"]["url"], a["url_citation"]["title"])
+        for a in annotations
+    ]
+    assert_cited(content, cites)
+    sdk.assert_one_request("POST", "/v1/chat/completions")
+
+    # The stream helper accumulates them into the final message, typed.
+    sdk.reset()
+    with sdk.client.chat.completions.stream(model=SEARCH_MODEL, messages=user(GROUNDED_PROMPT)) as helper:
+        for _ in helper:
+            pass
+        final = helper.get_final_completion()
+    message = final.choices[0].message
+    assert_cited(message.content or "", chat_cites(message.annotations))
+    sdk.assert_one_request("POST", "/v1/chat/completions")
+
+
+def responses_cites(response: Any) -> tuple[str, list[tuple[str, int, int, str, str]]]:
+    messages = [item for item in response.output if item.type == "message"]
+    assert len(messages) == 1, response.output
+    part = messages[0].content[0]
+    assert part.type == "output_text", part
+    return part.text, [(a.type, a.start_index, a.end_index, a.url, a.title) for a in part.annotations]
+
+
+def test_responses_grounded_answer_has_url_citations(sdk: Sdk) -> None:
+    response = sdk.client.responses.create(model=SEARCH_MODEL, input=GROUNDED_PROMPT)
+    assert response.output_text == GROUNDED_TEXT, response.output_text
+    assert_cited(*responses_cites(response))
+    sdk.assert_one_request("POST", "/v1/responses")
+
+
+def test_responses_grounded_stream_announces_url_citations(sdk: Sdk) -> None:
+    with sdk.client.responses.stream(model=SEARCH_MODEL, input=GROUNDED_PROMPT) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+
+    added = [e for e in events if e.type == "response.output_text.annotation.added"]
+    assert [e.annotation_index for e in added] == list(range(len(GROUNDED_CITES))), added
+    message_id = next(item.id for item in final.output if item.type == "message")
+    assert all(e.item_id == message_id and e.content_index == 0 for e in added), added
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    def field(a: Any, key: str) -> Any:  # a typed annotation, or a dict in SDKs that keep it untyped
+        return a[key] if isinstance(a, dict) else getattr(a, key)
+
+    streamed = [
+        tuple(field(e.annotation, k) for k in ("type", "start_index", "end_index", "url", "title")) for e in added
+    ]
+    assert_cited(text, streamed)  # type: ignore[arg-type]
+    # Each came after the deltas it covers, before the text was done.
+    done_at = next(i for i, e in enumerate(events) if e.type == "response.output_text.done")
+    assert all(events.index(e) < done_at for e in added)
+    assert_cited(*responses_cites(final))
+    sdk.assert_one_request("POST", "/v1/responses")

@@ -9,6 +9,12 @@
 //! `function.arguments` fragments come before the next call starts and concatenate to a JSON
 //! object; the `finish_reason` (required unless the stream ends with an error chunk) is
 //! `"tool_calls"` exactly when the stream made calls.
+//!
+//! Citations: `delta.annotations` (web-search `url_citation`s) in at most one chunk (the
+//! SDK's stream helper cannot merge two: its entries have no `index`), each with a URL, a
+//! title and `start_index` ≤ `end_index` within the `content` already streamed, counted in
+//! Unicode code points (the gateway's unit: see `openai::citations`), so an annotation
+//! never comes before its text. [`citations`] reads them (streamed or from a message).
 
 use serde_json::{Value, json};
 
@@ -138,6 +144,7 @@ fn check_chunks(payloads: &[String], include_usage: bool) -> Result<Checked, Str
         .collect();
     ensure(ids.len() <= 1, || "one id per stream".into())?;
     let calls = tool_calls(&chunks)?;
+    streamed_citations(&chunks)?;
     if errored {
         return Ok((chunks, calls, None));
     }
@@ -192,6 +199,94 @@ fn check_chunks(payloads: &[String], include_usage: bool) -> Result<Checked, Str
         })?;
     }
     Ok((chunks, calls, Some(reason)))
+}
+
+/// One `url_citation`, checked against the text it annotates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cited {
+    pub url: String,
+    pub title: String,
+    /// `start_index` and `end_index`, in code points.
+    pub start: usize,
+    pub end: usize,
+    /// The annotated text: `text[start..end]` in code points.
+    pub text: String,
+}
+
+/// Checks one `url_citation` body (Chat's `url_citation` object, or a Responses annotation)
+/// against `text`, the text it annotates (as far as it was sent).
+pub fn cited(body: &Value, text: &str) -> Result<Cited, String> {
+    let index = |key: &str| {
+        body[key]
+            .as_u64()
+            .map(|v| v as usize)
+            .ok_or_else(|| format!("{key} is not a non-negative integer: {body}"))
+    };
+    let (start, end) = (index("start_index")?, index("end_index")?);
+    let url = body["url"].as_str().unwrap_or_default();
+    ensure(!url.is_empty(), || {
+        format!("a citation without a url: {body}")
+    })?;
+    let title = body["title"]
+        .as_str()
+        .ok_or_else(|| format!("a citation without a title: {body}"))?;
+    ensure(start <= end, || {
+        format!("a citation's start_index {start} is after its end_index {end}: {body}")
+    })?;
+    let chars = text.chars().count();
+    ensure(end <= chars, || {
+        format!(
+            "a citation ends at {end}, past the {chars} code points of text sent before it \
+             (out of range, or before its text): {body}"
+        )
+    })?;
+    Ok(Cited {
+        url: url.to_owned(),
+        title: title.to_owned(),
+        start,
+        end,
+        text: text.chars().skip(start).take(end - start).collect(),
+    })
+}
+
+/// Checks a list of Chat annotations (`message.annotations` or `delta.annotations`) against
+/// `content`, the content they annotate.
+pub fn citations(annotations: &Value, content: &str) -> Result<Vec<Cited>, String> {
+    let list = match annotations {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(list) => list,
+        other => return Err(format!("annotations is not an array: {other}")),
+    };
+    list.iter()
+        .map(|a| {
+            ensure(a["type"] == "url_citation", || {
+                format!("an annotation of another type than url_citation: {a}")
+            })?;
+            ensure(a["url_citation"].is_object(), || {
+                format!("a url_citation annotation without its url_citation object: {a}")
+            })?;
+            cited(&a["url_citation"], content)
+        })
+        .collect()
+}
+
+/// The citations of a stream's chunks, checked (see the module doc).
+pub fn streamed_citations(chunks: &[Value]) -> Result<Vec<Cited>, String> {
+    let mut content = String::new();
+    let mut found: Option<Vec<Cited>> = None;
+    for c in chunks {
+        let delta = &c["choices"][0]["delta"];
+        if let Some(t) = delta["content"].as_str() {
+            content.push_str(t);
+        }
+        if let Some(a) = delta.get("annotations").filter(|a| !a.is_null()) {
+            ensure(found.is_none(), || {
+                format!("annotations in a second chunk (the SDK cannot merge them): {c}")
+            })?;
+            found = Some(citations(a, &content)?);
+        }
+    }
+    Ok(found.unwrap_or_default())
 }
 
 /// The tool calls of a stream's chunks. A call is `choices[0].delta.tool_calls[]` deltas
@@ -389,6 +484,88 @@ mod tests {
         for (name, raw) in cases {
             assert!(check(&raw, true).is_err(), "{name} must fail");
         }
+    }
+
+    fn annotation(start: u64, end: u64) -> Value {
+        json!({"type": "url_citation", "url_citation": {"start_index": start, "end_index": end,
+            "url": "https://a.example", "title": "A"}})
+    }
+
+    /// "é ☕ 𝄞 coffee" streamed in two pieces, then an annotation of "coffee".
+    fn valid_cited() -> Vec<String> {
+        vec![
+            chunk(json!({"role": "assistant", "content": ""}), None),
+            chunk(json!({"content": "é ☕ 𝄞 "}), None),
+            chunk(json!({"content": "coffee"}), None),
+            chunk(json!({"annotations": [annotation(6, 12)]}), None),
+            chunk(json!({}), Some("stop")),
+            usage(),
+            "[DONE]".into(),
+        ]
+    }
+
+    #[test]
+    fn citations_are_checked_in_code_points() {
+        let s = check(&body(&valid_cited()), true).unwrap();
+        let chunks = &s.events;
+        let c = streamed_citations(chunks).unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(
+            (c[0].text.as_str(), c[0].url.as_str()),
+            ("coffee", "https://a.example")
+        );
+        let mut broken: Vec<(&str, &str, Vec<String>)> = Vec::new();
+        let mut p = valid_cited();
+        p[3] = chunk(json!({"annotations": [annotation(6, 13)]}), None);
+        broken.push(("past the text", "past the 12 code points", p));
+        let mut p = valid_cited();
+        p[3] = chunk(json!({"annotations": [annotation(8, 6)]}), None);
+        broken.push(("start after end", "is after its end_index", p));
+        let mut p = valid_cited();
+        p.swap(2, 3);
+        broken.push(("before its text", "(out of range, or before its text)", p));
+        // Counted in UTF-8 bytes or UTF-16 units the range is off the code points.
+        let mut p = valid_cited();
+        p[3] = chunk(json!({"annotations": [annotation(12, 18)]}), None);
+        broken.push(("UTF-8 byte offsets", "past the 12 code points", p));
+        let mut p = valid_cited();
+        p.insert(3, chunk(json!({"annotations": [annotation(0, 1)]}), None));
+        broken.push(("two annotation chunks", "a second chunk", p));
+        let mut p = valid_cited();
+        p[3] = chunk(
+            json!({"annotations": [{"type": "url_citation", "url_citation":
+            {"start_index": 6, "end_index": 12, "url": "https://a.example"}}]}),
+            None,
+        );
+        broken.push(("no title", "without a title", p));
+        let mut p = valid_cited();
+        p[3] = chunk(
+            json!({"annotations": [{"type": "file_citation", "url_citation":
+            {"start_index": 6, "end_index": 12, "url": "u", "title": "t"}}]}),
+            None,
+        );
+        broken.push(("another type", "another type", p));
+        let mut p = valid_cited();
+        p[3] = chunk(json!({"annotations": [annotation(6, 12)]}), Some("stop"));
+        p.remove(4);
+        broken.push((
+            "with the finish chunk",
+            "finish_reason in a chunk of its own",
+            p,
+        ));
+        for (name, expected, p) in broken {
+            match check(&body(&p), true) {
+                Ok(_) => panic!("{name} was accepted"),
+                Err(e) => assert!(
+                    e.contains(expected),
+                    "{name}: rejected for another reason: {e}"
+                ),
+            }
+        }
+        // A message's annotations, read the same way.
+        let c = citations(&json!([annotation(6, 12)]), "é ☕ 𝄞 coffee").unwrap();
+        assert_eq!(c[0].text, "coffee");
+        assert!(citations(&json!([annotation(6, 13)]), "é ☕ 𝄞 coffee").is_err());
     }
 
     fn call(index: u64, id: Option<&str>, name: Option<&str>, args: &str) -> Value {

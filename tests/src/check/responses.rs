@@ -16,13 +16,19 @@
 //!   `arguments: ""`; its `response.function_call_arguments.delta` events (with `item_id`)
 //!   concatenate to the `arguments` of `response.function_call_arguments.done`, which parse as
 //!   a JSON object; its `response.output_item.done` repeats call_id, name and arguments, and so
-//!   does the terminal response's `output`.
+//!   does the terminal response's `output`;
+//! - `response.output_text.annotation.added` (web-search `url_citation`s) for an open
+//!   `output_text` part, with `annotation_index` 0, 1, … in order, a URL, a title and
+//!   `start_index` ≤ `end_index` within the part's text already streamed, in Unicode code
+//!   points (the gateway's unit, see `openai::citations`), so never before its text; the
+//!   part's `content_part.done`, its item's `output_item.done` and the terminal response list
+//!   exactly the streamed annotations. [`citations`] reads them from a response.
 //!
 //! The summary's `stop_reason` is the terminal response's `status`.
 
 use serde_json::Value;
 
-use super::chat::markdown_links;
+use super::chat::{Cited, cited, markdown_links};
 use super::{
     Block, CheckedCall, StreamSummary, call_arguments, check_calls, ensure, json, sse_blocks,
 };
@@ -31,6 +37,8 @@ use crate::schemas;
 #[derive(Debug)]
 struct Part {
     text: String,
+    /// The streamed annotations, as sent.
+    annotations: Vec<Value>,
     text_done: bool,
     done: bool,
 }
@@ -240,6 +248,7 @@ fn check_events(events: &[Value]) -> Result<StreamSummary, String> {
                 })?;
                 item.parts.push(Part {
                     text: String::new(),
+                    annotations: Vec::new(),
                     text_done: false,
                     done: false,
                 });
@@ -292,7 +301,23 @@ fn check_events(events: &[Value]) -> Result<StreamSummary, String> {
                     e["part"]["text"].as_str() == Some(part.text.as_str()),
                     || format!("{kind} text differs from the deltas: {e}"),
                 )?;
+                same_annotations(&e["part"], &part.annotations)
+                    .map_err(|m| format!("{kind}: {m}: {e}"))?;
                 part.done = true;
+            }
+            "response.output_text.annotation.added" => {
+                let item = item_at(&mut items, e)?;
+                let part = part_at(item, e, "content_index", "message")?;
+                ensure(
+                    e["annotation_index"].as_u64() == Some(part.annotations.len() as u64),
+                    || format!("annotation_index must be {}: {e}", part.annotations.len()),
+                )?;
+                let a = &e["annotation"];
+                ensure(a["type"] == "url_citation", || {
+                    format!("an annotation of another type than url_citation: {e}")
+                })?;
+                cited(a, &part.text).map_err(|m| format!("{kind}: {m}"))?;
+                part.annotations.push(a.clone());
             }
             "response.function_call_arguments.delta" | "response.function_call_arguments.done" => {
                 ensure(e["item_id"].is_string(), || {
@@ -360,6 +385,10 @@ fn check_events(events: &[Value]) -> Result<StreamSummary, String> {
                             "the finished item's text differs from the deltas {streamed:?}: {e}"
                         )
                     })?;
+                }
+                if item.kind == "message" {
+                    same_item_annotations(done, item)
+                        .map_err(|m| format!("output_item.done: {m}: {e}"))?;
                 }
                 match item.kind.as_str() {
                     "function_call" => {
@@ -432,6 +461,10 @@ fn check_events(events: &[Value]) -> Result<StreamSummary, String> {
                             item.id, o["type"], item.kind
                         )
                     })?;
+                    if item.kind == "message" {
+                        same_item_annotations(o, item)
+                            .map_err(|m| format!("{kind}'s output item {}: {m}", item.id))?;
+                    }
                     if item.kind == "function_call" {
                         ensure(
                             o["call_id"].as_str() == Some(item.call_id.as_str())
@@ -481,6 +514,54 @@ fn check_events(events: &[Value]) -> Result<StreamSummary, String> {
     })?;
     summary.media.extend(markdown_links(&summary.text));
     Ok(summary)
+}
+
+/// Whether a finished `output_text` part lists exactly the streamed annotations.
+fn same_annotations(part: &Value, streamed: &[Value]) -> Result<(), String> {
+    let listed = match &part["annotations"] {
+        Value::Null => &[][..],
+        Value::Array(a) => a.as_slice(),
+        other => return Err(format!("annotations is not an array: {other}")),
+    };
+    ensure(listed == streamed, || {
+        format!(
+            "the part's annotations differ from the streamed ones {}",
+            Value::from(streamed.to_vec())
+        )
+    })
+}
+
+/// [`same_annotations`] for every part of a finished message item.
+fn same_item_annotations(done: &Value, item: &Item) -> Result<(), String> {
+    let parts = done["content"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    for (p, streamed) in parts.iter().zip(&item.parts) {
+        same_annotations(p, &streamed.annotations)?;
+    }
+    Ok(())
+}
+
+/// The `url_citation` annotations of a response's `output_text` parts (a non-streamed
+/// response, or the terminal event's), each checked against its part's text, in order:
+/// `(output_index, content_index, citation)`.
+pub fn citations(response: &Value) -> Result<Vec<(usize, usize, Cited)>, String> {
+    let mut out = Vec::new();
+    for (i, item) in response["output"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        for (j, part) in item["content"].as_array().into_iter().flatten().enumerate() {
+            let text = part["text"].as_str().unwrap_or_default();
+            for a in part["annotations"].as_array().into_iter().flatten() {
+                ensure(a["type"] == "url_citation", || {
+                    format!("an annotation of another type than url_citation: {a}")
+                })?;
+                out.push((i, j, cited(a, text)?));
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -655,6 +736,125 @@ mod tests {
             match check(&raw) {
                 Ok(_) => panic!("{name} was accepted"),
                 Err(e) => eprintln!("{name}: rejected: {e}"),
+            }
+        }
+    }
+
+    fn url(start: u64, end: u64) -> Value {
+        json!({"type": "url_citation", "start_index": start, "end_index": end,
+            "url": "https://a.example", "title": "A"})
+    }
+
+    /// [`valid`] with "é ☕ 𝄞 coffee" as the message text and an annotation of "coffee",
+    /// streamed after the deltas.
+    fn valid_cited() -> Vec<Value> {
+        let mut e = valid();
+        let text = "é ☕ 𝄞 coffee";
+        let a = url(6, 12);
+        let deltas: Vec<usize> = e
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| x["type"] == "response.output_text.delta")
+            .map(|(i, _)| i)
+            .collect();
+        e[deltas[0]]["delta"] = json!("é ☕ 𝄞 ");
+        e[deltas[1]]["delta"] = json!("coffee");
+        e.insert(
+            deltas[1] + 1,
+            json!({"type": "response.output_text.annotation.added", "item_id": "msg_1",
+                "output_index": 1, "content_index": 0, "annotation_index": 0, "annotation": a}),
+        );
+        for x in e.iter_mut() {
+            if x["type"] == "response.output_text.done" {
+                x["text"] = json!(text);
+            }
+            if x["type"] == "response.content_part.done" {
+                x["part"]["text"] = json!(text);
+                x["part"]["annotations"] = json!([a]);
+            }
+        }
+        let done = index_of(&e, "response.completed");
+        for it in [e.len() - 2, done] {
+            let part = if it == done {
+                &mut e[it]["response"]["output"][1]["content"][0]
+            } else {
+                &mut e[it]["item"]["content"][0]
+            };
+            part["text"] = json!(text);
+            part["annotations"] = json!([a]);
+        }
+        e
+    }
+
+    #[test]
+    fn citations_are_checked_in_code_points() {
+        let s = check(&render(&valid_cited())).unwrap();
+        assert_eq!(s.text, "é ☕ 𝄞 coffee");
+        let last = s.events.last().unwrap();
+        let c = citations(&last["response"]).unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!((c[0].0, c[0].1, c[0].2.text.as_str()), (1, 0, "coffee"));
+
+        let added = |e: &[Value]| index_of(e, "response.output_text.annotation.added");
+        let mut broken: Vec<(&str, &str, Vec<Value>)> = Vec::new();
+        let mut e = valid_cited();
+        let i = added(&e);
+        e[i]["annotation"] = url(6, 13);
+        broken.push(("past the text", "past the 12 code points", e));
+        let mut e = valid_cited();
+        let i = added(&e);
+        e[i]["annotation"] = url(12, 18);
+        broken.push(("UTF-8 byte offsets", "past the 12 code points", e));
+        let mut e = valid_cited();
+        let i = added(&e);
+        e[i]["annotation"] = url(9, 6);
+        broken.push(("start after end", "is after its end_index", e));
+        let mut e = valid_cited();
+        let i = added(&e);
+        e.swap(i - 1, i);
+        broken.push(("before its text", "before its text", e));
+        let mut e = valid_cited();
+        let i = added(&e);
+        e[i]["annotation_index"] = json!(1);
+        broken.push(("annotation_index gap", "annotation_index must be 0", e));
+        let mut e = valid_cited();
+        let i = added(&e);
+        e[i]["annotation"]["title"] = Value::Null;
+        broken.push(("no title", "does not match the SDK type", e));
+        let mut e = valid_cited();
+        let i = index_of(&e, "response.content_part.done");
+        e[i]["part"]["annotations"] = json!([]);
+        let i = e.len() - 2;
+        e[i]["item"]["content"][0]["annotations"] = json!([]);
+        let i = added(&e);
+        let a = e.remove(i);
+        let at = index_of(&e, "response.output_item.done") + 1;
+        let at = e[at..]
+            .iter()
+            .position(|x| x["type"] == "response.output_item.done")
+            .unwrap()
+            + at;
+        e.insert(at + 1, a);
+        broken.push(("after its item was done", "finished item", e));
+        let mut e = valid_cited();
+        let i = index_of(&e, "response.content_part.done");
+        e[i]["part"]["annotations"] = json!([]);
+        broken.push(("part done without it", "differ from the streamed", e));
+        let mut e = valid_cited();
+        let last = e.len() - 1;
+        e[last]["response"]["output"][1]["content"][0]["annotations"] = json!([url(0, 1)]);
+        broken.push(("final output differs", "differ from the streamed", e));
+        let mut e = valid_cited();
+        let i = added(&e);
+        e.remove(i);
+        broken.push(("listed but never streamed", "differ from the streamed", e));
+        for (name, expected, events) in broken {
+            match check(&render(&events)) {
+                Ok(_) => panic!("{name} was accepted"),
+                Err(e) => assert!(
+                    e.contains(expected),
+                    "{name}: rejected for another reason: {e}"
+                ),
             }
         }
     }

@@ -4,6 +4,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 
+use super::citations::{TextMap, chat_annotation, indexes};
 use super::wire::{
     AssistantMessage, ChatCompletion, ChatCompletionRequest, ChatMessage, Choice,
     CompletionTokensDetails, ContentPart, FunctionOut, MessageContent, ToolCallOut, UsageOut,
@@ -13,8 +14,8 @@ use crate::config::LimitsSettings;
 use crate::dialects::limits::{self, Bounded, Names, TextOrSeq, parse_raw};
 use crate::dialects::parse_data_url;
 use crate::domain::{
-    ChatRequest, FinishReason, GeneratedMedia, Media, MediaKind, Message, Part, Role, StreamEvent,
-    ToolCall, ToolChoice, ToolSpec, Usage,
+    ChatRequest, Citation, FinishReason, GeneratedMedia, Media, MediaKind, Message, Part, Role,
+    StreamEvent, ToolCall, ToolChoice, ToolSpec, Usage,
 };
 use crate::error::GatewayError;
 use crate::upstream::ModelRegistry;
@@ -472,6 +473,18 @@ pub fn finish_reason_str(r: FinishReason) -> &'static str {
     }
 }
 
+/// A citation as a Chat annotation on `content` (code points; see `citations`), or `None`
+/// when its range is not within the text sent.
+pub(crate) fn chat_annotation_of(
+    map: &TextMap,
+    content: &str,
+    citation: &Citation,
+) -> Option<serde_json::Value> {
+    let span = map.locate(citation).into_iter().next()?;
+    let (start, end) = indexes(content, span)?;
+    Some(chat_annotation(citation, start, end))
+}
+
 /// A non-streamed answer.
 pub fn completion(
     id: &str,
@@ -484,12 +497,17 @@ pub fn completion(
     let mut content = String::new();
     let mut reasoning = String::new();
     let mut tool_calls = Vec::new();
+    let mut map = TextMap::default();
+    let mut citations = Vec::new();
     for event in events {
         match event {
-            StreamEvent::Text(t) => content.push_str(t),
+            StreamEvent::Text(t) => {
+                map.push(t.len(), 0, content.len());
+                content.push_str(t);
+            }
             StreamEvent::Thought(t) => reasoning.push_str(t),
             StreamEvent::Media(m) => content.push_str(&media_markdown(m, inline_media)),
-            StreamEvent::Citation(_) => {}
+            StreamEvent::Citation(c) => citations.push(c),
             StreamEvent::ToolCall(c) => tool_calls.push(ToolCallOut {
                 id: c.id.clone(),
                 kind: "function",
@@ -500,6 +518,10 @@ pub fn completion(
             }),
         }
     }
+    let annotations = citations
+        .into_iter()
+        .filter_map(|c| chat_annotation_of(&map, &content, c))
+        .collect();
     let finish = if tool_calls.is_empty() {
         FinishReason::Stop
     } else {
@@ -522,6 +544,7 @@ pub fn completion(
                 refusal: None,
                 reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
                 tool_calls,
+                annotations,
             },
             logprobs: None,
             finish_reason: finish_reason_str(finish),
@@ -532,7 +555,7 @@ pub fn completion(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
@@ -741,6 +764,108 @@ mod tests {
             v["usage"]["completion_tokens_details"]["reasoning_tokens"],
             1
         );
+    }
+
+    /// A citation of `cited` (its first occurrence in `text`, the answer's text).
+    pub(crate) fn citation_of(text: &str, cited: &str, url: &str, title: &str) -> Citation {
+        let start = text.find(cited).unwrap();
+        Citation {
+            url: url.into(),
+            title: Some(title.into()),
+            domain: Some("example.com".into()),
+            start,
+            end: start + cited.len(),
+            cited_text: cited.into(),
+        }
+    }
+
+    /// `text[start..end]` in code points.
+    pub(crate) fn slice_chars(
+        text: &str,
+        start: &serde_json::Value,
+        end: &serde_json::Value,
+    ) -> String {
+        let (s, e) = (
+            start.as_u64().unwrap() as usize,
+            end.as_u64().unwrap() as usize,
+        );
+        text.chars().skip(s).take(e - s).collect()
+    }
+
+    #[test]
+    fn citations_become_annotations_on_the_content_sent() {
+        let pieces = [
+            "Café 𝄞 au lait ☕ is ",
+            "coffee with hot milk. ",
+            "Rust 1.0 shipped.",
+        ];
+        let text: String = pieces.concat();
+        let mut events: Vec<StreamEvent> = pieces
+            .iter()
+            .map(|p| StreamEvent::Text((*p).into()))
+            .collect();
+        // An image between two text pieces: its markdown is in `content`, not in the domain's
+        // text, so the second range moves by its length.
+        events.insert(
+            2,
+            StreamEvent::Media(GeneratedMedia::new("image/png", Bytes::from_static(&[1]))),
+        );
+        events.push(StreamEvent::Citation(citation_of(
+            &text,
+            "coffee with hot milk",
+            "https://a.example/café",
+            "Café au lait",
+        )));
+        let mut untitled = citation_of(&text, "Rust 1.0", "https://b.example", "");
+        untitled.title = None;
+        events.push(StreamEvent::Citation(untitled));
+        // Broken ranges are dropped, never sent.
+        let mut beyond = citation_of(&text, "Rust 1.0", "https://c.example", "c");
+        beyond.end = text.len() + 1;
+        events.push(StreamEvent::Citation(beyond));
+        let v: serde_json::Value = serde_json::from_slice(&completion(
+            "chatcmpl-1",
+            7,
+            "gemini-2.5-flash-search",
+            &events,
+            Usage::default(),
+            false,
+        ))
+        .unwrap();
+        let msg = &v["choices"][0]["message"];
+        let content = msg["content"].as_str().unwrap();
+        assert!(content.contains("![image](data:image/png;base64,AQ==)"));
+        let a = msg["annotations"].as_array().unwrap();
+        assert_eq!(a.len(), 2, "{msg}");
+        assert_eq!(a[0]["type"], "url_citation");
+        let c = &a[0]["url_citation"];
+        assert_eq!(c["url"], "https://a.example/café");
+        assert_eq!(c["title"], "Café au lait");
+        assert_eq!(
+            (c["start_index"].as_u64(), c["end_index"].as_u64()),
+            (Some(20), Some(40))
+        );
+        assert_eq!(
+            slice_chars(content, &c["start_index"], &c["end_index"]),
+            "coffee with hot milk"
+        );
+        let c = &a[1]["url_citation"];
+        assert_eq!(c["title"], "example.com");
+        assert_eq!(
+            slice_chars(content, &c["start_index"], &c["end_index"]),
+            "Rust 1.0"
+        );
+        // Without citations there is no annotations key.
+        let v: serde_json::Value = serde_json::from_slice(&completion(
+            "chatcmpl-1",
+            7,
+            "m",
+            &[StreamEvent::Text("x".into())],
+            Usage::default(),
+            false,
+        ))
+        .unwrap();
+        assert!(v["choices"][0]["message"].get("annotations").is_none());
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //!
 //! # Layout
 //! - [`wire`]: request and response shapes; [`convert`]: wire ⇄ domain;
-//!   [`sse`]: domain events → chunks; [`error`]: OpenAI-shaped errors.
+//!   [`sse`]: domain events → chunks; [`error`]: OpenAI-shaped errors; [`citations`]:
+//!   web-search citations → `url_citation` annotations.
 //! - [`responses`]: the Responses API; [`images`]: the Images API; [`videos`]: the video
 //!   jobs API.
 //! - this module: the chat and models handlers.
 
+pub mod citations;
 pub mod convert;
 pub mod error;
 pub mod images;

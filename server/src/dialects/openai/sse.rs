@@ -1,8 +1,13 @@
 //! Domain events → Chat Completions SSE frames (`data: <json>\n\n`, ending with `data: [DONE]`).
+//!
+//! Citations are gathered as they come (offsets on the `content` sent so far, see
+//! [`super::citations`]) and sent together in one `delta.annotations` chunk before the finish
+//! chunk, as OpenAI's search models do: the SDK's stream helper cannot merge two such deltas.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::convert::{finish_reason_str, media_markdown, usage_out};
+use super::citations::TextMap;
+use super::convert::{chat_annotation_of, finish_reason_str, media_markdown, usage_out};
 use super::wire::{ChatCompletionChunk, ChunkChoice, Delta, FunctionDelta, ToolCallDelta};
 use crate::dialects::stream::StreamEncoder;
 use crate::domain::{FinishReason, StreamEvent, Usage};
@@ -23,6 +28,11 @@ pub struct ChunkEncoder {
     /// Generated media as inline data URIs rather than links (`media.inline_in_chat`).
     inline_media: bool,
     next_tool_index: u32,
+    /// The `content` sent so far, and where the answer's text is in it (for citations).
+    content: String,
+    map: TextMap,
+    /// The `url_citation` annotations, sent in one delta before the finish chunk.
+    annotations: Vec<serde_json::Value>,
 }
 
 fn frame(json: &impl serde::Serialize) -> Bytes {
@@ -50,6 +60,9 @@ impl ChunkEncoder {
             include_usage,
             inline_media,
             next_tool_index: 0,
+            content: String::new(),
+            map: TextMap::default(),
+            annotations: Vec::new(),
         }
     }
 
@@ -84,13 +97,17 @@ impl ChunkEncoder {
     /// One event.
     pub fn event(&mut self, event: &StreamEvent) -> Bytes {
         match event {
-            StreamEvent::Text(t) => self.chunk(
-                Delta {
-                    content: Some(t),
-                    ..Delta::default()
-                },
-                None,
-            ),
+            StreamEvent::Text(t) => {
+                self.map.push(t.len(), 0, self.content.len());
+                self.content.push_str(t);
+                self.chunk(
+                    Delta {
+                        content: Some(t),
+                        ..Delta::default()
+                    },
+                    None,
+                )
+            }
             StreamEvent::Thought(t) => self.chunk(
                 Delta {
                     reasoning_content: Some(t),
@@ -100,6 +117,7 @@ impl ChunkEncoder {
             ),
             StreamEvent::Media(m) => {
                 let md = media_markdown(m, self.inline_media);
+                self.content.push_str(&md);
                 self.chunk(
                     Delta {
                         content: Some(&md),
@@ -108,7 +126,12 @@ impl ChunkEncoder {
                     None,
                 )
             }
-            StreamEvent::Citation(_) => Bytes::new(),
+            StreamEvent::Citation(c) => {
+                if let Some(a) = chat_annotation_of(&self.map, &self.content, c) {
+                    self.annotations.push(a);
+                }
+                Bytes::new()
+            }
             StreamEvent::ToolCall(c) => {
                 let index = self.next_tool_index;
                 self.next_tool_index += 1;
@@ -129,6 +152,19 @@ impl ChunkEncoder {
                 )
             }
         }
+    }
+
+    /// The chunk with every annotation (`delta.annotations`), if the answer cited sources.
+    pub fn annotations(&self) -> Option<Bytes> {
+        (!self.annotations.is_empty()).then(|| {
+            self.chunk(
+                Delta {
+                    annotations: Some(&self.annotations),
+                    ..Delta::default()
+                },
+                None,
+            )
+        })
     }
 
     /// The chunk that carries `finish_reason`, on its own.
@@ -173,6 +209,9 @@ impl StreamEncoder for ChunkEncoder {
     }
 
     fn finish(&mut self, reason: FinishReason, usage: Usage, out: &mut BytesMut) {
+        if let Some(a) = self.annotations() {
+            out.extend_from_slice(&a);
+        }
         out.extend_from_slice(&ChunkEncoder::finish(self, reason));
         if let Some(u) = ChunkEncoder::usage(self, usage) {
             out.extend_from_slice(&u);
@@ -238,6 +277,67 @@ mod tests {
         );
         assert_eq!(u["choices"], serde_json::json!([]));
         assert_eq!(u["usage"]["total_tokens"], 3);
+    }
+
+    #[test]
+    fn citations_come_in_one_annotations_delta_before_the_finish_chunk() {
+        use crate::dialects::openai::convert::tests::{citation_of, slice_chars};
+        let mut enc = ChunkEncoder::new("id".into(), 1, "m".into(), false, true);
+        let pieces = ["é ☕ 𝄞 ", "coffee", " and tea."];
+        let text: String = pieces.concat();
+        let mut out = BytesMut::new();
+        StreamEncoder::open(&mut enc, &mut out);
+        let mut content = String::new();
+        for p in pieces {
+            content.push_str(p);
+            StreamEncoder::event(&mut enc, &StreamEvent::Text(p.into()), &mut out);
+            if p == "coffee" {
+                // Cited as soon as its text is out: nothing is sent yet.
+                let before = out.len();
+                let c = citation_of(&text, "coffee", "https://c.example", "Coffee");
+                StreamEncoder::event(&mut enc, &StreamEvent::Citation(c), &mut out);
+                assert_eq!(out.len(), before);
+            }
+        }
+        let c = citation_of(&text, "tea", "https://t.example", "Tea");
+        StreamEncoder::event(&mut enc, &StreamEvent::Citation(c), &mut out);
+        StreamEncoder::finish(&mut enc, FinishReason::Stop, Usage::default(), &mut out);
+        let frames: Vec<Bytes> = std::str::from_utf8(&out)
+            .unwrap()
+            .split_inclusive("\n\n")
+            .map(|f| Bytes::copy_from_slice(f.as_bytes()))
+            .collect();
+        assert_eq!(frames.last().unwrap(), &DONE);
+        let n = frames.len();
+        let fin = json(&frames[n - 2]);
+        assert_eq!(fin["choices"][0]["finish_reason"], "stop");
+        let ann = json(&frames[n - 3]);
+        let delta = &ann["choices"][0]["delta"];
+        assert!(delta.get("content").is_none() && ann["choices"][0]["finish_reason"].is_null());
+        let a = delta["annotations"].as_array().unwrap();
+        assert_eq!(a.len(), 2);
+        let got: Vec<(String, String, String)> = a
+            .iter()
+            .map(|a| {
+                let c = &a["url_citation"];
+                (
+                    c["url"].as_str().unwrap().to_owned(),
+                    c["title"].as_str().unwrap().to_owned(),
+                    slice_chars(&content, &c["start_index"], &c["end_index"]),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("https://c.example".into(), "Coffee".into(), "coffee".into()),
+                ("https://t.example".into(), "Tea".into(), "tea".into())
+            ]
+        );
+        assert_eq!(a[0]["url_citation"]["start_index"], 6);
+        // No citations, no annotations chunk.
+        let enc = ChunkEncoder::new("id".into(), 1, "m".into(), false, false);
+        assert!(enc.annotations().is_none());
     }
 
     #[test]

@@ -252,6 +252,9 @@ pub struct AssistantMessage {
     pub reasoning_content: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCallOut>,
+    /// `url_citation` annotations (web-search grounding), see `citations`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub annotations: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize, Clone)]
@@ -312,6 +315,10 @@ pub struct Delta<'a> {
     pub reasoning_content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<[ToolCallDelta<'a>; 1]>,
+    /// Every `url_citation` annotation of the answer, in one delta before the finish chunk
+    /// (as OpenAI's search models send them; the SDK's stream helper cannot merge two).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<&'a [serde_json::Value]>,
 }
 
 #[derive(Debug, Serialize)]

@@ -9,12 +9,22 @@
 //! and a new one opened, so a thought that arrives after text has started opens a new
 //! reasoning item (and later text a new message item).
 //!
+//! Citations (web-search grounding) become `url_citation` annotations of the `output_text`
+//! part holding the cited text (offsets in code points of that part's text, see
+//! `openai::citations`), each announced by `response.output_text.annotation.added` while
+//! the message is open (after the deltas it covers) and listed in the finished part. A
+//! finished item does not change: a citation for a message item already closed (the upstream
+//! sends sources right after the text they cover, so only a thought, an image or a tool call
+//! in between closes it) is dropped, and of a range spread over two message items only the
+//! open one's part is annotated.
+//!
 //! Stream grammar (every event with `event: <type>` and an increasing `sequence_number`):
 //! `response.created` → `response.in_progress` → per item: `response.output_item.added` →
 //! (`response.reasoning_summary_part.added` → `…summary_text.delta`* → `…summary_text.done`
-//! → `…summary_part.done` | `response.content_part.added` → `response.output_text.delta`* →
-//! `response.output_text.done` → `response.content_part.done` | `…function_call_arguments.delta`
-//! → `…function_call_arguments.done`) → `response.output_item.done`; then
+//! → `…summary_part.done` | `response.content_part.added` → (`response.output_text.delta` |
+//! `response.output_text.annotation.added`)* → `response.output_text.done` →
+//! `response.content_part.done` | `…function_call_arguments.delta` →
+//! `…function_call_arguments.done`) → `response.output_item.done`; then
 //! `response.completed`, or after a failure the open item is closed as `incomplete` and
 //! `response.failed` carries the response with `status: "failed"` and `error`.
 
@@ -24,10 +34,13 @@ use bytes::BytesMut;
 use serde_json::{Value, json};
 
 use super::parse::{Echo, text_config};
+use crate::dialects::openai::citations::{TextMap, indexes, responses_annotation};
 use crate::dialects::openai::convert::media_markdown;
 use crate::dialects::openai::sse::KEEPALIVE;
 use crate::dialects::stream::StreamEncoder;
-use crate::domain::{FinishReason, GeneratedMedia, MediaKind, StreamEvent, ToolCall, Usage};
+use crate::domain::{
+    Citation, FinishReason, GeneratedMedia, MediaKind, StreamEvent, ToolCall, Usage,
+};
 use crate::error::{Category, GatewayError};
 
 fn new_id(prefix: &str) -> String {
@@ -36,8 +49,15 @@ fn new_id(prefix: &str) -> String {
 
 #[derive(Debug)]
 enum Open {
-    Reasoning { id: String, text: String },
-    Message { id: String, text: String },
+    Reasoning {
+        id: String,
+        text: String,
+    },
+    Message {
+        id: String,
+        text: String,
+        annotations: Vec<Value>,
+    },
 }
 
 /// Encodes one response, streamed (`emit`) or only built.
@@ -52,6 +72,8 @@ pub struct ResponsesEncoder {
     output: Vec<Value>,
     open: Option<Open>,
     emit: bool,
+    /// Where the answer's text went: targets are message items' output indexes.
+    map: TextMap,
 }
 
 /// The Responses `usage` object.
@@ -83,8 +105,8 @@ fn output_format(mime: &str) -> Value {
     }
 }
 
-fn output_text_part(text: &str) -> Value {
-    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+fn output_text_part(text: &str, annotations: &[Value]) -> Value {
+    json!({"type": "output_text", "text": text, "annotations": annotations, "logprobs": []})
 }
 
 impl ResponsesEncoder {
@@ -98,6 +120,7 @@ impl ResponsesEncoder {
             output: Vec::new(),
             open: None,
             emit,
+            map: TextMap::default(),
         }
     }
 
@@ -187,13 +210,17 @@ impl ResponsesEncoder {
                 );
                 json!({"type": "reasoning", "id": id, "summary": [part], "status": status})
             }
-            Some(Open::Message { id, text }) => {
+            Some(Open::Message {
+                id,
+                text,
+                annotations,
+            }) => {
                 self.send(
                     json!({"type": "response.output_text.done", "item_id": id,
                         "output_index": index, "content_index": 0, "text": text, "logprobs": []}),
                     out,
                 );
-                let part = output_text_part(&text);
+                let part = output_text_part(&text, &annotations);
                 self.send(
                     json!({"type": "response.content_part.done", "item_id": id,
                         "output_index": index, "content_index": 0, "part": part}),
@@ -245,7 +272,9 @@ impl ResponsesEncoder {
         }
     }
 
-    fn text(&mut self, t: &str, out: &mut BytesMut) {
+    /// Appends `t` to the open message (opening one if needed); `answer_text` says whether
+    /// it is the answer's text (which citations count in) or a media link.
+    fn text(&mut self, t: &str, answer_text: bool, out: &mut BytesMut) {
         if !matches!(self.open, Some(Open::Message { .. })) {
             self.close("completed", out);
             let id = new_id("msg");
@@ -258,19 +287,51 @@ impl ResponsesEncoder {
             );
             self.send(
                 json!({"type": "response.content_part.added", "item_id": id,
-                    "output_index": index, "content_index": 0, "part": output_text_part("")}),
+                    "output_index": index, "content_index": 0,
+                    "part": output_text_part("", &[])}),
                 out,
             );
             self.open = Some(Open::Message {
                 id,
                 text: String::new(),
+                annotations: Vec::new(),
             });
         }
         let index = self.output.len();
-        if let Some(Open::Message { id, text }) = &mut self.open {
+        if let Some(Open::Message { id, text, .. }) = &mut self.open {
+            if answer_text {
+                self.map.push(t.len(), index, text.len());
+            }
             text.push_str(t);
             let event = json!({"type": "response.output_text.delta", "item_id": id,
                 "output_index": index, "content_index": 0, "delta": t, "logprobs": []});
+            self.send(event, out);
+        }
+    }
+
+    /// Annotates the open message's text with `c` (the part of its range in that message).
+    fn citation(&mut self, c: &Citation, out: &mut BytesMut) {
+        let index = self.output.len();
+        for span in self.map.locate(c) {
+            let Some(Open::Message {
+                id,
+                text,
+                annotations,
+            }) = &mut self.open
+            else {
+                return;
+            };
+            if span.target != index {
+                continue;
+            }
+            let Some((start, end)) = indexes(text, span) else {
+                continue;
+            };
+            let annotation = responses_annotation(c, start, end);
+            annotations.push(annotation.clone());
+            let event = json!({"type": "response.output_text.annotation.added", "item_id": id,
+                "output_index": index, "content_index": 0,
+                "annotation_index": annotations.len() - 1, "annotation": annotation});
             self.send(event, out);
         }
     }
@@ -323,13 +384,13 @@ impl ResponsesEncoder {
     fn push(&mut self, event: &StreamEvent, out: &mut BytesMut) {
         match event {
             StreamEvent::Thought(t) if !t.is_empty() => self.thought(t, out),
-            StreamEvent::Text(t) if !t.is_empty() => self.text(t, out),
+            StreamEvent::Text(t) if !t.is_empty() => self.text(t, true, out),
             StreamEvent::Thought(_) | StreamEvent::Text(_) => {}
             StreamEvent::Media(m) if MediaKind::from_mime(&m.mime) == MediaKind::Image => {
                 self.image(m, out)
             }
-            StreamEvent::Media(m) => self.text(&media_markdown(m, false), out),
-            StreamEvent::Citation(_) => {}
+            StreamEvent::Media(m) => self.text(&media_markdown(m, false), false, out),
+            StreamEvent::Citation(c) => self.citation(c, out),
             StreamEvent::ToolCall(c) => self.tool_call(c, out),
         }
     }
@@ -453,6 +514,105 @@ mod tests {
         assert_eq!(done["output"][0]["summary"][0]["text"], "ab");
         assert_eq!(done["output"][1]["content"][0]["text"], "xy");
         assert_eq!(done["output"][1]["id"], got[9].1["item"]["id"]);
+    }
+
+    #[test]
+    fn citations_are_annotations_of_the_message_holding_their_text() {
+        use crate::dialects::openai::convert::tests::{citation_of, slice_chars};
+        let pieces = ["Café 𝄞 au lait ☕ is ", "coffee with hot milk. "];
+        let later = "Rust 1.0 shipped in 2015.";
+        let text = format!("{}{later}", pieces.concat());
+        let cite = |cited: &str, url: &str| {
+            StreamEvent::Citation(citation_of(&text, cited, url, &format!("About {cited}")))
+        };
+        let mut script: Vec<StreamEvent> = pieces
+            .iter()
+            .map(|p| StreamEvent::Text((*p).into()))
+            .collect();
+        script.push(cite("coffee with hot milk", "https://a.example"));
+        // A thought closes the first message; the rest of the text opens a second one.
+        script.push(StreamEvent::Thought("more".into()));
+        script.push(StreamEvent::Text(later.into()));
+        script.push(cite("Rust 1.0", "https://b.example"));
+        // A range over both messages: only the open message's part is annotated.
+        script.push(cite("milk. Rust", "https://c.example"));
+        // Out of range: dropped.
+        let mut beyond = citation_of(&text, "2015", "https://d.example", "d");
+        beyond.end = text.len() + 4;
+        script.push(StreamEvent::Citation(beyond));
+
+        let mut enc = encoder();
+        let mut out = BytesMut::new();
+        enc.open(&mut out);
+        for e in &script {
+            StreamEncoder::event(&mut enc, e, &mut out);
+        }
+        enc.finish(FinishReason::Stop, Usage::default(), &mut out);
+        let got = events(&out);
+        let added: Vec<&Value> = got
+            .iter()
+            .filter(|(t, _)| t == "response.output_text.annotation.added")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(added.len(), 3);
+        let done = &got.last().unwrap().1["response"];
+        let texts: Vec<&str> = [0, 2]
+            .iter()
+            .map(|i| done["output"][i]["content"][0]["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(texts, [pieces.concat().as_str(), later]);
+        let expect = [
+            (
+                0,
+                0,
+                "https://a.example",
+                "About coffee with hot milk",
+                "coffee with hot milk",
+            ),
+            (2, 0, "https://b.example", "About Rust 1.0", "Rust 1.0"),
+            (2, 1, "https://c.example", "About milk. Rust", "Rust"),
+        ];
+        for (e, (output_index, annotation_index, url, title, cited)) in added.iter().zip(expect) {
+            assert_eq!(e["output_index"], output_index);
+            assert_eq!(e["content_index"], 0);
+            assert_eq!(e["annotation_index"], annotation_index);
+            assert_eq!(
+                e["item_id"], done["output"][output_index]["id"],
+                "the annotation names its item"
+            );
+            let a = &e["annotation"];
+            assert_eq!(
+                (a["type"].as_str(), a["url"].as_str()),
+                (Some("url_citation"), Some(url))
+            );
+            assert_eq!(a["title"], title);
+            let part = &done["output"][output_index]["content"][0];
+            let t = part["text"].as_str().unwrap();
+            assert_eq!(slice_chars(t, &a["start_index"], &a["end_index"]), cited);
+            assert_eq!(part["annotations"][annotation_index], *a);
+        }
+        assert_eq!(added[0]["annotation"]["start_index"], 20);
+        // The event comes after the deltas it covers, before the text is done.
+        let pos = |kind: &str, index: u64| {
+            got.iter()
+                .position(|(t, v)| t == kind && v["output_index"] == index)
+                .unwrap()
+        };
+        let first = pos("response.output_text.annotation.added", 0);
+        assert!(first > pos("response.output_text.delta", 0));
+        assert!(first < pos("response.output_text.done", 0));
+        // The content_part.done and output_item.done carry them too; the non-streamed form is
+        // the same.
+        let part_done = &got[pos("response.content_part.done", 2)].1["part"];
+        assert_eq!(part_done["annotations"].as_array().unwrap().len(), 2);
+        let whole = ResponsesEncoder::new("resp_3".into(), 1, "m".into(), Echo::default(), false)
+            .complete(&script, Usage::default());
+        for i in [0, 2] {
+            assert_eq!(
+                whole["output"][i]["content"][0]["annotations"],
+                done["output"][i]["content"][0]["annotations"]
+            );
+        }
     }
 
     #[test]
