@@ -452,3 +452,85 @@ def test_messages_create_gets_a_flow_image_as_a_media_link(sdk: Sdk, gateway: Ga
         assert response.headers.get("content-type", "").startswith("image/png"), dict(response.headers)
         png = response.read()
     assert png.startswith(PNG_MAGIC), f"not a PNG: {png[:16]!r}"
+
+
+# --- web-search grounding (issue 16) -------------------------------------------------------------
+# The simulator's `[sim:grounded]` answer (upstream_sim::GROUNDED_TEXT / GROUNDED_CITES): text with
+# non-ASCII (é, 𝄞, ☕) before its cited ranges, its sources named after all of it. A whole answer
+# splits the text into uncited and cited blocks, each cited block carrying its source; a stream
+# attaches the sources (`citations_delta`) to the text block holding the cited text.
+SEARCH_MODEL = "gemini-2.5-flash-search"
+GROUNDED_PROMPT = "[sim:grounded] What is café au lait, and when did Rust 1.0 ship?"
+GROUNDED_TEXT = "Café 𝄞 au lait ☕ is coffee with hot milk. Rust 1.0 shipped in 2015."
+GROUNDED_CITES = [
+    ("coffee with hot milk", "https://en.wikipedia.org/wiki/Caf%C3%A9_au_lait", "Café au lait — Wikipedia"),
+    ("Rust 1.0 shipped in 2015", "https://blog.rust-lang.org/2015/05/15/Rust-1.0.html", "Announcing Rust 1.0"),
+]
+
+
+def citations_of(block: Any) -> list[tuple[str, str, str]]:
+    """`(cited_text, url, title)` of a text block's citations, each checked to be the SDK's
+    web-search type with an opaque index and text of the block."""
+    out = []
+    for c in block.citations or []:
+        assert isinstance(c, anthropic.types.CitationsWebSearchResultLocation), c
+        assert c.type == "web_search_result_location", c
+        assert c.encrypted_index, c
+        assert c.cited_text in block.text, (c.cited_text, block.text)
+        out.append((c.cited_text, c.url, c.title))
+    return out
+
+
+def test_a_grounded_answer_has_cited_text_blocks(sdk: Sdk) -> None:
+    message = sdk.client.messages.create(model=SEARCH_MODEL, max_tokens=1024, messages=user(GROUNDED_PROMPT))
+    text = blocks_of(message, "text")
+    assert "".join(b.text for b in text) == GROUNDED_TEXT, message.content
+    assert [(b.text, citations_of(b)) for b in text] == [
+        ("Café 𝄞 au lait ☕ is ", []),
+        (GROUNDED_CITES[0][0], [GROUNDED_CITES[0]]),
+        (". ", []),
+        (GROUNDED_CITES[1][0], [GROUNDED_CITES[1]]),
+        (".", []),
+    ], message.content
+    assert text[0].citations is None, text[0]
+    sdk.assert_one_request("POST", "/v1/messages")
+
+    # The answer goes back as the assistant turn, citations and all (the SDK's param types
+    # require each field the gateway sent); the gateway accepts it.
+    sdk.reset()
+    follow = sdk.client.messages.create(
+        model=SEARCH_MODEL,
+        max_tokens=256,
+        messages=[*user(GROUNDED_PROMPT), {"role": "assistant", "content": message.content}, *user("thanks")],
+    )
+    assert blocks_of(follow, "text"), follow.content
+    sent = json.loads(sdk.requests[0].content)
+    assert sent["messages"][1]["content"][2]["citations"][0]["url"] == GROUNDED_CITES[0][1], sent
+
+
+def test_a_grounded_stream_attaches_its_sources_to_the_text_block(sdk: Sdk) -> None:
+    seen: list[tuple[str, str, str]] = []
+    with sdk.client.messages.stream(model=SEARCH_MODEL, max_tokens=1024, messages=user(GROUNDED_PROMPT)) as stream:
+        for event in stream:
+            if event.type == "citation":  # the stream helper's event for a citations_delta
+                seen.append((event.citation.cited_text, event.citation.url, event.citation.title))
+        final = stream.get_final_message()
+    assert seen == GROUNDED_CITES, seen
+    text = blocks_of(final, "text")
+    # The sources came after all the text: they attach to the one block that holds it.
+    assert [(b.text, citations_of(b)) for b in text] == [(GROUNDED_TEXT, GROUNDED_CITES)], final.content
+    assert final.stop_reason == "end_turn", final.stop_reason
+    sdk.assert_one_request("POST", "/v1/messages")
+
+
+def test_a_grounded_raw_stream_has_citations_deltas(sdk: Sdk) -> None:
+    stream = sdk.client.messages.create(
+        model=SEARCH_MODEL, max_tokens=1024, messages=user(GROUNDED_PROMPT), stream=True
+    )
+    with stream:
+        deltas = [e.delta for e in stream if e.type == "content_block_delta"]
+    citations = [d.citation for d in deltas if d.type == "citations_delta"]
+    assert [(c.cited_text, c.url, c.title) for c in citations] == GROUNDED_CITES, citations
+    assert all(isinstance(c, anthropic.types.CitationsWebSearchResultLocation) for c in citations), citations
+    text = "".join(d.text for d in deltas if d.type == "text_delta")
+    assert text == GROUNDED_TEXT, text

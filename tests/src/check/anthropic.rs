@@ -21,6 +21,12 @@
 //! every event but `ping` and `error` validates against the SDK's `RawMessageStreamEvent`;
 //! `message_delta`'s stop reason is `tool_use` exactly when the message has tool_use blocks
 //! (after an `error` any stop reason goes: the gateway then always says `end_turn`).
+//!
+//! Citations: a text block starts without any; a `citations_delta` in it carries a web source
+//! ([`check_citation`]: `web_search_result_location` with an http(s) `url`, a `title` string or
+//! null, a non-empty `encrypted_index`) whose `cited_text` is non-empty text the block has
+//! already sent. [`check_message_citations`] checks the same of a whole (non-streamed) message,
+//! and [`content`] rebuilds a stream's blocks as the SDKs' accumulators do.
 
 use serde_json::Value;
 
@@ -49,6 +55,8 @@ struct OpenBlock {
     name: String,
     json: String,
     signed: bool,
+    /// A text block's text so far.
+    text: String,
 }
 
 #[derive(Debug, PartialEq)]
@@ -164,9 +172,21 @@ pub fn check(raw: &[u8]) -> Result<StreamSummary, String> {
                 let cb = &data["content_block"];
                 let kind = cb["type"].as_str().unwrap_or_default().to_owned();
                 match kind.as_str() {
-                    "text" => ensure(cb["text"] == "", || {
-                        format!("event {n}: a text block starts empty: {cb}")
-                    })?,
+                    "text" => {
+                        ensure(cb["text"] == "", || {
+                            format!("event {n}: a text block starts empty: {cb}")
+                        })?;
+                        ensure(
+                            cb.get("citations").is_none_or(|c| {
+                                c.is_null() || c.as_array().is_some_and(Vec::is_empty)
+                            }),
+                            || {
+                                format!(
+                                    "event {n}: a text block starts without citations (they come as citations_delta): {cb}"
+                                )
+                            },
+                        )?;
+                    }
                     "thinking" => ensure(cb["thinking"] == "", || {
                         format!("event {n}: a thinking block starts empty: {cb}")
                     })?,
@@ -191,6 +211,7 @@ pub fn check(raw: &[u8]) -> Result<StreamSummary, String> {
                     id: cb["id"].as_str().unwrap_or_default().to_owned(),
                     name: cb["name"].as_str().unwrap_or_default().to_owned(),
                     json: String::new(),
+                    text: String::new(),
                 });
             }
             "content_block_delta" => {
@@ -209,10 +230,13 @@ pub fn check(raw: &[u8]) -> Result<StreamSummary, String> {
                     format!("event {n}: a thinking block's signature_delta must be its last delta")
                 })?;
                 match (b.kind.as_str(), dtype) {
-                    ("text", "text_delta") => summary
-                        .text
-                        .push_str(d["text"].as_str().unwrap_or_default()),
-                    ("text", "citations_delta") => {}
+                    ("text", "text_delta") => {
+                        let t = d["text"].as_str().unwrap_or_default();
+                        summary.text.push_str(t);
+                        b.text.push_str(t);
+                    }
+                    ("text", "citations_delta") => check_citation(&d["citation"], &b.text)
+                        .map_err(|e| format!("event {n}: block {}: {e}", b.index))?,
                     ("thinking", "thinking_delta") => summary
                         .thinking
                         .push_str(d["thinking"].as_str().unwrap_or_default()),
@@ -330,6 +354,119 @@ pub fn check(raw: &[u8]) -> Result<StreamSummary, String> {
     })?;
     summary.media = markdown_links(&summary.text);
     Ok(summary)
+}
+
+/// Checks one citation of a text block whose text (so far) is `text`: a web source in the
+/// SDKs' `web_search_result_location` shape that cites non-empty text of this block.
+pub fn check_citation(c: &Value, text: &str) -> Result<(), String> {
+    ensure(c["type"] == "web_search_result_location", || {
+        format!(
+            "a citation of type {} (the gateway cites web sources only): {c}",
+            c["type"]
+        )
+    })?;
+    ensure(
+        c["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://") || u.starts_with("http://")),
+        || format!("a citation without an http(s) url: {c}"),
+    )?;
+    ensure(
+        c.get("title").is_some_and(|t| t.is_null() || t.is_string()),
+        || format!("a citation's title must be a string or null: {c}"),
+    )?;
+    ensure(
+        c["encrypted_index"].as_str().is_some_and(|i| !i.is_empty()),
+        || format!("a citation without an encrypted_index: {c}"),
+    )?;
+    let cited = c["cited_text"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| format!("a citation without cited_text: {c}"))?;
+    ensure(text.contains(cited), || {
+        format!("a citation of text that is not in its block ({cited:?} not in {text:?}): {c}")
+    })
+}
+
+/// Checks the citations of a whole message's text blocks ([`check_citation`] for each).
+pub fn check_message_citations(message: &Value) -> Result<(), String> {
+    let blocks = message["content"]
+        .as_array()
+        .ok_or_else(|| format!("a message without content: {message}"))?;
+    for (i, b) in blocks.iter().enumerate() {
+        let Some(citations) = b.get("citations").filter(|c| !c.is_null()) else {
+            continue;
+        };
+        ensure(b["type"] == "text", || {
+            format!("block {i}: citations on a {} block", b["type"])
+        })?;
+        let citations = citations
+            .as_array()
+            .ok_or_else(|| format!("block {i}: citations is not a list: {b}"))?;
+        let text = b["text"].as_str().unwrap_or_default();
+        for c in citations {
+            check_citation(c, text).map_err(|e| format!("block {i}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The content blocks of a checked stream (`StreamSummary::events`), accumulated as the SDKs'
+/// stream helpers do: text and citations for text blocks, thinking and signature for thinking
+/// blocks, the parsed input of tool_use blocks.
+pub fn content(events: &[Value]) -> Vec<Value> {
+    let mut blocks: Vec<Value> = Vec::new();
+    let mut json: Vec<String> = Vec::new();
+    for e in events {
+        let at = e["index"].as_u64().and_then(|i| usize::try_from(i).ok());
+        match e["type"].as_str() {
+            Some("content_block_start") => {
+                blocks.push(e["content_block"].clone());
+                json.push(String::new());
+            }
+            Some("content_block_delta") => {
+                let Some(i) = at.filter(|i| *i < blocks.len()) else {
+                    continue;
+                };
+                let (b, d) = (&mut blocks[i], &e["delta"]);
+                let append = |b: &mut Value, k: &str, v: &Value| {
+                    let s = format!(
+                        "{}{}",
+                        b[k].as_str().unwrap_or_default(),
+                        v.as_str().unwrap_or_default()
+                    );
+                    b[k] = Value::String(s);
+                };
+                match d["type"].as_str() {
+                    Some("text_delta") => append(b, "text", &d["text"]),
+                    Some("thinking_delta") => append(b, "thinking", &d["thinking"]),
+                    Some("signature_delta") => b["signature"] = d["signature"].clone(),
+                    Some("input_json_delta") => {
+                        json[i].push_str(d["partial_json"].as_str().unwrap_or_default());
+                    }
+                    Some("citations_delta") => {
+                        if !b["citations"].is_array() {
+                            b["citations"] = Value::Array(Vec::new());
+                        }
+                        if let Some(list) = b["citations"].as_array_mut() {
+                            list.push(d["citation"].clone());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Some("content_block_stop") => {
+                if let Some(i) = at.filter(|i| *i < blocks.len())
+                    && blocks[i]["type"] == "tool_use"
+                    && !json[i].is_empty()
+                {
+                    blocks[i]["input"] = serde_json::from_str(&json[i]).unwrap_or(Value::Null);
+                }
+            }
+            _ => {}
+        }
+    }
+    blocks
 }
 
 #[cfg(test)]
@@ -776,5 +913,201 @@ mod tests {
                 ),
             }
         }
+    }
+
+    fn web(url: &str, cited: &str) -> Value {
+        json!({"type": "web_search_result_location", "url": url, "title": "T",
+               "encrypted_index": "YjJhOndlYjow", "cited_text": cited})
+    }
+
+    fn cited(i: u64, c: Value) -> String {
+        delta(i, json!({"type": "citations_delta", "citation": c}))
+    }
+
+    /// A thinking block, then a text block with non-ASCII before its cited ranges and three
+    /// citations after its text.
+    fn valid_citations() -> String {
+        start()
+            + &*thinking(0)
+            + &*block_start(1, json!({"type": "text", "text": ""}))
+            + &*delta(
+                1,
+                json!({"type": "text_delta", "text": "Café 𝄞 au lait ☕ is "}),
+            )
+            + &*delta(
+                1,
+                json!({"type": "text_delta", "text": "coffee with hot milk."}),
+            )
+            + &*cited(1, web("https://a.example/1", "coffee with hot milk"))
+            + &*cited(1, web("https://a.example/2", "𝄞 au lait ☕"))
+            + &*cited(
+                1,
+                json!({"type": "web_search_result_location", "url": "http://a.example/3",
+                       "title": null, "encrypted_index": "YjJhOndlYjoy", "cited_text": "hot"}),
+            )
+            + &*stop(1)
+            + &*end()
+    }
+
+    #[test]
+    fn citations_pass_and_accumulate() {
+        let s = check(valid_citations().as_bytes()).unwrap();
+        assert_eq!(s.text, "Café 𝄞 au lait ☕ is coffee with hot milk.");
+        let blocks = content(&s.events);
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[0]["thinking"], "hm");
+        assert_eq!(blocks[1]["text"], s.text);
+        let urls: Vec<&str> = blocks[1]["citations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["url"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                "https://a.example/1",
+                "https://a.example/2",
+                "http://a.example/3"
+            ]
+        );
+        // The non-streamed shape: the same blocks as one message.
+        let message = json!({"content": blocks});
+        check_message_citations(&message).unwrap();
+        let tool = content(&check(valid_tools().as_bytes()).unwrap().events);
+        assert_eq!(tool[1]["input"], json!({"city": "Paris"}));
+    }
+
+    #[test]
+    fn broken_citations_fail() {
+        let text_then = |c: String| {
+            start()
+                + &*block_start(0, json!({"type": "text", "text": ""}))
+                + &*delta(0, json!({"type": "text_delta", "text": "Café ☕ is hot."}))
+                + &*c
+                + &*stop(0)
+                + &*end()
+        };
+        let mut no_index = web("https://a.example", "hot");
+        no_index.as_object_mut().unwrap().remove("encrypted_index");
+        let mut no_title = web("https://a.example", "hot");
+        no_title.as_object_mut().unwrap().remove("title");
+        let cases: Vec<(&str, &str, String)> = vec![
+            (
+                "cited text not in the block",
+                "not in its block",
+                text_then(cited(0, web("https://a.example", "cold"))),
+            ),
+            (
+                "cited text in another block",
+                "not in its block",
+                start()
+                    + &*text(0, "Café ☕ is hot.")
+                    + &*block_start(1, json!({"type": "text", "text": ""}))
+                    + &*delta(1, json!({"type": "text_delta", "text": "Tea is too."}))
+                    + &*cited(1, web("https://a.example", "hot"))
+                    + &*stop(1)
+                    + &*end(),
+            ),
+            (
+                "a citation before its text",
+                "not in its block",
+                start()
+                    + &*block_start(0, json!({"type": "text", "text": ""}))
+                    + &*cited(0, web("https://a.example", "hot"))
+                    + &*delta(0, json!({"type": "text_delta", "text": "Café ☕ is hot."}))
+                    + &*stop(0)
+                    + &*end(),
+            ),
+            (
+                "empty cited text",
+                "without cited_text",
+                text_then(cited(0, web("https://a.example", ""))),
+            ),
+            (
+                "no encrypted_index",
+                "does not match the SDK type",
+                text_then(cited(0, no_index)),
+            ),
+            (
+                "empty encrypted_index",
+                "without an encrypted_index",
+                text_then(cited(0, web("https://a.example", "hot")).replace("YjJhOndlYjow", "")),
+            ),
+            (
+                "no title",
+                "title must be a string or null",
+                text_then(cited(0, no_title)),
+            ),
+            (
+                "not a web source",
+                "the gateway cites web sources only",
+                text_then(cited(
+                    0,
+                    json!({"type": "char_location", "cited_text": "hot", "document_index": 0,
+                           "document_title": null, "start_char_index": 0, "end_char_index": 3}),
+                )),
+            ),
+            (
+                "a url that is no URL",
+                "without an http(s) url",
+                text_then(cited(0, web("example.com/a", "hot"))),
+            ),
+            (
+                "no citation object",
+                "does not match the SDK type",
+                text_then(delta(0, json!({"type": "citations_delta"}))),
+            ),
+            (
+                "a citation in a thinking block",
+                "a `citations_delta` delta in a `thinking` block",
+                start()
+                    + &*block_start(
+                        0,
+                        json!({"type": "thinking", "thinking": "", "signature": ""}),
+                    )
+                    + &*delta(0, json!({"type": "thinking_delta", "thinking": "hot"}))
+                    + &*cited(0, web("https://a.example", "hot"))
+                    + &*delta(0, json!({"type": "signature_delta", "signature": "b2a1.x"}))
+                    + &*stop(0)
+                    + &*end(),
+            ),
+            (
+                "citations at the block's start",
+                "starts without citations",
+                start()
+                    + &*block_start(
+                        0,
+                        json!({"type": "text", "text": "", "citations": [web("https://a.example", "hot")]}),
+                    )
+                    + &*delta(0, json!({"type": "text_delta", "text": "hot"}))
+                    + &*stop(0)
+                    + &*end(),
+            ),
+        ];
+        for (what, expected, body) in cases {
+            match check(body.as_bytes()) {
+                Ok(_) => panic!("the checker accepted a stream with: {what}\n{body}"),
+                Err(e) => assert!(
+                    e.contains(expected),
+                    "{what}: rejected for another reason than {expected:?}: {e}"
+                ),
+            }
+        }
+        // A whole message: a citation of text not in its block, or on a tool_use block.
+        let bad = json!({"content": [{"type": "text", "text": "Café ☕ is hot.",
+                                       "citations": [web("https://a.example", "cold")]}]});
+        assert!(
+            check_message_citations(&bad)
+                .unwrap_err()
+                .contains("not in its block")
+        );
+        let bad = json!({"content": [{"type": "tool_use", "id": "t", "name": "f", "input": {},
+                                       "citations": [web("https://a.example", "f")]}]});
+        assert!(
+            check_message_citations(&bad)
+                .unwrap_err()
+                .contains("citations on a")
+        );
     }
 }

@@ -8,7 +8,9 @@
 //!
 //! Answers: consecutive thoughts form one `thinking` block (signed), consecutive text one
 //! `text` block, each generated image or video a `text` block of its own with a markdown link,
-//! each tool call a `tool_use` block.
+//! each tool call a `tool_use` block. Web sources (citations) split the text into uncited runs
+//! and cited runs, each cited run a `text` block whose `citations` name its sources
+//! (`web_search_result_location`).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -18,15 +20,16 @@ use super::signature::ThinkingSigner;
 use serde_json::value::RawValue;
 
 use super::wire::{
-    BlockOut, Content, Head, InBlock, InMessage, MessageOut, MessagesRequest, Source, UsageOut,
+    BlockOut, CitationOut, Content, Head, InBlock, InMessage, MessageOut, MessagesRequest, Source,
+    UsageOut,
 };
 use crate::config::LimitsSettings;
 use crate::dialects::limits::{self, Names, TextOrSeq, parse_raw};
 use crate::dialects::openai::convert::{media_markdown, url_media_kind};
 use crate::dialects::parse_data_url;
 use crate::domain::{
-    ChatRequest, FinishReason, GeneratedMedia, Media, MediaKind, Message, Part, Role, StreamEvent,
-    ToolCall, ToolChoice, ToolSpec, Usage,
+    ChatRequest, Citation, FinishReason, GeneratedMedia, Media, MediaKind, Message, Part, Role,
+    StreamEvent, ToolCall, ToolChoice, ToolSpec, Usage,
 };
 use crate::error::GatewayError;
 use crate::upstream::ModelRegistry;
@@ -508,52 +511,176 @@ pub fn stop_reason(reason: FinishReason) -> &'static str {
     }
 }
 
-/// The content blocks of a whole answer.
+/// The `encrypted_index` of each web source of one answer.
+///
+/// Anthropic's value points into its own search results; the gateway has none, and the SDKs
+/// only require a string. Each distinct URL of an answer gets the base64 of `b2a:web:<n>`,
+/// `n` its position among the answer's sources (0-based, by first citation): opaque, stable
+/// within the answer, carrying nothing beyond what the citation already says. The gateway
+/// ignores it (as every other citation field) when a client sends the block back.
+#[derive(Debug, Default)]
+pub struct Sources {
+    urls: Vec<String>,
+}
+
+impl Sources {
+    pub fn encrypted_index(&mut self, url: &str) -> String {
+        let n = match self.urls.iter().position(|u| u == url) {
+            Some(n) => n,
+            None => {
+                self.urls.push(url.to_owned());
+                self.urls.len() - 1
+            }
+        };
+        STANDARD.encode(format!("b2a:web:{n}"))
+    }
+}
+
+/// The part `[s, e)` of a text holding the visible-text range `[start, start + text.len())`
+/// that `citation` covers, as offsets into `text` (`None`: it covers none of it, or its range
+/// does not fall on character boundaries).
+pub fn cited_part(citation: &Citation, start: usize, text: &str) -> Option<(usize, usize)> {
+    let s = citation.start.max(start) - start;
+    let e = citation.end.min(start + text.len()).checked_sub(start)?;
+    (s < e && text.is_char_boundary(s) && text.is_char_boundary(e)).then_some((s, e))
+}
+
+/// The citation of `text[s..e]` by `citation`'s source.
+pub fn citation_out(citation: &Citation, cited: &str, sources: &mut Sources) -> CitationOut {
+    CitationOut {
+        kind: "web_search_result_location",
+        url: citation.url.clone(),
+        title: citation.title.clone(),
+        encrypted_index: sources.encrypted_index(&citation.url),
+        cited_text: cited.to_owned(),
+    }
+}
+
+/// Splits a text block holding the visible-text range `[start, start + text.len())` at the
+/// boundaries of the citations that fall in it: uncited runs become blocks without
+/// citations, each cited run a block of its own carrying its sources. Ranges that overlap
+/// are one run (each citation's `cited_text` is then the part of the run it covers); a range
+/// that crosses into another block is cut to the part in this one.
+fn cited_blocks(
+    start: usize,
+    text: &str,
+    citations: &[&Citation],
+    sources: &mut Sources,
+) -> Vec<BlockOut> {
+    let mut parts: Vec<(usize, usize, &Citation)> = citations
+        .iter()
+        .filter_map(|c| cited_part(c, start, text).map(|(s, e)| (s, e, *c)))
+        .collect();
+    parts.sort_by_key(|&(s, e, _)| (s, e));
+    let mut out = Vec::new();
+    let mut at = 0;
+    let mut i = 0;
+    while i < parts.len() {
+        let (run_start, mut run_end, _) = parts[i];
+        let mut j = i;
+        while j < parts.len() && parts[j].0 < run_end.max(parts[i].1) {
+            run_end = run_end.max(parts[j].1);
+            j += 1;
+        }
+        if run_start > at {
+            out.push(BlockOut::Text {
+                text: text[at..run_start].to_owned(),
+                citations: Vec::new(),
+            });
+        }
+        out.push(BlockOut::Text {
+            text: text[run_start..run_end].to_owned(),
+            citations: parts[i..j]
+                .iter()
+                .map(|&(s, e, c)| citation_out(c, &text[s..e], sources))
+                .collect(),
+        });
+        at = run_end;
+        i = j;
+    }
+    if at < text.len() || out.is_empty() {
+        out.push(BlockOut::Text {
+            text: text[at..].to_owned(),
+            citations: Vec::new(),
+        });
+    }
+    out
+}
+
+/// A block of the answer before its text blocks are split at their citations.
+enum Draft {
+    Done(BlockOut),
+    /// Visible text: the answer's text `[start, start + text.len())`.
+    Text {
+        start: usize,
+        text: String,
+    },
+}
+
+/// The content blocks of a whole answer. Text blocks are split at the ranges the answer's
+/// citations cover, so that each cited run is a block carrying its sources (Anthropic's
+/// shape: a block's `citations` support that block's text).
 pub fn blocks(events: &[StreamEvent], signer: &ThinkingSigner) -> Vec<BlockOut> {
-    let mut out: Vec<BlockOut> = Vec::new();
+    let mut drafts: Vec<Draft> = Vec::new();
     let mut open_thinking: Option<String> = None;
-    let close_thinking = |open: &mut Option<String>, out: &mut Vec<BlockOut>| {
+    let mut citations: Vec<&Citation> = Vec::new();
+    // The visible text so far, in bytes.
+    let mut sent = 0;
+    let close_thinking = |open: &mut Option<String>, out: &mut Vec<Draft>| {
         if let Some(thinking) = open.take() {
             let signature = signer.sign(&thinking);
-            out.push(BlockOut::Thinking {
+            out.push(Draft::Done(BlockOut::Thinking {
                 thinking,
                 signature,
-            });
+            }));
         }
     };
     for event in events {
         match event {
             StreamEvent::Thought(t) => open_thinking.get_or_insert_with(String::new).push_str(t),
             StreamEvent::Text(t) => {
-                close_thinking(&mut open_thinking, &mut out);
-                match out.last_mut() {
-                    Some(BlockOut::Text { text }) => text.push_str(t),
-                    _ => out.push(BlockOut::Text { text: t.clone() }),
+                close_thinking(&mut open_thinking, &mut drafts);
+                match drafts.last_mut() {
+                    Some(Draft::Text { text, .. }) => text.push_str(t),
+                    _ => drafts.push(Draft::Text {
+                        start: sent,
+                        text: t.clone(),
+                    }),
                 }
+                sent += t.len();
             }
             StreamEvent::Media(m) => {
-                close_thinking(&mut open_thinking, &mut out);
-                out.push(BlockOut::Text {
+                close_thinking(&mut open_thinking, &mut drafts);
+                drafts.push(Draft::Done(BlockOut::Text {
                     text: media_text(m),
-                });
-                // Text after media starts a block of its own.
-                out.push(BlockOut::Text {
-                    text: String::new(),
-                });
+                    citations: Vec::new(),
+                }));
             }
-            StreamEvent::Citation(_) => {}
+            StreamEvent::Citation(c) => citations.push(c),
             StreamEvent::ToolCall(c) => {
-                close_thinking(&mut open_thinking, &mut out);
-                out.push(BlockOut::ToolUse {
+                close_thinking(&mut open_thinking, &mut drafts);
+                drafts.push(Draft::Done(BlockOut::ToolUse {
                     id: tool_id(c),
                     name: c.name.clone(),
                     input: tool_input(&c.arguments),
-                });
+                }));
             }
         }
     }
-    close_thinking(&mut open_thinking, &mut out);
-    out.retain(|b| !matches!(b, BlockOut::Text { text } if text.is_empty()));
+    close_thinking(&mut open_thinking, &mut drafts);
+    // A citation past the answer's text is broken (the domain promises otherwise): left out.
+    citations.retain(|c| c.end <= sent);
+    let mut sources = Sources::default();
+    let mut out = Vec::with_capacity(drafts.len());
+    for draft in drafts {
+        match draft {
+            Draft::Done(b) => out.push(b),
+            Draft::Text { start, text } => {
+                out.extend(cited_blocks(start, &text, &citations, &mut sources));
+            }
+        }
+    }
+    out.retain(|b| !matches!(b, BlockOut::Text { text, .. } if text.is_empty()));
     out
 }
 
@@ -863,19 +990,22 @@ mod tests {
         assert_eq!(
             b[1],
             BlockOut::Text {
-                text: "Hello world".into()
+                text: "Hello world".into(),
+                citations: Vec::new()
             }
         );
         assert_eq!(
             b[2],
             BlockOut::Text {
-                text: "![image](http://gw/media/x.png)".into()
+                text: "![image](http://gw/media/x.png)".into(),
+                citations: Vec::new()
             }
         );
         assert_eq!(
             b[3],
             BlockOut::Text {
-                text: "after".into()
+                text: "after".into(),
+                citations: Vec::new()
             }
         );
         match &b[4] {
@@ -903,5 +1033,166 @@ mod tests {
         assert!(v["stop_sequence"].is_null());
         assert_eq!(v["usage"]["input_tokens"], 2);
         assert_eq!(v["usage"]["output_tokens"], 3);
+    }
+
+    /// The citation of the first `cited` in `answer` by `url`.
+    fn cite(answer: &str, cited: &str, url: &str, title: Option<&str>) -> StreamEvent {
+        let start = answer.find(cited).unwrap();
+        StreamEvent::Citation(Citation {
+            url: url.into(),
+            title: title.map(str::to_owned),
+            domain: None,
+            start,
+            end: start + cited.len(),
+            cited_text: cited.into(),
+        })
+    }
+
+    fn text_and_urls(b: &BlockOut) -> (String, Vec<(String, String)>) {
+        match b {
+            BlockOut::Text { text, citations } => (
+                text.clone(),
+                citations
+                    .iter()
+                    .map(|c| (c.url.clone(), c.cited_text.clone()))
+                    .collect(),
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const CAFE: [&str; 3] = [
+        "Café 𝄞 au lait ☕ is ",
+        "coffee with hot milk. ",
+        "Rust 1.0 shipped in 2015.",
+    ];
+
+    #[test]
+    fn citations_split_the_text_into_cited_blocks() {
+        let s = signer();
+        let all = CAFE.concat();
+        let mut events = vec![StreamEvent::Thought("Searching.".into())];
+        events.extend(CAFE.iter().map(|t| StreamEvent::Text((*t).into())));
+        events.push(cite(
+            &all,
+            "coffee with hot milk",
+            "https://a.example/cafe",
+            Some("Café — A"),
+        ));
+        events.push(cite(
+            &all,
+            "coffee with hot milk",
+            "https://b.example/lait",
+            None,
+        ));
+        events.push(cite(
+            &all,
+            "Rust 1.0 shipped in 2015",
+            "https://a.example/cafe",
+            Some("Café — A"),
+        ));
+        let b = blocks(&events, &s);
+        assert!(matches!(b[0], BlockOut::Thinking { .. }), "{b:?}");
+        let texts: Vec<_> = b[1..].iter().map(text_and_urls).collect();
+        let a = "https://a.example/cafe".to_owned();
+        let milk = "coffee with hot milk".to_owned();
+        assert_eq!(
+            texts,
+            [
+                ("Café 𝄞 au lait ☕ is ".to_owned(), vec![]),
+                (
+                    milk.clone(),
+                    vec![
+                        (a.clone(), milk.clone()),
+                        ("https://b.example/lait".to_owned(), milk)
+                    ]
+                ),
+                (". ".to_owned(), vec![]),
+                (
+                    "Rust 1.0 shipped in 2015".to_owned(),
+                    vec![(a, "Rust 1.0 shipped in 2015".to_owned())]
+                ),
+                (".".to_owned(), vec![]),
+            ]
+        );
+        // The text is whole and in order.
+        let joined: String = texts.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(joined, all);
+        // The JSON shape: every field the SDKs require, a null title when there is none, the
+        // same encrypted_index for the same source.
+        let v: serde_json::Value = serde_json::from_slice(&message(
+            "msg_1",
+            "gemini-2.5-flash-search",
+            &events,
+            Usage::default(),
+            FinishReason::Stop,
+            &s,
+        ))
+        .unwrap();
+        let content = v["content"].as_array().unwrap();
+        assert!(content[1].get("citations").is_none(), "{v}");
+        let milk = &content[2]["citations"];
+        assert_eq!(
+            milk[0],
+            json!({"type": "web_search_result_location", "url": "https://a.example/cafe",
+                   "title": "Café — A", "encrypted_index": milk[0]["encrypted_index"],
+                   "cited_text": "coffee with hot milk"})
+        );
+        assert!(
+            milk[1]["title"].is_null() && milk[1].get("title").is_some(),
+            "{v}"
+        );
+        let index = |c: &serde_json::Value| c["encrypted_index"].as_str().unwrap().to_owned();
+        assert!(!index(&milk[0]).is_empty());
+        assert_ne!(index(&milk[0]), index(&milk[1]));
+        assert_eq!(index(&milk[0]), index(&content[4]["citations"][0]));
+    }
+
+    #[test]
+    fn overlapping_crossing_and_broken_citations() {
+        let s = signer();
+        let at = |start: usize, end: usize, url: &str| {
+            StreamEvent::Citation(Citation {
+                url: url.into(),
+                title: None,
+                domain: Some("example.com".into()),
+                start,
+                end,
+                cited_text: String::new(),
+            })
+        };
+        // "é" is 2 bytes: "aé bc" = a(0) é(1..3) ' '(3) b(4) c(5); then an image; then "de".
+        let events = vec![
+            StreamEvent::Text("aé bc".into()),
+            StreamEvent::Media(GeneratedMedia {
+                mime: "image/png".into(),
+                data: Bytes::from_static(&[1]),
+                url: Some("http://gw/media/x.png".into()),
+            }),
+            StreamEvent::Text("de".into()),
+            // Overlapping: é␠ and ␠b are one run.
+            at(1, 4, "https://x.example/1"),
+            at(3, 5, "https://x.example/2"),
+            // Crossing the image: c|de → "c" here, "d" there.
+            at(5, 7, "https://x.example/3"),
+            // Inside "é": not on a character boundary; past the end; empty.
+            at(2, 4, "https://x.example/bad"),
+            at(6, 99, "https://x.example/bad"),
+            at(4, 4, "https://x.example/bad"),
+        ];
+        let b = blocks(&events, &s);
+        let texts: Vec<_> = b.iter().map(text_and_urls).collect();
+        let u = |n: &str, cited: &str| (format!("https://x.example/{n}"), cited.to_owned());
+        assert_eq!(
+            texts,
+            [
+                ("a".to_owned(), vec![]),
+                ("é b".to_owned(), vec![u("1", "é "), u("2", " b")]),
+                ("c".to_owned(), vec![u("3", "c")]),
+                ("![image](http://gw/media/x.png)".to_owned(), vec![]),
+                ("d".to_owned(), vec![u("3", "d")]),
+                ("e".to_owned(), vec![]),
+            ]
+        );
     }
 }

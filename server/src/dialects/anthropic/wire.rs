@@ -226,12 +226,30 @@ pub enum BlockOut {
     },
     Text {
         text: String,
+        /// The web sources of this block's text (left out when there are none).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        citations: Vec<CitationOut>,
     },
     ToolUse {
         id: String,
         name: String,
         input: serde_json::Value,
     },
+}
+
+/// A text block's citation of a web source (`web_search_result_location`; the SDKs' types
+/// require `url`, `cited_text` and `encrypted_index`, and `title` may be null).
+#[derive(Debug, Serialize, Clone, PartialEq)]
+pub struct CitationOut {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub url: String,
+    pub title: Option<String>,
+    /// Opaque to clients (Anthropic's points into its own search index; see
+    /// `convert::Sources`).
+    pub encrypted_index: String,
+    /// The block's text this source supports.
+    pub cited_text: String,
 }
 
 #[derive(Debug, Serialize, Clone, Copy)]
