@@ -420,3 +420,69 @@ def test_generate_content_gets_a_flow_image_as_inline_data(sdk: Sdk) -> None:
     assert len(blobs) == 1, candidate.content.parts
     assert blobs[0].mime_type == "image/png", blobs[0].mime_type
     assert isinstance(blobs[0].data, bytes) and blobs[0].data.startswith(PNG_MAGIC), blobs[0].data[:16]
+
+
+# ---- web-search grounding (issue 16) ----------------------------------------------------
+#
+# The simulator's `[sim:grounded]` answer (upstream_sim::GROUNDED_TEXT / GROUNDED_CITES): text
+# with non-ASCII (é, the astral 𝄞, ☕) before its cited ranges, and two web sources.
+
+SEARCH_MODEL = "gemini-2.5-flash-search"
+GROUNDED_PROMPT = "[sim:grounded] What is café au lait, and when did Rust 1.0 ship?"
+GROUNDED_TEXT = "Café 𝄞 au lait ☕ is coffee with hot milk. Rust 1.0 shipped in 2015."
+GROUNDED_CITES = [
+    (
+        "coffee with hot milk",
+        "https://en.wikipedia.org/wiki/Caf%C3%A9_au_lait",
+        "Café au lait — Wikipedia",
+    ),
+    (
+        "Rust 1.0 shipped in 2015",
+        "https://blog.rust-lang.org/2015/05/15/Rust-1.0.html",
+        "Announcing Rust 1.0",
+    ),
+]
+
+
+def assert_grounded(text: str, metadata: Optional[types.GroundingMetadata]) -> None:
+    """The metadata cites GROUNDED_CITES in `text`: segment indices are UTF-8 byte offsets
+    into the whole answer text (Gemini measures segments in bytes)."""
+    assert text == GROUNDED_TEXT
+    assert metadata is not None, "no grounding_metadata"
+    chunks = metadata.grounding_chunks or []
+    assert [(c.web.uri, c.web.title) for c in chunks] == [(u, t) for _, u, t in GROUNDED_CITES]
+    assert all(c.web.domain and c.web.domain in c.web.uri for c in chunks)
+    supports = metadata.grounding_supports or []
+    assert len(supports) == len(GROUNDED_CITES)
+    raw = text.encode("utf-8")
+    for support, (cited, uri, _) in zip(supports, GROUNDED_CITES):
+        segment = support.segment
+        start, end = segment.start_index or 0, segment.end_index
+        assert start == raw.index(cited.encode("utf-8")), "offsets count UTF-8 bytes"
+        assert start != text.index(cited), "the non-ASCII prefix makes bytes differ from chars"
+        assert raw[start:end].decode("utf-8") == cited == segment.text
+        assert segment.part_index in (None, 0)
+        assert [chunks[i].web.uri for i in support.grounding_chunk_indices] == [uri]
+
+
+def test_generate_content_grounded(sdk: Sdk) -> None:
+    response = sdk.client.models.generate_content(model=SEARCH_MODEL, contents=GROUNDED_PROMPT)
+    sdk.assert_one_request("POST", f"models/{SEARCH_MODEL}:generateContent")
+    candidate = response.candidates[0]
+    assert_grounded(response.text, candidate.grounding_metadata)
+    assert candidate.finish_reason == types.FinishReason.STOP
+
+
+def test_generate_content_stream_grounded(sdk: Sdk) -> None:
+    chunks = list(
+        sdk.client.models.generate_content_stream(model=SEARCH_MODEL, contents=GROUNDED_PROMPT)
+    )
+    sdk.assert_one_request("POST", f"models/{SEARCH_MODEL}:streamGenerateContent")
+    text = "".join(c.text or "" for c in chunks)
+    metadata = [
+        c.candidates[0].grounding_metadata for c in chunks if c.candidates[0].grounding_metadata
+    ]
+    assert metadata, "no chunk carries grounding_metadata"
+    # Each chunk's metadata is the whole answer's so far: the last one is complete.
+    assert_grounded(text, metadata[-1])
+    assert chunks[-1].candidates[0].finish_reason == types.FinishReason.STOP

@@ -12,6 +12,12 @@
 //! adds up), one `responseId` — or a last element whose first key is `error`
 //! (`{"error":{"code","message","status"}}`) with nothing after it.
 //!
+//! `candidates[].groundingMetadata` (search grounding, `check_grounding`): web chunks with a
+//! `uri`, supports whose `groundingChunkIndices` name existing chunks and whose segment is a
+//! range of UTF-8 byte offsets into the whole answer text sent so far (on character
+//! boundaries, `start ≤ end`, `text` the slice they delimit). A chunk carrying it is not a
+//! keep-alive.
+//!
 //! A `functionCall` part arrives whole, in one chunk: `{name, args, id?}` with a non-empty
 //! name, `args` a JSON object and ids (when sent) unique; an answer with calls finishes with
 //! `STOP`. The summary's calls and `stop_reason` are the first candidate's.
@@ -387,6 +393,13 @@ fn check_chunk(chunk: &Value, summary: &mut StreamSummary) -> Result<bool, Strin
                 }
             }
         }
+        if let Some(grounding) = candidate.get("groundingMetadata") {
+            // Candidate 0's text is the answer's; the ranges of others are checked for shape.
+            let text = (c == 0).then_some(summary.text.as_str());
+            check_grounding(grounding, text)
+                .map_err(|e| format!("candidates[{c}].groundingMetadata: {e}"))?;
+            only_empty_text = false;
+        }
         if let Some(reason) = candidate.get("finishReason") {
             let reason = reason
                 .as_str()
@@ -437,6 +450,125 @@ fn check_chunk(chunk: &Value, summary: &mut StreamSummary) -> Result<bool, Strin
         summary.keepalives += 1;
     }
     Ok(finished)
+}
+
+/// Checks a `groundingMetadata` against `text`, the answer's visible text so far (every
+/// non-thought text part of the stream, concatenated). Segment indices are UTF-8 byte offsets
+/// into that whole text (`startIndex` may be left out for 0), on character boundaries, `end`
+/// exclusive and not past the text sent so far; `text`, when sent, is the slice they delimit.
+/// Each support names existing `groundingChunks`; a web chunk has a `uri`.
+pub fn check_grounding(grounding: &Value, text: Option<&str>) -> Result<(), String> {
+    ensure(grounding.is_object(), || "not an object".into())?;
+    let chunks = match grounding.get("groundingChunks") {
+        None => &Vec::new(),
+        Some(chunks) => chunks.as_array().ok_or("groundingChunks is not an array")?,
+    };
+    for (i, chunk) in chunks.iter().enumerate() {
+        ensure(chunk.is_object(), || {
+            format!("groundingChunks[{i}] is not an object")
+        })?;
+        if let Some(web) = chunk.get("web") {
+            ensure(web["uri"].as_str().is_some_and(|u| !u.is_empty()), || {
+                format!("groundingChunks[{i}].web.uri must be a non-empty string")
+            })?;
+            for key in ["title", "domain"] {
+                ensure(web.get(key).is_none_or(Value::is_string), || {
+                    format!("groundingChunks[{i}].web.{key} must be a string")
+                })?;
+            }
+        }
+    }
+    if let Some(queries) = grounding.get("webSearchQueries") {
+        ensure(
+            queries
+                .as_array()
+                .is_some_and(|q| q.iter().all(Value::is_string)),
+            || "webSearchQueries must be an array of strings".into(),
+        )?;
+    }
+    let supports = match grounding.get("groundingSupports") {
+        None => return Ok(()),
+        Some(supports) => supports
+            .as_array()
+            .ok_or("groundingSupports is not an array")?,
+    };
+    for (i, support) in supports.iter().enumerate() {
+        let at = format!("groundingSupports[{i}]");
+        let segment = &support["segment"];
+        ensure(segment.is_object(), || format!("{at}.segment is missing"))?;
+        let index = |key: &str| -> Result<Option<usize>, String> {
+            match segment.get(key) {
+                None => Ok(None),
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .map(Some)
+                    .ok_or_else(|| {
+                        format!("{at}.segment.{key} must be a non-negative integer, got {v}")
+                    }),
+            }
+        };
+        let start = index("startIndex")?.unwrap_or(0);
+        let end = index("endIndex")?.ok_or_else(|| format!("{at}.segment.endIndex is missing"))?;
+        ensure(start <= end, || {
+            format!("{at}.segment: startIndex {start} > endIndex {end}")
+        })?;
+        // The indices cover the whole answer text: no per-part offsets.
+        ensure(index("partIndex")?.unwrap_or(0) == 0, || {
+            format!("{at}.segment.partIndex must be absent or 0 (indices are over the whole text)")
+        })?;
+        let cited = segment.get("text");
+        ensure(cited.is_none_or(Value::is_string), || {
+            format!("{at}.segment.text must be a string")
+        })?;
+        if let Some(text) = text {
+            ensure(end <= text.len(), || {
+                format!(
+                    "{at}.segment.endIndex {end} is past the {} bytes of answer text sent so far",
+                    text.len()
+                )
+            })?;
+            let slice = text.get(start..end).ok_or_else(|| {
+                format!(
+                    "{at}.segment {start}..{end} does not fall on UTF-8 character boundaries of the answer text"
+                )
+            })?;
+            if let Some(cited) = cited.and_then(Value::as_str) {
+                ensure(slice == cited, || {
+                    format!(
+                        "{at}.segment.text {cited:?} is not the answer's bytes {start}..{end} ({slice:?})"
+                    )
+                })?;
+            }
+        }
+        let indices = support["groundingChunkIndices"]
+            .as_array()
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| format!("{at}.groundingChunkIndices must be a non-empty array"))?;
+        for v in indices {
+            ensure(
+                v.as_u64()
+                    .is_some_and(|n| usize::try_from(n).is_ok_and(|n| n < chunks.len())),
+                || {
+                    format!(
+                        "{at}.groundingChunkIndices: {v} is not an index of the {} groundingChunks",
+                        chunks.len()
+                    )
+                },
+            )?;
+        }
+        if let Some(scores) = support.get("confidenceScores") {
+            ensure(
+                scores.as_array().is_some_and(|s| {
+                    s.len() == indices.len()
+                        && s.iter()
+                            .all(|x| x.as_f64().is_some_and(|x| (0.0..=1.0).contains(&x)))
+                }),
+                || format!("{at}.confidenceScores must be one score in [0, 1] per chunk index"),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -740,5 +872,138 @@ mod tests {
                 "{what} (array): refused for another reason: {e}"
             );
         }
+    }
+
+    /// A stream of `pieces` (non-ASCII before the cited ranges), then a finishing chunk whose
+    /// groundingMetadata is `grounding`.
+    fn grounded_stream(grounding: &serde_json::Value) -> (String, String) {
+        let pieces = ["Café ☕ 𝄞 is ", "coffee."];
+        let mut chunks: Vec<String> = pieces
+            .iter()
+            .map(|p| {
+                serde_json::json!({"candidates": [{"content": {"role": "model", "parts": [{"text": p}]}, "index": 0}], "modelVersion": "m", "responseId": "r"})
+                    .to_string()
+            })
+            .collect();
+        let mut finish: serde_json::Value = serde_json::from_str(FINISH).unwrap();
+        finish["candidates"][0]["content"]["parts"] = serde_json::json!([{"text": ""}]);
+        finish["candidates"][0]["groundingMetadata"] = grounding.clone();
+        chunks.push(finish.to_string());
+        let chunks: Vec<&str> = chunks.iter().map(String::as_str).collect();
+        (sse(&chunks), array(&chunks))
+    }
+
+    fn grounding(
+        start: serde_json::Value,
+        end: serde_json::Value,
+        text: &str,
+    ) -> serde_json::Value {
+        serde_json::json!({
+            "groundingChunks": [{"web": {"uri": "https://a/", "title": "A", "domain": "a"}}],
+            "groundingSupports": [{"segment": {"startIndex": start, "endIndex": end, "text": text}, "groundingChunkIndices": [0]}],
+        })
+    }
+
+    #[test]
+    fn grounding_metadata_passes_with_byte_offsets() {
+        // "coffee" starts at byte 18 (char 12, UTF-16 unit 13).
+        let (sse_body, array_body) =
+            grounding_stream_ok(&grounding(18.into(), 24.into(), "coffee"));
+        let s = check_sse(sse_body.as_bytes()).unwrap();
+        assert_eq!(s.text, "Café ☕ 𝄞 is coffee.");
+        assert_eq!(s.keepalives, 0, "a metadata chunk is not a keep-alive");
+        check_array(array_body.as_bytes()).unwrap();
+        // startIndex may be left out (proto3 JSON omits a 0); queries and scores are allowed.
+        let mut g = grounding(0.into(), 5.into(), "Café");
+        g["groundingSupports"][0]["segment"]
+            .as_object_mut()
+            .unwrap()
+            .remove("startIndex");
+        g["groundingSupports"][0]["confidenceScores"] = serde_json::json!([0.5]);
+        g["webSearchQueries"] = serde_json::json!(["café"]);
+        grounding_stream_ok(&g);
+    }
+
+    fn grounding_stream_ok(g: &serde_json::Value) -> (String, String) {
+        let (sse_body, array_body) = grounded_stream(g);
+        check_sse(sse_body.as_bytes()).unwrap();
+        check_array(array_body.as_bytes()).unwrap();
+        (sse_body, array_body)
+    }
+
+    fn grounding_fails(g: &serde_json::Value, because: &str) {
+        let (sse_body, array_body) = grounded_stream(g);
+        sse_fails(&sse_body, because);
+        array_fails(&array_body, because);
+    }
+
+    #[test]
+    fn broken_grounding_metadata_fails() {
+        use serde_json::json;
+        // Character (12) or UTF-16 (13) offsets instead of bytes land inside 𝄞 here; a text
+        // that is not the slice.
+        grounding_fails(
+            &grounding(12.into(), 18.into(), "coffee"),
+            "character boundaries",
+        );
+        grounding_fails(
+            &grounding(13.into(), 19.into(), "coffee"),
+            "character boundaries",
+        );
+        grounding_fails(
+            &grounding(18.into(), 24.into(), "coffee!"),
+            "is not the answer's bytes",
+        );
+        // Past the text, reversed, inside a character (é is bytes 3..5, 𝄞 bytes 10..14).
+        grounding_fails(
+            &grounding(18.into(), 99.into(), "coffee"),
+            "past the 25 bytes",
+        );
+        grounding_fails(
+            &grounding(24.into(), 18.into(), ""),
+            "startIndex 24 > endIndex 18",
+        );
+        grounding_fails(&grounding(4.into(), 6.into(), "x"), "character boundaries");
+        grounding_fails(&grounding(0.into(), 12.into(), "x"), "character boundaries");
+        grounding_fails(
+            &grounding((-1).into(), 6.into(), "x"),
+            "non-negative integer",
+        );
+        grounding_fails(
+            &grounding("18".into(), 24.into(), "coffee"),
+            "non-negative integer",
+        );
+        grounding_fails(
+            &grounding(18.into(), json!(null), "coffee"),
+            "non-negative integer",
+        );
+        let mut g = grounding(18.into(), 24.into(), "coffee");
+        g["groundingSupports"][0]["segment"]
+            .as_object_mut()
+            .unwrap()
+            .remove("endIndex");
+        grounding_fails(&g, "endIndex is missing");
+        // Chunk indices out of range or missing.
+        let mut g = grounding(18.into(), 24.into(), "coffee");
+        g["groundingSupports"][0]["groundingChunkIndices"] = json!([1]);
+        grounding_fails(&g, "is not an index of the 1 groundingChunks");
+        g["groundingSupports"][0]["groundingChunkIndices"] = json!([]);
+        grounding_fails(&g, "non-empty array");
+        // A chunk without a uri; per-part offsets; scores not matching the indices.
+        let mut g = grounding(18.into(), 24.into(), "coffee");
+        g["groundingChunks"][0]["web"] = json!({"title": "A"});
+        grounding_fails(&g, "web.uri must be a non-empty string");
+        let mut g = grounding(18.into(), 24.into(), "coffee");
+        g["groundingSupports"][0]["segment"]["partIndex"] = json!(1);
+        grounding_fails(&g, "partIndex must be absent or 0");
+        let mut g = grounding(18.into(), 24.into(), "coffee");
+        g["groundingSupports"][0]["confidenceScores"] = json!([0.5, 0.5]);
+        grounding_fails(&g, "confidenceScores");
+        // A citation before its text: the range is checked against the text sent so far.
+        let early = grounding(18.into(), 24.into(), "coffee");
+        let mut first: serde_json::Value = serde_json::from_str(TEXT).unwrap();
+        first["candidates"][0]["groundingMetadata"] = early;
+        let first = first.to_string();
+        sse_fails(&sse(&[first.as_str(), FINISH]), "past the 3 bytes");
     }
 }

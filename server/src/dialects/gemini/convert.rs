@@ -10,8 +10,8 @@ use serde_json::value::RawValue;
 
 use super::wire::{
     BlobOut, Candidate, Content, ContentOut, CountTokensRequest, FileDataOut, FunctionCallOut,
-    GenerateContentRequest, GenerateContentResponse, Part as WirePart, PartOut, ToolConfig,
-    UsageMetadata,
+    GenerateContentRequest, GenerateContentResponse, GroundingMetadata, Part as WirePart, PartOut,
+    ToolConfig, UsageMetadata,
 };
 use crate::config::LimitsSettings;
 use crate::dialects::limits::{self, Names, TextOr, parse_raw};
@@ -397,6 +397,7 @@ pub fn part_of(event: &StreamEvent, include_thoughts: bool) -> Option<PartOut<'_
                 data: STANDARD.encode(&m.data),
             },
         }),
+        // Citations are the candidate's `groundingMetadata` (`grounding`), not parts.
         StreamEvent::Citation(_) => None,
         StreamEvent::ToolCall(c) => Some(PartOut::FunctionCall {
             function_call: FunctionCallOut {
@@ -449,7 +450,8 @@ pub fn parts_of(events: &[StreamEvent], include_thoughts: bool) -> Vec<PartOut<'
     parts
 }
 
-/// A whole (non-streamed) `GenerateContentResponse`.
+/// A whole (non-streamed) `GenerateContentResponse`; its citations become the candidate's
+/// `groundingMetadata` (`grounding`).
 pub fn response_body(
     events: &[StreamEvent],
     usage: Usage,
@@ -457,6 +459,7 @@ pub fn response_body(
     response_id: &str,
     include_thoughts: bool,
 ) -> Vec<u8> {
+    let grounding = GroundingMetadata::of_events(events);
     let response = GenerateContentResponse {
         candidates: vec![Candidate {
             content: ContentOut {
@@ -465,6 +468,7 @@ pub fn response_body(
             },
             finish_reason: Some("STOP"),
             index: 0,
+            grounding_metadata: (!grounding.is_empty()).then_some(&grounding),
         }],
         usage_metadata: Some(usage_metadata(usage)),
         model_version: model,

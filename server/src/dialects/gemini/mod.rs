@@ -10,6 +10,7 @@
 pub mod convert;
 pub mod encoder;
 pub mod error;
+pub mod grounding;
 pub mod wire;
 
 use actix_web::{HttpRequest, HttpResponse, web};

@@ -223,6 +223,51 @@ pub struct Candidate<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<&'static str>,
     pub index: u32,
+    /// The web sources of the answer (search grounding), when it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grounding_metadata: Option<&'a GroundingMetadata>,
+}
+
+/// `candidates[].groundingMetadata`: the answer's web sources (`groundingChunks`, one per
+/// distinct URL) and the ranges of its text each supports (`groundingSupports`).
+/// `webSearchQueries` and `searchEntryPoint` are left out: the upstream does not report them.
+#[derive(Debug, Serialize, Default, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GroundingMetadata {
+    pub grounding_chunks: Vec<GroundingChunk>,
+    pub grounding_supports: Vec<GroundingSupport>,
+}
+
+#[derive(Debug, Serialize, Clone, PartialEq)]
+pub struct GroundingChunk {
+    pub web: WebChunk,
+}
+
+#[derive(Debug, Serialize, Clone, PartialEq)]
+pub struct WebChunk {
+    pub uri: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+}
+
+#[derive(Debug, Serialize, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GroundingSupport {
+    pub segment: Segment,
+    /// Indices into `groundingChunks`: every source of this range.
+    pub grounding_chunk_indices: Vec<usize>,
+}
+
+/// A range of the answer's text: UTF-8 byte offsets (`endIndex` exclusive) into the whole
+/// visible answer (every non-thought text part, in order, across all streamed chunks).
+#[derive(Debug, Serialize, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Segment {
+    pub start_index: usize,
+    pub end_index: usize,
+    pub text: String,
 }
 
 #[derive(Debug, Serialize)]
