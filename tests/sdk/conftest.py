@@ -69,6 +69,17 @@ GEMINI_MODEL_COUNT = 28
 MODEL_COUNT = GEMINI_MODEL_COUNT + len(FLOW_MODELS)
 STOP_TIMEOUT_S = 10.0
 
+# The simulator's `[sim:grounded]` answer (upstream_sim::GROUNDED_TEXT / GROUNDED_CITES): text with
+# non-ASCII (é, an astral 𝄞, ☕) before its cited ranges, and its two web sources
+# `(cited text, url, title)`, named after all of the text.
+SEARCH_MODEL = "gemini-2.5-flash-search"
+GROUNDED_PROMPT = "[sim:grounded] What is café au lait, and when did Rust 1.0 ship?"
+GROUNDED_TEXT = "Café 𝄞 au lait ☕ is coffee with hot milk. Rust 1.0 shipped in 2015."
+GROUNDED_CITES = [
+    ("coffee with hot milk", "https://en.wikipedia.org/wiki/Caf%C3%A9_au_lait", "Café au lait — Wikipedia"),
+    ("Rust 1.0 shipped in 2015", "https://blog.rust-lang.org/2015/05/15/Rust-1.0.html", "Announcing Rust 1.0"),
+]
+
 _SIM_LINE = re.compile(r"^upstream-sim listening on (http://127\.0\.0\.1:\d+)\s*$", re.M)
 _FLOW_LINE = re.compile(r"^upstream-sim flow listening on (http://127\.0\.0\.1:\d+)\s*$", re.M)
 _GW_LINE = re.compile(r"^business2api listening on (http://127\.0\.0\.1:\d+)\b", re.M)

@@ -20,7 +20,16 @@ from typing import Any, Iterator
 import anthropic
 import pytest
 
-from conftest import FLOW_MODELS, GEMINI_MODEL_COUNT, MODEL_COUNT, Gateway
+from conftest import (
+    FLOW_MODELS,
+    GEMINI_MODEL_COUNT,
+    GROUNDED_CITES,
+    GROUNDED_PROMPT,
+    GROUNDED_TEXT,
+    MODEL_COUNT,
+    SEARCH_MODEL,
+    Gateway,
+)
 
 VARIANT = os.environ.get("SDK_VARIANT", "current")
 if VARIANT not in ("current", "legacy"):
@@ -455,17 +464,9 @@ def test_messages_create_gets_a_flow_image_as_a_media_link(sdk: Sdk, gateway: Ga
 
 
 # --- web-search grounding (issue 16) -------------------------------------------------------------
-# The simulator's `[sim:grounded]` answer (upstream_sim::GROUNDED_TEXT / GROUNDED_CITES): text with
-# non-ASCII (é, 𝄞, ☕) before its cited ranges, its sources named after all of it. A whole answer
-# splits the text into uncited and cited blocks, each cited block carrying its source; a stream
+# Grounded answers (conftest's GROUNDED_*): a whole answer splits the text into uncited and cited
+# blocks, each cited block carrying its source; a stream
 # attaches the sources (`citations_delta`) to the text block holding the cited text.
-SEARCH_MODEL = "gemini-2.5-flash-search"
-GROUNDED_PROMPT = "[sim:grounded] What is café au lait, and when did Rust 1.0 ship?"
-GROUNDED_TEXT = "Café 𝄞 au lait ☕ is coffee with hot milk. Rust 1.0 shipped in 2015."
-GROUNDED_CITES = [
-    ("coffee with hot milk", "https://en.wikipedia.org/wiki/Caf%C3%A9_au_lait", "Café au lait — Wikipedia"),
-    ("Rust 1.0 shipped in 2015", "https://blog.rust-lang.org/2015/05/15/Rust-1.0.html", "Announcing Rust 1.0"),
-]
 
 
 def citations_of(block: Any) -> list[tuple[str, str, str]]:

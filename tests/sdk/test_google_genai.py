@@ -17,7 +17,16 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from conftest import FLOW_MODELS, GEMINI_MODEL_COUNT, MODEL_COUNT, Gateway
+from conftest import (
+    FLOW_MODELS,
+    GEMINI_MODEL_COUNT,
+    GROUNDED_CITES,
+    GROUNDED_PROMPT,
+    GROUNDED_TEXT,
+    MODEL_COUNT,
+    SEARCH_MODEL,
+    Gateway,
+)
 
 MODEL = "gemini-2.5-flash"
 THOUGHT = "Considering the question."
@@ -424,24 +433,7 @@ def test_generate_content_gets_a_flow_image_as_inline_data(sdk: Sdk) -> None:
 
 # ---- web-search grounding (issue 16) ----------------------------------------------------
 #
-# The simulator's `[sim:grounded]` answer (upstream_sim::GROUNDED_TEXT / GROUNDED_CITES): text
-# with non-ASCII (é, the astral 𝄞, ☕) before its cited ranges, and two web sources.
-
-SEARCH_MODEL = "gemini-2.5-flash-search"
-GROUNDED_PROMPT = "[sim:grounded] What is café au lait, and when did Rust 1.0 ship?"
-GROUNDED_TEXT = "Café 𝄞 au lait ☕ is coffee with hot milk. Rust 1.0 shipped in 2015."
-GROUNDED_CITES = [
-    (
-        "coffee with hot milk",
-        "https://en.wikipedia.org/wiki/Caf%C3%A9_au_lait",
-        "Café au lait — Wikipedia",
-    ),
-    (
-        "Rust 1.0 shipped in 2015",
-        "https://blog.rust-lang.org/2015/05/15/Rust-1.0.html",
-        "Announcing Rust 1.0",
-    ),
-]
+# Grounded answers: conftest's GROUNDED_* (the simulator's `[sim:grounded]` answer).
 
 
 def assert_grounded(text: str, metadata: Optional[types.GroundingMetadata]) -> None:

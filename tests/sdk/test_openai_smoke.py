@@ -18,7 +18,16 @@ import httpx2
 import openai
 import pytest
 
-from conftest import FLOW_MODELS, GEMINI_MODEL_COUNT, MODEL_COUNT, Gateway
+from conftest import (
+    FLOW_MODELS,
+    GEMINI_MODEL_COUNT,
+    GROUNDED_CITES,
+    GROUNDED_PROMPT,
+    GROUNDED_TEXT,
+    MODEL_COUNT,
+    SEARCH_MODEL,
+    Gateway,
+)
 
 MODEL = "gemini-2.5-flash"
 THOUGHT = "Considering the question."
@@ -732,15 +741,7 @@ def test_videos_create_poll_and_download_a_flow_video(sdk: Sdk) -> None:
 
 # ---- Web-search citations (issue 16) ----------------------------------------------------------
 
-# The simulator's `[sim:grounded]` answer (upstream_sim::GROUNDED_TEXT / GROUNDED_CITES): text
-# with non-ASCII (an astral 𝄞 among them) before its cited ranges, and two web sources.
-SEARCH_MODEL = "gemini-2.5-flash-search"
-GROUNDED_PROMPT = "[sim:grounded] What is café au lait, and when did Rust 1.0 ship?"
-GROUNDED_TEXT = "Café 𝄞 au lait ☕ is coffee with hot milk. Rust 1.0 shipped in 2015."
-GROUNDED_CITES = [
-    ("coffee with hot milk", "https://en.wikipedia.org/wiki/Caf%C3%A9_au_lait", "Café au lait — Wikipedia"),
-    ("Rust 1.0 shipped in 2015", "https://blog.rust-lang.org/2015/05/15/Rust-1.0.html", "Announcing Rust 1.0"),
-]
+# Grounded answers: conftest's GROUNDED_* (the simulator's `[sim:grounded]` answer).
 
 
 def assert_cited(text: str, cites: list[tuple[str, int, int, str, str]]) -> None:

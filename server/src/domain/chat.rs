@@ -236,6 +236,22 @@ pub struct Citation {
     pub cited_text: String,
 }
 
+#[cfg(test)]
+impl Citation {
+    /// A citation of the first `cited` in `answer`, from `url` (titled "title of <url>").
+    pub fn of(answer: &str, cited: &str, url: &str) -> Citation {
+        let start = answer.find(cited).unwrap_or_default();
+        Citation {
+            url: url.into(),
+            title: Some(format!("title of {url}")),
+            domain: None,
+            start,
+            end: start + cited.len(),
+            cited_text: cited.into(),
+        }
+    }
+}
+
 /// What the upstream produces, in order, as it arrives.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {

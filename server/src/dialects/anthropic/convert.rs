@@ -1037,14 +1037,9 @@ mod tests {
 
     /// The citation of the first `cited` in `answer` by `url`.
     fn cite(answer: &str, cited: &str, url: &str, title: Option<&str>) -> StreamEvent {
-        let start = answer.find(cited).unwrap();
         StreamEvent::Citation(Citation {
-            url: url.into(),
             title: title.map(str::to_owned),
-            domain: None,
-            start,
-            end: start + cited.len(),
-            cited_text: cited.into(),
+            ..Citation::of(answer, cited, url)
         })
     }
 

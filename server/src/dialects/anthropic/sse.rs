@@ -456,15 +456,7 @@ mod tests {
     }
 
     fn cite(answer: &str, cited: &str, url: &str) -> StreamEvent {
-        let start = answer.find(cited).unwrap();
-        StreamEvent::Citation(Citation {
-            url: url.into(),
-            title: Some(format!("title of {url}")),
-            domain: None,
-            start,
-            end: start + cited.len(),
-            cited_text: cited.into(),
-        })
+        StreamEvent::Citation(Citation::of(answer, cited, url))
     }
 
     /// `(event name, block index, delta type)` of each event after `message_start`.

@@ -101,14 +101,10 @@ mod tests {
     const PIECES: [&str; 2] = ["Café ☕ 𝄞: ", "milk is white. Rust is fast."];
 
     fn citation(text: &str, cited: &str, url: &str, title: Option<&str>) -> Citation {
-        let start = text.find(cited).unwrap();
         Citation {
-            url: url.into(),
             title: title.map(Into::into),
             domain: Some("example.com".into()),
-            start,
-            end: start + cited.len(),
-            cited_text: cited.into(),
+            ..Citation::of(text, cited, url)
         }
     }
 

@@ -124,15 +124,7 @@ mod tests {
     use super::*;
 
     fn cite(text: &str, cited: &str, url: &str) -> Citation {
-        let start = text.find(cited).unwrap();
-        Citation {
-            url: url.into(),
-            title: Some(format!("title of {url}")),
-            domain: None,
-            start,
-            end: start + cited.len(),
-            cited_text: cited.into(),
-        }
+        Citation::of(text, cited, url)
     }
 
     #[test]
