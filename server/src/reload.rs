@@ -159,6 +159,8 @@ struct Inner {
     keys: ApiKeyGate,
     pool: Pool,
     upstream: Arc<GeminiBusinessClient>,
+    /// The Flow token pool, when Flow is enabled (its configuration tokens follow `flow.tokens`).
+    flow: Option<crate::upstream::flow::FlowPool>,
     /// One reload at a time (the watcher and the admin API may race).
     lock: tokio::sync::Mutex<()>,
 }
@@ -176,13 +178,6 @@ impl std::fmt::Debug for Reloader {
 pub fn unimplemented_warnings(s: &Settings) -> Vec<String> {
     let d = Settings::defaults();
     let mut out = Vec::new();
-    if s.flow != d.flow {
-        out.push(
-            "flow is configured but the Flow upstream is not implemented yet: the flow section \
-             has no effect"
-                .to_owned(),
-        );
-    }
     if s.proxy_pool != d.proxy_pool {
         out.push(
             "proxy_pool is configured but the proxy pool is not implemented yet: the proxy_pool \
@@ -200,6 +195,7 @@ impl Reloader {
         keys: ApiKeyGate,
         pool: Pool,
         upstream: Arc<GeminiBusinessClient>,
+        flow: Option<crate::upstream::flow::FlowPool>,
     ) -> Reloader {
         Reloader {
             inner: Arc::new(Inner {
@@ -208,6 +204,7 @@ impl Reloader {
                 keys,
                 pool,
                 upstream,
+                flow,
                 lock: tokio::sync::Mutex::new(()),
             }),
         }
@@ -270,6 +267,16 @@ impl Reloader {
         inner.live.store(next.clone());
         if let Some(fetcher) = fetcher {
             inner.upstream.set_media_fetcher(fetcher);
+        }
+        if let Some(flow) = &inner.flow
+            && changed.iter().any(|c| c.path == "flow.tokens")
+        {
+            let applied = flow.reload(&next.flow.tokens).await;
+            tracing::info!(
+                added = applied.added,
+                removed = applied.removed,
+                "flow.tokens applied to the Flow token pool"
+            );
         }
         if pool_changed {
             // Cooldowns changed at run time (`POST /admin/config/cooldown`) stay unless the

@@ -461,6 +461,7 @@ impl Application {
             keys.clone(),
             pool.clone(),
             Arc::clone(&upstream_for_reload),
+            state.flow.pool().cloned(),
         );
         let keys = web::Data::new(keys);
         let body_budget = web::Data::new(crate::body::BodyBudget::new(

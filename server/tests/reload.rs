@@ -507,18 +507,63 @@ async fn unimplemented_sections_warn_at_start_and_on_reload() {
     assert_eq!(status, 200, "{body}");
     let warnings = body["warnings"].to_string();
     assert!(
-        warnings.contains("the flow section has no effect"),
-        "{body}"
-    );
-    assert!(
         warnings.contains("the proxy_pool section has no effect"),
         "{body}"
     );
+    // Flow is implemented: turning it on applies after a restart, with no warning.
+    assert!(!warnings.contains("flow"), "{body}");
     assert!(
-        body["no_effect"].to_string().contains("flow.enable"),
+        body["restart_required"].to_string().contains("flow.enable"),
         "{body}"
     );
-    gw.log_shows("the flow section has no effect").await;
+}
+
+/// `flow.tokens` applies at once: a reload adds and removes the Flow pool's configuration
+/// tokens (and says nothing about restarting for them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_flow_tokens_to_the_running_flow_pool() {
+    const A: &str = "reload-flow-token-a-0123456789";
+    const B: &str = "reload-flow-token-b-0123456789";
+    let flow = upstream_sim::flow::FlowSimulator::start().await.unwrap();
+    for t in [A, B] {
+        flow.add_token(t, "f@example.com", 100, "PAYGATE_TIER_ONE");
+    }
+    let section = |tokens: &[&str]| {
+        json!({"api_keys": ["key-a"], "flow": {"enable": true, "tokens": tokens,
+            "labs_base_url": flow.base_url(), "api_base_url": flow.base_url()}})
+    };
+    let gw = Gateway::start(section(&[A]), &[], false).await;
+    let ids = || async {
+        let status: Value = gw
+            .client
+            .get(format!("{}/admin/flow/status", gw.base))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        status["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids().await, ["flow_token_0"]);
+    gw.write(section(&[A, B]));
+    let (status, body) = gw.reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body["restart_required"].to_string().contains("flow.tokens"),
+        "{body}"
+    );
+    assert_eq!(ids().await, ["flow_token_0", "flow_token_1"]);
+    gw.write(section(&[]));
+    let (status, body) = gw.reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert!(ids().await.is_empty(), "{body}");
 }
 
 /// The generated key counts as an API key on reload: a reload that would make it the API key

@@ -177,14 +177,15 @@ pub static KEYS: &[KeySpec] = &[
         NoEffect,
         proxy_pool.check_on_startup
     ),
-    key!("flow.enable", NoEffect, flow.enable),
-    key!("flow.tokens", NoEffect, flow.tokens, count),
-    key!("flow.proxy", NoEffect, flow.proxy),
-    key!("flow.timeout", NoEffect, flow.timeout),
-    key!("flow.poll_interval", NoEffect, flow.poll_interval),
-    key!("flow.max_poll_attempts", NoEffect, flow.max_poll_attempts),
-    key!("flow.labs_base_url", NoEffect, flow.labs_base_url),
-    key!("flow.api_base_url", NoEffect, flow.api_base_url),
+    key!("flow.enable", Restart, flow.enable),
+    // Applied at once: the Flow pool's configuration tokens are replaced (`crate::reload`).
+    key!("flow.tokens", Live, flow.tokens, count),
+    key!("flow.proxy", Restart, flow.proxy),
+    key!("flow.timeout", Restart, flow.timeout),
+    key!("flow.poll_interval", Restart, flow.poll_interval),
+    key!("flow.max_poll_attempts", Restart, flow.max_poll_attempts),
+    key!("flow.labs_base_url", Restart, flow.labs_base_url),
+    key!("flow.api_base_url", Restart, flow.api_base_url),
     key!(
         "gemini_business.auth_base_url",
         Restart,
