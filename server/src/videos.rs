@@ -26,10 +26,7 @@ use tokio::task::AbortHandle;
 use crate::domain::{ChatRequest, GeneratedMedia, Media, Message, ModelId, Part, Role};
 use crate::error::{Category, GatewayError};
 use crate::media::MediaStore;
-use crate::store::{
-    Store, StoreError, StoredMedia, VIDEO_JOB_SCHEMA_VERSION, VideoJobError, VideoJobRecord,
-    VideoJobStatus,
-};
+use crate::store::{Store, StoreError, StoredMedia, VideoJobError, VideoJobRecord, VideoJobStatus};
 use crate::upstream::flow::session::Polling;
 use crate::upstream::{BoxFuture, ModelRegistry};
 
@@ -295,22 +292,16 @@ impl VideoJobs {
             None => None,
         };
         let record = VideoJobRecord {
-            schema_version: VIDEO_JOB_SCHEMA_VERSION,
-            id: format!("video_{}", uuid::Uuid::new_v4().simple()),
-            owner,
-            model: new.model.public_name().to_owned(),
-            prompt: new.prompt,
             seconds: new.seconds,
             size: new.size,
-            status: VideoJobStatus::Queued,
-            progress: 0,
-            error: None,
-            created_at: unix_now(),
-            completed_at: None,
-            expires_at: None,
-            submitted: None,
             reference,
-            media: None,
+            ..VideoJobRecord::queued(
+                format!("video_{}", uuid::Uuid::new_v4().simple()),
+                owner,
+                new.model.public_name(),
+                new.prompt,
+                unix_now(),
+            )
         };
         let store = Arc::clone(&self.inner.store);
         let saved = record.clone();
@@ -974,22 +965,16 @@ mod tests {
     async fn unfinished_jobs_resume_and_shutdown_stops_them() {
         let s = setup(Fake::default());
         let mut running = VideoJobRecord {
-            schema_version: VIDEO_JOB_SCHEMA_VERSION,
-            id: format!("video_{}", uuid::Uuid::new_v4().simple()),
-            owner: "o".into(),
-            model: "veo_3_1_t2v_fast_landscape".into(),
-            prompt: "p".into(),
-            seconds: None,
-            size: None,
             status: VideoJobStatus::InProgress,
             progress: 40,
-            error: None,
-            created_at: unix_now(),
-            completed_at: None,
-            expires_at: None,
             submitted: Some(submitted()),
-            reference: None,
-            media: None,
+            ..VideoJobRecord::queued(
+                format!("video_{}", uuid::Uuid::new_v4().simple()),
+                "o",
+                "veo_3_1_t2v_fast_landscape",
+                "p",
+                unix_now(),
+            )
         };
         s.store.put_video_job(&running).unwrap();
         // Queued, never submitted, its model no longer served (an empty registry here).

@@ -92,13 +92,43 @@ pub struct VideoJobRecord {
     /// The upstream job, once submitted (polling resumes from it after a restart).
     #[serde(default)]
     pub submitted: Option<SubmittedVideo>,
-    /// The client's reference image, kept in the media store until the job is submitted (a
-    /// job queued when the gateway stopped is submitted again with it).
+    /// The client's reference image, kept in the media store until the job ends (a job queued
+    /// when the gateway stopped, or whose token died, is submitted again with it).
     #[serde(default)]
     pub reference: Option<StoredMedia>,
     /// The finished video in the media store.
     #[serde(default)]
     pub media: Option<StoredMedia>,
+}
+
+impl VideoJobRecord {
+    /// A job just created: queued, nothing submitted, no size or length asked for.
+    pub fn queued(
+        id: impl Into<String>,
+        owner: impl Into<String>,
+        model: impl Into<String>,
+        prompt: impl Into<String>,
+        created_at: u64,
+    ) -> VideoJobRecord {
+        VideoJobRecord {
+            schema_version: VIDEO_JOB_SCHEMA_VERSION,
+            id: id.into(),
+            owner: owner.into(),
+            model: model.into(),
+            prompt: prompt.into(),
+            seconds: None,
+            size: None,
+            status: VideoJobStatus::Queued,
+            progress: 0,
+            error: None,
+            created_at,
+            completed_at: None,
+            expires_at: None,
+            submitted: None,
+            reference: None,
+            media: None,
+        }
+    }
 }
 
 fn decode(bytes: &[u8]) -> Result<VideoJobRecord, StoreError> {
@@ -204,22 +234,9 @@ mod tests {
 
     fn job(id: &str, owner: &str, created_at: u64, status: VideoJobStatus) -> VideoJobRecord {
         VideoJobRecord {
-            schema_version: VIDEO_JOB_SCHEMA_VERSION,
-            id: id.into(),
-            owner: owner.into(),
-            model: "veo_3_1_t2v_fast_landscape".into(),
-            prompt: "a cat".into(),
             seconds: Some("8".into()),
-            size: None,
             status,
-            progress: 0,
-            error: None,
-            created_at,
-            completed_at: None,
-            expires_at: None,
-            submitted: None,
-            reference: None,
-            media: None,
+            ..VideoJobRecord::queued(id, owner, "veo_3_1_t2v_fast_landscape", "a cat", created_at)
         }
     }
 

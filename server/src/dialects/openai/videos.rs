@@ -700,7 +700,7 @@ mod tests {
 
     use super::*;
     use crate::domain::ModelSpec;
-    use crate::store::{VIDEO_JOB_SCHEMA_VERSION, VideoJobError, VideoJobStatus};
+    use crate::store::{VideoJobError, VideoJobStatus};
 
     const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
 
@@ -817,22 +817,9 @@ mod tests {
 
     fn record(id: &str, created_at: u64) -> VideoJobRecord {
         VideoJobRecord {
-            schema_version: VIDEO_JOB_SCHEMA_VERSION,
-            id: id.into(),
-            owner: String::new(),
-            model: DEFAULT_VIDEO_MODEL.into(),
-            prompt: "a cat".into(),
             seconds: Some("8".into()),
             size: Some("1280x720".into()),
-            status: VideoJobStatus::Queued,
-            progress: 0,
-            error: None,
-            created_at,
-            completed_at: None,
-            expires_at: None,
-            submitted: None,
-            reference: None,
-            media: None,
+            ..VideoJobRecord::queued(id, "", DEFAULT_VIDEO_MODEL, "a cat", created_at)
         }
     }
 
