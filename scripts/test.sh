@@ -16,7 +16,8 @@
 #                                    probe's shapes (peak RSS bound, /health within 100 ms)
 #
 # Needs: a Rust toolchain, python3 with the venv module (Debian: python3-venv), chromium and
-# chromedriver (Debian: chromium, chromium-driver) for the real-browser re-login tests, node and
+# chromedriver (Debian: chromium, chromium-driver) for the real-browser re-login tests,
+# microsocks and tinyproxy (Debian packages of those names) for the egress proxy tests, node and
 # npm for the agent CLI tests, and PyPI / npm registry access the first time (and whenever the
 # pins change). Without node/npm the agent CLI tests are skipped with a warning, except under CI
 # (CI set), where that is an error. Exits non-zero on the first failure.
@@ -65,6 +66,11 @@ die() {
 for tool in chromium chromedriver; do
     command -v "$tool" >/dev/null 2>&1 \
         || die "$tool is missing: the re-login tests need it (Debian: apt-get install chromium chromium-driver)"
+done
+# The egress proxy tests run real SOCKS5 and HTTP CONNECT proxies on loopback.
+for tool in microsocks tinyproxy; do
+    command -v "$tool" >/dev/null 2>&1 \
+        || die "$tool is missing: the egress proxy tests need it (Debian: apt-get install microsocks tinyproxy)"
 done
 
 # --- 1. Build ---------------------------------------------------------------------------------

@@ -137,9 +137,10 @@ impl GatewayError {
                 ErrorKind::BadRequest => Category::InvalidRequest,
                 ErrorKind::RateLimited { .. } => Category::RateLimited,
                 ErrorKind::QuotaExhausted { .. } => Category::QuotaExhausted,
-                ErrorKind::AuthExpired | ErrorKind::CookiesInvalid | ErrorKind::Challenge => {
-                    Category::Unavailable
-                }
+                ErrorKind::AuthExpired
+                | ErrorKind::CookiesInvalid
+                | ErrorKind::Challenge
+                | ErrorKind::Proxy { .. } => Category::Unavailable,
                 ErrorKind::Timeout => Category::Timeout,
                 ErrorKind::NotFound
                 | ErrorKind::Server { .. }
@@ -207,6 +208,8 @@ impl GatewayError {
                     "no upstream account could be authenticated; retry later".to_owned()
                 }
                 ErrorKind::Timeout => "the upstream did not answer in time".to_owned(),
+                // Names the proxy (its password redacted) and what went wrong with it.
+                ErrorKind::Proxy { .. } => e.message.clone(),
                 ErrorKind::NotFound
                 | ErrorKind::Server { .. }
                 | ErrorKind::Transport

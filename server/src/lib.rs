@@ -19,6 +19,8 @@
 //! - [`auth`]: API keys (generated on first start when none is configured).
 //! - [`cli_accounts`]: the `accounts` subcommands (import, export, list the stored accounts).
 //! - [`forwarded`]: trusted proxies and the scheme and host of the gateway's own links.
+//! - [`egress`]: egress proxies: each account's sticky proxy, proxy health and quarantine, proxy
+//!   lists and subscriptions, and the sing-box process that serves tunnelled links.
 //! - [`head_limits`]: URL and header limits answered in the caller's dialect.
 //! - [`telemetry`]: tracing setup, the request root span, escaping untrusted text in logs.
 //! - [`videos`]: the asynchronous video jobs of `/v1/videos` (persisted, resumed at start).
@@ -33,6 +35,7 @@ pub mod client_mode;
 pub mod config;
 pub mod dialects;
 pub mod domain;
+pub mod egress;
 pub mod error;
 pub mod forwarded;
 pub mod head_limits;

@@ -174,18 +174,9 @@ impl std::fmt::Debug for Reloader {
 }
 
 /// Warnings for sections that are read but not implemented yet; logged at start and on every
-/// reload.
-pub fn unimplemented_warnings(s: &Settings) -> Vec<String> {
-    let d = Settings::defaults();
-    let mut out = Vec::new();
-    if s.proxy_pool != d.proxy_pool {
-        out.push(
-            "proxy_pool is configured but the proxy pool is not implemented yet: the proxy_pool \
-             section has no effect"
-                .to_owned(),
-        );
-    }
-    out
+/// reload. (None today: every section of the file is applied.)
+pub fn unimplemented_warnings(_s: &Settings) -> Vec<String> {
+    Vec::new()
 }
 
 impl Reloader {

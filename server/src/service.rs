@@ -210,6 +210,16 @@ impl Attempts {
             // Settled: it counts against its account.
             previous => drop(previous),
         }
+        if let ErrorKind::Proxy { exhausted } = error.kind {
+            // The proxy pool scored the proxy (and re-pinned its accounts when it was
+            // quarantined); the account is not touched.
+            lease.release();
+            if exhausted {
+                return ControlFlow::Break(error.into());
+            }
+            self.last = Some(error);
+            return ControlFlow::Continue(());
+        }
         if !error.retry_elsewhere() {
             // The upstream refused the request itself: another account would refuse it too,
             // and it says nothing about this one.
@@ -487,6 +497,16 @@ async fn start(
         attempts.tried.push(lease.key().clone());
         let auth = match lease.auth().await {
             Ok(auth) => auth,
+            Err(e) if matches!(e.kind, ErrorKind::Proxy { .. }) => {
+                // The account's proxy, not the account: no outcome for it.
+                tracing::warn!(account = %lease.label(), error = %e, "the account's egress proxy is unavailable");
+                lease.release();
+                if let ErrorKind::Proxy { exhausted: true } = e.kind {
+                    return Err(e.into());
+                }
+                attempts.last = Some(e);
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(account = %lease.label(), error = %crate::telemetry::untrusted(&e.to_string()), "no session token");
                 lease.fail_auth(&e);

@@ -51,6 +51,8 @@ pub struct AppState {
     pub thinking_signer: dialects::anthropic::ThinkingSigner,
     /// Google Labs Flow (its token pool for the admin API).
     pub flow: FlowUpstream,
+    /// The egress proxies and the account pins (`/admin/proxies`).
+    pub egress: crate::egress::EgressPool,
 }
 
 impl AppState {
@@ -206,7 +208,7 @@ pub struct Application {
     shutdown_timeout: Duration,
 }
 
-fn create_private_dir(path: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(path: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -341,9 +343,17 @@ impl Application {
             );
         }
 
-        let upstream =
-            GeminiBusinessClient::new(&settings.gemini_business, settings.proxy.as_ref())
-                .map_err(|e| StartupError::HttpClient(e.to_string()))?;
+        // The egress proxies: every account leaves through its own pinned proxy (`proxy`,
+        // `proxy_pool`, an account's own `proxy`); the client's direct route is used only
+        // when none is configured.
+        let egress = crate::egress::EgressPool::start(
+            &settings,
+            GeminiBusinessClient::recipe(&settings.gemini_business),
+            Some(Arc::clone(&store)),
+        )
+        .await;
+        let upstream = GeminiBusinessClient::new(&settings.gemini_business, None)
+            .map_err(|e| StartupError::HttpClient(e.to_string()))?;
         let fetcher = MediaFetcher::new(&settings.media).map_err(StartupError::MediaFetcher)?;
         let client = Arc::new(
             upstream
@@ -358,6 +368,7 @@ impl Application {
             PoolConfig::from_settings(&settings),
             accounts,
             Arc::clone(&client) as Arc<dyn crate::upstream::Authenticator>,
+            egress.clone(),
             Some(Persistence {
                 store: Arc::clone(&store),
                 accounts_dir: accounts_dir.clone(),
@@ -425,7 +436,7 @@ impl Application {
             tracing::warn!("{warning}");
         }
         let accounts_service =
-            crate::accounts::AccountsService::new(Arc::clone(&store), pool.clone());
+            crate::accounts::AccountsService::new(Arc::clone(&store), pool.clone(), egress.clone());
         // The task hub (queue, leases, worker sessions): remote workers on /ws in server mode,
         // one in-process worker in local mode.
         let relogin = relogin_runner.unwrap_or_else(|| crate::workers::relogin_runner(&settings));
@@ -454,6 +465,7 @@ impl Application {
             media,
             thinking_signer,
             flow,
+            egress,
         });
         let reloader = Reloader::new(
             live.clone(),

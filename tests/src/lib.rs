@@ -1,6 +1,7 @@
 //! Black-box test helpers: [`spawn_app`] starts the real [`Application`] on port 0 with its own
 //! data dir and its own upstream simulator (a real HTTP server), and returns a [`TestApp`] to
-//! talk to it. Also: an incremental SSE reader and the SDK schema validators.
+//! talk to it. Also: an incremental SSE reader, the SDK schema validators and real egress
+//! proxies ([`proxies::ProxyProcess`]: microsocks, tinyproxy).
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -13,6 +14,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 pub mod check;
+pub mod proxies;
 
 pub use check::{StreamSummary, Wire};
 pub use upstream_sim::{
@@ -300,9 +302,23 @@ pub async fn start_app_full(
     let settings = Settings::from_json_str(&config.to_string(), &|_| None)
         .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"))
         .settings;
-    let app = Application::build_custom(settings, None, upstreams, local_runner.map(|r| r.0))
-        .await
-        .expect("application builds");
+    let runner = local_runner.map(|r| r.0);
+    // A restart in the same process: the previous gateway's background threads (the pools'
+    // persisters) may hold the database a moment after it stopped; wait for them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let app = loop {
+        match Application::build_custom(settings.clone(), None, upstreams.clone(), runner.clone())
+            .await
+        {
+            Err(e)
+                if format!("{e:?}").contains("DatabaseAlreadyOpen")
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            built => break built.expect("application builds"),
+        }
+    };
     let port = app.port();
     let handle = app.handle();
     let report = app.report().clone();

@@ -73,6 +73,7 @@ pub fn merge(
                 credentials: credentials_of(&record, default_config),
                 status: None,
                 changed: true,
+                proxy: crate::pool::import::proxy_of(&record),
             });
         }
         merged.report.imported.push((name, outcome));
@@ -137,6 +138,7 @@ pub fn load(
             credentials,
             status,
             changed,
+            proxy: crate::pool::import::proxy_of(&record),
         });
     }
     Ok((accounts, unusable))
@@ -147,11 +149,25 @@ pub fn load(
 pub struct AccountsService {
     store: Arc<Store>,
     pool: Pool,
+    egress: crate::egress::EgressPool,
 }
 
 impl AccountsService {
-    pub fn new(store: Arc<Store>, pool: Pool) -> AccountsService {
-        AccountsService { store, pool }
+    pub fn new(
+        store: Arc<Store>,
+        pool: Pool,
+        egress: crate::egress::EgressPool,
+    ) -> AccountsService {
+        AccountsService {
+            store,
+            pool,
+            egress,
+        }
+    }
+
+    /// The egress proxies (a worker task carries its account's proxy).
+    pub fn egress(&self) -> &crate::egress::EgressPool {
+        &self.egress
     }
 
     /// Stores `incoming` and hands the changed accounts to the pool (see [`merge`]).

@@ -21,8 +21,11 @@
 //!   connected workers, the task queue, and queueing a re-login now (`crate::workers`).
 //! - `/admin/flow/status`, `/add-token`, `/remove-token`, `/reload` — the Flow token pool
 //!   ([`flow`]).
+//! - `GET /admin/proxies`, `POST /admin/proxies/check` — the egress proxies, their health and
+//!   the accounts pinned to each ([`proxies`]).
 
 mod flow;
+mod proxies;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,7 +140,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/accounts/{email}/otp",
             web::post().to(crate::workers::admin_otp),
         )
-        .configure(flow::routes);
+        .configure(flow::routes)
+        .configure(proxies::routes);
 }
 
 /// A failed store operation, as the admin API answers it (the cause goes to the log).
@@ -215,6 +219,9 @@ async fn accounts(
                 .get(key.as_str())
                 .and_then(|t| serde_json::to_value(t).ok())
                 .unwrap_or(serde_json::Value::Null);
+            // The proxy it leaves through (password redacted), or null when direct.
+            a["egress"] =
+                serde_json::to_value(state.egress.pin_of(&key)).unwrap_or(serde_json::Value::Null);
             a
         })
         .collect();

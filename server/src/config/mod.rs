@@ -58,7 +58,7 @@ pub struct Settings {
     pub debug: bool,
     /// `proxy`: the egress proxy for all upstream (Gemini Business) traffic.
     pub proxy: Option<ProxyUrl>,
-    /// Legacy `proxy_subscribe`; no effect yet (a warning says so).
+    /// Legacy `proxy_subscribe`: one more subscription URL, fetched with `proxy_pool.subscribes`.
     pub proxy_subscribe: Option<String>,
     /// `note`: free text lines shown on `GET /`.
     pub note: Vec<String>,
@@ -250,11 +250,10 @@ fn build(
     let debug = top.bool(r, "debug", false);
     let proxy = top.proxy(r, "proxy");
     let proxy_subscribe = top.nonblank(r, "proxy_subscribe", true);
-    if proxy_subscribe.is_some() {
-        r.warn(
-            "proxy_subscribe (legacy) has no effect yet; list subscription URLs in \
-             proxy_pool.subscribes instead",
-        );
+    if let Some(u) = &proxy_subscribe
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        r.error("proxy_subscribe", "expected an http or https URL");
     }
     let note = top.string_list(r, "note", false);
     let api_keys = top.string_list(r, "api_keys", true);

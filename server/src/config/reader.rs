@@ -360,7 +360,7 @@ pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
 
 /// Parses an `http`/`https` base URL and normalises it: the path ends in `/` (so
 /// `Url::join("relative")` appends), no query or fragment.
-fn parse_base_url(s: &str) -> Result<url::Url, String> {
+pub(super) fn parse_base_url(s: &str) -> Result<url::Url, String> {
     let mut url = url::Url::parse(s.trim()).map_err(|e| format!("not a valid URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(

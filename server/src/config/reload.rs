@@ -83,7 +83,7 @@ pub static KEYS: &[KeySpec] = &[
     key!("default_config", Live, default_config),
     key!("debug", Restart, debug),
     key!("proxy", Restart, proxy),
-    key!("proxy_subscribe", NoEffect, proxy_subscribe),
+    key!("proxy_subscribe", Restart, proxy_subscribe),
     key!("note", Live, note),
     key!("pool.target_count", NoEffect, pool.target_count),
     key!("pool.min_count", NoEffect, pool.min_count),
@@ -168,15 +168,38 @@ pub static KEYS: &[KeySpec] = &[
         Restart,
         pool_server.heartbeat_interval
     ),
-    key!("proxy_pool.proxy", NoEffect, proxy_pool.proxy),
-    key!("proxy_pool.subscribes", NoEffect, proxy_pool.subscribes),
-    key!("proxy_pool.files", NoEffect, proxy_pool.files),
-    key!("proxy_pool.health_check", NoEffect, proxy_pool.health_check),
+    key!("proxy_pool.proxy", Restart, proxy_pool.proxy),
+    key!("proxy_pool.subscribes", Restart, proxy_pool.subscribes),
+    key!("proxy_pool.files", Restart, proxy_pool.files),
+    key!("proxy_pool.health_check", Restart, proxy_pool.health_check),
     key!(
         "proxy_pool.check_on_startup",
-        NoEffect,
+        Restart,
         proxy_pool.check_on_startup
     ),
+    key!("proxy_pool.check_url", Restart, proxy_pool.check_url),
+    key!(
+        "proxy_pool.check_interval_sec",
+        Restart,
+        proxy_pool.check_interval
+    ),
+    key!(
+        "proxy_pool.check_timeout_sec",
+        Restart,
+        proxy_pool.check_timeout
+    ),
+    key!(
+        "proxy_pool.fail_threshold",
+        Restart,
+        proxy_pool.fail_threshold
+    ),
+    key!("proxy_pool.quarantine_sec", Restart, proxy_pool.quarantine),
+    key!(
+        "proxy_pool.subscribe_interval_sec",
+        Restart,
+        proxy_pool.subscribe_interval
+    ),
+    key!("proxy_pool.singbox_path", Restart, proxy_pool.singbox_path),
     key!("flow.enable", Restart, flow.enable),
     // Applied at once: the Flow pool's configuration tokens are replaced (`crate::reload`).
     key!("flow.tokens", Live, flow.tokens, count),

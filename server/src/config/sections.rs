@@ -176,12 +176,30 @@ pub struct PoolServerSettings {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxyPoolSettings {
+    /// The pool's single proxy when no file or subscription yields one (then the top-level
+    /// `proxy`).
     pub proxy: Option<ProxyUrl>,
-    /// Subscription URLs (validated as `http`/`https`).
-    pub subscribes: Vec<String>,
+    /// Subscription URLs (validated as `http`/`https`). They may hold tokens: never logged.
+    pub subscribes: Vec<Secret>,
     pub files: Vec<PathBuf>,
+    /// Periodic active checks of every proxy (`check_interval_sec`).
     pub health_check: bool,
+    /// One active check of every proxy at start.
     pub check_on_startup: bool,
+    /// What an active check fetches through each proxy (default: the Gemini Business sign-in
+    /// endpoint, which the accounts' traffic goes to anyway). Any HTTP answer means the proxy
+    /// works.
+    pub check_url: Option<String>,
+    pub check_interval: Duration,
+    pub check_timeout: Duration,
+    /// Consecutive proxy faults seen on real traffic before a proxy is quarantined.
+    pub fail_threshold: u32,
+    /// The first quarantine; each further one in a row doubles it (at most 10 min).
+    pub quarantine: Duration,
+    /// How often subscriptions are fetched again.
+    pub subscribe_interval: Duration,
+    /// A `sing-box` executable for vmess / vless / trojan / shadowsocks / hysteria2 links.
+    pub singbox_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -508,12 +526,25 @@ pub(super) fn read_proxy_pool(top: &mut Section<'_>, r: &mut Reader) -> ProxyPoo
         .into_iter()
         .map(PathBuf::from)
         .collect();
+    let check_url = s.nonblank(r, "check_url", false);
+    if let Some(u) = &check_url
+        && let Err(e) = super::reader::parse_base_url(u)
+    {
+        r.error("proxy_pool.check_url", e);
+    }
     let pool = ProxyPoolSettings {
         proxy,
-        subscribes,
+        subscribes: subscribes.into_iter().map(Secret::new).collect(),
         files,
         health_check: s.bool(r, "health_check", false),
         check_on_startup: s.bool(r, "check_on_startup", false),
+        check_url,
+        check_interval: s.secs(r, "check_interval_sec", 300, AT_LEAST_1),
+        check_timeout: s.secs(r, "check_timeout_sec", 10, AT_LEAST_1),
+        fail_threshold: s.u32(r, "fail_threshold", 2, AT_LEAST_1),
+        quarantine: s.secs(r, "quarantine_sec", 30, AT_LEAST_1),
+        subscribe_interval: s.secs(r, "subscribe_interval_sec", 1800, AT_LEAST_1),
+        singbox_path: s.nonblank(r, "singbox_path", false).map(PathBuf::from),
     };
     s.finish(r);
     pool
@@ -811,8 +842,8 @@ mod tests {
                 "proxy_subscribe": "https://example.com/sub"}"#,
         );
         let w = loaded.warnings.join("\n");
-        assert_eq!(loaded.warnings.len(), 5, "{w}");
-        assert!(w.contains("proxy_subscribe (legacy) has no effect yet"));
+        assert_eq!(loaded.warnings.len(), 4, "{w}");
+        assert!(!w.contains("proxy_subscribe"));
         assert!(w.contains("pool.register_threads has no effect"));
         assert!(w.contains("pool.register_headless has no effect"));
         assert!(!w.contains("pool.target_count"));

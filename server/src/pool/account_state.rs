@@ -270,6 +270,9 @@ pub enum Failure {
     Transient,
     /// Not the account's doing (bad request, unknown model, protocol surprise).
     NotAccount,
+    /// The account's egress proxy failed: the proxy pool's business, not recorded on the
+    /// account at all.
+    Egress,
 }
 
 impl Failure {
@@ -289,6 +292,7 @@ impl Failure {
             ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::Protocol => {
                 Failure::NotAccount
             }
+            ErrorKind::Proxy { .. } => Failure::Egress,
         }
     }
 }
@@ -554,9 +558,12 @@ impl AccountStatus {
                 failure,
                 error,
             } => {
-                self.counters.failed += 1;
-                self.last_error = Some(error.clone());
-                self.fail(cap, failure, error, now, policy, &mut fx);
+                // A proxy fault is the proxy pool's business: nothing is recorded here.
+                if failure != Failure::Egress {
+                    self.counters.failed += 1;
+                    self.last_error = Some(error.clone());
+                    self.fail(cap, failure, error, now, policy, &mut fx);
+                }
             }
             Event::RefreshStarted => {
                 if self.state == AccountState::Ready {
@@ -570,8 +577,10 @@ impl AccountStatus {
                 }
             }
             Event::RefreshFailed { failure, error } => {
-                self.counters.refresh_failures += 1;
-                self.last_error = Some(error.clone());
+                if failure != Failure::Egress {
+                    self.counters.refresh_failures += 1;
+                    self.last_error = Some(error.clone());
+                }
                 if self.state == AccountState::RefreshingToken {
                     self.state = AccountState::Ready;
                 }
@@ -721,7 +730,7 @@ impl AccountStatus {
                 let d = policy.backoff(self.consecutive_failures);
                 self.cool_account(now + ms(d), CooldownReason::Transient);
             }
-            Failure::NotAccount => {}
+            Failure::NotAccount | Failure::Egress => {}
         }
     }
 

@@ -32,6 +32,7 @@ use business2api_shared::AccountKey;
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::accounts::Credentials;
+use crate::egress::{Egress, EgressPool};
 use crate::upstream::{AccessToken, Authenticator, CallAuth, ErrorKind, UpstreamError};
 
 /// Capacity of an account actor's mailbox for [`Auth`] requests (`send` waits for room).
@@ -98,6 +99,8 @@ pub struct RefreshFinished {
 #[derive(Clone)]
 pub struct Shared {
     pub authenticator: Arc<dyn Authenticator>,
+    /// Which proxy each account leaves through.
+    pub egress: EgressPool,
     /// Bounds the mints in flight across the pool (`refresh_concurrency`).
     pub refresh_permits: Arc<Semaphore>,
     pub started: Recipient<RefreshStarted>,
@@ -112,7 +115,8 @@ pub struct AccountActor {
     label: String,
     credentials: Arc<Credentials>,
     credential_generation: u64,
-    token: Option<(AccessToken, u64)>,
+    /// The token, its generation and the route it was minted through.
+    token: Option<(AccessToken, u64, Egress)>,
     token_generation: u64,
     /// The credential generation of the mint in flight that this actor waits for.
     minting: Option<u64>,
@@ -140,11 +144,12 @@ impl AccountActor {
         }
     }
 
-    fn grant(&self, token: &AccessToken, token_generation: u64) -> Grant {
+    fn grant(&self, token: &AccessToken, token_generation: u64, egress: &Egress) -> Grant {
         Grant {
             auth: CallAuth {
                 token: token.value.clone(),
                 credentials: Arc::clone(&self.credentials),
+                egress: egress.clone(),
             },
             token_generation,
             credential_generation: self.credential_generation,
@@ -167,13 +172,21 @@ impl AccountActor {
                 key: key.clone(),
                 generation,
             });
-            let result = shared.authenticator.authenticate(&credentials).await;
+            // The account's proxy: every mint and call of a token goes the same way.
+            let result = match shared.egress.route(&key) {
+                Ok(egress) => shared
+                    .authenticator
+                    .authenticate(&credentials, &egress)
+                    .await
+                    .map(|token| (token, egress)),
+                Err(e) => Err(e),
+            };
             shared.finished.do_send(RefreshFinished {
                 key,
                 generation,
                 result: result
                     .as_ref()
-                    .map(|token| {
+                    .map(|(token, _)| {
                         token
                             .use_until
                             .saturating_duration_since(std::time::Instant::now())
@@ -189,7 +202,7 @@ impl AccountActor {
     }
 
     /// A mint ended; handled on the actor.
-    fn minted(&mut self, generation: u64, result: Result<AccessToken, UpstreamError>) {
+    fn minted(&mut self, generation: u64, result: Result<(AccessToken, Egress), UpstreamError>) {
         if generation != self.credential_generation {
             tracing::debug!(
                 account = %self.label,
@@ -201,10 +214,10 @@ impl AccountActor {
         }
         self.minting = None;
         let reply = match result {
-            Ok(token) => {
+            Ok((token, egress)) => {
                 self.token_generation += 1;
-                let grant = self.grant(&token, self.token_generation);
-                self.token = Some((token, self.token_generation));
+                let grant = self.grant(&token, self.token_generation, &egress);
+                self.token = Some((token, self.token_generation, egress));
                 Ok(grant)
             }
             Err(e) => Err(e),
@@ -236,11 +249,19 @@ impl Handler<Auth> for AccountActor {
     type Result = ResponseFuture<Result<Grant, UpstreamError>>;
 
     fn handle(&mut self, _: Auth, ctx: &mut Self::Context) -> Self::Result {
-        if let Some((token, generation)) = &self.token
+        if let Some((token, generation, minted_through)) = &self.token
             && token.usable_at(Instant::now())
         {
-            let grant = self.grant(token, *generation);
-            return Box::pin(std::future::ready(Ok(grant)));
+            // The token serves only while the account still leaves through the proxy it was
+            // minted through; after a re-pin a new one is minted through the new proxy.
+            match self.shared.egress.route(&self.key) {
+                Ok(now) if now.node_id() == minted_through.node_id() => {
+                    let grant = self.grant(token, *generation, &now);
+                    return Box::pin(std::future::ready(Ok(grant)));
+                }
+                Ok(_) => self.token = None,
+                Err(e) => return Box::pin(std::future::ready(Err(e))),
+            }
         }
         let (tx, rx) = oneshot::channel();
         self.waiters.retain(|w| !w.is_closed());
@@ -254,7 +275,7 @@ impl Handler<Refresh> for AccountActor {
     type Result = ();
 
     fn handle(&mut self, msg: Refresh, ctx: &mut Self::Context) {
-        let current = self.token.as_ref().map(|(_, g)| *g);
+        let current = self.token.as_ref().map(|(_, g, _)| *g);
         if msg.token_generation.is_none() || msg.token_generation == current {
             if msg.token_generation.is_some() {
                 // That token was refused: never hand it out again.

@@ -140,6 +140,15 @@ pub fn parse_account_object(
         Some(Value::String(s)) => Some(Secret::new(s.clone())),
         Some(_) => return Err("`cookie_string` must be a string".to_owned()),
     };
+    // `proxy`: the account's own egress proxy (kept in `extra`, so export writes it back).
+    match obj.get("proxy") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s.trim().is_empty() => {}
+        Some(Value::String(s)) => {
+            crate::config::ProxyUrl::parse(s).map_err(|e| format!("`proxy`: {e}"))?;
+        }
+        Some(_) => return Err("`proxy` must be a string (a proxy URL)".to_owned()),
+    }
     let extra: Map<String, Value> = obj
         .iter()
         .filter(|(k, _)| !KNOWN_KEYS.contains(&k.as_str()))
@@ -161,6 +170,14 @@ pub fn parse_account_object(
         added_at: None,
         updated_at: None,
     })
+}
+
+/// The account's own egress proxy (its file's `proxy`), if it has a valid one.
+pub fn proxy_of(record: &AccountRecord) -> Option<crate::config::ProxyUrl> {
+    match record.extra.get("proxy") {
+        Some(Value::String(s)) if !s.trim().is_empty() => crate::config::ProxyUrl::parse(s).ok(),
+        _ => None,
+    }
 }
 
 /// The upstream credentials of a stored account, or why it cannot be used.

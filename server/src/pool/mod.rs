@@ -174,6 +174,7 @@ impl Pool {
         config: PoolConfig,
         accounts: Vec<NewAccount>,
         authenticator: Arc<dyn Authenticator>,
+        egress: crate::egress::EgressPool,
         persistence: Option<Persistence>,
     ) -> std::io::Result<Pool> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -184,7 +185,7 @@ impl Pool {
                 runner.block_on(async move {
                     let system = System::current();
                     let supervisor =
-                        PoolSupervisor::new(config, accounts, authenticator, persistence)
+                        PoolSupervisor::new(config, accounts, authenticator, egress, persistence)
                             .with_system(system);
                     let addr = actix::Supervisor::start(move |_| supervisor);
                     let _ = tx.send(addr);

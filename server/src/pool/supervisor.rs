@@ -339,6 +339,8 @@ pub struct NewAccount {
     pub status: Option<AccountStatus>,
     /// The credentials differ from what the pool had (import of an updated file).
     pub changed: bool,
+    /// The account's own egress proxy (its record's `proxy`), overriding the proxy pool.
+    pub proxy: Option<crate::config::ProxyUrl>,
 }
 
 /// The pool's knobs.
@@ -461,6 +463,7 @@ pub struct PoolSupervisor {
     state: Box<dyn PoolState>,
     config: PoolConfig,
     authenticator: Arc<dyn Authenticator>,
+    egress: crate::egress::EgressPool,
     refresh_permits: Arc<Semaphore>,
     /// Accounts to add once the actor has its context (account actors need its address).
     initial: Vec<NewAccount>,
@@ -481,6 +484,7 @@ impl PoolSupervisor {
         config: PoolConfig,
         accounts: Vec<NewAccount>,
         authenticator: Arc<dyn Authenticator>,
+        egress: crate::egress::EgressPool,
         persistence: Option<Persistence>,
     ) -> PoolSupervisor {
         PoolSupervisor {
@@ -489,6 +493,7 @@ impl PoolSupervisor {
             refresh_permits: Arc::new(Semaphore::new(config.refresh_concurrency.max(1))),
             config,
             authenticator,
+            egress,
             initial: accounts,
             store: persistence.as_ref().map(|p| Arc::clone(&p.store)),
             persister: persistence.map(start_persister),
@@ -509,6 +514,7 @@ impl PoolSupervisor {
         let me = ctx.address();
         Shared {
             authenticator: Arc::clone(&self.authenticator),
+            egress: self.egress.clone(),
             refresh_permits: Arc::clone(&self.refresh_permits),
             started: me.clone().recipient(),
             finished: me.recipient(),
@@ -536,6 +542,9 @@ impl PoolSupervisor {
         let policy = self.config.failure;
         for a in accounts {
             let key = AccountKey::new(&a.email);
+            // The account's route is settled before its first mint: its own proxy, or a pin.
+            self.egress.set_override(&key, a.proxy.clone());
+            self.egress.ensure_pins([&key]);
             if let Some(e) = self.entries.get_mut(&key) {
                 e.email = a.email.clone();
                 e.source_file = a.source_file.clone().or(e.source_file.take());
@@ -690,6 +699,7 @@ impl PoolSupervisor {
         let Some(e) = self.entries.remove(key) else {
             return false;
         };
+        self.egress.forget(key);
         if let Some(actor) = &e.actor {
             actor.do_send(Stop);
         }

@@ -54,6 +54,7 @@ impl Authenticator for FakeAuth {
     fn authenticate<'a>(
         &'a self,
         credentials: &'a Credentials,
+        _egress: &'a crate::egress::Egress,
     ) -> BoxFuture<'a, Result<AccessToken, UpstreamError>> {
         Box::pin(async move {
             self.mints.fetch_add(1, Ordering::SeqCst);
@@ -100,6 +101,7 @@ fn account(email: &str, id: &str, changed: bool) -> NewAccount {
         credentials: Ok(credentials(id)),
         status: None,
         changed,
+        proxy: None,
     }
 }
 
@@ -121,11 +123,20 @@ fn config() -> PoolConfig {
 
 const A: &str = "a@example.com";
 
+fn direct_egress() -> crate::egress::EgressPool {
+    crate::startup::install_crypto_provider();
+    crate::egress::EgressPool::direct(crate::egress::ClientRecipe {
+        connect_timeout: Duration::from_secs(1),
+        plain_http_upstream: false,
+    })
+}
+
 async fn start(auth: &Arc<FakeAuth>, accounts: Vec<NewAccount>) -> Pool {
     Pool::start(
         config(),
         accounts,
         Arc::clone(auth) as Arc<dyn Authenticator>,
+        direct_egress(),
         None,
     )
     .unwrap()
@@ -333,6 +344,7 @@ async fn a_restarted_supervisor_carries_on_from_the_persisted_state() {
         config(),
         vec![account(A, "a", false)],
         Arc::clone(&auth) as Arc<dyn Authenticator>,
+        direct_egress(),
         Some(Persistence {
             store: Arc::clone(&store),
             accounts_dir: dir.path().to_path_buf(),

@@ -14,6 +14,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 mod accounts;
+mod egress;
 mod videos;
 
 pub use videos::{
@@ -212,6 +213,7 @@ impl Store {
         tx.open_table(videos::VIDEO_JOBS)?;
         tx.open_table(flow::FLOW_TOKENS)?;
         tx.open_table(flow::FLOW_REMOVED)?;
+        tx.open_table(egress::EGRESS_PINS)?;
         tx.commit()?;
         Ok(Store { db })
     }

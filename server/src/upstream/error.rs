@@ -36,6 +36,10 @@ pub enum ErrorKind {
     /// The upstream answered 200 with something we cannot use: malformed JSON, a missing field,
     /// an empty answer.
     Protocol,
+    /// The account's egress proxy failed (connecting to or through it, TLS, its
+    /// authentication), or — `exhausted` — no healthy proxy is left at all. Never the account's
+    /// fault: the proxy pool scores it, the account is untouched.
+    Proxy { exhausted: bool },
 }
 
 /// Who caused a failure.
@@ -102,7 +106,10 @@ impl UpstreamError {
 
     /// Whether the same request may succeed on another account.
     pub fn retry_elsewhere(&self) -> bool {
-        !matches!(self.kind, ErrorKind::BadRequest)
+        !matches!(
+            self.kind,
+            ErrorKind::BadRequest | ErrorKind::Proxy { exhausted: true }
+        )
     }
 
     /// What to do with the account that produced this error.
@@ -117,9 +124,10 @@ impl UpstreamError {
             ErrorKind::Server { .. } | ErrorKind::Transport | ErrorKind::Timeout => {
                 AccountAction::CoolDown(None)
             }
-            ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::Protocol => {
-                AccountAction::None
-            }
+            ErrorKind::BadRequest
+            | ErrorKind::NotFound
+            | ErrorKind::Protocol
+            | ErrorKind::Proxy { .. } => AccountAction::None,
         }
     }
 

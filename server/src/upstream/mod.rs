@@ -59,16 +59,19 @@ pub struct CallAuth {
     pub token: Secret,
     /// The account's long-lived credentials (shared, not copied per call).
     pub credentials: Arc<Credentials>,
+    /// The account's route: its pinned egress proxy, or direct.
+    pub egress: crate::egress::Egress,
 }
 
 /// Turns an account's credentials into a short-lived token. Implemented by every upstream that
 /// serves from the account pool; tests substitute fakes (no HTTP).
 pub trait Authenticator: Send + Sync + std::fmt::Debug + 'static {
-    /// Mints a token. Failures are classified ([`UpstreamError::account_action`] says what the
-    /// pool does with the account).
+    /// Mints a token through `egress` (the account's proxy, or direct). Failures are
+    /// classified ([`UpstreamError::account_action`] says what the pool does with the account).
     fn authenticate<'a>(
         &'a self,
         credentials: &'a Credentials,
+        egress: &'a crate::egress::Egress,
     ) -> BoxFuture<'a, Result<AccessToken, UpstreamError>>;
 }
 

@@ -399,17 +399,24 @@ impl WorkerHub {
             task.holders.push(entry.worker.clone());
         }
         entry.held.insert(id.clone());
+        // The account's own egress: the browser re-login and the probe leave from the address
+        // its API traffic uses.
+        let proxy = self
+            .accounts
+            .egress()
+            .proxy_of(&task.account)
+            .map(|url| Secret::new(url.expose()));
         let spec = match task.kind {
             TaskKindName::Relogin => TaskSpec::Relogin(ReloginTask {
                 account: task.account.clone(),
                 otp: otp_source(&self.live, &task.account),
-                proxy: None,
+                proxy,
             }),
             TaskKindName::Probe => match &task.credentials {
                 Some(credentials) => TaskSpec::Probe(ProbeTask {
                     account: task.account.clone(),
                     credentials: credentials.clone(),
-                    proxy: None,
+                    proxy,
                 }),
                 None => TaskSpec::Unknown,
             },

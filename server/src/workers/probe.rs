@@ -14,6 +14,13 @@ use business2api_worker::{TaskContext, TaskRunner};
 use futures_util::future::BoxFuture;
 
 use crate::accounts::{Cookie, Credentials};
+use crate::egress::{ClientRecipe, Egress};
+
+/// How a probe's client through the task's proxy is built.
+const PROBE_RECIPE: ClientRecipe = ClientRecipe {
+    connect_timeout: std::time::Duration::from_secs(10),
+    plain_http_upstream: false,
+};
 use crate::upstream::{AccountAction, Authenticator};
 
 /// Runs `probe` tasks with an [`Authenticator`].
@@ -61,8 +68,24 @@ impl TaskRunner for ProbeRunner {
                 };
             };
             ctx.progress(ProgressStage::Probing);
+            // The account's own egress, as the server pinned it: a probe from another address
+            // would say nothing about the account's.
+            let egress = match &probe.proxy {
+                None => Egress::direct(),
+                Some(url) => match crate::config::ProxyUrl::parse(url.expose())
+                    .and_then(|url| Egress::standalone(url, &PROBE_RECIPE))
+                {
+                    Ok(egress) => egress,
+                    Err(e) => {
+                        return TaskOutcome::Failed {
+                            reason: FailureReason::Unsupported,
+                            message: format!("the task's proxy is not usable: {e}"),
+                        };
+                    }
+                },
+            };
             let credentials = credentials_of(probe.credentials);
-            match authenticator.authenticate(&credentials).await {
+            match authenticator.authenticate(&credentials, &egress).await {
                 Ok(_) => TaskOutcome::Probed {
                     verdict: ProbeVerdict::Healthy,
                 },

@@ -98,6 +98,7 @@ impl Rec {
                 method: req.method().as_str().to_string(),
                 path,
                 at: std::time::Instant::now(),
+                peer: req.peer_addr(),
             },
         }
     }

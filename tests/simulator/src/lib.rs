@@ -13,7 +13,9 @@
 //!   (`{"error":{"code","message","status"}}`) naming the offending field.
 //! * **Scriptable**: per-test answers ([`Answer`]), faults ([`FaultRule`], [`Fault`]),
 //!   pacing between streamed elements, holding the last element of a stream ([`Gate`]), and
-//!   inspection of what arrived ([`Simulator::requests`], [`Simulator::stats`]).
+//!   inspection of what arrived ([`Simulator::requests`], [`Simulator::stats`]). Each
+//!   [`RecordedRequest`] keeps its TCP peer, which tells egress proxies bound to distinct
+//!   loopback source addresses apart.
 //!
 //! Fault rules apply after authentication passed: a request with a bad JWT is always a 401
 //! (counted in [`SimStats::jwts_rejected`]); the first matching rule (insertion order; a rule

@@ -560,6 +560,11 @@ pub struct RecordedRequest {
     pub path: String,
     /// When the request arrived.
     pub at: std::time::Instant,
+    /// The TCP peer the request came from (`None` if the transport has none). The simulator
+    /// listens on 127.0.0.1, but any 127.0.0.0/8 source address reaches it: an egress proxy
+    /// bound to its own source IP (127.0.0.2, 127.0.0.3, …) shows here which proxy the request
+    /// went through.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl RecordedRequest {

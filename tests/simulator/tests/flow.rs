@@ -294,6 +294,9 @@ async fn the_session_mints_fresh_access_tokens() {
     assert_eq!(recs[0].status, 200);
     assert_eq!(recs[3].status, 401);
     assert_eq!(recs[4].session_token, None);
+    // The TCP peer: a direct client on loopback.
+    let peer = recs[0].peer.expect("the peer address is recorded");
+    assert_eq!(peer.ip(), std::net::Ipv4Addr::LOCALHOST);
 }
 
 #[tokio::test]

@@ -82,6 +82,13 @@ async fn u1_issues_keys_and_checks_the_cookie() {
     assert_eq!(recs[0].header("cookie"), Some("[present]"));
     assert_eq!(recs[2].status, 401);
     assert_eq!(recs[4].csesidx, None);
+    // The TCP peer is recorded, failed requests included (the egress proxy tests tell proxies
+    // apart by it).
+    for rec in &recs {
+        let peer = rec.peer.expect("the peer address is recorded");
+        assert_eq!(peer.ip(), std::net::Ipv4Addr::LOCALHOST);
+        assert_ne!(peer.port(), 0);
+    }
     assert_eq!(sim.stats().calls[&Endpoint::GetOxsrf], 5);
     sim.stop();
 }

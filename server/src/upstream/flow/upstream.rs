@@ -118,7 +118,11 @@ fn tokens_fault(e: &UpstreamError) -> bool {
         | ErrorKind::Timeout => true,
         // An HTTP error; a generation that failed upstream carries no status.
         ErrorKind::Server { .. } => e.status.is_some(),
-        ErrorKind::BadRequest | ErrorKind::NotFound | ErrorKind::Protocol => false,
+        // Flow's proxy is one for all tokens: another token goes the same way.
+        ErrorKind::BadRequest
+        | ErrorKind::NotFound
+        | ErrorKind::Protocol
+        | ErrorKind::Proxy { .. } => false,
     }
 }
 

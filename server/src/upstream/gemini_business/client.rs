@@ -29,6 +29,7 @@ use crate::accounts::Credentials;
 use crate::config::live::LiveConfig;
 use crate::config::{GeminiBusinessSettings, ProxyUrl};
 use crate::domain::{ChatRequest, GeneratedMedia, Media, ModelId, StreamEvent};
+use crate::egress::{ClientRecipe, Egress};
 use crate::error::InputError;
 use crate::media::fetch::{FetchError, MediaFetcher, display_url};
 use crate::upstream::{
@@ -133,6 +134,15 @@ fn transport(endpoint: Endpoint, e: reqwest::Error) -> UpstreamError {
     }
 }
 
+/// A transport failure of a call that went through `egress`: the proxy's fault when it is
+/// (scored by the proxy pool, no account action), else classified as usual.
+async fn transport_via(endpoint: Endpoint, egress: &Egress, e: reqwest::Error) -> UpstreamError {
+    match egress.transport_failure(endpoint.as_str(), &e).await {
+        Some(proxy_fault) => proxy_fault,
+        None => transport(endpoint, e),
+    }
+}
+
 fn timeout(endpoint: Endpoint, what: &str) -> UpstreamError {
     UpstreamError::new(ErrorKind::Timeout, endpoint, format!("the upstream {what}"))
 }
@@ -209,23 +219,24 @@ fn base_headers(accept_language: &str) -> HeaderMap {
 }
 
 impl GeminiBusinessClient {
-    /// Builds the client. TLS is verified (rustls with the platform's roots); redirects are not
+    /// How its HTTP clients are built (the direct one here, each proxy's in the egress pool).
+    pub fn recipe(settings: &GeminiBusinessSettings) -> ClientRecipe {
+        ClientRecipe {
+            connect_timeout: settings.connect_timeout,
+            plain_http_upstream: settings.api_base_url.starts_with("http://")
+                || settings.auth_base_url.starts_with("http://"),
+        }
+    }
+
+    /// Builds the client; `proxy` is its direct route's proxy (client mode's own `proxy`; the
+    /// gateway's accounts go through the egress pool instead). TLS is verified (rustls with the platform's roots); redirects are not
     /// followed (a redirect from Google means "sign in again", which we classify); only the
     /// content encodings reqwest decodes are advertised.
     pub fn new(
         settings: &GeminiBusinessSettings,
         proxy: Option<&ProxyUrl>,
     ) -> Result<Self, reqwest::Error> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true);
-        if let Some(proxy) = proxy {
-            builder = builder.proxy(reqwest::Proxy::all(proxy.expose())?);
-        }
-        let http = builder.build()?;
+        let http = Self::recipe(settings).build(proxy)?;
         let primary = settings.language_code.split('-').next().unwrap_or("en");
         Ok(Self {
             http,
@@ -294,15 +305,22 @@ impl GeminiBusinessClient {
     async fn send(
         &self,
         endpoint: Endpoint,
+        egress: &Egress,
         request: RequestBuilder,
         limit: Duration,
     ) -> Result<Response, UpstreamError> {
         let response = match tokio::time::timeout(limit, request.send()).await {
             Err(_) => return Err(timeout(endpoint, "did not answer in time")),
-            Ok(Err(e)) => return Err(transport(endpoint, e)),
+            Ok(Err(e)) => return Err(transport_via(endpoint, egress, e).await),
             Ok(Ok(r)) => r,
         };
         let status = response.status();
+        if let Some(proxy_fault) =
+            egress.refused_credentials(endpoint.as_str(), status.as_u16(), response.headers())
+        {
+            return Err(proxy_fault);
+        }
+        egress.succeeded();
         if status.is_redirection() {
             // Google redirects to its sign-in page when a session is no longer valid.
             let kind = if endpoint == Endpoint::GetXsrfKey {
@@ -339,10 +357,14 @@ impl GeminiBusinessClient {
     async fn json<T: DeserializeOwned>(
         &self,
         endpoint: Endpoint,
+        egress: &Egress,
         response: Response,
     ) -> Result<T, UpstreamError> {
         let content_type = header_str(&response, header::CONTENT_TYPE);
-        let body = response.bytes().await.map_err(|e| transport(endpoint, e))?;
+        let body = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => return Err(transport_via(endpoint, egress, e).await),
+        };
         if is_html(content_type.as_deref(), &body) {
             return Err(classify_response(
                 endpoint,
@@ -369,19 +391,24 @@ impl GeminiBusinessClient {
         body: &B,
     ) -> Result<T, UpstreamError> {
         let timeout = self.knobs().request_timeout;
-        let request = self
-            .http
+        let request = auth
+            .egress
+            .http(&self.http)
             .post(self.method_url(method))
             .headers(self.api_headers(auth)?)
             .timeout(timeout)
             .json(body);
-        let response = self.send(endpoint, request, timeout).await?;
-        self.json(endpoint, response).await
+        let response = self.send(endpoint, &auth.egress, request, timeout).await?;
+        self.json(endpoint, &auth.egress, response).await
     }
 
     /// U1 + signing: a short-lived JWT for the account (spec §1.3–1.4).
     #[tracing::instrument(skip_all)]
-    pub async fn mint_token(&self, creds: &Credentials) -> Result<AccessToken, UpstreamError> {
+    pub async fn mint_token(
+        &self,
+        creds: &Credentials,
+        egress: &Egress,
+    ) -> Result<AccessToken, UpstreamError> {
         let endpoint = Endpoint::GetXsrfKey;
         let Some(cookie) = creds.cookie_header() else {
             return Err(UpstreamError::new(
@@ -394,8 +421,8 @@ impl GeminiBusinessClient {
             .map_err(|_| protocol(endpoint, "a cookie is not a valid header value"))?;
         cookie.set_sensitive(true);
         let timeout = self.knobs().request_timeout;
-        let request = self
-            .http
+        let request = egress
+            .http(&self.http)
             .get(&self.getoxsrf_url)
             .query(&[("csesidx", creds.csesidx.as_str())])
             .header(header::COOKIE, cookie)
@@ -403,9 +430,12 @@ impl GeminiBusinessClient {
             .header(header::REFERER, WEB_REFERER)
             .timeout(timeout);
         let started = Instant::now();
-        let response = self.send(endpoint, request, timeout).await?;
+        let response = self.send(endpoint, egress, request, timeout).await?;
         let content_type = header_str(&response, header::CONTENT_TYPE);
-        let body = response.bytes().await.map_err(|e| transport(endpoint, e))?;
+        let body = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => return Err(transport_via(endpoint, egress, e).await),
+        };
         if is_html(content_type.as_deref(), &body) {
             return Err(classify_response(
                 endpoint,
@@ -566,17 +596,24 @@ impl GeminiBusinessClient {
                 },
             },
         );
-        let request = self
-            .http
+        let request = auth
+            .egress
+            .http(&self.http)
             .post(self.method_url("widgetStreamAssist"))
             .headers(self.api_headers(auth)?)
             .json(&body);
         let knobs = self.knobs();
         let response = self
-            .send(endpoint, request, knobs.stream_first_byte_timeout)
+            .send(
+                endpoint,
+                &auth.egress,
+                request,
+                knobs.stream_first_byte_timeout,
+            )
             .await?;
         Ok(assist_items(
             response,
+            auth.egress.clone(),
             knobs.stream_idle_timeout,
             may_be_grounded(model.features()),
         ))
@@ -624,13 +661,16 @@ impl GeminiBusinessClient {
             "{}/download/v1alpha/{full_session}:downloadFile",
             self.api_base
         );
-        let request = self
-            .http
+        let request = auth
+            .egress
+            .http(&self.http)
             .get(url)
             .query(&[("fileId", file_id), ("alt", "media")])
             .headers(self.api_headers(auth)?)
             .timeout(knobs.download_timeout);
-        let mut response = self.send(endpoint, request, knobs.download_timeout).await?;
+        let mut response = self
+            .send(endpoint, &auth.egress, request, knobs.download_timeout)
+            .await?;
         let limit = knobs.max_download_bytes;
         let too_big = || {
             protocol(
@@ -642,7 +682,12 @@ impl GeminiBusinessClient {
             return Err(too_big());
         }
         let mut buf = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| transport(endpoint, e))? {
+        loop {
+            let chunk = match response.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => return Err(transport_via(endpoint, &auth.egress, e).await),
+            };
             if (buf.len() + chunk.len()) as u64 > limit {
                 return Err(too_big());
             }
@@ -799,6 +844,7 @@ fn upstream_refused_uri(e: &UpstreamError) -> bool {
 /// Turns a 200 U4 response into answer items, element by element, as the bytes arrive.
 fn assist_items(
     response: Response,
+    egress: Egress,
     idle: Duration,
     grounded: bool,
 ) -> impl Stream<Item = Result<AssistItem, UpstreamError>> + Send + 'static {
@@ -813,7 +859,7 @@ fn assist_items(
             let chunk = match tokio::time::timeout(idle, body.next()).await {
                 Err(_) => Err(timeout(endpoint, "went silent in the middle of the answer"))?,
                 Ok(None) => break,
-                Ok(Some(Err(e))) => Err(transport(endpoint, e))?,
+                Ok(Some(Err(e))) => Err(transport_via(endpoint, &egress, e).await)?,
                 Ok(Some(Ok(chunk))) => chunk,
             };
             let elements = splitter
@@ -888,8 +934,9 @@ impl Authenticator for GeminiBusinessClient {
     fn authenticate<'a>(
         &'a self,
         credentials: &'a Credentials,
+        egress: &'a Egress,
     ) -> BoxFuture<'a, Result<AccessToken, UpstreamError>> {
-        Box::pin(self.mint_token(credentials))
+        Box::pin(self.mint_token(credentials, egress))
     }
 }
 

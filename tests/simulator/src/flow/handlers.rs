@@ -175,6 +175,7 @@ async fn dispatch(
         headers,
         status: 0,
         at: std::time::Instant::now(),
+        peer: req.peer_addr(),
     };
     let resp = if req.method() == Method::POST {
         match read_body(payload).await {

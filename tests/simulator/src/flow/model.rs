@@ -142,6 +142,10 @@ pub struct FlowRequest {
     pub status: u16,
     /// When it arrived.
     pub at: Instant,
+    /// The TCP peer it came from (`None` if the transport has none). The simulator listens on
+    /// 127.0.0.1, but any 127.0.0.0/8 source address reaches it: an egress proxy bound to its
+    /// own source IP (127.0.0.2, 127.0.0.3, …) shows here which proxy the request went through.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl FlowRequest {
