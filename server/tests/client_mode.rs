@@ -179,8 +179,9 @@ async fn client_mode_runs_the_worker_which_says_hello_and_drains_on_sigterm() {
             kinds: vec![TaskKindName::Relogin, TaskKindName::Probe],
         }))
         .unwrap();
-    // The worker runs re-logins in a browser; a proxy with a password is one thing it cannot
-    // give Chromium, so this task fails at once (before any browser starts), saying why.
+    // The worker runs re-logins in a browser; a proxy with a password reaches Chromium through
+    // a loopback relay, which speaks SOCKS5 and HTTP but not SOCKS4: this task fails at once
+    // (before any browser starts), saying why, without the password.
     let id = TaskId::parse("task-1").unwrap();
     conn.out
         .send(ServerMessage::Task(Task {
@@ -190,7 +191,7 @@ async fn client_mode_runs_the_worker_which_says_hello_and_drains_on_sigterm() {
             spec: TaskSpec::Relogin(ReloginTask {
                 account: AccountKey::new("someone@example.com"),
                 otp: OtpSource::Operator { timeout_ms: 60_000 },
-                proxy: Some(Secret::new("http://user:proxy-pw-secret@127.0.0.1:3128")),
+                proxy: Some(Secret::new("socks4://user:proxy-pw-secret@127.0.0.1:1080")),
             }),
         }))
         .unwrap();
@@ -204,7 +205,7 @@ async fn client_mode_runs_the_worker_which_says_hello_and_drains_on_sigterm() {
             match r.outcome {
                 TaskOutcome::Failed { reason, message } => {
                     assert_eq!(reason, FailureReason::Unsupported);
-                    assert!(message.contains("proxy needs a password"), "{message}");
+                    assert!(message.contains("not supported for re-login"), "{message}");
                     assert!(!message.contains("proxy-pw-secret"), "{message}");
                 }
                 other => panic!("expected failed, got {other:?}"),

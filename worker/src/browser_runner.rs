@@ -14,6 +14,7 @@ use futures_util::future::BoxFuture;
 
 use crate::browser::{Browser, WebDriverBrowser, WebDriverOptions};
 use crate::otp::{CodeSource, ImapCodes, OperatorCodes};
+use crate::relay::Relay;
 use crate::relogin::{Login, LoginFailure, relogin};
 use crate::runner::{TaskContext, TaskRunner};
 
@@ -145,25 +146,32 @@ fn bounded(message: &str) -> String {
     text
 }
 
-/// The browser proxy for a task's proxy URL: the URL without credentials, or why it cannot be
-/// used (a proxy with a password needs an authenticating proxy, which this build lacks).
-pub fn browser_proxy(proxy: &str) -> Result<String, String> {
+/// How the browser reaches a task's proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrowserProxy {
+    /// A proxy without a password: its URL without credentials, given to the browser as is.
+    Direct(String),
+    /// A proxy with a password, which the browser's `--proxy-server` cannot send: the browser
+    /// goes through a loopback [`Relay`] that authenticates to the proxy.
+    Relay,
+}
+
+/// How the browser uses a task's proxy URL: directly (the URL without credentials) when it has
+/// no password, through a [`Relay`] when it has one; or why it cannot be used (not a URL, no
+/// host). The error never contains the URL.
+pub fn browser_proxy(proxy: &str) -> Result<BrowserProxy, String> {
     let url =
         url::Url::parse(proxy).map_err(|_| "the account's proxy is not a valid URL".to_owned())?;
-    if url.password().is_some() {
-        return Err(
-            "the account's proxy needs a password, which the browser cannot send: \
-             use a proxy without credentials for re-login"
-                .to_owned(),
-        );
-    }
     let host = url
         .host_str()
         .ok_or_else(|| "the account's proxy URL has no host".to_owned())?;
-    Ok(match url.port() {
+    if url.password().is_some() {
+        return Ok(BrowserProxy::Relay);
+    }
+    Ok(BrowserProxy::Direct(match url.port() {
         Some(port) => format!("{}://{host}:{port}", url.scheme()),
         None => format!("{}://{host}", url.scheme()),
-    })
+    }))
 }
 
 async fn run_relogin(
@@ -173,10 +181,32 @@ async fn run_relogin(
     mut ctx: TaskContext,
     task_id: &str,
 ) -> TaskOutcome {
-    let proxy = match task.proxy.as_ref().map(|p| browser_proxy(p.expose())) {
+    // A relay lives until the re-login ends (dropped with this future, also on cancellation).
+    let mut _relay = None;
+    let proxy = match &task.proxy {
         None => None,
-        Some(Ok(proxy)) => Some(proxy),
-        Some(Err(message)) => return failed(FailureReason::Unsupported, &message),
+        Some(proxy) => match browser_proxy(proxy.expose()) {
+            Ok(BrowserProxy::Direct(direct)) => Some(direct),
+            Ok(BrowserProxy::Relay) => match Relay::start(proxy.expose()).await {
+                Ok(relay) => {
+                    let local = relay.browser_proxy();
+                    _relay = Some(relay);
+                    Some(local)
+                }
+                Err(e) => {
+                    let reason = if e.kind() == std::io::ErrorKind::InvalidInput {
+                        FailureReason::Unsupported
+                    } else {
+                        FailureReason::NetworkFailed
+                    };
+                    return failed(
+                        reason,
+                        &format!("cannot relay the account's proxy for the browser: {e}"),
+                    );
+                }
+            },
+            Err(message) => return failed(FailureReason::Unsupported, &message),
+        },
     };
     let email = task.account.as_str().to_owned();
     let mut codes: Box<dyn CodeSource> = match task.otp {

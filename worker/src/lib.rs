@@ -26,7 +26,9 @@
 //!   temporary profile per login; the scripted [`browser::FakeBrowser`] in tests), with the
 //!   one-time code from the task's source ([`otp`]: a mailbox over IMAP, or the code the
 //!   operator types, which the server forwards as `otp`), and keeps a bounded number of
-//!   screenshots of failed logins. A `probe` is not its kind.
+//!   screenshots of failed logins. A `probe` is not its kind. An account's proxy with a
+//!   password reaches Chromium through a loopback [`relay::Relay`] (Chromium's `--proxy-server`
+//!   cannot carry credentials).
 //! - [`ComposedRunner`] routes `relogin` to one runner and `probe` to another. The server crate
 //!   composes the browser runner with its probe runner (the Gemini Business client lives there)
 //!   for client mode and for local mode's in-process worker, so both announce both kinds.
@@ -40,6 +42,7 @@ pub mod client;
 pub mod config;
 pub mod in_process;
 pub mod otp;
+pub mod relay;
 pub mod relogin;
 pub mod runner;
 

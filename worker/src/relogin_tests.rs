@@ -302,7 +302,7 @@ async fn a_cancelled_task_releases_its_browser_session() {
 }
 
 #[tokio::test]
-async fn a_proxy_with_a_password_is_unsupported_and_one_without_is_passed_on() {
+async fn a_proxy_with_a_password_goes_through_a_relay_and_one_without_is_passed_on() {
     let run = setup(FakeScript::success(CODE, "cfg", "1"));
     let (ctx, _rx, _codes) = context(Some(CODE));
     let outcome = run
@@ -312,11 +312,72 @@ async fn a_proxy_with_a_password_is_unsupported_and_one_without_is_passed_on() {
             ctx,
         )
         .await;
+    assert!(
+        matches!(outcome, TaskOutcome::ReloggedIn { .. }),
+        "{outcome:?}"
+    );
+    // The browser got the loopback relay, without credentials.
+    let proxies = run.browser.proxies();
+    let [Some(relay)] = proxies.as_slice() else {
+        panic!("{proxies:?}");
+    };
+    let addr = relay.strip_prefix("http://").unwrap();
+    assert!(addr.starts_with("127.0.0.1:"), "{relay}");
+    assert!(
+        !relay.contains("pw-secret") && !relay.contains('@'),
+        "{relay}"
+    );
+    // The relay ended with the re-login.
+    let mut closed = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(closed, "the relay outlived the re-login");
+
+    // A SOCKS proxy with a password gets a SOCKS relay; one with a scheme the relay does not
+    // speak is unsupported, without its password in the message.
+    let (ctx, _rx, _codes) = context(Some(CODE));
+    let outcome = run
+        .runner
+        .run(
+            task(
+                operator(5_000),
+                Some("socks5h://user:pw-secret@10.0.0.1:1080"),
+            ),
+            ctx,
+        )
+        .await;
+    assert!(
+        matches!(outcome, TaskOutcome::ReloggedIn { .. }),
+        "{outcome:?}"
+    );
+    let proxies = run.browser.proxies();
+    assert!(
+        proxies[1]
+            .as_deref()
+            .is_some_and(|p| p.starts_with("socks5://127.0.0.1:")),
+        "{proxies:?}"
+    );
+    let (ctx, _rx, _codes) = context(Some(CODE));
+    let outcome = run
+        .runner
+        .run(
+            task(
+                operator(5_000),
+                Some("socks4://user:pw-secret@10.0.0.1:1080"),
+            ),
+            ctx,
+        )
+        .await;
     let (reason, message) = failure(&outcome);
     assert_eq!(reason, FailureReason::Unsupported);
-    assert!(message.contains("password"), "{message}");
-    assert!(!message.contains("pw-secret"));
-    assert_eq!(run.browser.opened(), 0);
+    assert!(message.contains("not supported for re-login"), "{message}");
+    assert!(!message.contains("pw-secret"), "{message}");
+    assert_eq!(run.browser.opened(), 2);
 
     let (ctx, _rx, _codes) = context(Some(CODE));
     let outcome = run
@@ -328,7 +389,7 @@ async fn a_proxy_with_a_password_is_unsupported_and_one_without_is_passed_on() {
         "{outcome:?}"
     );
     assert_eq!(
-        run.browser.proxies(),
+        run.browser.proxies()[2..],
         [Some("socks5://10.0.0.1:1080".to_owned())]
     );
 }
