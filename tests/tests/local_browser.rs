@@ -134,6 +134,42 @@ async fn local_mode_relogs_in_with_the_code_from_the_operators_mailbox() {
     app.stop().await;
 }
 
+/// The re-login leaves through the account's egress proxy, one with a password (Chromium gets a
+/// loopback relay that authenticates to it), as its API traffic does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_relogin_leaves_through_the_accounts_proxy_with_its_password() {
+    let _one = upstream_sim::one_browser_at_a_time().unwrap();
+    let exit = std::net::Ipv4Addr::new(127, 0, 0, 31);
+    let proxy = business2api_tests::proxies::ProxyProcess::microsocks(
+        Some(("browser", "browser-proxy-pw")),
+        exit,
+    )
+    .unwrap();
+    let (app, imap) = local_app(json!({ "proxy": proxy.url() }), true).await;
+    kill_cookies(&app).await;
+    wait_for(&app, "/admin/tasks", "the completed re-login", |v| {
+        v["finished"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|t| t["state"] == "completed"))
+    })
+    .await;
+    ready_and_served(&app).await;
+    let peers = app.sim.login_peers(&app.accounts[0].email);
+    assert!(!peers.is_empty());
+    for peer in peers {
+        assert_eq!(
+            peer.ip(),
+            std::net::IpAddr::V4(exit),
+            "the browser went around the proxy"
+        );
+    }
+    for r in app.sim.requests(upstream_sim::Endpoint::StreamAssist) {
+        assert_eq!(r.peer.unwrap().ip(), std::net::IpAddr::V4(exit));
+    }
+    drop(imap);
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_mode_takes_the_code_the_operator_types() {
     let _one = upstream_sim::one_browser_at_a_time().unwrap();

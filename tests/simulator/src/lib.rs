@@ -294,6 +294,12 @@ impl Simulator {
         }
     }
 
+    /// The addresses this e-mail's sign-in submissions (`POST /login/email`) came from: the
+    /// browser's, or the proxy's it went through (at most 100 kept).
+    pub fn login_peers(&self, email: &str) -> Vec<std::net::SocketAddr> {
+        self.shared.state.lock().login.email_peers(email)
+    }
+
     /// Successful logins of the account with this e-mail.
     pub fn logins(&self, email: &str) -> u32 {
         self.shared.state.lock().login.logins(email)

@@ -80,6 +80,8 @@ pub(crate) struct LoginState {
     codes: HashMap<String, VecDeque<String>>,
     held: VecDeque<(String, String)>,
     logins: HashMap<String, u32>,
+    /// Where each e-mail's submissions came from (the browser's address, or its proxy's).
+    email_peers: HashMap<String, Vec<std::net::SocketAddr>>,
     bootstraps: VecDeque<String>,
     pub(crate) ttl: Duration,
 }
@@ -92,6 +94,7 @@ impl Default for LoginState {
             codes: HashMap::new(),
             held: VecDeque::new(),
             logins: HashMap::new(),
+            email_peers: HashMap::new(),
             bootstraps: VecDeque::new(),
             ttl: DEFAULT_LOGIN_TTL,
         }
@@ -113,6 +116,13 @@ impl LoginState {
 
     pub(crate) fn logins(&self, email: &str) -> u32 {
         self.logins.get(&key(email)).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn email_peers(&self, email: &str) -> Vec<std::net::SocketAddr> {
+        self.email_peers
+            .get(&key(email))
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub(crate) fn sent_codes(&self, email: &str) -> Vec<String> {
@@ -274,12 +284,18 @@ async fn login_page(state: web::Data<State>) -> HttpResponse {
     email_page(false, changed)
 }
 
-async fn submit_email(state: web::Data<State>, body: web::Bytes) -> HttpResponse {
+async fn submit_email(req: HttpRequest, state: web::Data<State>, body: web::Bytes) -> HttpResponse {
     let form = read_form(body).await;
     let email = form.get("email").map(|e| e.trim()).unwrap_or("");
     let changed;
     let delivery = {
         let mut inner = state.lock();
+        if let Some(peer) = req.peer_addr() {
+            let peers = inner.login.email_peers.entry(key(email)).or_default();
+            if peers.len() < 100 {
+                peers.push(peer);
+            }
+        }
         changed = inner.login.page_changed();
         let account = inner
             .accounts

@@ -287,6 +287,9 @@ impl Browser for WebDriverBrowser {
             }
             if let Some(proxy) = &options.proxy {
                 args.push(format!("--proxy-server={proxy}"));
+                // Everything through the account's proxy, loopback included (Chromium
+                // bypasses the proxy for loopback by default).
+                args.push("--proxy-bypass-list=<-loopback>".to_owned());
             }
             for arg in &args {
                 caps.add_arg(arg).map_err(|e| failed("capabilities", e))?;
