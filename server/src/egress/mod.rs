@@ -198,19 +198,27 @@ pub fn proxy_refused(status: u16, headers: &reqwest::header::HeaderMap) -> bool 
 /// messages, scanned; the proxy URL with its password is never part of them, and the request
 /// URL was removed).
 fn connect_reason(e: &reqwest::Error) -> String {
+    // From the first cause on: reqwest's own line names the request URL (whose path, say
+    // `/auth/…`, must not be taken for a proxy's word).
     let mut chain = String::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut cur = std::error::Error::source(e);
     while let Some(s) = cur {
         chain.push_str(&s.to_string().to_ascii_lowercase());
         chain.push(' ');
         cur = s.source();
     }
-    if chain.contains("auth") || chain.contains("407") {
+    tracing::debug!(error = %chain, "connection through an egress proxy failed");
+    // The TLS error names certificate authorities: look for it before "auth".
+    if chain.contains("certificate") || chain.contains("tls") || chain.contains("handshake") {
+        "TLS handshake failed".to_owned()
+    } else if chain.contains("auth") || chain.contains("407") || chain.contains("credential") {
         "the proxy refused its credentials".to_owned()
+    } else if chain.contains("tunnel") {
+        // A CONNECT answered with an error status (tinyproxy answers wrong credentials 401).
+        "the proxy refused the tunnel (its credentials are wrong, or it forbids the destination)"
+            .to_owned()
     } else if chain.contains("refused") {
         "connection refused".to_owned()
-    } else if chain.contains("tls") || chain.contains("certificate") {
-        "TLS handshake failed".to_owned()
     } else if chain.contains("dns") || chain.contains("resolve") {
         "the proxy host could not be resolved".to_owned()
     } else {
