@@ -196,6 +196,21 @@ pub fn base_config(data_dir: &Path, sim: &Simulator) -> Value {
     })
 }
 
+/// A TLS acceptor with a fresh self-signed certificate for `name` (one no authority signed: the
+/// gateway, which verifies upstream TLS, refuses it).
+pub fn self_signed_tls(name: &str) -> tokio_rustls::TlsAcceptor {
+    use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+}
+
 /// The admin key of the Flow test apps.
 pub const FLOW_ADMIN_KEY: &str = "admin-key-0123456789abcdef";
 

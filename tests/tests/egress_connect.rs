@@ -11,21 +11,11 @@ use business2api_tests::proxies::ProxyProcess;
 use business2api_tests::{TestOptions, chat_body, spawn_app_with};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// A TLS server on 127.0.0.1 with a self-signed certificate; returns its base URL and the
 /// peers of the connections it accepted.
 async fn tls_upstream() -> (String, Arc<Mutex<Vec<SocketAddr>>>) {
-    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-        certified.signing_key.serialize_der(),
-    ));
-    let config = tokio_rustls::rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(vec![certified.cert.der().clone()], key)
-        .unwrap();
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let acceptor = business2api_tests::self_signed_tls("127.0.0.1");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let peers = Arc::new(Mutex::new(Vec::new()));

@@ -323,23 +323,10 @@ async fn socks_handshake(
     if request[0] != SOCKS_VERSION {
         return Err(invalid_data("the client does not speak SOCKS5"));
     }
-    let address_len = match request[3] {
-        1 => 4,
-        4 => 16,
-        3 => {
-            let mut len = [0u8; 1];
-            client.read_exact(&mut len).await?;
-            request.push(len[0]);
-            usize::from(len[0])
-        }
-        _ => {
-            socks_reply(client, REPLY_ADDRESS_NOT_SUPPORTED).await?;
-            return Ok(None);
-        }
-    };
-    let start = request.len();
-    request.resize(start + address_len + 2, 0);
-    client.read_exact(&mut request[start..]).await?;
+    if !read_socks_address(client, &mut request).await? {
+        socks_reply(client, REPLY_ADDRESS_NOT_SUPPORTED).await?;
+        return Ok(None);
+    }
     if request[1] != 1 {
         socks_reply(client, REPLY_COMMAND_NOT_SUPPORTED).await?;
         return Ok(None);
@@ -378,27 +365,38 @@ async fn socks_handshake(
         socks_reply(client, reply[1]).await?;
         return Ok(None);
     }
-    let address_len = match reply[3] {
+    if !read_socks_address(&mut proxy, &mut reply).await? {
+        socks_reply(client, REPLY_GENERAL_FAILURE).await?;
+        return Err(invalid_data(
+            "the upstream proxy's reply has an unknown address",
+        ));
+    }
+    client.write_all(&reply).await?;
+    Ok(Some(proxy))
+}
+
+/// Reads the address and port that follow a SOCKS5 request's or reply's first four bytes
+/// (already in `message`, whose byte 3 is the address type) onto `message`. `false`: an
+/// unknown address type (nothing more read).
+async fn read_socks_address<S: AsyncRead + Unpin + ?Sized>(
+    stream: &mut S,
+    message: &mut Vec<u8>,
+) -> io::Result<bool> {
+    let address_len = match message[3] {
         1 => 4,
         4 => 16,
         3 => {
             let mut len = [0u8; 1];
-            proxy.read_exact(&mut len).await?;
-            reply.push(len[0]);
+            stream.read_exact(&mut len).await?;
+            message.push(len[0]);
             usize::from(len[0])
         }
-        _ => {
-            socks_reply(client, REPLY_GENERAL_FAILURE).await?;
-            return Err(invalid_data(
-                "the upstream proxy's reply has an unknown address",
-            ));
-        }
+        _ => return Ok(false),
     };
-    let start = reply.len();
-    reply.resize(start + address_len + 2, 0);
-    proxy.read_exact(&mut reply[start..]).await?;
-    client.write_all(&reply).await?;
-    Ok(Some(proxy))
+    let start = message.len();
+    message.resize(start + address_len + 2, 0);
+    stream.read_exact(&mut message[start..]).await?;
+    Ok(true)
 }
 
 /// The greeting to the upstream and, with credentials, RFC 1929 authentication. `false`: the

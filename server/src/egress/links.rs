@@ -416,6 +416,20 @@ fn node(
 
 // --- TLS and transports (vmess, vless, trojan) --------------------------------------------
 
+/// Puts a node's TLS and transport settings, when it has them, into its outbound.
+fn add_tls_and_transport(
+    outbound: &mut Map<String, Value>,
+    tls: Option<&Tls>,
+    transport: Option<Value>,
+) {
+    if let Some(tls) = tls {
+        outbound.insert("tls".to_owned(), tls.to_json());
+    }
+    if let Some(transport) = transport {
+        outbound.insert("transport".to_owned(), transport);
+    }
+}
+
 /// uTLS fingerprints sing-box knows.
 const FINGERPRINTS: &[&str] = &[
     "chrome",
@@ -726,12 +740,7 @@ fn vless(rest: &str) -> Result<TunnelNode, String> {
     if !flow.is_empty() {
         outbound.insert("flow".to_owned(), json!(flow));
     }
-    if let Some(tls) = tls {
-        outbound.insert("tls".to_owned(), tls.to_json());
-    }
-    if let Some(transport) = transport {
-        outbound.insert("transport".to_owned(), transport);
-    }
+    add_tls_and_transport(&mut outbound, tls.as_ref(), transport);
     Ok(node(
         parts.name(),
         "vless",
@@ -759,12 +768,7 @@ fn trojan(rest: &str) -> Result<TunnelNode, String> {
 
     let mut outbound = Map::new();
     outbound.insert("password".to_owned(), json!(password));
-    if let Some(tls) = tls {
-        outbound.insert("tls".to_owned(), tls.to_json());
-    }
-    if let Some(transport) = transport {
-        outbound.insert("transport".to_owned(), transport);
-    }
+    add_tls_and_transport(&mut outbound, tls.as_ref(), transport);
     Ok(node(
         parts.name(),
         "trojan",
