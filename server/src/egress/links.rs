@@ -270,6 +270,11 @@ impl Parts {
         )
     }
 
+    /// The node of this link, of `protocol`, on `port`, with `outbound`'s settings.
+    fn node(&self, protocol: &'static str, port: u16, outbound: Map<String, Value>) -> TunnelNode {
+        node(self.name(), protocol, self.host.clone(), port, outbound)
+    }
+
     fn name(&self) -> String {
         clean_name(&percent_decode(self.fragment.as_deref().unwrap_or("")))
     }
@@ -741,13 +746,7 @@ fn vless(rest: &str) -> Result<TunnelNode, String> {
         outbound.insert("flow".to_owned(), json!(flow));
     }
     add_tls_and_transport(&mut outbound, tls.as_ref(), transport);
-    Ok(node(
-        parts.name(),
-        "vless",
-        parts.host.clone(),
-        port,
-        outbound,
-    ))
+    Ok(parts.node("vless", port, outbound))
 }
 
 /// `trojan://password@host:port?sni&type&path&host#name` (TLS unless `security=none`).
@@ -769,13 +768,7 @@ fn trojan(rest: &str) -> Result<TunnelNode, String> {
     let mut outbound = Map::new();
     outbound.insert("password".to_owned(), json!(password));
     add_tls_and_transport(&mut outbound, tls.as_ref(), transport);
-    Ok(node(
-        parts.name(),
-        "trojan",
-        parts.host.clone(),
-        port,
-        outbound,
-    ))
+    Ok(parts.node("trojan", port, outbound))
 }
 
 /// AEAD (and 2022) ciphers sing-box supports; `none`/`plain` map to sing-box's `none`.
@@ -887,13 +880,7 @@ fn shadowsocks(rest: &str) -> Result<TunnelNode, String> {
             outbound.insert("plugin_opts".to_owned(), json!(options));
         }
     }
-    Ok(node(
-        parts.name(),
-        "shadowsocks",
-        parts.host.clone(),
-        port,
-        outbound,
-    ))
+    Ok(parts.node("shadowsocks", port, outbound))
 }
 
 /// `hysteria2://auth@host[:port]?sni&obfs&obfs-password&insecure#name` (also `hy2://`); the
@@ -935,13 +922,7 @@ fn hysteria2(rest: &str) -> Result<TunnelNode, String> {
         reality: None,
     };
     outbound.insert("tls".to_owned(), tls.to_json());
-    Ok(node(
-        parts.name(),
-        "hysteria2",
-        parts.host.clone(),
-        port,
-        outbound,
-    ))
+    Ok(parts.node("hysteria2", port, outbound))
 }
 
 /// JSON with object keys sorted and no whitespace, whatever order the map keeps.
