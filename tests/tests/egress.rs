@@ -438,3 +438,35 @@ async fn an_account_file_may_name_its_own_proxy() {
     assert!(!body.to_string().contains("secret-gopher"), "{body}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_proxy_that_never_answers_is_the_proxys_fault_not_the_accounts() {
+    // Accepts connections and says nothing: the SOCKS handshake times out (connect timeout).
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = silent.accept().await {
+            keep.lock().unwrap().push(stream);
+        }
+    });
+    let app = spawn_app_with(options(
+        2,
+        json!({"proxy": format!("socks5://127.0.0.1:{port}")}),
+    ))
+    .await;
+    let r = app.chat(chat_body("gemini-2.5-flash", "hi", false)).await;
+    assert_eq!(r.status().as_u16(), 503);
+    let body: Value = r.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("egress proxy socks5://127.0.0.1:{port}")),
+        "{message}"
+    );
+    assert!(message.contains("timed out"), "{message}");
+    assert!(!held.lock().unwrap().is_empty());
+    no_account_cooled_or_failed(&app.get_json_as(ADMIN, "/admin/accounts").await);
+    assert_eq!(proxies(&app).await["proxies"][0]["state"], "quarantined");
+    app.stop().await;
+}

@@ -135,7 +135,9 @@ impl Egress {
         e: &reqwest::Error,
     ) -> Option<UpstreamError> {
         let v = self.via.as_ref()?;
-        if e.is_timeout() {
+        // A connection that could not be made (refused, timed out, TLS) is the proxy's path;
+        // a call that timed out later is the upstream's.
+        if e.is_timeout() && !e.is_connect() {
             return None;
         }
         if e.is_connect() {
@@ -209,7 +211,10 @@ fn connect_reason(e: &reqwest::Error) -> String {
     }
     tracing::debug!(error = %chain, "connection through an egress proxy failed");
     // The TLS error names certificate authorities: look for it before "auth".
-    if chain.contains("certificate") || chain.contains("tls") || chain.contains("handshake") {
+    if chain.contains("timed out") || chain.contains("timeout") {
+        "the connection through the proxy timed out".to_owned()
+    } else if chain.contains("certificate") || chain.contains("tls") || chain.contains("handshake")
+    {
         "TLS handshake failed".to_owned()
     } else if chain.contains("auth") || chain.contains("407") || chain.contains("credential") {
         "the proxy refused its credentials".to_owned()
