@@ -699,11 +699,13 @@ mod tests {
         }
     }
 
-    async fn microsocks(user: &str, password: &str) -> Proxy {
-        let port = free_port();
-        let child = std::process::Command::new("microsocks")
-            .args(["-u", user, "-P", password, "-i", "127.0.0.1", "-p"])
-            .arg(port.to_string())
+    /// Starts `command` (listening on `port`) and waits until the port accepts.
+    async fn start_proxy(
+        command: &mut std::process::Command,
+        port: u16,
+        dir: Option<tempfile::TempDir>,
+    ) -> Proxy {
+        let child = command
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -711,10 +713,19 @@ mod tests {
         let proxy = Proxy {
             child,
             port,
-            _dir: None,
+            _dir: dir,
         };
         wait_for_port(port).await;
         proxy
+    }
+
+    async fn microsocks(user: &str, password: &str) -> Proxy {
+        let port = free_port();
+        let mut command = std::process::Command::new("microsocks");
+        command
+            .args(["-u", user, "-P", password, "-i", "127.0.0.1", "-p"])
+            .arg(port.to_string());
+        start_proxy(&mut command, port, None).await
     }
 
     async fn tinyproxy(user: &str, password: &str) -> Proxy {
@@ -731,21 +742,9 @@ mod tests {
             ),
         )
         .unwrap();
-        let child = std::process::Command::new("tinyproxy")
-            .arg("-d")
-            .arg("-c")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let proxy = Proxy {
-            child,
-            port,
-            _dir: Some(dir),
-        };
-        wait_for_port(port).await;
-        proxy
+        let mut command = std::process::Command::new("tinyproxy");
+        command.arg("-d").arg("-c").arg(&config);
+        start_proxy(&mut command, port, Some(dir)).await
     }
 
     /// A target answering `ok` to anything; counts the requests that reached it.

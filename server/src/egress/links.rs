@@ -92,11 +92,6 @@ impl fmt::Debug for TunnelNode {
     }
 }
 
-/// Parses a proxy list file. The same as [`parse_list`].
-pub fn parse_file_text(text: &str) -> Result<ParsedList, String> {
-    parse_list(text.as_bytes())
-}
-
 /// Parses a proxy list or subscription body (see the module documentation).
 ///
 /// `Err` when the body has lines but not one of them is a usable link: the caller should keep
@@ -247,6 +242,16 @@ struct Parts {
 }
 
 impl Parts {
+    /// The link's transport from its query (`type`, `path`, `host`, `serviceName`).
+    fn transport(&self) -> Result<Option<Value>, String> {
+        transport(
+            self.get("type"),
+            self.get("path"),
+            self.get("host"),
+            self.first(&["serviceName", "servicename"]),
+        )
+    }
+
     /// The first non-empty value of `key` in the query, or `""`.
     fn get(&self, key: &str) -> &str {
         self.query
@@ -733,12 +738,7 @@ fn vless(rest: &str) -> Result<TunnelNode, String> {
         _ => return Err("unknown vless flow".to_owned()),
     }
     let tls = query_tls(&parts, false)?;
-    let transport = transport(
-        parts.get("type"),
-        parts.get("path"),
-        parts.get("host"),
-        parts.first(&["serviceName", "servicename"]),
-    )?;
+    let transport = parts.transport()?;
 
     let mut outbound = Map::new();
     outbound.insert("uuid".to_owned(), json!(uuid));
@@ -758,12 +758,7 @@ fn trojan(rest: &str) -> Result<TunnelNode, String> {
     }
     let port = parts.port("trojan")?;
     let tls = query_tls(&parts, true)?;
-    let transport = transport(
-        parts.get("type"),
-        parts.get("path"),
-        parts.get("host"),
-        parts.first(&["serviceName", "servicename"]),
-    )?;
+    let transport = parts.transport()?;
 
     let mut outbound = Map::new();
     outbound.insert("password".to_owned(), json!(password));
@@ -1353,10 +1348,6 @@ mod tests {
             assert!(!everything.contains("hunter2"), "{everything}");
             assert!(!everything.contains(UUID), "{everything}");
         }
-        assert_eq!(
-            parse_file_text(&plain).unwrap(),
-            parse_list(plain.as_bytes()).unwrap()
-        );
     }
 
     #[test]

@@ -88,11 +88,6 @@ impl Egress {
         self.via.as_ref().map(|v| v.node.id())
     }
 
-    /// The proxy's URL with its password redacted.
-    pub fn label(&self) -> Option<&str> {
-        self.via.as_ref().map(|v| v.node.label())
-    }
-
     /// The proxy URL (with its password), for a worker's browser; `None` when direct.
     pub fn url(&self) -> Option<&crate::config::ProxyUrl> {
         self.via.as_ref().map(|v| v.node.url())

@@ -804,11 +804,6 @@ impl EgressPool {
         }
     }
 
-    /// Whether any proxy is configured.
-    pub fn is_configured(&self) -> bool {
-        self.inner.lock().configured
-    }
-
     /// Runs every active check now and answers the view after them.
     pub async fn check_now(&self) -> ProxiesView {
         Inner::check_all(&self.inner).await;
