@@ -282,18 +282,29 @@ impl ApiKeyGate {
 
     /// Whether the request may use the API, by the configuration in force now.
     pub fn check(&self, req: &HttpRequest) -> Result<(), GatewayError> {
+        self.caller(req).map(|_| ())
+    }
+
+    /// Who the request is by its configured key ([`crate::keys::Caller::Configured`], labelled
+    /// by a hash of the key), or [`crate::keys::Caller::Open`] when no key is needed.
+    pub fn caller(&self, req: &HttpRequest) -> Result<crate::keys::Caller, GatewayError> {
+        use crate::keys::{Caller, configured_label};
         let settings = self.live.load();
-        if !settings.api_keys.is_empty() {
-            return check_keys(&settings.api_keys, req);
-        }
-        if settings.allow_unauthenticated {
-            return Ok(());
-        }
-        match self.generated.get() {
-            Some(key) => check_keys(std::slice::from_ref(key), req),
-            // `prepare` runs before any settings without keys are swapped in; fail closed.
-            None => Err(GatewayError::InvalidApiKey),
-        }
+        let keys: &[Secret] = if !settings.api_keys.is_empty() {
+            &settings.api_keys
+        } else if settings.allow_unauthenticated {
+            return Ok(Caller::Open);
+        } else {
+            match self.generated.get() {
+                Some(key) => std::slice::from_ref(key),
+                // `prepare` runs before any settings without keys are swapped in; fail closed.
+                None => return Err(GatewayError::InvalidApiKey),
+            }
+        };
+        check_keys(keys, req)?;
+        Ok(Caller::Configured(configured_label(
+            &presented_key(req).unwrap_or_default(),
+        )))
     }
 }
 

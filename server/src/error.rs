@@ -85,6 +85,15 @@ pub enum GatewayError {
     /// Too many header lines, or too many header bytes (431).
     #[error("{0}")]
     HeadersTooLarge(String),
+    /// A named API key is over one of its limits (`crate::keys`).
+    #[error("{message}")]
+    KeyLimit {
+        message: String,
+        retry_after: Duration,
+    },
+    /// A named API key may not use the requested model (`crate::keys`).
+    #[error("{0}")]
+    ModelNotAllowed(String),
     /// A bug or an environment failure; details are logged, never sent.
     #[error("internal error")]
     Internal,
@@ -94,6 +103,8 @@ pub enum GatewayError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Category {
     Authentication,
+    /// A valid key that may not do this (403).
+    PermissionDenied,
     InvalidRequest,
     NotFound,
     RateLimited,
@@ -133,6 +144,8 @@ impl GatewayError {
             }
             GatewayError::NoAccountAvailable { .. } | GatewayError::Busy => Category::Unavailable,
             GatewayError::Internal => Category::Internal,
+            GatewayError::KeyLimit { .. } => Category::RateLimited,
+            GatewayError::ModelNotAllowed(_) => Category::PermissionDenied,
             GatewayError::Upstream(e) => match e.kind {
                 ErrorKind::BadRequest => Category::InvalidRequest,
                 ErrorKind::RateLimited { .. } => Category::RateLimited,
@@ -163,6 +176,7 @@ impl GatewayError {
             }) => StatusCode::PAYLOAD_TOO_LARGE,
             _ => match self.category() {
                 Category::Authentication => StatusCode::UNAUTHORIZED,
+                Category::PermissionDenied => StatusCode::FORBIDDEN,
                 Category::InvalidRequest => StatusCode::BAD_REQUEST,
                 Category::NotFound => StatusCode::NOT_FOUND,
                 Category::RateLimited | Category::QuotaExhausted => StatusCode::TOO_MANY_REQUESTS,
@@ -179,6 +193,7 @@ impl GatewayError {
         match self {
             GatewayError::NoAccountAvailable { retry_after, .. } => Some(*retry_after),
             GatewayError::Busy => Some(Duration::from_secs(1)),
+            GatewayError::KeyLimit { retry_after, .. } => Some(*retry_after),
             GatewayError::Upstream(e) => match self.category() {
                 Category::RateLimited | Category::QuotaExhausted => {
                     Some(e.retry_after().unwrap_or(DEFAULT_RATE_LIMIT_RETRY))

@@ -120,6 +120,61 @@ impl TrustedProxies {
     }
 }
 
+/// The client's address: the TCP peer, unless the peer is a trusted proxy; then the
+/// forwarding chain (`Forwarded: for=`, else `X-Forwarded-For`) is walked from the right,
+/// skipping trusted proxies, and the first address that is not one is the client. A value that
+/// is not an address (`unknown`, an obfuscated name) stops the walk: the hop before it is the
+/// client as far as anyone trusted can tell. `None` without a peer (unit tests).
+pub fn client_ip(req: &HttpRequest, trusted: &TrustedProxies) -> Option<IpAddr> {
+    let peer = canonical(req.peer_addr()?.ip());
+    Some(client_ip_of(req.headers(), peer, trusted))
+}
+
+fn client_ip_of(headers: &HeaderMap, peer: IpAddr, trusted: &TrustedProxies) -> IpAddr {
+    if !trusted.contains(peer) {
+        return peer;
+    }
+    let chain: Vec<String> = match header_str(headers, "forwarded") {
+        Some(value) => value
+            .split(',')
+            .map(|element| {
+                element
+                    .split(';')
+                    .filter_map(|pair| pair.split_once('='))
+                    .find(|(name, _)| name.trim().eq_ignore_ascii_case("for"))
+                    .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+                    .unwrap_or_default()
+            })
+            .collect(),
+        None => header_str(headers, "x-forwarded-for")
+            .map(|v| v.split(',').map(|a| a.trim().to_owned()).collect())
+            .unwrap_or_default(),
+    };
+    let mut client = peer;
+    for hop in chain.iter().rev() {
+        match parse_hop(hop) {
+            Some(ip) if trusted.contains(ip) => client = ip,
+            Some(ip) => return ip,
+            None => return client,
+        }
+    }
+    client
+}
+
+/// One address of a forwarding chain: `1.2.3.4`, `1.2.3.4:80`, `[::1]`, `[::1]:80`, `::1`.
+fn parse_hop(text: &str) -> Option<IpAddr> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Some(canonical(addr.ip()));
+    }
+    text.strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .and_then(|t| t.parse::<IpAddr>().ok())
+        .map(canonical)
+}
+
 /// Whether `text` is a plain `host[:port]`: a DNS name (letters, digits, `-`, `_`, dots), an
 /// IPv4 address or a bracketed IPv6 address, with an optional numeric port. Anything else —
 /// a path, user info, spaces, quotes, markdown — is not a host.
@@ -381,5 +436,45 @@ mod tests {
         assert_eq!(errors.iter().map(|e| e.0).collect::<Vec<_>>(), [0, 1]);
         assert!(errors[0].1.contains("prefix length"), "{errors:?}");
         assert!(TrustedProxies::default().is_empty());
+    }
+
+    #[test]
+    fn the_client_address_comes_from_forwarding_headers_only_through_trusted_peers() {
+        let trusted = TrustedProxies::parse(&["10.0.0.0/8".to_owned()]).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let h = |pairs: &[(&str, &str)]| headers(pairs);
+        // An untrusted peer: its headers are ignored.
+        let xff = h(&[("x-forwarded-for", "1.1.1.1")]);
+        assert_eq!(client_ip_of(&xff, ip("8.8.8.8"), &trusted), ip("8.8.8.8"));
+        // A trusted peer: the rightmost address that is not a trusted proxy.
+        let chain = h(&[("x-forwarded-for", "6.6.6.6, 1.1.1.1, 10.0.0.7")]);
+        assert_eq!(
+            client_ip_of(&chain, ip("10.0.0.1"), &trusted),
+            ip("1.1.1.1")
+        );
+        let fwd = h(&[(
+            "forwarded",
+            "for=\"[2001:db8::1]:443\";proto=https, for=10.0.0.9",
+        )]);
+        assert_eq!(
+            client_ip_of(&fwd, ip("10.0.0.1"), &trusted),
+            ip("2001:db8::1")
+        );
+        // Garbage stops the walk at the last trusted hop.
+        let junk = h(&[("x-forwarded-for", "1.1.1.1, unknown, 10.0.0.7")]);
+        assert_eq!(
+            client_ip_of(&junk, ip("10.0.0.1"), &trusted),
+            ip("10.0.0.7")
+        );
+        // Nothing forwarded: the peer.
+        assert_eq!(
+            client_ip_of(&h(&[]), ip("10.0.0.1"), &trusted),
+            ip("10.0.0.1")
+        );
+        let mapped = h(&[("x-forwarded-for", "::ffff:1.2.3.4")]);
+        assert_eq!(
+            client_ip_of(&mapped, ip("10.0.0.1"), &trusted),
+            ip("1.2.3.4")
+        );
     }
 }

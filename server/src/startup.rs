@@ -206,6 +206,8 @@ pub struct Application {
     store: std::sync::Weak<Store>,
     /// How long in-flight requests get once SIGINT or SIGTERM arrives.
     shutdown_timeout: Duration,
+    /// The usage statistics and named keys: their last changes are written at shutdown.
+    usage: web::Data<crate::usage::Usage>,
 }
 
 pub(crate) fn create_private_dir(path: &Path) -> std::io::Result<()> {
@@ -467,6 +469,19 @@ impl Application {
             flow,
             egress,
         });
+        let usage = {
+            let store = Arc::clone(&state.store);
+            let live = live.clone();
+            let started_ms = state.started_unix * 1000;
+            tokio::task::spawn_blocking(move || {
+                crate::usage::Usage::start(&store, live, started_ms)
+            })
+            .await
+            .map_err(|e| StartupError::Store(StoreError::Corrupt(e.to_string())))?
+            .map_err(StartupError::Store)?
+        };
+        let usage_data = web::Data::new(usage);
+        let usage_handle = usage_data.clone();
         let reloader = Reloader::new(
             live.clone(),
             source.clone(),
@@ -508,6 +523,7 @@ impl Application {
                 .app_data(media_data.clone())
                 .app_data(body_budget.clone())
                 .app_data(workers_data.clone())
+                .app_data(usage_data.clone())
                 .configure(|cfg| {
                     if let Some(v) = &videos_data {
                         cfg.app_data(v.clone());
@@ -529,6 +545,7 @@ impl Application {
                     web::scope("/v1")
                         .wrap(from_fn(crate::body::guard_body))
                         .wrap(from_fn(dialects::require_api_key))
+                        .wrap(from_fn(crate::usage::track))
                         .configure(openai::routes)
                         .configure(dialects::anthropic::routes)
                         .route("/models", web::get().to(dialects::list_models))
@@ -542,6 +559,7 @@ impl Application {
                     web::scope("/v1beta")
                         .wrap(from_fn(crate::body::guard_body))
                         .wrap(from_fn(dialects::require_api_key))
+                        .wrap(from_fn(crate::usage::track))
                         .configure(dialects::gemini::routes_v1beta),
                 )
                 .service(
@@ -594,6 +612,7 @@ impl Application {
             workers: workers_handle,
             store: store_watch,
             shutdown_timeout: settings.http.shutdown_timeout,
+            usage: usage_handle,
         })
     }
 
@@ -655,6 +674,10 @@ impl Application {
         self.pool.shutdown().await;
         drop(self.pool);
         drop(self.workers);
+        let usage = self.usage;
+        if let Err(e) = tokio::task::spawn_blocking(move || usage.flush()).await {
+            tracing::warn!(error = %e, "the usage statistics could not be written at shutdown");
+        }
         // The HTTP workers, the pool's actors and the hub drop their handles as their threads
         // end; wait (bounded) until the store is closed.
         let closing = std::time::Instant::now();

@@ -203,9 +203,10 @@ fn failure_code(error: &GatewayError) -> &'static str {
             Category::Unavailable => "upstream_unavailable",
             Category::Timeout => "timeout",
             Category::Internal => "internal_error",
-            Category::Authentication | Category::NotFound | Category::Upstream => {
-                "video_generation_failed"
-            }
+            Category::Authentication
+            | Category::PermissionDenied
+            | Category::NotFound
+            | Category::Upstream => "video_generation_failed",
         },
     }
 }

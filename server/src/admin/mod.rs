@@ -23,9 +23,13 @@
 //!   ([`flow`]).
 //! - `GET /admin/proxies`, `POST /admin/proxies/check` — the egress proxies, their health and
 //!   the accounts pinned to each ([`proxies`]).
+//! - `GET /admin/stats`, `GET /admin/ip[?limit=N]` — usage statistics (totals, per model, per
+//!   key, per hour, per client address); `GET|POST /admin/keys`, `PATCH|DELETE
+//!   /admin/keys/{id}` — named API keys with limits ([`usage`]).
 
 mod flow;
 mod proxies;
+mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,7 +145,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(crate::workers::admin_otp),
         )
         .configure(flow::routes)
-        .configure(proxies::routes);
+        .configure(proxies::routes)
+        .configure(usage::routes);
 }
 
 /// A failed store operation, as the admin API answers it (the cause goes to the log).
@@ -170,6 +175,11 @@ fn rate(ok: u64, total: u64) -> String {
 }
 
 async fn status(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(pool_stats(&state).await)
+}
+
+/// The pool statistics of `/admin/status` (also `pool` in `/admin/stats`).
+async fn pool_stats(state: &AppState) -> Value {
     let pool = state.chat.pool();
     let views = pool.snapshot().await;
     let summary = crate::pool::PoolSummary::of(&views);
@@ -185,7 +195,7 @@ async fn status(state: web::Data<AppState>) -> HttpResponse {
         .count();
     let success: u64 = views.iter().map(|v| v.status.counters.success).sum();
     let failed: u64 = views.iter().map(|v| v.status.counters.failed).sum();
-    HttpResponse::Ok().json(json!({
+    json!({
         "mode": state.mode.as_str(),
         "total": summary.total,
         "ready": summary.ready + summary.refreshing_token,
@@ -200,7 +210,7 @@ async fn status(state: web::Data<AppState>) -> HttpResponse {
         "daily_limit": limit,
         "cooldowns": { "refresh_sec": refresh.as_secs(), "use_sec": use_.as_secs() },
         "is_registering": false,
-    }))
+    })
 }
 
 async fn accounts(

@@ -37,6 +37,7 @@ use serde_json::{Map, Value};
 pub use proxy::ProxyUrl;
 pub use reader::parse_listen_addr;
 pub use sections::LimitsSettings;
+pub use sections::StatsSettings;
 pub use sections::{BrowserSettings, DEFAULT_LOGIN_URL};
 pub use sections::{
     DailyLimits, ExpiredAction, FlowSettings, GeminiBusinessSettings, HttpSettings, MediaSettings,
@@ -78,6 +79,8 @@ pub struct Settings {
     pub http: HttpSettings,
     pub media: MediaSettings,
     pub limits: LimitsSettings,
+    /// `stats`: usage statistics.
+    pub stats: StatsSettings,
     /// `otp`: where re-login one-time codes come from.
     pub otp: OtpSettings,
     pub browser: BrowserSettings,
@@ -272,6 +275,7 @@ fn build(
     let http = sections::read_http(&mut top, r);
     let media = sections::read_media(&mut top, r);
     let limits = sections::read_limits(&mut top, r);
+    let stats = sections::read_stats(&mut top, r);
     let otp = sections::read_otp(&mut top, r);
     let browser = sections::read_browser(&mut top, r);
     top.finish(r);
@@ -295,6 +299,7 @@ fn build(
         http,
         media,
         limits,
+        stats,
         otp,
         browser,
     };

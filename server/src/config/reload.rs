@@ -294,6 +294,7 @@ pub static KEYS: &[KeySpec] = &[
     key!("limits.max_attachments", Live, limits.max_attachments),
     key!("limits.max_tools", Live, limits.max_tools),
     key!("limits.max_depth", Live, limits.max_depth),
+    key!("stats.max_clients", Restart, stats.max_clients),
     key!("otp.imap", Live, otp.imap),
     key!("otp.accounts", Live, otp.accounts),
     key!("otp.operator_timeout_sec", Live, otp.operator_timeout),
@@ -385,6 +386,7 @@ mod tests {
                         | "http"
                         | "media"
                         | "limits"
+                        | "stats"
                         | "otp"
                         | "browser"
                 )
@@ -458,6 +460,7 @@ mod tests {
                     "`http`" => "http",
                     "`media`" => "media",
                     "`limits`" => "limits",
+                    "`stats`" => "stats",
                     "`otp`" => "otp",
                     "`browser`" => "browser",
                     "Top" => "",

@@ -323,6 +323,35 @@ impl Default for LimitsSettings {
     }
 }
 
+/// Usage statistics (`stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatsSettings {
+    /// Client addresses remembered by `/admin/ip` (least recently seen forgotten first).
+    pub max_clients: u32,
+}
+
+impl Default for StatsSettings {
+    fn default() -> Self {
+        Self { max_clients: 1000 }
+    }
+}
+
+pub(super) fn read_stats(top: &mut Section<'_>, r: &mut Reader) -> StatsSettings {
+    let d = StatsSettings::default();
+    let mut s = top.section(r, "stats");
+    let max_clients = s.u32(
+        r,
+        "max_clients",
+        d.max_clients,
+        Range {
+            min: 1,
+            max: 1_000_000,
+        },
+    );
+    s.finish(r);
+    StatsSettings { max_clients }
+}
+
 /// The worker's browser re-login (`browser`): where the login page is and how Chromium runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BrowserSettings {

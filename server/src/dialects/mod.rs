@@ -19,7 +19,7 @@ pub mod stream;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::{Bytes, BytesMut};
@@ -144,20 +144,42 @@ pub async fn require_api_key(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let verdict = match req.app_data::<web::Data<ApiKeyGate>>() {
-        Some(keys) => keys.check(req.request()),
-        None => Err(GatewayError::Internal),
-    };
+    let verdict = caller(&req);
     match verdict {
-        Ok(()) => next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_left_body),
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.call(req)
+                .await
+                .map(ServiceResponse::map_into_left_body)
+        }
         Err(e) => {
             let response = Dialect::of(req.request()).error_response(&e);
             Ok(req.into_response(response).map_into_right_body())
         }
     }
+}
+
+/// Who the request is: a named key (admitted under its limits), else a configured key, else
+/// open access; or why it may not use the API.
+fn caller(req: &ServiceRequest) -> Result<crate::keys::Caller, GatewayError> {
+    let Some(gate) = req.app_data::<web::Data<ApiKeyGate>>() else {
+        return Err(GatewayError::Internal);
+    };
+    if let Some(usage) = req.app_data::<web::Data<crate::usage::Usage>>()
+        && let Some(presented) = crate::auth::presented_key(req.request())
+        && let Some(named) = usage.keys.lookup(&presented)
+    {
+        // Known even when refused below: a request over the key's limit counts as its failure.
+        let caller = crate::keys::Caller::Named(std::sync::Arc::clone(&named));
+        req.extensions_mut().insert(caller.clone());
+        // POST requests are the ones that cost: listing models or polling a job does not count
+        // toward the per-minute limit.
+        usage
+            .keys
+            .admit(&named, req.method() == actix_web::http::Method::POST)?;
+        return Ok(caller);
+    }
+    gate.caller(req.request())
 }
 
 /// Reads a request body of at most `limit` bytes.

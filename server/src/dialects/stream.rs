@@ -23,6 +23,8 @@ use crate::error::GatewayError;
 use crate::media::MediaOut;
 use crate::service::{ChatService, ChatStream};
 use crate::startup::AppState;
+use crate::usage::UsageNote;
+use std::sync::Arc;
 
 /// Logs a refused request and renders the refusal in `dialect`'s shape.
 pub fn refused(dialect: Dialect, error: &GatewayError) -> HttpResponse {
@@ -60,13 +62,19 @@ where
     R: FnOnce(Answer) -> Bytes + 'static,
 {
     let Turn { dialect, request } = turn;
+    let note = UsageNote::of(req);
+    note.model(request.model.public_name());
+    crate::keys::check_model(req, request.model.public_name())?;
     let input = state.chat.input_tokens(&request);
+    note.input_tokens(input);
     let media = MediaOut::new(std::sync::Arc::clone(&state.media), req);
     if !request.stream {
         let chat = state.chat.clone();
         let long = request.model.features().image || request.model.features().video;
         let answer = async move {
-            let answer = complete(&chat, request, input, &media).await?;
+            let answer = complete(&chat, request, input, &media, &note)
+                .await
+                .inspect_err(|_| note.failed())?;
             Ok(render(answer))
         };
         return Ok(json_answer(
@@ -83,7 +91,7 @@ where
     let started = start(&state.chat, request, state.keepalive()).await?;
     Ok(streaming_response(
         content_type,
-        body(started, encoder, state.keepalive(), input, media),
+        body(started, encoder, state.keepalive(), input, media, note),
     ))
 }
 
@@ -138,6 +146,7 @@ pub fn body<E: StreamEncoder>(
     keepalive: Duration,
     input_tokens: u32,
     media: MediaOut,
+    note: Arc<UsageNote>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + 'static {
     async_stream::stream! {
         let mut out = BytesMut::with_capacity(512);
@@ -155,6 +164,7 @@ pub fn body<E: StreamEncoder>(
                     Ok(Ok(stream)) => break stream,
                     Ok(Err(e)) => {
                         tracing::info!(status = e.status().as_u16(), error = %crate::telemetry::untrusted(&e.to_string()), "stream failed before its first event");
+                        note.failed();
                         encoder.fail(&e, meter.usage(input_tokens), &mut out);
                         yield Ok(out.split().freeze());
                         return;
@@ -170,8 +180,10 @@ pub fn body<E: StreamEncoder>(
                 Ok(Some(Ok(mut event))) => {
                     if let StreamEvent::Media(m) = &mut event {
                         media.publish(m).await;
+                        note.media(&m.mime);
                     }
                     meter.observe(&event);
+                    note_output(&note, &meter, input_tokens);
                     if matches!(event, StreamEvent::ToolCall(_)) {
                         finish = FinishReason::ToolCalls;
                     }
@@ -179,6 +191,7 @@ pub fn body<E: StreamEncoder>(
                 }
                 Ok(Some(Err(e))) => {
                     tracing::info!(error = %crate::telemetry::untrusted(&e.to_string()), "upstream failed mid-stream");
+                    note.failed();
                     encoder.fail(&e, meter.usage(input_tokens), &mut out);
                     yield Ok(out.split().freeze());
                     return;
@@ -224,6 +237,7 @@ pub async fn complete(
     request: ChatRequest,
     input_tokens: u32,
     media: &MediaOut,
+    note: &UsageNote,
 ) -> Result<Answer, GatewayError> {
     let mut events = chat.complete(request).await?;
     let mut meter = OutputMeter::default();
@@ -231,17 +245,26 @@ pub async fn complete(
     for event in &mut events {
         if let StreamEvent::Media(m) = event {
             media.publish(m).await;
+            note.media(&m.mime);
         }
         if matches!(event, StreamEvent::ToolCall(_)) {
             finish = FinishReason::ToolCalls;
         }
         meter.observe(event);
     }
+    let usage = meter.usage(input_tokens);
+    note.output_tokens(usage.output_tokens);
     Ok(Answer {
         events,
-        usage: meter.usage(input_tokens),
+        usage,
         finish,
     })
+}
+
+/// Keeps the note's output tokens at what the meter has counted so far (a stream can end at
+/// any event when the client leaves).
+fn note_output(note: &UsageNote, meter: &OutputMeter, input_tokens: u32) {
+    note.set_output_tokens(meter.usage(input_tokens).output_tokens);
 }
 
 /// A non-streamed JSON answer. When `long` (image and video generation) and the answer takes

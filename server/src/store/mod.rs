@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 mod accounts;
 mod egress;
+mod usage;
 mod videos;
 
 pub use videos::{
@@ -214,6 +215,8 @@ impl Store {
         tx.open_table(flow::FLOW_TOKENS)?;
         tx.open_table(flow::FLOW_REMOVED)?;
         tx.open_table(egress::EGRESS_PINS)?;
+        tx.open_table(usage::USAGE_HOURLY)?;
+        tx.open_table(usage::API_KEYS)?;
         tx.commit()?;
         Ok(Store { db })
     }

@@ -14,6 +14,7 @@ pub fn error_type(error: &GatewayError) -> &'static str {
     }
     match error.category() {
         Category::Authentication => "authentication_error",
+        Category::PermissionDenied => "permission_error",
         Category::InvalidRequest => "invalid_request_error",
         Category::NotFound => "not_found_error",
         Category::RateLimited | Category::QuotaExhausted => "rate_limit_error",

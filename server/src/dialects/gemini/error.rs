@@ -13,6 +13,7 @@ pub fn status_name(error: &GatewayError) -> &'static str {
     }
     match error.category() {
         Category::Authentication => "UNAUTHENTICATED",
+        Category::PermissionDenied => "PERMISSION_DENIED",
         Category::InvalidRequest => "INVALID_ARGUMENT",
         Category::NotFound => "NOT_FOUND",
         Category::RateLimited | Category::QuotaExhausted => "RESOURCE_EXHAUSTED",

@@ -25,6 +25,7 @@ fn type_and_code(error: &GatewayError) -> (&'static str, Option<&'static str>) {
         GatewayError::BodyTimeout { .. } => ("invalid_request_error", Some("request_timeout")),
         _ => match error.category() {
             Category::Authentication | Category::InvalidRequest => ("invalid_request_error", None),
+            Category::PermissionDenied => ("permission_error", Some("model_not_allowed")),
             Category::NotFound => ("invalid_request_error", Some("not_found")),
             Category::RateLimited => ("rate_limit_error", Some("rate_limit_exceeded")),
             Category::QuotaExhausted => ("insufficient_quota", Some("insufficient_quota")),

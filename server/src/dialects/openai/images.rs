@@ -187,12 +187,16 @@ async fn handle(
             vec![Part::Text(parsed.prompt.clone())],
         )],
     );
+    let note = crate::usage::UsageNote::of(&req);
+    note.model(parsed.model.public_name());
+    crate::keys::check_model(&req, parsed.model.public_name())?;
     let input = state.chat.input_tokens(&request);
+    note.input_tokens(input);
     let media = MediaOut::new(Arc::clone(&state.media), &req);
     let chat = state.chat.clone();
     let (n, format) = (parsed.n, parsed.format);
     let answer = async move {
-        let runs = (0..n).map(|_| stream::complete(&chat, request.clone(), input, &media));
+        let runs = (0..n).map(|_| stream::complete(&chat, request.clone(), input, &media, &note));
         let results = futures_util::future::join_all(runs).await;
         let mut images = Vec::new();
         let mut usage = Usage {

@@ -477,6 +477,8 @@ async fn handle_create(
         "model",
         tracing::field::display(crate::telemetry::untrusted(checked.model.public_name())),
     );
+    crate::usage::UsageNote::of(&req).model(checked.model.public_name());
+    crate::keys::check_model(&req, checked.model.public_name())?;
     let reference = check_reference(&checked, live.media.fetch_max_bytes)?;
     let record = jobs
         .create(
