@@ -125,6 +125,17 @@ fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether the request's key may use `model` (every model, unless a named key lists some).
+pub fn allows(req: &actix_web::HttpRequest, model: &str) -> bool {
+    match Caller::of(req) {
+        Some(Caller::Named(key)) => key
+            .models
+            .as_ref()
+            .is_none_or(|models| models.iter().any(|m| m == model)),
+        _ => true,
+    }
+}
+
 /// Refuses `model` when the request's named key does not allow it.
 pub fn check_model(req: &actix_web::HttpRequest, model: &str) -> Result<(), GatewayError> {
     if let Some(Caller::Named(key)) = Caller::of(req)

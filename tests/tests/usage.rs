@@ -404,6 +404,26 @@ async fn a_key_may_use_only_its_models_and_stops_working_when_deleted() {
         assert_dialect_error(dialect, 403, &body);
         assert!(body.to_string().contains("flash only"), "{body}");
     }
+    // The key's model listing shows only its models, in every dialect's listing.
+    let listed = app.get_json_as(&secret, "/v1/models").await;
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [MODEL], "{listed}");
+    let listed = app
+        .get_json_with("/v1beta/models", &[("x-goog-api-key", &secret)])
+        .await;
+    assert_eq!(listed["models"].as_array().unwrap().len(), 1, "{listed}");
+    let listed = app
+        .get_json_with(
+            "/v1/models",
+            &[("x-api-key", &secret), ("anthropic-version", "2023-06-01")],
+        )
+        .await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
     // The secret is never listed; the prefix is.
     let listed = app.get_json_as(ADMIN, "/admin/keys").await;
     let text = listed.to_string();

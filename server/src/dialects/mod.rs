@@ -120,7 +120,7 @@ pub fn error_with_body(error: &GatewayError, body: Bytes) -> HttpResponse {
 /// `GET /v1/models`, in the dialect the headers indicate.
 pub async fn list_models(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     match Dialect::of_models_listing(&req) {
-        Dialect::OpenAi => openai::list_models(state).await,
+        Dialect::OpenAi => openai::list_models(state, req).await,
         Dialect::Anthropic => anthropic::list_models(state, req).await,
         Dialect::Gemini => gemini::list_models(state, req).await,
     }

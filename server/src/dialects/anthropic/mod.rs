@@ -224,6 +224,7 @@ pub async fn list_models(state: web::Data<AppState>, req: HttpRequest) -> HttpRe
         .listed()
         .iter()
         .map(|m| m.public_name().to_owned())
+        .filter(|m| crate::keys::allows(&req, m))
         .collect();
     let (ids, has_more) = match page(&listed, req.query_string()) {
         Ok(p) => p,

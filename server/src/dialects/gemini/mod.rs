@@ -100,8 +100,15 @@ fn model_out(model: &ModelId) -> wire::ModelOut {
 
 /// `GET .../models` in Google's shape. `pageSize` and `pageToken` are accepted; every model
 /// fits in one page, so there is never a `nextPageToken`.
-pub async fn list_models(state: web::Data<AppState>, _req: HttpRequest) -> HttpResponse {
-    let models = state.chat.models().listed().iter().map(model_out).collect();
+pub async fn list_models(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let models = state
+        .chat
+        .models()
+        .listed()
+        .iter()
+        .filter(|m| crate::keys::allows(&req, m.public_name()))
+        .map(model_out)
+        .collect();
     HttpResponse::Ok().json(wire::ModelList { models })
 }
 

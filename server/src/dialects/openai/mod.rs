@@ -49,12 +49,14 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 /// `GET /v1/models`.
-pub async fn list_models(state: web::Data<AppState>) -> HttpResponse {
+/// A named key that lists models sees only those.
+pub async fn list_models(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     let data = state
         .chat
         .models()
         .listed()
         .into_iter()
+        .filter(|m| crate::keys::allows(&req, m.public_name()))
         .map(|m| wire::ModelObject {
             id: m.public_name().to_owned(),
             object: "model",
