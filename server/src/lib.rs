@@ -22,6 +22,8 @@
 //! - [`egress`]: egress proxies: each account's sticky proxy, proxy health and quarantine, proxy
 //!   lists and subscriptions, and the sing-box process that serves tunnelled links.
 //! - [`head_limits`]: URL and header limits answered in the caller's dialect.
+//! - [`metrics`]: `GET /metrics` (Prometheus text 0.0.4 / OpenMetrics): the application's
+//!   registry, the request and upstream counters, and gauges computed at scrape time.
 //! - [`telemetry`]: tracing setup, the request root span, escaping untrusted text in logs.
 //! - [`videos`]: the asynchronous video jobs of `/v1/videos` (persisted, resumed at start).
 //! - [`workers`]: server mode's worker endpoint `GET /ws`, the worker sessions and the task hub.
@@ -42,6 +44,7 @@ pub mod head_limits;
 pub mod health;
 pub mod keys;
 pub mod media;
+pub mod metrics;
 pub mod pool;
 pub mod reload;
 pub mod service;

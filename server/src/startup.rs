@@ -53,6 +53,8 @@ pub struct AppState {
     pub flow: FlowUpstream,
     /// The egress proxies and the account pins (`/admin/proxies`).
     pub egress: crate::egress::EgressPool,
+    /// This application's metrics (`GET /metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -191,6 +193,8 @@ const STORE_CLOSE_BOUND: std::time::Duration = std::time::Duration::from_secs(10
 pub struct Application {
     address: SocketAddr,
     server: Server,
+    /// The `metrics.listen_addr` listener (its bound address and server), when configured.
+    metrics_server: Option<(SocketAddr, Server)>,
     report: StartupReport,
     pool: Pool,
     /// The configuration file watcher, when one runs.
@@ -354,8 +358,11 @@ impl Application {
             Some(Arc::clone(&store)),
         )
         .await;
+        // One registry per application (the tests run several in one process).
+        let metrics = crate::metrics::Metrics::new();
         let upstream = GeminiBusinessClient::new(&settings.gemini_business, None)
-            .map_err(|e| StartupError::HttpClient(e.to_string()))?;
+            .map_err(|e| StartupError::HttpClient(e.to_string()))?
+            .with_metrics(metrics.clone());
         let fetcher = MediaFetcher::new(&settings.media).map_err(StartupError::MediaFetcher)?;
         let client = Arc::new(
             upstream
@@ -390,7 +397,7 @@ impl Application {
             registry.register(e.upstream, pool.clone(), e.models, None)?;
         }
         // Google Labs Flow: its own token pool; its models answer a clear 400 when disabled.
-        let (flow, flow_watcher) = start_flow(&settings, &data_dir, &store)?;
+        let (flow, flow_watcher) = start_flow(&settings, &data_dir, &store, &metrics)?;
         registry.register_own(Arc::new(flow.clone()), flow::models::specs())?;
         let registry = Arc::new(registry);
         let chat = ChatService::new(Arc::clone(&registry), pool.clone(), live.clone());
@@ -468,6 +475,7 @@ impl Application {
             thinking_signer,
             flow,
             egress,
+            metrics,
         });
         let usage = {
             let store = Arc::clone(&state.store);
@@ -514,6 +522,7 @@ impl Application {
             addr: settings.listen_addr,
             source,
         })?;
+        let metrics_data = (state.clone(), workers_data.clone());
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -542,9 +551,15 @@ impl Application {
                 .route("/media/{name}", web::get().to(crate::media::store::serve))
                 .route("/media/{name}", web::head().to(crate::media::store::serve))
                 .service(
+                    web::resource("/metrics")
+                        .wrap(from_fn(crate::admin::require_admin_key))
+                        .route(web::get().to(crate::metrics::endpoint)),
+                )
+                .service(
                     web::scope("/v1")
                         .wrap(from_fn(crate::body::guard_body))
                         .wrap(from_fn(dialects::require_api_key))
+                        .wrap(from_fn(crate::metrics::count))
                         .wrap(from_fn(crate::usage::track))
                         .configure(openai::routes)
                         .configure(dialects::anthropic::routes)
@@ -559,6 +574,7 @@ impl Application {
                     web::scope("/v1beta")
                         .wrap(from_fn(crate::body::guard_body))
                         .wrap(from_fn(dialects::require_api_key))
+                        .wrap(from_fn(crate::metrics::count))
                         .wrap(from_fn(crate::usage::track))
                         .configure(dialects::gemini::routes_v1beta),
                 )
@@ -588,6 +604,11 @@ impl Application {
         if let Some(workers) = settings.http.workers {
             server = server.workers(workers);
         }
+        // `metrics.listen_addr`: a second listener that serves only `GET /metrics`, no key.
+        let metrics_server = match settings.metrics.listen_addr {
+            None => None,
+            Some(addr) => Some(metrics_server(addr, metrics_data.0, metrics_data.1)?),
+        };
         let server = server.run();
         // Watch only once everything else has succeeded.
         let watcher = match &source {
@@ -604,6 +625,7 @@ impl Application {
         Ok(Application {
             address,
             server,
+            metrics_server,
             report,
             pool,
             watcher,
@@ -624,6 +646,11 @@ impl Application {
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.address.port()
+    }
+
+    /// The bound address of the `metrics.listen_addr` listener, when configured.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(|(addr, _)| *addr)
     }
 
     pub fn report(&self) -> &StartupReport {
@@ -657,7 +684,18 @@ impl Application {
                 handle.stop(false).await;
             }
         });
+        // The metrics listener serves as long as the API does.
+        let metrics = self.metrics_server.map(|(_, server)| {
+            let handle = server.handle();
+            (handle, tokio::spawn(server))
+        });
         let served = self.server.await;
+        if let Some((handle, task)) = metrics {
+            handle.stop(false).await;
+            if let Ok(Err(e)) = task.await {
+                tracing::warn!(error = %e, "the metrics listener stopped with an error");
+            }
+        }
         // Running video jobs stop where they are; the next start resumes them.
         if let Some(videos) = &self.videos {
             videos.shutdown();
@@ -692,12 +730,41 @@ impl Application {
     }
 }
 
+/// The `metrics.listen_addr` server: `GET /metrics` without a key, nothing else (404), one
+/// HTTP worker thread.
+fn metrics_server(
+    addr: SocketAddr,
+    state: web::Data<AppState>,
+    workers: web::Data<crate::workers::Workers>,
+) -> Result<(SocketAddr, Server), StartupError> {
+    let bind = |source| StartupError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).map_err(bind)?;
+    let bound = listener.local_addr().map_err(bind)?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(workers.clone())
+            .wrap(TracingLogger::<RequestSpan>::new())
+            .route("/metrics", web::get().to(crate::metrics::endpoint))
+            .default_service(web::to(not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(listener)
+    .map_err(bind)?
+    .run();
+    tracing::info!(address = %bound, "serving GET /metrics without a key on metrics.listen_addr");
+    Ok((bound, server))
+}
+
 /// Flow as the configuration has it: disabled, or its token pool started (configuration
 /// tokens, `<data_dir>/at/`, the stored token states) with `<data_dir>/at/` watched.
 fn start_flow(
     settings: &Settings,
     data_dir: &Path,
     store: &Arc<Store>,
+    metrics: &crate::metrics::Metrics,
 ) -> Result<(FlowUpstream, Option<flow::pool::AtWatcher>), StartupError> {
     if !settings.flow.enable {
         return Ok((FlowUpstream::disabled(), None));
@@ -709,15 +776,17 @@ fn start_flow(
         flow_settings.proxy = settings.proxy.clone();
     }
     // The proxy URL is not echoed (it may hold a password).
-    let client = FlowClient::new(&flow_settings).map_err(|_| {
-        StartupError::HttpClient(format!(
-            "the Flow proxy is not usable: {}",
-            flow_settings
-                .proxy
-                .as_ref()
-                .map_or_else(String::new, |p| p.redacted())
-        ))
-    })?;
+    let client = FlowClient::new(&flow_settings)
+        .map(|c| c.with_metrics(metrics.clone()))
+        .map_err(|_| {
+            StartupError::HttpClient(format!(
+                "the Flow proxy is not usable: {}",
+                flow_settings
+                    .proxy
+                    .as_ref()
+                    .map_or_else(String::new, |p| p.redacted())
+            ))
+        })?;
     let pool = FlowPool::start(
         client.clone(),
         &settings.flow.tokens,

@@ -135,6 +135,8 @@ pub struct TestApp {
     pub data_dir: TempDir,
     pub client: reqwest::Client,
     pub report: StartupReport,
+    /// `http://<addr>` of the `metrics.listen_addr` listener, when configured.
+    pub metrics_address: Option<String>,
     handle: ServerHandle,
     running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -337,6 +339,7 @@ pub async fn start_app_full(
     let port = app.port();
     let handle = app.handle();
     let report = app.report().clone();
+    let metrics_address = app.metrics_address().map(|a| format!("http://{a}"));
     let running = Some(tokio::spawn(app.run_until_stopped()));
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
@@ -346,6 +349,7 @@ pub async fn start_app_full(
         data_dir,
         client: reqwest::Client::builder().no_proxy().build().unwrap(),
         report,
+        metrics_address,
         handle,
         running,
     }

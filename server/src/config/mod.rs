@@ -41,7 +41,7 @@ pub use sections::StatsSettings;
 pub use sections::{BrowserSettings, DEFAULT_LOGIN_URL};
 pub use sections::{
     DailyLimits, ExpiredAction, FlowSettings, GeminiBusinessSettings, HttpSettings, MediaSettings,
-    Mode, PoolServerSettings, PoolSettings, ProxyPoolSettings, Selection,
+    MetricsSettings, Mode, PoolServerSettings, PoolSettings, ProxyPoolSettings, Selection,
 };
 pub use sections::{MailboxSettings, OtpSettings};
 
@@ -84,6 +84,8 @@ pub struct Settings {
     /// `otp`: where re-login one-time codes come from.
     pub otp: OtpSettings,
     pub browser: BrowserSettings,
+    /// `metrics`: the separate listener of `GET /metrics`.
+    pub metrics: MetricsSettings,
 }
 
 /// One problem in the configuration.
@@ -278,6 +280,7 @@ fn build(
     let stats = sections::read_stats(&mut top, r);
     let otp = sections::read_otp(&mut top, r);
     let browser = sections::read_browser(&mut top, r);
+    let metrics = sections::read_metrics(&mut top, r);
     top.finish(r);
 
     let mut settings = Settings {
@@ -302,6 +305,7 @@ fn build(
         stats,
         otp,
         browser,
+        metrics,
     };
     env::apply_env(&mut settings, env, r);
     checks::cross_checks(&mut settings, r);

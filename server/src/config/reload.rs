@@ -298,6 +298,7 @@ pub static KEYS: &[KeySpec] = &[
     key!("otp.imap", Live, otp.imap),
     key!("otp.accounts", Live, otp.accounts),
     key!("otp.operator_timeout_sec", Live, otp.operator_timeout),
+    key!("metrics.listen_addr", Restart, metrics.listen_addr),
     key!("browser.login_url", Restart, browser.login_url),
     key!("browser.webdriver_url", Restart, browser.webdriver_url),
     key!(
@@ -389,6 +390,7 @@ mod tests {
                         | "stats"
                         | "otp"
                         | "browser"
+                        | "metrics"
                 )
             })
             .collect();
@@ -463,6 +465,7 @@ mod tests {
                     "`stats`" => "stats",
                     "`otp`" => "otp",
                     "`browser`" => "browser",
+                    "`metrics`" => "metrics",
                     "Top" => "",
                     _ => "-",
                 };

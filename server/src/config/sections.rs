@@ -296,6 +296,14 @@ pub struct MediaSettings {
     pub fetch_max_redirects: u32,
 }
 
+/// `metrics`: where `GET /metrics` is served besides the API port (behind the admin key there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MetricsSettings {
+    /// `metrics.listen_addr`: a second listener serving only `GET /metrics`, without a key
+    /// (`None`: the API port's `/metrics` with the admin key only).
+    pub listen_addr: Option<std::net::SocketAddr>,
+}
+
 /// Structural limits on one request body, checked while it is parsed (every dialect).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitsSettings {
@@ -762,6 +770,17 @@ pub(super) fn read_limits(top: &mut Section<'_>, r: &mut Reader) -> LimitsSettin
         max_tools,
         max_depth,
     }
+}
+
+pub(super) fn read_metrics(top: &mut Section<'_>, r: &mut Reader) -> MetricsSettings {
+    let mut s = top.section(r, "metrics");
+    let listen_addr = s.nonblank(r, "listen_addr", false).and_then(|v| {
+        super::reader::parse_listen_addr(&v)
+            .map_err(|e| r.error("metrics.listen_addr", e))
+            .ok()
+    });
+    s.finish(r);
+    MetricsSettings { listen_addr }
 }
 
 pub(super) fn read_browser(top: &mut Section<'_>, r: &mut Reader) -> BrowserSettings {

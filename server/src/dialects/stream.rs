@@ -10,7 +10,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::HttpResponse;
 use actix_web::http::header;
@@ -21,6 +21,7 @@ use super::Dialect;
 use crate::domain::{ChatRequest, FinishReason, OutputMeter, StreamEvent, Usage};
 use crate::error::GatewayError;
 use crate::media::MediaOut;
+use crate::metrics::AnswerProbe;
 use crate::service::{ChatService, ChatStream};
 use crate::startup::AppState;
 use crate::usage::UsageNote;
@@ -65,6 +66,7 @@ where
     let note = UsageNote::of(req);
     note.model(request.model.public_name());
     crate::keys::check_model(req, request.model.public_name())?;
+    let probe = AnswerProbe::start(&state.metrics, req, &request.model);
     let input = state.chat.input_tokens(&request);
     note.input_tokens(input);
     let media = MediaOut::new(std::sync::Arc::clone(&state.media), req);
@@ -75,7 +77,10 @@ where
             let answer = complete(&chat, request, input, &media, &note)
                 .await
                 .inspect_err(|_| note.failed())?;
-            Ok(render(answer))
+            let upstream_done = Instant::now();
+            let body = render(answer);
+            probe.finished(upstream_done);
+            Ok(body)
         };
         return Ok(json_answer(
             dialect,
@@ -91,7 +96,15 @@ where
     let started = start(&state.chat, request, state.keepalive()).await?;
     Ok(streaming_response(
         content_type,
-        body(started, encoder, state.keepalive(), input, media, note),
+        body(
+            started,
+            encoder,
+            state.keepalive(),
+            input,
+            media,
+            note,
+            probe,
+        ),
     ))
 }
 
@@ -147,6 +160,7 @@ pub fn body<E: StreamEncoder>(
     input_tokens: u32,
     media: MediaOut,
     note: Arc<UsageNote>,
+    mut probe: AnswerProbe,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + 'static {
     async_stream::stream! {
         let mut out = BytesMut::with_capacity(512);
@@ -187,6 +201,7 @@ pub fn body<E: StreamEncoder>(
                     if matches!(event, StreamEvent::ToolCall(_)) {
                         finish = FinishReason::ToolCalls;
                     }
+                    probe.event();
                     encoder.event(&event, &mut out);
                 }
                 Ok(Some(Err(e))) => {
@@ -201,8 +216,10 @@ pub fn body<E: StreamEncoder>(
                 yield Ok(out.split().freeze());
             }
         }
+        let upstream_done = Instant::now();
         encoder.finish(finish, meter.usage(input_tokens), &mut out);
         yield Ok(out.split().freeze());
+        probe.finished(upstream_done);
     }
 }
 

@@ -151,6 +151,11 @@ impl ModelId {
         &self.spec
     }
 
+    /// The spec of the base model, shared (a metrics label holds it without copying the name).
+    pub fn shared_spec(&self) -> Arc<ModelSpec> {
+        Arc::clone(&self.spec)
+    }
+
     /// The upstream that serves this model.
     pub fn upstream(&self) -> &'static str {
         self.spec.upstream

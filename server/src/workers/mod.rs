@@ -200,6 +200,19 @@ impl Workers {
         self.endpoint
     }
 
+    /// Connected workers, queued tasks and leased tasks (`/metrics`); zeros without a hub.
+    pub async fn counts(&self) -> (usize, usize, usize) {
+        let Some(hub) = &self.hub else {
+            return (0, 0, 0);
+        };
+        let workers = hub.send(ListWorkers).await.map_or(0, |w| w.len());
+        let (queued, leased) = hub
+            .send(ListTasks)
+            .await
+            .map_or((0, 0), |t| (t.queued, t.leased));
+        (workers, queued, leased)
+    }
+
     /// Stops the hub. Local mode first drains the in-process worker (running tasks finish,
     /// bounded by its drain timeout). Then the hub's thread is stopped and joined, so that a
     /// restart in the same process finds the store released.

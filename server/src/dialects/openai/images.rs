@@ -180,6 +180,7 @@ async fn handle(
             tracing::field::display(crate::telemetry::untrusted(parsed.model.public_name())),
         )
         .record("n", parsed.n);
+    crate::metrics::note_model(&req, &parsed.model);
     let request = ChatRequest::new(
         parsed.model.clone(),
         vec![Message::new(

@@ -473,6 +473,7 @@ async fn handle_create(
     };
     let models = state.chat.models();
     let checked = check(fields, &|name| models.parse(name))?;
+    crate::metrics::note_model(&req, &checked.model);
     tracing::Span::current().record(
         "model",
         tracing::field::display(crate::telemetry::untrusted(checked.model.public_name())),

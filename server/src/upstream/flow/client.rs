@@ -16,6 +16,7 @@ use business2api_shared::Secret;
 
 use super::models::{Orientation, VideoKind};
 use crate::config::FlowSettings;
+use crate::metrics::Metrics;
 use crate::upstream::error::{ErrorKind, UpstreamError};
 
 /// The user agent every Flow call sends (spec §1).
@@ -95,6 +96,8 @@ pub struct VideoRequest<'a> {
 pub struct FlowClient {
     http: reqwest::Client,
     settings: FlowSettings,
+    /// Counts each request sent and each failed call (`/metrics`).
+    metrics: Metrics,
 }
 
 impl FlowClient {
@@ -113,12 +116,38 @@ impl FlowClient {
         Ok(FlowClient {
             http: builder.build()?,
             settings: settings.clone(),
+            metrics: Metrics::default(),
         })
+    }
+
+    /// Counts its calls in the application's `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> FlowClient {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Sends one request (counted as a call of `endpoint`, without its `flow.` prefix).
+    async fn send(
+        &self,
+        endpoint: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Response, UpstreamError> {
+        let call = endpoint.strip_prefix("flow.").unwrap_or(endpoint);
+        self.metrics.upstream_call(crate::metrics::FLOW, call);
+        send(endpoint, request).await
     }
 
     /// Session token → access token (`GET /fx/api/auth/session`). A session the upstream no
     /// longer accepts is [`ErrorKind::CookiesInvalid`].
     pub async fn access_token(&self, session: &Secret) -> Result<AccessToken, UpstreamError> {
+        let result = self.access_token_uncounted(session).await;
+        self.metrics
+            .token_refresh(crate::metrics::FLOW, result.as_ref().err());
+        self.metrics.observe_call(crate::metrics::FLOW, result)
+    }
+
+    /// [`Self::access_token`] without counting its failure.
+    async fn access_token_uncounted(&self, session: &Secret) -> Result<AccessToken, UpstreamError> {
         #[derive(Deserialize)]
         struct Session {
             #[serde(default)]
@@ -137,7 +166,7 @@ impl FlowClient {
             .http
             .get(self.settings.labs_url("fx/api/auth/session"))
             .header("cookie", session_cookie(session));
-        let response = send(endpoint::SESSION, request).await?;
+        let response = self.send(endpoint::SESSION, request).await?;
         let response = check(endpoint::SESSION, response, Refusal::Session).await?;
         let session: Session = json_body(endpoint::SESSION, response).await?;
         // The reference took a missing token as an empty one; it is a dead session.
@@ -173,6 +202,12 @@ impl FlowClient {
 
     /// The token's credits and tier (`GET /v1/credits`).
     pub async fn credits(&self, access: &Secret) -> Result<Credits, UpstreamError> {
+        let result = self.credits_uncounted(access).await;
+        self.metrics.observe_call(crate::metrics::FLOW, result)
+    }
+
+    /// [`Self::credits`] without counting its failure.
+    async fn credits_uncounted(&self, access: &Secret) -> Result<Credits, UpstreamError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Answer {
@@ -185,7 +220,7 @@ impl FlowClient {
             .http
             .get(self.settings.api_url("v1/credits"))
             .bearer_auth(access.expose());
-        let response = send(endpoint::CREDITS, request).await?;
+        let response = self.send(endpoint::CREDITS, request).await?;
         let response = check(endpoint::CREDITS, response, Refusal::Access).await?;
         let answer: Answer = json_body(endpoint::CREDITS, response).await?;
         Ok(Credits {
@@ -196,12 +231,18 @@ impl FlowClient {
 
     /// A project for the token (`POST /fx/api/trpc/project.createProject`, session cookie).
     pub async fn create_project(&self, session: &Secret) -> Result<String, UpstreamError> {
+        let result = self.create_project_uncounted(session).await;
+        self.metrics.observe_call(crate::metrics::FLOW, result)
+    }
+
+    /// [`Self::create_project`] without counting its failure.
+    async fn create_project_uncounted(&self, session: &Secret) -> Result<String, UpstreamError> {
         let request = self
             .http
             .post(self.settings.labs_url("fx/api/trpc/project.createProject"))
             .header("cookie", session_cookie(session))
             .json(&json!({"json": {"projectTitle": "business2api", "toolName": "PINHOLE"}}));
-        let response = send(endpoint::CREATE_PROJECT, request).await?;
+        let response = self.send(endpoint::CREATE_PROJECT, request).await?;
         let response = check(endpoint::CREATE_PROJECT, response, Refusal::Session).await?;
         let v: Value = json_body(endpoint::CREATE_PROJECT, response).await?;
         nonempty_str(&v, "/result/data/json/result/projectId").ok_or_else(|| {
@@ -214,6 +255,19 @@ impl FlowClient {
 
     /// Uploads an image for use as a reference or a frame (`POST /v1:uploadUserImage`).
     pub async fn upload_image(
+        &self,
+        access: &Secret,
+        image: &[u8],
+        orientation: Orientation,
+    ) -> Result<String, UpstreamError> {
+        let result = self
+            .upload_image_uncounted(access, image, orientation)
+            .await;
+        self.metrics.observe_call(crate::metrics::FLOW, result)
+    }
+
+    /// [`Self::upload_image`] without counting its failure.
+    async fn upload_image_uncounted(
         &self,
         access: &Secret,
         image: &[u8],
@@ -233,7 +287,7 @@ impl FlowClient {
             .post(self.settings.api_url("v1:uploadUserImage"))
             .bearer_auth(access.expose())
             .json(&body);
-        let response = send(endpoint::UPLOAD_IMAGE, request).await?;
+        let response = self.send(endpoint::UPLOAD_IMAGE, request).await?;
         let response = check(endpoint::UPLOAD_IMAGE, response, Refusal::Access).await?;
         let v: Value = json_body(endpoint::UPLOAD_IMAGE, response).await?;
         nonempty_str(&v, "/mediaGenerationId/mediaGenerationId").ok_or_else(|| {
@@ -246,6 +300,22 @@ impl FlowClient {
 
     /// Generates one image, synchronously: its URL.
     pub async fn generate_image(
+        &self,
+        access: &Secret,
+        project: &str,
+        model_name: &str,
+        orientation: Orientation,
+        prompt: &str,
+        references: &[String],
+    ) -> Result<String, UpstreamError> {
+        let result = self
+            .generate_image_uncounted(access, project, model_name, orientation, prompt, references)
+            .await;
+        self.metrics.observe_call(crate::metrics::FLOW, result)
+    }
+
+    /// [`Self::generate_image`] without counting its failure.
+    async fn generate_image_uncounted(
         &self,
         access: &Secret,
         project: &str,
@@ -278,7 +348,7 @@ impl FlowClient {
             )))
             .bearer_auth(access.expose())
             .json(&body);
-        let response = send(endpoint::GENERATE_IMAGES, request).await?;
+        let response = self.send(endpoint::GENERATE_IMAGES, request).await?;
         let response = check(endpoint::GENERATE_IMAGES, response, Refusal::Access).await?;
         let v: Value = json_body(endpoint::GENERATE_IMAGES, response).await?;
         nonempty_str(&v, "/media/0/image/generatedImage/fifeUrl").ok_or_else(|| {
@@ -291,6 +361,20 @@ impl FlowClient {
 
     /// Submits a video job; an answer without a task id is a failure.
     pub async fn submit_video(
+        &self,
+        access: &Secret,
+        project: &str,
+        tier: Option<&str>,
+        video: &VideoRequest<'_>,
+    ) -> Result<VideoTask, UpstreamError> {
+        let result = self
+            .submit_video_uncounted(access, project, tier, video)
+            .await;
+        self.metrics.observe_call(crate::metrics::FLOW, result)
+    }
+
+    /// [`Self::submit_video`] without counting its failure.
+    async fn submit_video_uncounted(
         &self,
         access: &Secret,
         project: &str,
@@ -344,7 +428,7 @@ impl FlowClient {
             .post(self.settings.api_url(path))
             .bearer_auth(access.expose())
             .json(&body);
-        let response = send(endpoint::SUBMIT_VIDEO, request).await?;
+        let response = self.send(endpoint::SUBMIT_VIDEO, request).await?;
         let response = check(endpoint::SUBMIT_VIDEO, response, Refusal::Access).await?;
         let v: Value = json_body(endpoint::SUBMIT_VIDEO, response).await?;
         let name = nonempty_str(&v, "/operations/0/operation/name")
@@ -356,6 +440,16 @@ impl FlowClient {
     /// One status poll of a video job. A failed job is an error: a safety refusal is the
     /// prompt's ([`ErrorKind::BadRequest`]), any other failure the upstream's.
     pub async fn check_video(
+        &self,
+        access: &Secret,
+        task: &VideoTask,
+    ) -> Result<VideoStatus, UpstreamError> {
+        let result = self.check_video_uncounted(access, task).await;
+        self.metrics.observe_call(crate::metrics::FLOW, result)
+    }
+
+    /// [`Self::check_video`] without counting its failure.
+    async fn check_video_uncounted(
         &self,
         access: &Secret,
         task: &VideoTask,
@@ -372,7 +466,7 @@ impl FlowClient {
             )
             .bearer_auth(access.expose())
             .json(&body);
-        let response = send(endpoint::CHECK_VIDEO, request).await?;
+        let response = self.send(endpoint::CHECK_VIDEO, request).await?;
         let response = check(endpoint::CHECK_VIDEO, response, Refusal::Access).await?;
         let v: Value = json_body(endpoint::CHECK_VIDEO, response).await?;
         let status = nonempty_str(&v, "/operations/0/status")
@@ -385,8 +479,18 @@ impl FlowClient {
 
     /// Downloads a generated file (at most `limit` bytes): its content type and bytes.
     pub async fn download(&self, url: &str, limit: u64) -> Result<(String, Bytes), UpstreamError> {
+        let result = self.download_uncounted(url, limit).await;
+        self.metrics.observe_call(crate::metrics::FLOW, result)
+    }
+
+    /// [`Self::download`] without counting its failure.
+    async fn download_uncounted(
+        &self,
+        url: &str,
+        limit: u64,
+    ) -> Result<(String, Bytes), UpstreamError> {
         let e = endpoint::DOWNLOAD;
-        let mut response = send(e, self.http.get(url)).await?;
+        let mut response = self.send(e, self.http.get(url)).await?;
         if !response.status().is_success() {
             let status = response.status().as_u16();
             return Err(UpstreamError::new(

@@ -32,6 +32,7 @@ use crate::domain::{ChatRequest, GeneratedMedia, Media, ModelId, StreamEvent};
 use crate::egress::{ClientRecipe, Egress};
 use crate::error::InputError;
 use crate::media::fetch::{FetchError, MediaFetcher, display_url};
+use crate::metrics::Metrics;
 use crate::upstream::{
     AccessToken, Authenticator, BoxFuture, CallAuth, CallError, ErrorKind, EventStream,
     UpstreamError,
@@ -73,6 +74,8 @@ pub struct GeminiBusinessClient {
     /// Fetches media URLs the upstream will not take by URI (`None`: such URLs fail).
     /// Swapped as a whole when a reload changes a `media.fetch_*` key.
     fetcher: arc_swap::ArcSwapOption<MediaFetcher>,
+    /// Counts each request sent and each failed call (`/metrics`).
+    metrics: Metrics,
 }
 
 /// The per-call timeouts and limits, read from the live configuration at each call.
@@ -246,6 +249,7 @@ impl GeminiBusinessClient {
             live: None,
             base_headers: base_headers(&format!("{},{};q=0.9", settings.language_code, primary)),
             fetcher: arc_swap::ArcSwapOption::empty(),
+            metrics: Metrics::default(),
         })
     }
 
@@ -259,6 +263,12 @@ impl GeminiBusinessClient {
     /// the one they started with.
     pub fn set_media_fetcher(&self, fetcher: Arc<MediaFetcher>) {
         self.fetcher.store(Some(fetcher));
+    }
+
+    /// Counts its calls in the application's `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Reads the per-call timeouts and limits from `live` at each call from now on.
@@ -309,6 +319,8 @@ impl GeminiBusinessClient {
         request: RequestBuilder,
         limit: Duration,
     ) -> Result<Response, UpstreamError> {
+        self.metrics
+            .upstream_call(crate::metrics::GEMINI_BUSINESS, endpoint.code());
         let response = match tokio::time::timeout(limit, request.send()).await {
             Err(_) => return Err(timeout(endpoint, "did not answer in time")),
             Ok(Err(e)) => return Err(transport_via(endpoint, egress, e).await),
@@ -409,6 +421,19 @@ impl GeminiBusinessClient {
         creds: &Credentials,
         egress: &Egress,
     ) -> Result<AccessToken, UpstreamError> {
+        let result = self.mint_token_uncounted(creds, egress).await;
+        self.metrics
+            .token_refresh(crate::metrics::GEMINI_BUSINESS, result.as_ref().err());
+        self.metrics
+            .observe_call(crate::metrics::GEMINI_BUSINESS, result)
+    }
+
+    /// [`Self::mint_token`] without counting its failure.
+    async fn mint_token_uncounted(
+        &self,
+        creds: &Credentials,
+        egress: &Egress,
+    ) -> Result<AccessToken, UpstreamError> {
         let endpoint = Endpoint::GetXsrfKey;
         let Some(cookie) = creds.cookie_header() else {
             return Err(UpstreamError::new(
@@ -454,6 +479,13 @@ impl GeminiBusinessClient {
 
     /// U2: a new chat session; returns its name.
     pub async fn create_session(&self, auth: &CallAuth) -> Result<String, UpstreamError> {
+        let result = self.create_session_uncounted(auth).await;
+        self.metrics
+            .observe_call(crate::metrics::GEMINI_BUSINESS, result)
+    }
+
+    /// [`Self::create_session`] without counting its failure.
+    async fn create_session_uncounted(&self, auth: &CallAuth) -> Result<String, UpstreamError> {
         let endpoint = Endpoint::CreateSession;
         let body = Envelope::new(
             &auth.credentials.config_id,
@@ -478,6 +510,18 @@ impl GeminiBusinessClient {
 
     /// U3: attaches one input file to the session; returns its file id.
     pub async fn upload(
+        &self,
+        auth: &CallAuth,
+        session: &str,
+        media: &Media,
+    ) -> Result<String, UpstreamError> {
+        let result = self.upload_uncounted(auth, session, media).await;
+        self.metrics
+            .observe_call(crate::metrics::GEMINI_BUSINESS, result)
+    }
+
+    /// [`Self::upload`] without counting its failure.
+    async fn upload_uncounted(
         &self,
         auth: &CallAuth,
         session: &str,
@@ -571,6 +615,31 @@ impl GeminiBusinessClient {
         model: &ModelId,
     ) -> Result<impl Stream<Item = Result<AssistItem, UpstreamError>> + Send + 'static, UpstreamError>
     {
+        let result = self
+            .stream_assist_uncounted(auth, session, text, file_ids, model)
+            .await;
+        let metrics = self.metrics.clone();
+        let result = result.map(|items| {
+            items.inspect(move |item| {
+                if let Err(e) = item {
+                    metrics.upstream_error(crate::metrics::GEMINI_BUSINESS, e);
+                }
+            })
+        });
+        self.metrics
+            .observe_call(crate::metrics::GEMINI_BUSINESS, result)
+    }
+
+    /// [`Self::stream_assist`] without counting its failure.
+    async fn stream_assist_uncounted(
+        &self,
+        auth: &CallAuth,
+        session: &str,
+        text: &str,
+        file_ids: &[String],
+        model: &ModelId,
+    ) -> Result<impl Stream<Item = Result<AssistItem, UpstreamError>> + Send + 'static, UpstreamError>
+    {
         let endpoint = Endpoint::StreamAssist;
         let text = if text.is_empty() { " " } else { text };
         let body = Envelope::new(
@@ -625,6 +694,17 @@ impl GeminiBusinessClient {
         auth: &CallAuth,
         session: &str,
     ) -> Result<Vec<FileMetadata>, UpstreamError> {
+        let result = self.list_generated_files_uncounted(auth, session).await;
+        self.metrics
+            .observe_call(crate::metrics::GEMINI_BUSINESS, result)
+    }
+
+    /// [`Self::list_generated_files`] without counting its failure.
+    async fn list_generated_files_uncounted(
+        &self,
+        auth: &CallAuth,
+        session: &str,
+    ) -> Result<Vec<FileMetadata>, UpstreamError> {
         let body = Envelope::new(
             &auth.credentials.config_id,
             ListFilesMember {
@@ -650,6 +730,18 @@ impl GeminiBusinessClient {
 
     /// U6: downloads one generated file, refusing files larger than `max_download_mb`.
     pub async fn download(
+        &self,
+        auth: &CallAuth,
+        full_session: &str,
+        file_id: &str,
+    ) -> Result<Bytes, UpstreamError> {
+        let result = self.download_uncounted(auth, full_session, file_id).await;
+        self.metrics
+            .observe_call(crate::metrics::GEMINI_BUSINESS, result)
+    }
+
+    /// [`Self::download`] without counting its failure.
+    async fn download_uncounted(
         &self,
         auth: &CallAuth,
         full_session: &str,

@@ -18,6 +18,18 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// The call's number in the upstream spec (`U1` … `U6`): the `call` label of the metrics.
+    pub fn code(self) -> &'static str {
+        match self {
+            Endpoint::GetXsrfKey => "U1",
+            Endpoint::CreateSession => "U2",
+            Endpoint::AddContextFile => "U3",
+            Endpoint::StreamAssist => "U4",
+            Endpoint::ListSessionFiles => "U5",
+            Endpoint::DownloadFile => "U6",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::GetXsrfKey => "getoxsrf",
