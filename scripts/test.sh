@@ -12,7 +12,11 @@
 #   5. Official SDKs                 pytest tests/sdk (openai, anthropic 2.x, google-genai 3.x)
 #                                    against the binaries built in step 1, then
 #                                    tests/sdk/test_anthropic.py again with anthropic 0.69
-#   6. Hostile input                 bench/hostile.sh: the release binary under the memory
+#   6. Admin panel in a browser      pytest tests/panel (Playwright for Python in .venv-panel,
+#                                    tests/panel/requirements.txt) driving Debian's
+#                                    /usr/bin/chromium against the binaries built in step 1;
+#                                    screenshots of every page in <target>/panel-artifacts
+#   7. Hostile input                 bench/hostile.sh: the release binary under the memory
 #                                    probe's shapes (peak RSS bound, /health within 100 ms)
 #
 # Needs: a Rust toolchain, python3 with the venv module (Debian: python3-venv), chromium and
@@ -31,6 +35,9 @@ REQUIREMENTS=$SDK_DIR/requirements.txt
 LEGACY_REQUIREMENTS=$SDK_DIR/requirements-legacy.txt
 VENV=.venv
 LEGACY_VENV=.venv-legacy
+PANEL_DIR=tests/panel
+PANEL_REQUIREMENTS=$PANEL_DIR/requirements.txt
+PANEL_VENV=.venv-panel
 # The whole SDK run (start-up, tests, shutdown) takes seconds; this only stops a hang.
 PYTEST_TIMEOUT_S=${PYTEST_TIMEOUT_S:-600}
 
@@ -151,12 +158,14 @@ ensure_venv() { # <venv dir> <requirements file> <python imports that must work>
     echo "$want" >"$stamp"
 }
 
-step "Python venvs for $SDK_DIR ($VENV, $LEGACY_VENV)"
+step "Python venvs for $SDK_DIR ($VENV, $LEGACY_VENV) and $PANEL_DIR ($PANEL_VENV)"
 ensure_venv "$VENV" "$REQUIREMENTS" "openai, anthropic, google.genai, pytest"
 ensure_venv "$LEGACY_VENV" "$LEGACY_REQUIREMENTS" "anthropic, pytest"
-for v in "$VENV" "$LEGACY_VENV"; do
+# Playwright drives Debian's Chromium; its own browser download is never needed.
+PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 ensure_venv "$PANEL_VENV" "$PANEL_REQUIREMENTS" "playwright.sync_api, pytest"
+for v in "$VENV" "$LEGACY_VENV" "$PANEL_VENV"; do
     "$v/bin/python" -m pip freeze --disable-pip-version-check \
-        | grep -E '^(openai|anthropic|google-genai|pytest)==' | sed "s|^|    $v: |"
+        | grep -E '^(openai|anthropic|google-genai|playwright|pytest)==' | sed "s|^|    $v: |"
 done
 step_done
 
@@ -176,6 +185,13 @@ step_done
 
 step "Legacy anthropic SDK (x-api-key) against the running binary: pytest $SDK_DIR/test_anthropic.py ($LEGACY_VENV)"
 run_pytest "$LEGACY_VENV" legacy "$ROOT/$SDK_DIR/test_anthropic.py"
+step_done
+
+step "Admin panel in Chromium (Playwright) against the running binary: pytest $PANEL_DIR ($PANEL_VENV)"
+PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 PANEL_ARTIFACTS=$TARGET_DIR/panel-artifacts \
+    CHROMIUM_BIN=$(command -v chromium) \
+    run_pytest "$PANEL_VENV" panel "$ROOT/$PANEL_DIR"
+echo "    screenshots: $TARGET_DIR/panel-artifacts"
 step_done
 
 step "Hostile input against the release binary: bench/hostile.sh"

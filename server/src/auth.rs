@@ -88,7 +88,7 @@ pub fn generate_key() -> Secret {
 }
 
 /// Writes a file readable by its owner only, atomically (temp file + rename).
-fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
+pub(crate) fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension("tmp");
@@ -107,12 +107,13 @@ fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The files in the data dir that hold secrets the gateway reads: the generated API key and
-/// the thinking-signing key.
-pub fn secret_files(data_dir: &Path) -> [PathBuf; 2] {
+/// The files in the data dir that hold secrets the gateway reads: the generated API key, the
+/// thinking-signing key and the admin password hash.
+pub fn secret_files(data_dir: &Path) -> [PathBuf; 3] {
     [
         data_dir.join(GENERATED_KEY_FILE),
         data_dir.join(crate::dialects::anthropic::signature::KEY_FILE),
+        crate::admin::panel::password::path(data_dir),
     ]
 }
 
@@ -280,6 +281,11 @@ impl ApiKeyGate {
         })
     }
 
+    /// The generated API key, once one was needed (for redacting it from served log lines).
+    pub fn generated(&self) -> Option<&Secret> {
+        self.generated.get()
+    }
+
     /// Whether the request may use the API, by the configuration in force now.
     pub fn check(&self, req: &HttpRequest) -> Result<(), GatewayError> {
         self.caller(req).map(|_| ())
@@ -376,7 +382,7 @@ mod tests {
     fn secret_files_readable_by_others_are_made_private() {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
-        let [api_key, signing] = secret_files(dir.path());
+        let [api_key, signing, _] = secret_files(dir.path());
         assert!(tighten_secret_files(dir.path()).is_empty(), "missing files");
         std::fs::write(&api_key, "sk-b2a-SECRET\n").unwrap();
         std::fs::write(&signing, [7u8; 32]).unwrap();

@@ -245,6 +245,11 @@ fn x_forwarded(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|v| v.trim().to_owned())
 }
 
+/// Whether `req` came in over TLS: a trusted forwarded `https`, or the connection's own TLS.
+pub fn is_https(req: &HttpRequest, trusted: &TrustedProxies) -> bool {
+    origin(req, trusted).scheme == "https"
+}
+
 /// The scheme and host a request came in on, as far as the gateway can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
@@ -416,6 +421,33 @@ mod tests {
             ANY.parse().unwrap(),
         );
         assert_eq!(h2.base(), "https://gw.example");
+    }
+
+    #[test]
+    fn the_client_address_comes_from_a_trusted_proxy_only() {
+        let t = TrustedProxies::parse(&["10.0.0.0/8".to_owned()]).unwrap();
+        let h = headers(&[("x-forwarded-for", "203.0.113.7, 10.0.0.9")]);
+        let proxy: IpAddr = "10.9.9.9".parse().unwrap();
+        assert_eq!(
+            client_ip_of(&h, proxy, &t),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+        let h = headers(&[("forwarded", "for=\"[2001:db8::1]:4711\";proto=https")]);
+        assert_eq!(
+            client_ip_of(&h, proxy, &t),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip_of(&headers(&[]), proxy, &t), proxy);
+        let req = actix_web::test::TestRequest::default()
+            .peer_addr("198.51.100.1:5000".parse().unwrap())
+            .insert_header(("x-forwarded-for", "1.1.1.1"))
+            .to_http_request();
+        assert_eq!(client_ip(&req, &t), Some("198.51.100.1".parse().unwrap()));
+        let req = actix_web::test::TestRequest::default()
+            .peer_addr("10.1.1.1:5000".parse().unwrap())
+            .insert_header(("x-forwarded-for", "1.1.1.1"))
+            .to_http_request();
+        assert_eq!(client_ip(&req, &t), Some("1.1.1.1".parse().unwrap()));
     }
 
     #[test]

@@ -25,6 +25,7 @@
 //! - [`metrics`]: `GET /metrics` (Prometheus text 0.0.4 / OpenMetrics): the application's
 //!   registry, the request and upstream counters, and gauges computed at scrape time.
 //! - [`telemetry`]: tracing setup, the request root span, escaping untrusted text in logs.
+//! - [`loghub`]: the last log lines in memory and a broadcast of new ones (the panel's live logs).
 //! - [`videos`]: the asynchronous video jobs of `/v1/videos` (persisted, resumed at start).
 //! - [`workers`]: server mode's worker endpoint `GET /ws`, the worker sessions and the task hub.
 
@@ -43,6 +44,7 @@ pub mod forwarded;
 pub mod head_limits;
 pub mod health;
 pub mod keys;
+pub mod loghub;
 pub mod media;
 pub mod metrics;
 pub mod pool;

@@ -65,6 +65,21 @@ enum Command {
         #[command(subcommand)]
         command: AccountsCommand,
     },
+    /// The admin panel's login, from the console.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Set (or replace) the admin panel password: reads it from stdin (one line; never from
+    /// the command line, where other users could see it), stores its argon2id hash in
+    /// <data_dir>/admin_password (mode 0600) and voids the setup token. A running gateway uses
+    /// it at the next login. Example: `read -rs PW && printf '%s\n' "$PW" | business2api admin
+    /// set-password`.
+    SetPassword,
 }
 
 fn main() -> ExitCode {
@@ -93,6 +108,9 @@ fn main() -> ExitCode {
             actix_web::rt::System::new().block_on(demo(listen, pace_ms))
         }
         Command::Accounts { command } => accounts(&cli.config, &command),
+        Command::Admin {
+            command: AdminCommand::SetPassword,
+        } => set_password(&cli.config),
     }
 }
 
@@ -195,6 +213,60 @@ fn accounts(path: &Path, command: &AccountsCommand) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// `business2api admin set-password`: the password from stdin, its hash into the data dir.
+fn set_password(path: &Path) -> ExitCode {
+    use std::io::{BufRead as _, IsTerminal as _};
+    let loaded = match load_config(path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    let read = |prompt: &str| -> Option<String> {
+        if interactive {
+            eprint!("{prompt}");
+        }
+        let mut line = String::new();
+        match stdin.lock().read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(
+                line.strip_suffix('\n')
+                    .map(|l| l.strip_suffix('\r').unwrap_or(l))
+                    .unwrap_or(&line)
+                    .to_owned(),
+            ),
+        }
+    };
+    let Some(password) = read("New admin password (at least 10 characters; input is echoed): ")
+    else {
+        eprintln!("business2api: no password on stdin");
+        return ExitCode::from(2);
+    };
+    if interactive && read("Again: ").as_deref() != Some(password.as_str()) {
+        eprintln!("business2api: the passwords differ; nothing was changed");
+        return ExitCode::from(2);
+    }
+    let data_dir = &loaded.settings.data_dir;
+    if let Err(e) = std::fs::create_dir_all(data_dir) {
+        eprintln!("business2api: cannot create {}: {e}", data_dir.display());
+        return ExitCode::FAILURE;
+    }
+    match business2api::admin::panel::password::store(data_dir, &password) {
+        Ok(()) => {
+            println!(
+                "business2api: the admin password was stored (argon2id hash) in {}; log in at \
+                 /admin/panel",
+                business2api::admin::panel::password::path(data_dir).display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("business2api: {e}; nothing was changed");
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// Builds and runs the application, printing what the operator needs on stdout.
 async fn run(settings: Settings, source: Option<ConfigSource>, banner: Option<String>) -> ExitCode {
     let app = match Application::build_with_source(settings, source).await {
@@ -251,6 +323,14 @@ async fn run(settings: Settings, source: Option<ConfigSource>, banner: Option<St
             );
         }
         KeySource::Configured | KeySource::Unauthenticated => {}
+    }
+    if let Some(token) = &report.admin_setup_token {
+        println!(
+            "\nNo admin password is set. To set one, open http://{shown}/admin/panel and enter \
+             this one-time setup token\n(shown only this once; valid until a password is set):\n\n    \
+             {}\n\nor set it from the console: business2api admin set-password\n",
+            token.expose()
+        );
     }
     match app.run_until_stopped().await {
         Ok(()) => ExitCode::SUCCESS,

@@ -137,6 +137,9 @@ pub struct StartupReport {
     pub unusable: Vec<Rejected>,
     /// Accounts in rotation.
     pub accounts: usize,
+    /// The admin panel's one-time setup token, when no admin password is set: to be shown to
+    /// the operator once (never logged).
+    pub admin_setup_token: Option<business2api_shared::Secret>,
 }
 
 /// The actor topology a mode runs: the three shapes of the one binary, side by side.
@@ -441,6 +444,21 @@ impl Application {
                     .to_string(),
                 source,
             })?;
+        // The admin panel's login: its setup token when no password is set yet.
+        let (panel_auth, admin_setup_token) = {
+            let dir = data_dir.clone();
+            tokio::task::spawn_blocking(move || crate::admin::panel::PanelAuth::start(dir))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|started| started)
+                .map_err(|source| StartupError::DataDir {
+                    path: crate::admin::panel::password::path(&data_dir)
+                        .display()
+                        .to_string(),
+                    source,
+                })?
+        };
+        let panel_auth = web::Data::new(panel_auth);
         for warning in crate::auth::tighten_secret_files(&data_dir) {
             tracing::warn!("{warning}");
         }
@@ -533,6 +551,7 @@ impl Application {
                 .app_data(body_budget.clone())
                 .app_data(workers_data.clone())
                 .app_data(usage_data.clone())
+                .app_data(panel_auth.clone())
                 .configure(|cfg| {
                     if let Some(v) = &videos_data {
                         cfg.app_data(v.clone());
@@ -621,6 +640,7 @@ impl Application {
             import,
             unusable,
             accounts: account_count,
+            admin_setup_token,
         };
         Ok(Application {
             address,

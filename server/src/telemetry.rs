@@ -194,14 +194,54 @@ pub fn init_quiet() {
 }
 
 fn init_with(default: &str) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(EscapingMakeWriter::new(std::io::stderr, ansi))
+        .with_target(false);
+    let hub = crate::loghub::hub();
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(hub_layer(hub))
+        .try_init()
+        .is_ok()
+    {
+        hub.mark_installed();
+    }
+}
+
+/// The fmt layer that writes each event, formatted like the stderr line (without colours),
+/// into the log hub ([`crate::loghub`]).
+fn hub_layer<S>(hub: &'static crate::loghub::LogHub) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(crate::loghub::HubMakeWriter(hub))
         .with_target(false)
-        .try_init();
+}
+
+/// Installs a global subscriber that writes only into the log hub, at `info` (or `RUST_LOG`),
+/// when none is installed yet: for in-process test gateways that assert on log lines without
+/// printing them. Does nothing when a subscriber is already installed.
+pub fn init_capture() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let hub = crate::loghub::hub();
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(hub_layer(hub))
+        .try_init()
+        .is_ok()
+    {
+        hub.mark_installed();
+    }
 }
 
 /// The root span of every request.

@@ -51,6 +51,7 @@ fn help_documents_every_subcommand_and_flag() {
     for (args, needle) in [
         (["accounts", "import", "--help"], "Account files"),
         (["accounts", "export", "--help"], "Directory to write"),
+        (["admin", "set-password", "--help"], "stdin"),
     ] {
         let out = bin().args(args).output().unwrap();
         let help = String::from_utf8(out.stdout).unwrap();
@@ -486,5 +487,54 @@ fn start_up_rejections_print_file_names_escaped() {
             "{output}"
         );
         assert!(!output.contains('\u{1b}'), "{output:?}");
+    }
+}
+
+#[test]
+fn admin_set_password_reads_stdin_and_stores_an_argon2id_hash() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    let data = dir.path().join("data");
+    std::fs::write(&config, serde_json::json!({ "data_dir": data }).to_string()).unwrap();
+    let run = |input: &str| {
+        let mut child = bin()
+            .args(["admin", "set-password", "--config"])
+            .arg(&config)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let file = data.join("admin_password");
+    let short = run("too short\n");
+    assert_eq!(short.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 10"));
+    assert!(!file.exists());
+    let password = "a console password 123";
+    let done = run(&format!("{password}\n"));
+    assert!(done.status.success(), "{done:?}");
+    let stored = std::fs::read_to_string(&file).unwrap();
+    assert!(stored.starts_with("$argon2id$v=19$"), "{stored}");
+    assert!(!stored.contains(password));
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&done.stdout),
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(!output.contains(password), "{output}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 }

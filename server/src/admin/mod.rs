@@ -1,7 +1,15 @@
-//! The admin JSON API under `/admin`. Guarded by `admin_keys` only: an API key grants nothing
-//! here, and with no admin key configured every admin route answers 403. Keys are read from
-//! `Authorization: Bearer` or `x-admin-key` (never from the query string, which ends up in
-//! logs) and compared in constant time.
+//! The admin JSON API under `/admin`, and the admin panel ([`panel`]). A request passes with
+//! an admin key from `admin_keys` (no CSRF token: not a browser), or with a live panel session
+//! (the `b2a_session` cookie) plus, for a state-changing method, the session's CSRF token in
+//! `x-csrf-token` (else 403). An API key grants nothing here; with no admin key configured and
+//! no session every admin route answers 403, an unknown or expired session cookie 401. The
+//! panel's pages and assets, `GET /admin/session`, `POST /admin/setup` and `POST /admin/login`
+//! need nothing. Keys are read from `Authorization: Bearer` or `x-admin-key` (never from the
+//! query string, which ends up in logs) and compared in constant time.
+//!
+//! Panel routes: `GET /admin/panel` (the app), `/admin/panel/assets/{name}`, `GET
+//! /admin/session`, `POST /admin/setup`, `POST /admin/login`, `POST /admin/logout`; the live
+//! logs `GET /admin/logs` and `GET /admin/logs/stream` ([`logs`]).
 //!
 //! Routes (field names follow the reference where it had the route):
 //! - `GET  /admin/status` — pool counts, request totals, cooldown settings.
@@ -28,6 +36,8 @@
 //!   /admin/keys/{id}` — named API keys with limits ([`usage`]).
 
 mod flow;
+pub mod logs;
+pub mod panel;
 mod proxies;
 mod usage;
 
@@ -77,32 +87,18 @@ fn presented_admin_key(req: &HttpRequest) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// Middleware: only a configured admin key passes. The keys are read from the live
-/// configuration at every request (a reload applies at once).
+/// Middleware: a configured admin key passes; so does a live panel session, with its CSRF
+/// token for a state-changing method; the panel's public routes ([`panel::is_public`]) need
+/// nothing. The keys are read from the live configuration at every request (a reload applies
+/// at once).
 pub async fn require_admin_key(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let settings = req
-        .app_data::<web::Data<LiveConfig>>()
-        .map(|live| live.load());
-    let keys: &[business2api_shared::Secret] = settings
-        .as_deref()
-        .map_or(&[][..], |s| s.admin_keys.as_slice());
-    let refusal = if keys.is_empty() {
-        Some(error(
-            StatusCode::FORBIDDEN,
-            "the admin API is disabled: configure admin_keys (or ADMIN_KEY) to use it",
-        ))
+    let refusal = if panel::is_public(req.method(), req.path()) {
+        None
     } else {
-        match presented_admin_key(req.request()) {
-            None => Some(error(
-                StatusCode::UNAUTHORIZED,
-                "missing admin key (Authorization: Bearer <admin key>)",
-            )),
-            Some(k) if matches_any(keys, k.as_bytes()) => None,
-            Some(_) => Some(error(StatusCode::UNAUTHORIZED, "invalid admin key")),
-        }
+        admin_refusal(req.request())
     };
     match refusal {
         None => next
@@ -110,6 +106,68 @@ pub async fn require_admin_key(
             .await
             .map(ServiceResponse::map_into_left_body),
         Some(response) => Ok(req.into_response(response).map_into_right_body()),
+    }
+}
+
+/// Why `req` may not use a (non-public) admin route, or `None` when it may.
+fn admin_refusal(req: &HttpRequest) -> Option<HttpResponse> {
+    let settings = req
+        .app_data::<web::Data<LiveConfig>>()
+        .map(|live| live.load());
+    let keys: &[business2api_shared::Secret] = settings
+        .as_deref()
+        .map_or(&[][..], |s| s.admin_keys.as_slice());
+    let presented = presented_admin_key(req);
+    // An admin key: not a browser, no CSRF token needed.
+    if let Some(k) = &presented
+        && !keys.is_empty()
+        && matches_any(keys, k.as_bytes())
+    {
+        return None;
+    }
+    // A panel session: a state-changing call must carry the session's CSRF token.
+    if let Some(id) = panel::session_cookie(req) {
+        let csrf = req
+            .app_data::<web::Data<panel::PanelAuth>>()
+            .and_then(|auth| auth.session(&id));
+        match csrf {
+            Some(expected) => {
+                if panel::is_state_changing(req.method()) {
+                    let given = req
+                        .headers()
+                        .get(panel::CSRF_HEADER)
+                        .and_then(|v| v.to_str().ok());
+                    if !panel::sessions::csrf_matches(&expected, given) {
+                        return Some(error(
+                            StatusCode::FORBIDDEN,
+                            "missing or wrong CSRF token (x-csrf-token): reload the panel",
+                        ));
+                    }
+                }
+                return None;
+            }
+            None if presented.is_none() => {
+                return Some(error(
+                    StatusCode::UNAUTHORIZED,
+                    "the panel session expired or is unknown: log in again",
+                ));
+            }
+            None => {}
+        }
+    }
+    if keys.is_empty() {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "the admin API is disabled: configure admin_keys (or ADMIN_KEY) to use it, or log \
+             in to the admin panel at /admin/panel",
+        ));
+    }
+    match presented {
+        None => Some(error(
+            StatusCode::UNAUTHORIZED,
+            "missing admin key (Authorization: Bearer <admin key>) or panel session",
+        )),
+        Some(_) => Some(error(StatusCode::UNAUTHORIZED, "invalid admin key")),
     }
 }
 
@@ -144,6 +202,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/accounts/{email}/otp",
             web::post().to(crate::workers::admin_otp),
         )
+        .route("/logs", web::get().to(logs::recent))
+        .route("/logs/stream", web::get().to(logs::stream))
+        .configure(panel::routes)
         .configure(flow::routes)
         .configure(proxies::routes)
         .configure(usage::routes);

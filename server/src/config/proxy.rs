@@ -36,6 +36,20 @@ impl ProxyUrl {
         Ok(ProxyUrl(url))
     }
 
+    /// The password, as written (percent-encoded) and decoded: what log redaction looks for.
+    pub fn password_forms(&self) -> Vec<String> {
+        let Some(raw) = self.0.password() else {
+            return Vec::new();
+        };
+        let mut forms = vec![raw.to_owned()];
+        if let Ok(decoded) = percent_decode(raw)
+            && decoded != raw
+        {
+            forms.push(decoded);
+        }
+        forms
+    }
+
     /// The URL with its password replaced by `[redacted]`, for logs and admin views.
     pub fn redacted(&self) -> String {
         let u = &self.0;
@@ -69,6 +83,26 @@ impl std::fmt::Debug for ProxyUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ProxyUrl({})", self.redacted())
     }
+}
+
+/// `%XX` sequences decoded (UTF-8), for [`ProxyUrl::password_forms`].
+fn percent_decode(text: &str) -> Result<String, std::string::FromUtf8Error> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
 }
 
 #[cfg(test)]

@@ -367,10 +367,11 @@ impl Book {
         let t = &inner.totals;
         let uptime_s = now_ms.saturating_sub(self.started_ms) / 1000;
         #[allow(clippy::cast_precision_loss)]
+        // Over the first minute the average is the count so far (no rate above what happened).
         let average_rpm = if uptime_s == 0 {
             0.0
         } else {
-            t.requests as f64 * 60.0 / uptime_s as f64
+            t.requests as f64 * 60.0 / uptime_s.max(60) as f64
         };
         let models: serde_json::Map<String, Value> = inner
             .models
