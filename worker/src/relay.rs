@@ -806,6 +806,9 @@ mod tests {
         let _ = rustls::crypto::ring::default_provider().install_default();
         reqwest::Client::builder()
             .proxy(reqwest::Proxy::all(proxy).unwrap())
+            // The relay serves one request per connection: a pooled connection could be
+            // reused just as it closes (a browser retries then; this client would fail).
+            .pool_max_idle_per_host(0)
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap()
