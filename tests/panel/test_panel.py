@@ -142,7 +142,10 @@ def test_the_panel_end_to_end(page: Page, panel_gateway: PanelGateway) -> None:
     # Usage: the four playground chats, counted by /admin/stats, drawn per hour, per model and
     # per key (the configured key appears under its hashed label, never as itself).
     page.click("#nav-usage")
-    expect(page.locator("#page svg.chart")).to_have_count(2)
+    # Requests and tokens per hour, and requests per hour by model and by key.
+    expect(page.locator("#page svg.chart")).to_have_count(4)
+    expect(page.locator("#page .legend").nth(2)).to_contain_text("gemini-2.5-flash")
+    expect(page.locator("#page .legend").nth(3)).to_contain_text("config-")
     expect(page.locator("#page table")).to_contain_text("gemini-2.5-flash")
     expect(page.locator("#page .hbar-name", has_text="config-")).to_have_count(1)
     assert gw.api_key not in page.inner_text("#page")

@@ -454,6 +454,18 @@
     })));
   }
 
+  // Requests per hour split by `field` ('models' or 'keys'): the four busiest names, the rest
+  // together as one more series.
+  function hourlyBy(hourly, field) {
+    const totals = {};
+    for (const x of hourly) for (const [k, v] of Object.entries(x[field] || {})) totals[k] = (totals[k] || 0) + v;
+    const top = Object.entries(totals).sort((a, b) => b[1] - a[1]).slice(0, 4).map(e => e[0]);
+    const series = top.map(name => ({ name, values: hourly.map(x => (x[field] || {})[name] || 0) }));
+    const rest = hourly.map(x => Object.entries(x[field] || {}).reduce((a, [k, v]) => top.includes(k) ? a : a + v, 0));
+    if (rest.some(v => v > 0)) series.push({ name: t('us.rest'), values: rest });
+    return series;
+  }
+
   function VIEW_usage(el) {
     const box = h('div');
     el.append(box);
@@ -473,7 +485,10 @@
         const labels = hourly.map(x => { const dt = new Date(x.hour); return isNaN(dt) ? String(x.hour) : String(dt.getHours()).padStart(2, '0') + ':00'; });
         box.append(h('div', { class: 'grid2' },
           barChart(labels, [{ name: t('us.success'), values: hourly.map(x => x.success || 0) }, { name: t('us.failed'), values: hourly.map(x => x.failed || 0) }], t('us.hourly')),
-          barChart(labels, [{ name: t('us.input'), values: hourly.map(x => x.input_tokens || 0) }, { name: t('us.output'), values: hourly.map(x => x.output_tokens || 0) }], t('us.tokens_hourly'))));
+          barChart(labels, [{ name: t('us.input'), values: hourly.map(x => x.input_tokens || 0) }, { name: t('us.output'), values: hourly.map(x => x.output_tokens || 0) }], t('us.tokens_hourly'))),
+          h('div', { class: 'grid2' },
+            barChart(labels, hourlyBy(hourly, 'models'), t('us.models_hourly')),
+            barChart(labels, hourlyBy(hourly, 'keys'), t('us.keys_hourly'))));
       }
       const models = Object.entries(d.models || {}).map(([m, v]) => [m, v.requests || 0]).sort((a, b) => b[1] - a[1]);
       const keys = Object.entries(d.keys || {}).map(([k, v]) => [k, v.requests || 0]).sort((a, b) => b[1] - a[1]);
