@@ -245,7 +245,8 @@ fn client_from(local: &str) -> reqwest::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_forwarded_addresses_keep_the_statistics_bounded() {
-    const PER_PEER: u32 = 50_000;
+    // 100,000 distinct forwarded addresses from each peer.
+    const PER_PEER: u32 = 100_000;
     let app = spawn_app_with(options().config(json!({
         "http": { "trusted_proxies": ["127.0.0.1"] }
     })))
