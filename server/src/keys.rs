@@ -138,17 +138,28 @@ pub fn allows(req: &actix_web::HttpRequest, model: &str) -> bool {
 
 /// Refuses `model` when the request's named key does not allow it.
 pub fn check_model(req: &actix_web::HttpRequest, model: &str) -> Result<(), GatewayError> {
-    if let Some(Caller::Named(key)) = Caller::of(req)
-        && let Some(models) = &key.models
-        && !models.iter().any(|m| m == model)
-    {
-        return Err(GatewayError::ModelNotAllowed(format!(
-            "the API key \"{}\" may not use the model `{model}` (allowed: {})",
-            key.name,
-            models.join(", ")
-        )));
+    if allows(req, model) {
+        Ok(())
+    } else {
+        Err(refusal(req, model))
     }
-    Ok(())
+}
+
+/// The refusal of `model` for the request's named key (which does not allow it).
+pub fn refusal(req: &actix_web::HttpRequest, model: &str) -> GatewayError {
+    let (name, allowed) = match Caller::of(req) {
+        Some(Caller::Named(key)) => (
+            key.name.to_string(),
+            key.models
+                .as_ref()
+                .map(|m| m.join(", "))
+                .unwrap_or_default(),
+        ),
+        _ => (String::new(), String::new()),
+    };
+    GatewayError::ModelNotAllowed(format!(
+        "the API key \"{name}\" may not use the model `{model}` (allowed: {allowed})"
+    ))
 }
 
 fn now_ms() -> u64 {

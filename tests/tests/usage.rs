@@ -425,6 +425,53 @@ async fn a_key_may_use_only_its_models_and_stops_working_when_deleted() {
         )
         .await;
     assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+    // One model looked up, and tokens counted, answer the same as a chat would.
+    let lookup = |dialect: &str, model: &str| match dialect {
+        "openai" => app
+            .client
+            .get(app.url(&format!("/v1/models/{model}")))
+            .bearer_auth(&secret),
+        "anthropic" => app
+            .client
+            .get(app.url(&format!("/v1/models/{model}")))
+            .header("x-api-key", &secret)
+            .header("anthropic-version", "2023-06-01"),
+        _ => app
+            .client
+            .get(app.url(&format!("/v1beta/models/{model}")))
+            .header("x-goog-api-key", &secret),
+    };
+    for dialect in ["openai", "anthropic", "gemini"] {
+        for (model, want) in [(MODEL, 200), (other.as_str(), 403)] {
+            let r = lookup(dialect, model).send().await.unwrap();
+            assert_eq!(r.status(), want, "{dialect} lookup of {model}");
+            if want == 403 {
+                assert_dialect_error(dialect, 403, &r.json().await.unwrap());
+            }
+        }
+    }
+    for model in [MODEL, other.as_str()] {
+        let want = if model == MODEL { 200 } else { 403 };
+        let r = app
+            .client
+            .post(app.url("/v1/messages/count_tokens"))
+            .header("x-api-key", &secret)
+            .header("anthropic-version", "2023-06-01")
+            .json(&json!({ "model": model, "messages": [{ "role": "user", "content": "hi" }] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "anthropic count_tokens {model}");
+        let r = app
+            .client
+            .post(app.url(&format!("/v1beta/models/{model}:countTokens")))
+            .header("x-goog-api-key", &secret)
+            .json(&json!({ "contents": [{ "role": "user", "parts": [{ "text": "hi" }] }] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "gemini countTokens {model}");
+    }
     // The secret is never listed; the prefix is.
     let listed = app.get_json_as(ADMIN, "/admin/keys").await;
     let text = listed.to_string();

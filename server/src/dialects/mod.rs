@@ -133,7 +133,7 @@ pub async fn get_model(
     path: web::Path<String>,
 ) -> HttpResponse {
     match Dialect::of_models_listing(&req) {
-        Dialect::OpenAi => openai::get_model(state, path).await,
+        Dialect::OpenAi => openai::get_model(state, req, path).await,
         Dialect::Anthropic => anthropic::get_model(state, req, path).await,
         Dialect::Gemini => gemini::get_model(state, req, path).await,
     }

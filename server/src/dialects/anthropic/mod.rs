@@ -117,7 +117,11 @@ async fn handle(
 
 /// `POST /v1/messages/count_tokens`: the gateway's estimate of the request's input tokens
 /// (the same estimate the answers report), after the same validation as `/v1/messages`.
-async fn count_tokens(state: web::Data<AppState>, payload: web::Payload) -> HttpResponse {
+async fn count_tokens(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
     let counted = async {
         let body = read_body(payload, state.max_body_bytes()).await?;
         let len = body.len();
@@ -129,9 +133,13 @@ async fn count_tokens(state: web::Data<AppState>, payload: web::Payload) -> Http
                 st.chat.models(),
                 &st.live.load().limits,
             )?;
-            Ok(st.chat.input_tokens(&request))
+            Ok((
+                request.model.public_name().to_owned(),
+                st.chat.input_tokens(&request),
+            ))
         })
         .await
+        .and_then(|(model, n)| crate::keys::check_model(&req, &model).map(|()| n))
     };
     match counted.await {
         Ok(n) => HttpResponse::Ok().json(serde_json::json!({ "input_tokens": n })),
@@ -247,10 +255,13 @@ pub async fn list_models(state: web::Data<AppState>, req: HttpRequest) -> HttpRe
 /// `GET /v1/models/{id}` in Anthropic's shape.
 pub async fn get_model(
     state: web::Data<AppState>,
-    _req: HttpRequest,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> HttpResponse {
     match state.chat.models().parse(&path) {
+        Ok(m) if !crate::keys::allows(&req, m.public_name()) => {
+            refused(crate::keys::refusal(&req, m.public_name()))
+        }
         Ok(m) => HttpResponse::Ok().json(model_object(
             m.public_name().to_owned(),
             &created_at(&state),

@@ -115,10 +115,13 @@ pub async fn list_models(state: web::Data<AppState>, req: HttpRequest) -> HttpRe
 /// `GET .../models/{m}` in Google's shape (`m` with or without `models/`).
 pub async fn get_model(
     state: web::Data<AppState>,
-    _req: HttpRequest,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> HttpResponse {
     match state.chat.models().parse(&path) {
+        Ok(m) if !crate::keys::allows(&req, m.public_name()) => {
+            error::response(&crate::keys::refusal(&req, m.public_name()))
+        }
         Ok(m) => HttpResponse::Ok().json(model_out(&m)),
         Err(e) => error::response(&GatewayError::Model(e)),
     }
@@ -180,7 +183,10 @@ pub async fn action(
                 tracing::field::display(crate::telemetry::untrusted(model.public_name())),
             );
             match method {
-                Method::CountTokens => count_tokens(&state, model, payload).await,
+                Method::CountTokens => match crate::keys::check_model(&req, model.public_name()) {
+                    Ok(()) => count_tokens(&state, model, payload).await,
+                    Err(e) => Err(e),
+                },
                 Method::Generate | Method::Stream => {
                     generate(&state, &req, model, method == Method::Stream, payload).await
                 }

@@ -71,8 +71,15 @@ pub async fn list_models(state: web::Data<AppState>, req: HttpRequest) -> HttpRe
 }
 
 /// `GET /v1/models/{model}`.
-pub async fn get_model(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+pub async fn get_model(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
     match state.chat.models().parse(&path) {
+        Ok(m) if !crate::keys::allows(&req, m.public_name()) => {
+            error::response(&crate::keys::refusal(&req, m.public_name()))
+        }
         Ok(m) => HttpResponse::Ok().json(wire::ModelObject {
             id: m.public_name().to_owned(),
             object: "model",
