@@ -255,6 +255,16 @@ pub static KEYS: &[KeySpec] = &[
         gemini_business.max_attempts
     ),
     key!(
+        "gemini_business.session_prefetch",
+        Live,
+        gemini_business.session_prefetch
+    ),
+    key!(
+        "gemini_business.session_prefetch_ttl_sec",
+        Live,
+        gemini_business.session_prefetch_ttl
+    ),
+    key!(
         "gemini_business.language_code",
         Restart,
         gemini_business.language_code

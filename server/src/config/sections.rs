@@ -250,6 +250,10 @@ pub struct GeminiBusinessSettings {
     pub max_download_bytes: u64,
     /// Accounts tried per request before the first byte is sent (1..=10).
     pub max_attempts: u32,
+    /// Upstream sessions kept ready per recently used account (0 = off, the default).
+    pub session_prefetch: u32,
+    /// How long a ready session may wait before it is thrown away unused.
+    pub session_prefetch_ttl: Duration,
     pub language_code: String,
     pub time_zone: String,
 }
@@ -626,6 +630,13 @@ pub(super) fn read_gemini_business(
     let download_timeout = s.secs(r, "download_timeout_sec", 300, AT_LEAST_1);
     let max_download_bytes = u64::from(s.u32(r, "max_download_mb", 64, AT_LEAST_1)) * MIB;
     let max_attempts = s.u32(r, "max_attempts", 3, Range { min: 1, max: 10 });
+    let session_prefetch = s.u32(r, "session_prefetch", 0, Range { min: 0, max: 8 });
+    let session_prefetch_ttl = s.secs(
+        r,
+        "session_prefetch_ttl_sec",
+        120,
+        Range { min: 5, max: 3600 },
+    );
     let language_code = s
         .nonblank(r, "language_code", false)
         .unwrap_or_else(|| "en-US".into());
@@ -643,6 +654,8 @@ pub(super) fn read_gemini_business(
         download_timeout,
         max_download_bytes,
         max_attempts,
+        session_prefetch,
+        session_prefetch_ttl,
         language_code,
         time_zone,
     }

@@ -194,6 +194,12 @@ impl Simulator {
         self.shared.state.add_account(account);
     }
 
+    /// Forgets every session (as Google does when they expire): later calls naming one get 404
+    /// `NOT_FOUND`.
+    pub fn forget_sessions(&self) {
+        self.shared.state.lock().sessions.clear();
+    }
+
     /// Sets the delay between U4 array elements for later streams.
     pub fn set_pacing(&self, pacing: Duration) {
         self.shared.state.lock().pacing = pacing;

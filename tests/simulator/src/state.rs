@@ -88,6 +88,11 @@ impl<K: Eq + Hash + Clone, V> BoundedMap<K, V> {
         self.map.iter()
     }
 
+    pub(crate) fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+    }
+
     pub(crate) fn contains_key(&self, key: &K) -> bool {
         self.map.contains_key(key)
     }

@@ -76,6 +76,8 @@ pub struct GeminiBusinessClient {
     fetcher: arc_swap::ArcSwapOption<MediaFetcher>,
     /// Counts each request sent and each failed call (`/metrics`).
     metrics: Metrics,
+    /// Sessions created ahead of need (`gemini_business.session_prefetch`).
+    stock: super::sessions::SessionStock,
 }
 
 /// The per-call timeouts and limits, read from the live configuration at each call.
@@ -86,6 +88,8 @@ struct CallKnobs {
     stream_idle_timeout: Duration,
     download_timeout: Duration,
     max_download_bytes: u64,
+    session_prefetch: u32,
+    session_prefetch_ttl: Duration,
 }
 
 impl CallKnobs {
@@ -96,6 +100,8 @@ impl CallKnobs {
             stream_idle_timeout: s.stream_idle_timeout,
             download_timeout: s.download_timeout,
             max_download_bytes: s.max_download_bytes,
+            session_prefetch: s.session_prefetch,
+            session_prefetch_ttl: s.session_prefetch_ttl,
         }
     }
 }
@@ -250,6 +256,7 @@ impl GeminiBusinessClient {
             base_headers: base_headers(&format!("{},{};q=0.9", settings.language_code, primary)),
             fetcher: arc_swap::ArcSwapOption::empty(),
             metrics: Metrics::default(),
+            stock: super::sessions::SessionStock::default(),
         })
     }
 
@@ -788,6 +795,44 @@ impl GeminiBusinessClient {
         Ok(Bytes::from(buf))
     }
 
+    /// A ready session of `shelf` (prefetch on), starting a background refill of the shelf
+    /// when it is short.
+    fn ready_session(
+        self: &Arc<Self>,
+        auth: &CallAuth,
+        shelf: Option<&super::sessions::ShelfKey>,
+        knobs: CallKnobs,
+    ) -> Option<String> {
+        let shelf = shelf?;
+        let (ready, refill) = self.stock.take(
+            shelf,
+            knobs.session_prefetch,
+            knobs.session_prefetch_ttl,
+            Instant::now(),
+        );
+        if let Some(refill) = refill {
+            let client = Arc::clone(self);
+            let auth = auth.clone();
+            tokio::spawn(async move {
+                for _ in 0..refill.count {
+                    let made = client.create_session(&auth).await;
+                    let want = client.knobs().session_prefetch;
+                    match made {
+                        Ok(name) => client
+                            .stock
+                            .arrived(&refill, Some(name), want, Instant::now()),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "prefetching an upstream session failed");
+                            client.stock.discard(&refill.key);
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+        ready
+    }
+
     /// One chat turn: the conversation flattened into one query ([`flatten`]), then U2, U3 for
     /// each attachment, U4 streamed, then U5/U6 for generated files. Events are yielded as soon
     /// as they are parsed; dropping the stream cancels whatever call is in flight.
@@ -810,6 +855,10 @@ impl GeminiBusinessClient {
             let forced = tools.as_ref().is_some_and(crate::tools::ToolSet::forces);
             let attempts = if forced { 2 } else { 1 };
             let model = &request.model;
+            let knobs = client.knobs();
+            // Ready sessions of this account's credentials, when prefetch is on.
+            let shelf = (knobs.session_prefetch > 0)
+                .then(|| super::sessions::shelf_key(&auth.credentials));
             let mut full_session: Option<String> = None;
             let mut session = String::new();
             let mut files = Vec::new();
@@ -827,17 +876,61 @@ impl GeminiBusinessClient {
                 let mut parser = tools.as_ref().map(crate::tools::ToolSet::parser);
                 full_session = None;
                 files.clear();
-                session = client.create_session(&auth).await?;
-                let mut file_ids = Vec::with_capacity(query.attachments.len());
-                for media in &query.attachments {
-                    file_ids.push(client.attach(&auth, &session, media).await?);
-                }
-                let items = client.stream_assist(&auth, &session, &text, &file_ids, model).await?;
+                // A prefetched session that turns out gone is replaced once by a fresh one.
+                let mut retried = false;
+                let mut file_ids: Vec<String>;
+                let items = loop {
+                    let ready = client.ready_session(&auth, shelf.as_ref(), knobs);
+                    let prefetched = ready.is_some();
+                    let prepared = async {
+                        let session = match ready {
+                            Some(ready) => ready,
+                            None => client.create_session(&auth).await?,
+                        };
+                        let mut file_ids = Vec::with_capacity(query.attachments.len());
+                        for media in &query.attachments {
+                            file_ids.push(client.attach(&auth, &session, media).await?);
+                        }
+                        Ok::<_, CallError>((session, file_ids))
+                    }
+                    .await;
+                    let started = match prepared {
+                        Ok((s, ids)) => {
+                            session = s;
+                            file_ids = ids;
+                            client
+                                .stream_assist(&auth, &session, &text, &file_ids, model)
+                                .await
+                                .map_err(CallError::from)
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match started {
+                        Ok(items) => break items,
+                        Err(e) => {
+                            if let Some(shelf) = &shelf {
+                                client.stock.discard(shelf);
+                            }
+                            // A session made ahead of need can be gone by the time it is
+                            // used: once, a fresh one is made instead.
+                            let gone = matches!(&e, CallError::Upstream(u) if u.kind == ErrorKind::NotFound);
+                            if prefetched && gone && !retried {
+                                tracing::info!("a prefetched upstream session was gone; creating a new one");
+                                retried = true;
+                                continue;
+                            }
+                            Err(e)?;
+                        }
+                    }
+                };
                 futures_util::pin_mut!(items);
                 // Events held back while a forced call has not arrived yet.
                 let mut held: Vec<StreamEvent> = Vec::new();
                 let mut called = !forced;
                 while let Some(item) = items.next().await {
+                    if let (Err(_), Some(shelf)) = (&item, &shelf) {
+                        client.stock.discard(shelf);
+                    }
                     let events = match item? {
                         AssistItem::SessionInfo(s) => {
                             full_session.get_or_insert(s);

@@ -22,6 +22,7 @@ pub mod json_stream;
 pub mod jwt;
 pub mod models;
 pub mod prompt;
+pub mod sessions;
 pub mod wire;
 
 use std::sync::Arc;
