@@ -38,6 +38,67 @@ enum Command {
     Run(Box<RunArgs>),
     /// Render BENCHMARKS.md (Markdown on stdout) from `run` results and the script's facts.
     Render(Box<report::RenderArgs>),
+    /// Sequential streamed requests through the gateway only; prints the time to first
+    /// content and to the end as JSON (bench/prefetch.sh: with and without session prefetch).
+    Ttfc(TtfcArgs),
+}
+
+#[derive(Debug, Args)]
+struct TtfcArgs {
+    /// Gateway base URL (http://127.0.0.1:PORT).
+    #[arg(long)]
+    gateway: String,
+    /// Gateway API key.
+    #[arg(long)]
+    key: String,
+    #[arg(long, default_value = "gemini-2.5-flash")]
+    model: String,
+    #[arg(long, default_value = "hi")]
+    prompt: String,
+    /// Unmeasured requests first.
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+    /// Measured requests, one after another.
+    #[arg(long, default_value_t = 100)]
+    requests: usize,
+    /// Pause between two requests, milliseconds (a user reading the answer).
+    #[arg(long, default_value_t = 0)]
+    gap_ms: u64,
+}
+
+fn ttfc_main(args: &TtfcArgs) -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(async {
+        let gateway = Gateway::new(
+            client()?,
+            &args.gateway,
+            &args.key,
+            &args.prompt,
+            &args.model,
+        )?;
+        let gap = Duration::from_millis(args.gap_ms);
+        let (mut first, mut total) = (Vec::new(), Vec::new());
+        for i in 0..args.warmup + args.requests {
+            let timing = gateway.chat(true).await?;
+            if i >= args.warmup {
+                first.push(timing.first_content.context("a stream without content")?);
+                total.push(timing.total);
+            }
+            tokio::time::sleep(gap).await;
+        }
+        let out = serde_json::json!({
+            "requests": args.requests,
+            "gap_ms": args.gap_ms,
+            "first_content": Summary::of(&mut first),
+            "total": Summary::of(&mut total),
+        });
+        println!("{out}");
+        Ok(())
+    })
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +152,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run_main(*args),
         Command::Render(args) => report::render_main(&args),
+        Command::Ttfc(args) => ttfc_main(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -270,6 +270,10 @@ async fn v1alpha(req: HttpRequest, payload: web::Payload, state: web::Data<State
         (&Method::POST, Some("widgetListSessionFileMetadata")) => Endpoint::ListFiles,
         _ => return unrouted(req).await,
     };
+    let latency = state.lock().call_latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let mut rec = Rec::start(&state, endpoint, &req);
     let raw = match read_body(payload).await {
         Ok(raw) => raw,

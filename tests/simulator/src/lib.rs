@@ -200,6 +200,12 @@ impl Simulator {
         self.shared.state.lock().sessions.clear();
     }
 
+    /// Sets the time each later U2–U5 call waits before it is answered (U4: before its first
+    /// byte), as a round trip to Google would take.
+    pub fn set_call_latency(&self, latency: Duration) {
+        self.shared.state.lock().call_latency = latency;
+    }
+
     /// Sets the delay between U4 array elements for later streams.
     pub fn set_pacing(&self, pacing: Duration) {
         self.shared.state.lock().pacing = pacing;

@@ -29,6 +29,10 @@ struct Cli {
     /// Delay between streamed answer elements, milliseconds.
     #[arg(long, default_value_t = 0)]
     pace_ms: u64,
+    /// Time each U2–U5 call waits before it is answered (U4: before its first byte),
+    /// milliseconds: the round trip to Google.
+    #[arg(long, default_value_t = 0)]
+    call_latency_ms: u64,
     /// Number of demo accounts to register (`SimAccount::demo(0..N)`).
     #[arg(long, default_value_t = 1)]
     accounts: u32,
@@ -72,6 +76,7 @@ async fn run(cli: Cli) -> std::io::Result<()> {
         workers: cli.workers,
     };
     let sim = Simulator::start_with(cli.listen, options).await?;
+    sim.set_call_latency(Duration::from_millis(cli.call_latency_ms));
     for account in accounts {
         sim.add_account(account);
     }

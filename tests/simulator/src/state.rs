@@ -136,6 +136,8 @@ pub(crate) struct Inner {
     pub(crate) queued: VecDeque<Answer>,
     pub(crate) hold: Option<Gate>,
     pub(crate) pacing: Duration,
+    /// Added before answering each U2–U5 call (a network round trip to Google).
+    pub(crate) call_latency: Duration,
     pub(crate) stats: SimStats,
     pub(crate) records: HashMap<Endpoint, VecDeque<RecordedRequest>>,
     pub(crate) last_stream_assist_body: Option<Value>,
@@ -177,6 +179,7 @@ impl State {
                 queued: VecDeque::new(),
                 hold: None,
                 pacing,
+                call_latency: Duration::ZERO,
                 stats: SimStats::default(),
                 records: HashMap::new(),
                 last_stream_assist_body: None,
