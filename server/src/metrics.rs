@@ -248,6 +248,11 @@ struct RefreshLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
 }
@@ -292,6 +297,7 @@ struct Inner {
     upstream_requests: Family<UpstreamCallLabels, Counter>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     token_refreshes: Family<RefreshLabels, Counter>,
+    session_prefetch: Family<OutcomeLabels, Counter>,
 }
 
 /// The application's metrics: cheap to clone, shared by the handlers and the upstream clients.
@@ -367,6 +373,14 @@ impl Metrics {
             "Token mints (Gemini Business session JWTs, Flow access tokens), by outcome",
             token_refreshes.clone(),
         );
+        let session_prefetch = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "business2api_session_prefetch",
+            "Sessions taken by Gemini Business turns with session prefetch on: hit (a ready one), \
+             miss (none ready: made for the turn), gone (a ready one the upstream had dropped, \
+             then replaced by a miss)",
+            session_prefetch.clone(),
+        );
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {
@@ -386,6 +400,7 @@ impl Metrics {
             upstream_requests,
             upstream_errors,
             token_refreshes,
+            session_prefetch,
         }))
     }
 
@@ -434,6 +449,15 @@ impl Metrics {
         self.0
             .token_refreshes
             .get_or_create(&RefreshLabels { upstream, outcome })
+            .inc();
+    }
+
+    /// A turn with session prefetch on took a ready session (`hit`), made one (`miss`), or
+    /// found its ready one gone (`gone`).
+    pub fn session_prefetch(&self, outcome: &'static str) {
+        self.0
+            .session_prefetch
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
 

@@ -115,6 +115,30 @@ async fn a_request_takes_a_ready_session_and_a_gone_one_is_replaced_once() {
         later.iter().all(|(s, status)| *status == 200 && *s != gone),
         "{later:?}"
     );
+
+    // /metrics counts where the sessions came from.
+    let scrape = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |outcome: &str| -> u64 {
+        let series = format!("business2api_session_prefetch_total{{outcome=\"{outcome}\"}} ");
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    };
+    assert_eq!(count("gone"), 1, "{scrape}");
+    // one, four and the replacement in five made their own; two and five took ready ones;
+    // six to eight take one or make one, depending on the refill's timing.
+    assert!(count("miss") >= 3 && count("hit") >= 2, "{scrape}");
+    assert_eq!(count("miss") + count("hit"), 8, "{scrape}");
     app.stop().await;
 }
 

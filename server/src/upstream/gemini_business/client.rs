@@ -882,6 +882,9 @@ impl GeminiBusinessClient {
                 let items = loop {
                     let ready = client.ready_session(&auth, shelf.as_ref(), knobs);
                     let prefetched = ready.is_some();
+                    if shelf.is_some() {
+                        client.metrics.session_prefetch(if prefetched { "hit" } else { "miss" });
+                    }
                     let prepared = async {
                         let session = match ready {
                             Some(ready) => ready,
@@ -916,6 +919,7 @@ impl GeminiBusinessClient {
                             let gone = matches!(&e, CallError::Upstream(u) if u.kind == ErrorKind::NotFound);
                             if prefetched && gone && !retried {
                                 tracing::info!("a prefetched upstream session was gone; creating a new one");
+                                client.metrics.session_prefetch("gone");
                                 retried = true;
                                 continue;
                             }
