@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The gateway benchmark: added latency, throughput and RSS of business2api against the upstream
-# simulator with zero pacing, compared with calling the simulator directly. Rewrites
-# BENCHMARKS.md at the repository root (or $BENCH_OUT).
+# simulator with zero pacing, compared with calling the simulator directly and through a bare
+# hyper reverse proxy (bench/src/bareproxy.rs; the side-by-side table is written by
+# bench/side_by_side.py). Rewrites BENCHMARKS.md at the repository root (or $BENCH_OUT).
 #
 #   bench/run.sh
 #
@@ -43,16 +44,17 @@ target_dir="$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
     | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
 target_dir="${target_dir:-$root/target}"
 bin="$target_dir/release"
-for b in business2api upstream-sim loadgen; do
+for b in business2api upstream-sim loadgen bareproxy; do
     [[ -x "$bin/$b" ]] || { log "missing $bin/$b"; exit 1; }
 done
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/b2a-bench.XXXXXX")"
 sim_pid=""
 gw_pid=""
+proxy_pid=""
 cleanup() {
     local status=$?
-    for pid in "$gw_pid" "$sim_pid"; do
+    for pid in "$gw_pid" "$proxy_pid" "$sim_pid"; do
         if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
             kill -TERM "$pid" 2>/dev/null || true
             for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -101,6 +103,12 @@ sim_pid=$!
 sim_url="$(wait_for_url "$work/sim.out" 'upstream-sim listening on' "$sim_pid")"
 log "simulator at $sim_url (pid $sim_pid)"
 
+# The reference point: a bare reverse proxy (bench/src/bareproxy.rs) in front of the simulator.
+"$bin/bareproxy" --listen 127.0.0.1:0 --upstream "$sim_url" >"$work/proxy.out" 2>"$work/proxy.err" &
+proxy_pid=$!
+proxy_url="$(wait_for_url "$work/proxy.out" 'bareproxy listening on' "$proxy_pid")"
+log "bare proxy at $proxy_url (pid $proxy_pid)"
+
 # --- gateway --------------------------------------------------------------------------------
 # No daily cap: the runs send far more than the default 3000 text requests per account a day.
 cp "$work"/accounts/*.json "$work/data/"
@@ -134,6 +142,13 @@ account_file="$(ls "$work"/accounts/*.json | head -n1)"
 
 gw_hwm="$(hwm_kb "$gw_pid")"
 sim_hwm="$(hwm_kb "$sim_pid")"
+
+# The same direct turn through the bare proxy (the gateway idles meanwhile).
+"$bin/loadgen" proxy \
+    --sim "$sim_url" --proxy "$proxy_url" --account "$account_file" \
+    --warmup "$warmup" --requests "$latency_requests" --concurrency "$concurrency" \
+    --duration-secs "$duration" --proxy-pid "$proxy_pid" --sim-pid "$sim_pid" \
+    >"$work/proxy.json"
 loadavg_end="$(cut -d' ' -f1-3 /proc/loadavg)"
 if [[ -s "$work/gw.err" ]]; then
     log "gateway stderr (last lines):"
@@ -160,6 +175,7 @@ gw_bytes="$(stat -c %s "$bin/business2api")"
     --accounts "$accounts" --gateway-workers "${gateway_workers:-default (one per CPU)}" \
     --sim-workers "$sim_workers" --gateway-binary-bytes "$gw_bytes" \
     ${note:+--note "$note"} >"$work/BENCHMARKS.md"
+python3 "$root/bench/side_by_side.py" "$work/results.json" "$work/proxy.json" >>"$work/BENCHMARKS.md"
 cat "$work/BENCHMARKS.md" >"$out"
 
 cat "$work/results.json"

@@ -41,6 +41,137 @@ enum Command {
     /// Sequential streamed requests through the gateway only; prints the time to first
     /// content and to the end as JSON (bench/prefetch.sh: with and without session prefetch).
     Ttfc(TtfcArgs),
+    /// The direct U2 + U4 turn made straight to the simulator and through `bareproxy`, paired
+    /// at concurrency 1, then through the proxy under load; prints JSON (bench/run.sh).
+    Proxy(ProxyArgs),
+}
+
+#[derive(Debug, Args)]
+struct ProxyArgs {
+    /// Simulator base URL.
+    #[arg(long)]
+    sim: String,
+    /// bareproxy's base URL (in front of the simulator).
+    #[arg(long)]
+    proxy: String,
+    /// An account file the simulator wrote.
+    #[arg(long)]
+    account: PathBuf,
+    #[arg(long, default_value = "gemini-2.5-flash")]
+    model: String,
+    #[arg(long, default_value = "hi")]
+    prompt: String,
+    #[arg(long, default_value_t = 300)]
+    warmup: usize,
+    /// Sequential measured pairs (direct, through the proxy).
+    #[arg(long, default_value_t = 5000)]
+    requests: usize,
+    #[arg(long, value_delimiter = ',', default_value = "16,64")]
+    concurrency: Vec<usize>,
+    #[arg(long, default_value_t = 15)]
+    duration_secs: u64,
+    #[arg(long, default_value_t = 2)]
+    load_warmup_secs: u64,
+    /// bareproxy's process id, for its CPU time.
+    #[arg(long)]
+    proxy_pid: Option<u32>,
+    #[arg(long)]
+    sim_pid: Option<u32>,
+}
+
+fn proxy_main(args: &ProxyArgs) -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let out = runtime.block_on(proxy_run(args))?;
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// Rounded to 0.1 (µs figures: more digits are noise).
+fn round(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+async fn proxy_run(args: &ProxyArgs) -> Result<serde_json::Value> {
+    let http = client()?;
+    let direct = Direct::new(
+        http.clone(),
+        &args.sim,
+        AccountFile::load(&args.account)?,
+        &args.prompt,
+        &args.model,
+    )?;
+    let proxied = Arc::new(Direct::new(
+        http,
+        &args.proxy,
+        AccountFile::load(&args.account)?,
+        &args.prompt,
+        &args.model,
+    )?);
+    progress(&format!(
+        "bare proxy: {} + {} sequential pairs",
+        args.warmup, args.requests
+    ));
+    let mut d = Vec::with_capacity(args.requests);
+    let mut p = Vec::with_capacity(args.requests);
+    for i in 0..args.warmup + args.requests {
+        let (a, b) = if i % 2 == 0 {
+            (direct.turn().await?, proxied.turn().await?)
+        } else {
+            let b = proxied.turn().await?;
+            (direct.turn().await?, b)
+        };
+        if i >= args.warmup {
+            d.push(a);
+            p.push(b);
+        }
+    }
+    let direct_total = summary(d.iter().map(|t| t.total));
+    let proxy_total = summary(p.iter().map(|t| t.total));
+    let direct_first = summary(d.iter().map(|t| t.first_chunk));
+    let proxy_first = summary(p.iter().map(|t| t.first_chunk));
+    let added = |a: &Summary, b: &Summary| {
+        serde_json::json!({
+            "p50_us": round(b.p50_us - a.p50_us),
+            "p99_us": round(b.p99_us - a.p99_us),
+        })
+    };
+    let pids = Pids {
+        gateway: args.proxy_pid,
+        sim: args.sim_pid,
+    };
+    let target = Target::Direct(proxied);
+    let mut rows = Vec::new();
+    for &c in &args.concurrency {
+        progress(&format!("bare proxy: concurrency {c}"));
+        load(&target, c, Duration::from_secs(args.load_warmup_secs), pids).await?;
+        let run = load(&target, c, Duration::from_secs(args.duration_secs), pids).await?;
+        let cpu_us = run
+            .cpu
+            .gateway_ms
+            .filter(|_| run.requests > 0)
+            .map(|ms| round(ms * 1000.0 / run.requests as f64));
+        rows.push(serde_json::json!({
+            "concurrency": c,
+            "requests": run.requests,
+            "errors": run.errors,
+            "rps": run.rps,
+            "proxy_cpu_us_per_request": cpu_us,
+        }));
+    }
+    Ok(serde_json::json!({
+        "pairs": args.requests,
+        "direct_total": direct_total,
+        "proxy_total": proxy_total,
+        "added_total": added(&direct_total, &proxy_total),
+        "direct_first_chunk": direct_first,
+        "proxy_first_chunk": proxy_first,
+        "added_first_chunk": added(&direct_first, &proxy_first),
+        "throughput": rows,
+    }))
 }
 
 #[derive(Debug, Args)]
@@ -153,6 +284,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_main(*args),
         Command::Render(args) => report::render_main(&args),
         Command::Ttfc(args) => ttfc_main(&args),
+        Command::Proxy(args) => proxy_main(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
