@@ -16,6 +16,8 @@
 #   BENCH_GATEWAY_WORKERS=      gateway http.workers (empty = one per CPU, the default)
 #   BENCH_SIM_WORKERS=$(nproc)  simulator actix workers
 #   BENCH_NOTE=                 a sentence about the machine, shown at the top of the file
+#   BENCH_PIN=1                 pin the gateway and the bare proxy to CPU 1, the simulator and the
+#                               load generator to CPU 0 (taskset; needs 2+ CPUs; 0 = no pinning)
 #   BENCH_OUT=BENCHMARKS.md     output file
 #
 # Only 127.0.0.1 is contacted. Everything runs in a temporary directory removed on exit.
@@ -36,6 +38,16 @@ note="${BENCH_NOTE:-}"
 out="${BENCH_OUT:-$root/BENCHMARKS.md}"
 
 log() { printf 'bench: %s\n' "$*" >&2; }
+
+# What is measured runs on one core, what drives it on the other.
+pin_subject=()
+pin_load=()
+pinning="none (every process on every core)"
+if [[ "${BENCH_PIN:-1}" != 0 ]] && (( $(nproc) >= 2 )) && command -v taskset >/dev/null; then
+    pin_subject=(taskset -c 1)
+    pin_load=(taskset -c 0)
+    pinning="gateway and bare proxy on CPU 1; simulator and load generator on CPU 0 (taskset)"
+fi
 
 log "building release binaries (cargo may wait for the target dir lock)"
 cargo build --release -p business2api -p upstream-sim -p business2api-bench >&2
@@ -93,10 +105,11 @@ if [[ -z "$note" ]] && awk '{exit !($1 >= 0.5)}' /proc/loadavg; then
     note="The machine was not idle when this run started (load average $loadavg_start): \
 other processes competed for the CPU, see the 'other processes' column below."
 fi
+note="${note:+$note }CPU pinning: $pinning."
 
 # --- simulator ------------------------------------------------------------------------------
 mkdir -p "$work/accounts" "$work/data"
-"$bin/upstream-sim" --listen 127.0.0.1:0 --pace-ms 0 --accounts "$accounts" \
+"${pin_load[@]}" "$bin/upstream-sim" --listen 127.0.0.1:0 --pace-ms 0 --accounts "$accounts" \
     --workers "$sim_workers" --write-accounts "$work/accounts" \
     >"$work/sim.out" 2>"$work/sim.err" &
 sim_pid=$!
@@ -104,7 +117,7 @@ sim_url="$(wait_for_url "$work/sim.out" 'upstream-sim listening on' "$sim_pid")"
 log "simulator at $sim_url (pid $sim_pid)"
 
 # The reference point: a bare reverse proxy (bench/src/bareproxy.rs) in front of the simulator.
-"$bin/bareproxy" --listen 127.0.0.1:0 --upstream "$sim_url" >"$work/proxy.out" 2>"$work/proxy.err" &
+"${pin_subject[@]}" "$bin/bareproxy" --listen 127.0.0.1:0 --upstream "$sim_url" >"$work/proxy.out" 2>"$work/proxy.err" &
 proxy_pid=$!
 proxy_url="$(wait_for_url "$work/proxy.out" 'bareproxy listening on' "$proxy_pid")"
 log "bare proxy at $proxy_url (pid $proxy_pid)"
@@ -119,7 +132,7 @@ cat >"$work/config.json" <<EOF
  "pool":{"daily_limit_text":0},
  "gemini_business":{"auth_base_url":"$sim_url","api_base_url":"$sim_url"}$workers_json}
 EOF
-RUST_LOG=warn "$bin/business2api" serve --config "$work/config.json" \
+RUST_LOG=warn "${pin_subject[@]}" "$bin/business2api" serve --config "$work/config.json" \
     >"$work/gw.out" 2>"$work/gw.err" &
 gw_pid=$!
 gw_url="$(wait_for_url "$work/gw.out" 'business2api listening on' "$gw_pid")"
@@ -133,7 +146,7 @@ log "RSS after start-up: gateway ${gw_rss_start} kB, simulator ${sim_rss_start} 
 
 # --- measurements ---------------------------------------------------------------------------
 account_file="$(ls "$work"/accounts/*.json | head -n1)"
-"$bin/loadgen" run \
+"${pin_load[@]}" "$bin/loadgen" run \
     --gateway "$gw_url" --key bench-key --sim "$sim_url" --account "$account_file" \
     --warmup "$warmup" --latency-requests "$latency_requests" \
     --stream-requests "$stream_requests" --concurrency "$concurrency" \
@@ -144,7 +157,7 @@ gw_hwm="$(hwm_kb "$gw_pid")"
 sim_hwm="$(hwm_kb "$sim_pid")"
 
 # The same direct turn through the bare proxy (the gateway idles meanwhile).
-"$bin/loadgen" proxy \
+"${pin_load[@]}" "$bin/loadgen" proxy \
     --sim "$sim_url" --proxy "$proxy_url" --account "$account_file" \
     --warmup "$warmup" --requests "$latency_requests" --concurrency "$concurrency" \
     --duration-secs "$duration" --proxy-pid "$proxy_pid" --sim-pid "$sim_pid" \
@@ -175,7 +188,8 @@ gw_bytes="$(stat -c %s "$bin/business2api")"
     --accounts "$accounts" --gateway-workers "${gateway_workers:-default (one per CPU)}" \
     --sim-workers "$sim_workers" --gateway-binary-bytes "$gw_bytes" \
     ${note:+--note "$note"} >"$work/BENCHMARKS.md"
-python3 "$root/bench/side_by_side.py" "$work/results.json" "$work/proxy.json" >>"$work/BENCHMARKS.md"
+python3 "$root/bench/side_by_side.py" "$work/results.json" "$work/proxy.json" "$pinning" \
+    >>"$work/BENCHMARKS.md"
 cat "$work/BENCHMARKS.md" >"$out"
 
 cat "$work/results.json"

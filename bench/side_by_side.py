@@ -2,7 +2,7 @@
 (bench/src/bareproxy.rs), both measured in the same bench/run.sh session against the same
 simulator and the same direct U2 + U4 turn.
 
-    python3 bench/side_by_side.py results.json proxy.json >> BENCHMARKS.md
+    python3 bench/side_by_side.py results.json proxy.json "<pinning>" >> BENCHMARKS.md
 """
 
 import json
@@ -55,10 +55,10 @@ def main():
         p_cpu = rows.get(c, {}).get("proxy_cpu_us_per_request")
         print(f"| CPU per request, concurrency {c}, non-streaming | {cpu(p_cpu)} | {cpu(g_cpu)} "
               f"| {ratio(g_cpu, p_cpu)} |")
+    pinning = sys.argv[3] if len(sys.argv) > 3 else "none"
     print("\nThe issue's targets against this table: CPU per non-streaming request ≤ 4 × the bare "
           "proxy's; added latency p50 ≤ 0.10 ms, p99 ≤ 0.25 ms; added time to first content "
-          "p50 ≤ 0.15 ms. The load generator, the proxy or gateway and the simulator share the "
-          "machine's cores (no pinning yet).")
+          f"p50 ≤ 0.15 ms. CPU pinning in this run: {pinning}.")
 
 
 if __name__ == "__main__":
