@@ -160,11 +160,6 @@ impl SessionStock {
             shelf.epoch = epoch;
         }
     }
-
-    /// Ready sessions in all shelves (for tests and metrics).
-    pub fn ready(&self) -> usize {
-        self.lock().shelves.values().map(|s| s.ready.len()).sum()
-    }
 }
 
 fn evict_oldest(shelves: &mut HashMap<ShelfKey, Shelf>) {
@@ -182,6 +177,13 @@ mod tests {
     use super::*;
 
     const TTL: Duration = Duration::from_secs(60);
+
+    impl SessionStock {
+        /// Ready sessions in all shelves.
+        fn ready(&self) -> usize {
+            self.lock().shelves.values().map(|s| s.ready.len()).sum()
+        }
+    }
 
     fn key(n: u8) -> ShelfKey {
         [n; 32]
